@@ -1,0 +1,147 @@
+"""Static analysis of a grammar: minimum heights/sizes (used by the sampler to
+stay inside its budgets without retrying), reachability, productivity, and the
+branching-process check that the expected derivation size is finite."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from archgram.grammar.model import Branch, Elem, Grammar, NonTerm, Production, Term
+
+INF = math.inf
+
+
+def _elem_size(e: Elem, size: dict[str, float]) -> float:
+    if isinstance(e, Term):
+        return e.repeat
+    if isinstance(e, NonTerm):
+        return e.repeat * size[e.name]
+    return _elem_size(e.open, size) + sum(a.copies * _elem_size(a.elem, size) for a in e.arms) + _elem_size(e.close, size)
+
+
+def _elem_height(e: Elem, height: dict[str, float]) -> float:
+    if isinstance(e, Term):
+        return 0
+    if isinstance(e, NonTerm):
+        return height[e.name]
+    return max([_elem_height(e.open, height), _elem_height(e.close, height)]
+               + [_elem_height(a.elem, height) for a in e.arms])
+
+
+def prod_size(p: Production, size: dict[str, float]) -> float:
+    return sum(_elem_size(e, size) for e in p.elems)
+
+
+def prod_height(p: Production, height: dict[str, float]) -> float:
+    return max((_elem_height(e, height) for e in p.elems), default=0)
+
+
+def minimum_sizes(g: Grammar) -> tuple[dict[str, float], dict[str, float]]:
+    """Least rule-nesting height and least op count of any derivation of each
+    rule (infinite for unproductive rules), by fixed-point iteration."""
+    height = {name: INF for name in g.rules}
+    size = {name: INF for name in g.rules}
+    changed = True
+    while changed:
+        changed = False
+        for name, rule in g.rules.items():
+            h = 1 + min(prod_height(p, height) for p in rule.productions)
+            s = min(prod_size(p, size) for p in rule.productions)
+            if h < height[name] or s < size[name]:
+                height[name], size[name] = min(h, height[name]), min(s, size[name])
+                changed = True
+    return height, size
+
+
+@dataclass
+class LintReport:
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    unreachable: list[str] = field(default_factory=list)
+    unproductive: list[str] = field(default_factory=list)
+    spectral_radius: float = 0.0
+    expected_nodes: float = INF  # expected op count per derivation (no limits)
+    rules: int = 0
+    productions: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def to_dict(self) -> dict:
+        return {
+            "ok": self.ok,
+            "errors": self.errors,
+            "warnings": self.warnings,
+            "unreachable": self.unreachable,
+            "unproductive": self.unproductive,
+            "spectral_radius": self.spectral_radius,
+            "expected_nodes": None if math.isinf(self.expected_nodes) else self.expected_nodes,
+            "rules": self.rules,
+            "productions": self.productions,
+        }
+
+
+def _reachable(g: Grammar) -> set[str]:
+    seen, todo = {g.start}, [g.start]
+    while todo:
+        for p in g.rules[todo.pop()].productions:
+            for name, _ in p.nonterminals():
+                if name not in seen:
+                    seen.add(name)
+                    todo.append(name)
+    return seen
+
+
+def offspring_matrix(g: Grammar, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """M[i, j]: expected occurrences of rule j in one expansion of rule i;
+    t[i]: expected op nodes one expansion of rule i emits directly."""
+    index = {n: i for i, n in enumerate(names)}
+    m = np.zeros((len(names), len(names)))
+    t = np.zeros(len(names))
+    for name in names:
+        i = index[name]
+        for p in g.rules[name].productions:
+            for child, count in p.nonterminals():
+                m[i, index[child]] += p.prob * count
+            t[i] += p.prob * _direct_ops(p)
+    return m, t
+
+
+def _direct_ops(p: Production) -> int:
+    def ops(e: Elem) -> int:
+        if isinstance(e, Term):
+            return e.repeat
+        if isinstance(e, NonTerm):
+            return 0
+        assert isinstance(e, Branch)
+        return ops(e.open) + ops(e.close) + sum(ops(a.elem) for a in e.arms)
+
+    return sum(ops(e) for e in p.elems)
+
+
+def lint(g: Grammar) -> LintReport:
+    report = LintReport(rules=len(g.rules), productions=sum(len(r.productions) for r in g.rules.values()))
+    report.warnings.extend(g.warnings)
+    reachable = _reachable(g)
+    report.unreachable = sorted(set(g.rules) - reachable)
+    for name in report.unreachable:
+        report.warnings.append(f"{g.rules[name].loc}: rule '{name}' is unreachable from start '{g.start}'")
+    report.unproductive = sorted(n for n, s in g.min_size.items() if math.isinf(s))
+    for name in report.unproductive:
+        report.errors.append(f"{g.rules[name].loc}: rule '{name}' is unproductive: every production recurses forever")
+    names = sorted(reachable)
+    m, t = offspring_matrix(g, names)
+    radius = float(max(abs(np.linalg.eigvals(m)), default=0.0)) if len(names) else 0.0
+    report.spectral_radius = radius
+    if radius < 1 - 1e-9:
+        sizes = np.linalg.solve(np.eye(len(names)) - m, t)
+        report.expected_nodes = float(sizes[names.index(g.start)])
+    else:
+        report.warnings.append(
+            f"expected derivation size is infinite (spectral radius of the offspring matrix is {radius:.3f} >= 1): "
+            "samples are bounded only by the depth/node limits; lower the recursive productions' probabilities"
+        )
+    return report
