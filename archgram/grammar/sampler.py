@@ -91,8 +91,9 @@ class _Slot:
 
 
 class Sampler:
-    def __init__(self, grammar: Grammar, limits: Limits, rng: random.Random):
+    def __init__(self, grammar: Grammar, limits: Limits, rng: random.Random, max_steps: int = MAX_STEPS):
         self.g, self.limits, self.rng = grammar, limits, rng
+        self.max_steps = max_steps
         self.used = _Budget()
         self.shared: dict[str, Any] = {}
         self.rejections = 0
@@ -102,7 +103,7 @@ class Sampler:
     # -------------------------------------------------------------- helpers
     def _step(self) -> None:
         self.steps += 1
-        if self.steps > MAX_STEPS:
+        if self.steps > self.max_steps:
             raise _Restart()
 
     def _reject(self, reason: str) -> None:
