@@ -32,22 +32,23 @@ def _mark(node: Node, shape_in, shape_out) -> None:
     node.in_shape, node.out_shape = shape_in, shape_out
 
 
-def infer(node: Node, shape: Shape, ctx: tuple) -> tuple[Shape, tuple]:
-    """Annotate ``node`` (recursively) with in/out shapes; return (out, ctx)."""
+def infer(node: Node, shape: Shape, ctx: tuple, trail: str = "") -> tuple[Shape, tuple]:
+    """Annotate ``node`` (recursively) with in/out shapes; return (out, ctx).
+    Errors name the node by its path, e.g. ``network/module#2[0]/linear``."""
     if isinstance(node, OpNode):
         spec = get_op(node.op)
         if spec.kind != "unary":
-            raise DerivationError(f"{node.op} is a {spec.kind} op and cannot stand in a sequence")
+            raise DerivationError(f"{trail}{node.op}: a {spec.kind} op cannot stand in a sequence")
         try:
             out, ctx = spec.cls.transfer(shape, ctx, **bound_args(node))
         except ShapeError as exc:
-            raise ShapeError(f"at {node.op} with input {fmt(shape)}: {exc}") from None
+            raise ShapeError(f"at {trail}{node.op} with input {fmt(shape)}: {exc}") from None
         _mark(node, shape, out)
         return out, ctx
     if isinstance(node, RuleNode):
         start = shape
-        for child in node.children:
-            shape, ctx = infer(child, shape, ctx)
+        for i, child in enumerate(node.children):
+            shape, ctx = infer(child, shape, ctx, f"{trail}{node.symbol}#{node.alt}[{i}]/")
         _mark(node, start, shape)
         return shape, ctx
     opener, closer = resolve_op(node.open), resolve_op(node.close)
@@ -57,21 +58,21 @@ def infer(node: Node, shape: Shape, ctx: tuple) -> tuple[Shape, tuple]:
     try:
         arm_shapes = split.cls.output_shapes(shape, **bound_args(opener))
     except ShapeError as exc:
-        raise ShapeError(f"at {opener.op} with input {fmt(shape)}: {exc}") from None
+        raise ShapeError(f"at {trail}{opener.op} with input {fmt(shape)}: {exc}") from None
     if len(arm_shapes) != len(node.arms):
         raise DerivationError(f"{opener.op} opens {len(arm_shapes)} branches but the node has {len(node.arms)}")
     _mark(node.open, shape, shape)
     outs, ctxs = [], []
-    for arm, arm_shape in zip(node.arms, arm_shapes):
-        out, arm_ctx = infer(arm, arm_shape, ctx)
+    for i, (arm, arm_shape) in enumerate(zip(node.arms, arm_shapes)):
+        out, arm_ctx = infer(arm, arm_shape, ctx, f"{trail}arm{i}/")
         outs.append(out)
         ctxs.append(arm_ctx)
     if len(set(ctxs)) != 1:
-        raise ShapeError(f"at {closer.op}: branches end in different routing contexts (an im2col without its col2im)")
+        raise ShapeError(f"at {trail}{closer.op}: branches end in different routing contexts (an im2col without its col2im)")
     try:
         out = merge.cls.output_shape(outs, **bound_args(closer))
     except ShapeError as exc:
-        raise ShapeError(f"at {closer.op} with inputs {', '.join(map(fmt, outs))}: {exc}") from None
+        raise ShapeError(f"at {trail}{closer.op} with inputs {', '.join(map(fmt, outs))}: {exc}") from None
     _mark(node.close, outs, out)
     for slot in (node.open, node.close):
         if isinstance(slot, RuleNode):
