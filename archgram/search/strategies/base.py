@@ -1,0 +1,119 @@
+"""The strategy interface: strategies propose derivations and learn from scores.
+
+A strategy never trains anything. ``ask`` returns a proposal; ``tell`` reports
+its outcome. Strategies keep no state that cannot be rebuilt by replaying
+``tell`` over a study's finished trials in order, so a resumed search needs no
+pickled strategy (see ``replay``).
+"""
+from __future__ import annotations
+
+import difflib
+import random
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from archgram.errors import ArchgramError, SamplingError
+from archgram.grammar.derivation import Derivation
+from archgram.grammar.model import Grammar, Limits
+from archgram.shapes import Shape
+
+
+@dataclass
+class Proposal:
+    """A derivation to evaluate, and how the strategy came to it."""
+
+    derivation: Derivation
+    origin: str = "sample"  # sample | mutation | crossover | seed | ...
+    parents: list[str] = field(default_factory=list)  # hashes
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class Strategy(ABC):
+    """Base class: subclasses set ``name`` and implement ``ask`` (and usually ``tell``)."""
+
+    name: ClassVar[str] = ""
+    #: How many distinct architectures ``ask`` tries before accepting a repeat.
+    dedup_tries: ClassVar[int] = 20
+
+    def __init__(
+        self,
+        grammar: Grammar,
+        input_shape: Shape,
+        *,
+        seed: int = 0,
+        target: tuple | None = None,
+        limits: Limits | dict | None = None,
+    ):
+        self.grammar = grammar
+        self.input_shape = tuple(input_shape)
+        self.target = target
+        self.limits = limits
+        self.rng = random.Random(seed)
+        self.seen: set[str] = set()
+        self.history: list[tuple[Derivation, float | None]] = []
+
+    # -- to implement ------------------------------------------------------
+    @abstractmethod
+    def propose(self) -> Proposal:
+        """One proposal (may repeat an architecture; ``ask`` deduplicates)."""
+
+    def observe(self, derivation: Derivation, score: float | None) -> None:
+        """Learn from one finished trial (``score`` None when it failed)."""
+
+    # -- shared ------------------------------------------------------------
+    def ask(self) -> Proposal:
+        proposal = self.propose()
+        for _ in range(self.dedup_tries):
+            if proposal.derivation.hash() not in self.seen:
+                break
+            proposal = self.propose()
+        else:
+            proposal.info["duplicate"] = True
+        self.seen.add(proposal.derivation.hash())
+        return proposal
+
+    def tell(self, derivation: Derivation, score: float | None) -> None:
+        self.seen.add(derivation.hash())
+        self.history.append((derivation, score))
+        self.observe(derivation, score)
+
+    def replay(self, finished: list[tuple[Derivation, float | None]]) -> None:
+        """Rebuild state from a study's finished trials (resume without pickles)."""
+        for derivation, score in finished:
+            self.tell(derivation, score)
+
+    def sample(self) -> Derivation:
+        seed = self.rng.randrange(2**31)
+        return self.grammar.sample(self.input_shape, seed=seed, target=self.target, limits=self.limits)
+
+
+_STRATEGIES: dict[str, type[Strategy]] = {}
+
+
+def register_strategy(cls: type[Strategy]) -> type[Strategy]:
+    if not cls.name:
+        raise ArchgramError(f"strategy {cls.__name__} has no name")
+    _STRATEGIES[cls.name] = cls
+    return cls
+
+
+def strategy_names() -> list[str]:
+    _load()
+    return sorted(_STRATEGIES)
+
+
+def get_strategy(name: str) -> type[Strategy]:
+    _load()
+    if name not in _STRATEGIES:
+        close = difflib.get_close_matches(name, list(_STRATEGIES), n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise ArchgramError(f"unknown strategy '{name}'{hint}; strategies are: {', '.join(sorted(_STRATEGIES))}")
+    return _STRATEGIES[name]
+
+
+def _load() -> None:
+    import archgram.search.strategies  # noqa: F401  (registers the built-in strategies)
+
+
+__all__ = ["Proposal", "SamplingError", "Strategy", "get_strategy", "register_strategy", "strategy_names"]
