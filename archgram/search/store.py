@@ -1,0 +1,212 @@
+"""The study store: every trial of a search in an Optuna RDB study.
+
+A SQLite file by default (any SQLAlchemy URL works), so optuna-dashboard reads
+it and a killed search resumes from it. One process, the search driver, writes;
+workers only evaluate. Each trial keeps its derivation as JSON (never a pickle),
+its metrics, status and failure reason. A trial left RUNNING by a driver that
+died is marked FAIL with reason 'interrupted' on the next open, and does not
+count towards the study's total, so it is run again, not lost.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from archgram.errors import ArchgramError
+from archgram.grammar.derivation import Derivation
+
+STUDY_NAME = "archgram"
+SQLITE_MAGIC = b"SQLite format 3\x00"
+#: objective name -> direction
+OBJECTIVES = {"score": "maximize", "params": "minimize", "latency": "minimize", "flops": "minimize"}
+INTERRUPTED = "interrupted"
+
+optuna.logging.set_verbosity(logging.WARNING)
+
+
+class StudyError(ArchgramError):
+    """The study file or URL cannot be used (unreadable, foreign, mismatched)."""
+
+
+def storage_url(study: str | Path) -> str:
+    """A path becomes a SQLite URL; URLs pass through. Bad files are refused here,
+    before SQLAlchemy could touch (and create tables in) a file that is not ours."""
+    text = str(study)
+    if "://" in text:
+        return text
+    path = Path(text).expanduser().resolve()
+    if path.exists():
+        if path.is_dir():
+            raise StudyError(f"study path {path} is a directory; give a file such as runs/study.db")
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+        if head and head != SQLITE_MAGIC:
+            raise StudyError(f"{path} is not a SQLite database (a study file written by archgram or optuna)")
+        if head:
+            _refuse_foreign_sqlite(path)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
+
+
+def _refuse_foreign_sqlite(path: Path) -> None:
+    """Optuna would add its tables to any SQLite file; refuse one that holds other data."""
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            tables = {row[0] for row in con.execute("select name from sqlite_master where type='table'")}
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as exc:
+        raise StudyError(f"{path} is not a readable SQLite database ({exc})") from None
+    if tables and "studies" not in tables:
+        shown = ", ".join(sorted(tables)[:5])
+        raise StudyError(f"{path} is a SQLite database of something else (tables: {shown}), not an optuna study")
+
+
+@dataclass
+class TrialRecord:
+    """A finished trial as the store reads it back."""
+
+    number: int
+    state: str  # COMPLETE | FAIL
+    derivation: Derivation | None
+    score: float | None
+    attrs: dict[str, Any]
+
+    @property
+    def ok(self) -> bool:
+        return self.state == "COMPLETE"
+
+
+class StudyStore:
+    """Open (or create) the archgram study at ``study`` (path or URL)."""
+
+    def __init__(
+        self,
+        study: str | Path,
+        *,
+        objectives: tuple[str, ...] = ("score",),
+        meta: dict[str, Any] | None = None,
+        create: bool = True,
+        name: str = STUDY_NAME,
+    ):
+        for obj in objectives:
+            if obj not in OBJECTIVES:
+                raise StudyError(f"unknown objective '{obj}'; objectives are: {', '.join(OBJECTIVES)}")
+        self.url = storage_url(study)
+        self.objectives = tuple(objectives)
+        try:
+            self.storage = optuna.storages.RDBStorage(self.url)
+            names = [s.study_name for s in optuna.study.get_all_study_summaries(self.storage)]
+        except Exception as exc:  # SQLAlchemy/optuna errors: unreadable or foreign schema
+            raise StudyError(f"cannot open study {study}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+        if name not in names:
+            if not create:
+                raise StudyError(f"no archgram study '{name}' in {study} (it holds: {', '.join(names) or 'nothing'})")
+            if names:
+                raise StudyError(f"{study} holds other studies ({', '.join(names)}), not an archgram study '{name}'")
+        directions = [OBJECTIVES[o] for o in self.objectives]
+        self.study = optuna.create_study(storage=self.storage, study_name=name, directions=directions, load_if_exists=True)
+        stored = [d.name.lower() for d in self.study.directions]
+        if stored != directions:
+            raise StudyError(f"study {study} optimises {stored}, not {directions} (objectives {self.objectives})")
+        self._check_meta(meta or {})
+        self.recover_interrupted()
+
+    # ---------------------------------------------------------------- meta
+    def _check_meta(self, meta: dict[str, Any]) -> None:
+        """The first run records what the study is about; later runs must match."""
+        stored = self.study.user_attrs
+        for key, value in meta.items():
+            if key not in stored:
+                self.study.set_user_attr(key, value)
+            elif key in ("task", "input_shape", "objectives") and stored[key] != value:
+                raise StudyError(
+                    f"this study was run with {key}={stored[key]!r}, not {value!r}; use another --study file"
+                )
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return dict(self.study.user_attrs)
+
+    # -------------------------------------------------------------- trials
+    def recover_interrupted(self) -> int:
+        """Mark trials left RUNNING by a dead driver as interrupted failures."""
+        count = 0
+        for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
+            self.storage.set_trial_user_attr(trial._trial_id, "failure", INTERRUPTED)
+            self.storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            count += 1
+        return count
+
+    def start(self, derivation: Derivation, **attrs: Any) -> optuna.trial.Trial:
+        """Record a trial as RUNNING before it is evaluated."""
+        trial = self.study.ask()
+        trial.set_user_attr("derivation", derivation.to_json(indent=None))
+        trial.set_user_attr("hash", derivation.hash())
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        return trial
+
+    def finish(self, trial: optuna.trial.Trial, result: dict[str, Any]) -> None:
+        """Record the outcome; ``result`` is an evaluator result as a dict."""
+        for key, value in result.items():
+            if key not in ("status",) and _jsonable(value):
+                trial.set_user_attr(key, value)
+        ok = result.get("status") == "ok" and _finite(result.get("score"))
+        if ok:
+            values = [_objective_value(o, result) for o in self.objectives]
+            if all(_finite(v) for v in values):
+                self.study.tell(trial, values)
+                return
+            trial.set_user_attr("failure", "error")
+            trial.set_user_attr("message", f"non-finite objective values {values}")
+        self.study.tell(trial, state=TrialState.FAIL)
+
+    def records(self) -> list[TrialRecord]:
+        """Finished trials (interrupted ones excluded), in the order they started."""
+        out = []
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
+            if t.user_attrs.get("failure") == INTERRUPTED:
+                continue
+            try:
+                d = Derivation.from_json(t.user_attrs["derivation"]) if "derivation" in t.user_attrs else None
+            except ArchgramError:
+                d = None
+            score = t.values[self.objectives.index("score")] if t.values and "score" in self.objectives else t.user_attrs.get("score")
+            out.append(TrialRecord(t.number, t.state.name, d, score if t.state == TrialState.COMPLETE else None, dict(t.user_attrs)))
+        return out
+
+    def count_finished(self) -> int:
+        return len(self.records())
+
+    def leaderboard(self, k: int = 10) -> list[TrialRecord]:
+        ok = [r for r in self.records() if r.ok and r.score is not None]
+        return sorted(ok, key=lambda r: r.score, reverse=True)[:k]
+
+
+def _objective_value(name: str, result: dict[str, Any]) -> float:
+    key = {"latency": "latency_ms"}.get(name, name)
+    value = result.get(key)
+    return float(value) if value is not None else math.nan
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _jsonable(value: Any) -> bool:
+    try:
+        json.dumps(value)
+        return True
+    except (TypeError, ValueError):
+        return False
