@@ -21,7 +21,7 @@ from archgram.ops.registry import get_op
 from archgram.shapes import numel
 
 Path = tuple[int, ...]
-MUTATION_STEPS = 1000  # a mutation aims at a fixed shape: allow a longer search than a fresh sample
+MUTATION_REJECTIONS = 400  # a mutation aims at a fixed shape: allow a longer search than a fresh sample
 
 
 @dataclass
@@ -121,6 +121,17 @@ def _limits(grammar: Grammar, limits: Limits | dict | None) -> Limits:
     return limits if isinstance(limits, Limits) else grammar.limits.updated(**limits)
 
 
+def _stretched(lim: Limits, *parents: Derivation) -> Limits:
+    """Limits no smaller than what the parents already use: a seed baseline larger
+    than the grammar's limits (a ResNet in einspace) can still be mutated."""
+    nodes, params, flops, memory, depth = lim.nodes, lim.params, lim.flops, lim.memory, lim.depth
+    for p in parents:
+        n, pa, fl, me = cost(p.root)
+        d = max((s.depth for s in sites(p.root)), default=0)
+        nodes, params, flops, memory, depth = max(nodes, n), max(params, pa), max(flops, fl), max(memory, me), max(depth, d)
+    return lim.updated(nodes=nodes, params=params, flops=flops, memory=memory, depth=depth)
+
+
 def _within(root: Node, lim: Limits) -> bool:
     nodes, params, flops, memory = cost(root)
     depth = max(s.depth for s in sites(root)) if isinstance(root, RuleNode) else 0
@@ -145,8 +156,8 @@ def mutate(
     """Resample one uniformly chosen rule subtree so that it differs from before
     (as einspace's mutation forces a different choice) and keeps its output shape."""
     rng = rng or random.Random(seed)
-    lim = _limits(grammar, limits)
     parent = _typed(parent)
+    lim = _stretched(_limits(grammar, limits), parent)
     candidates = [s for s in sites(parent.root) if _editable(grammar, s)]
     if not candidates:
         raise ArchgramError(f"derivation {parent.hash()} has no rule of grammar '{grammar.name}' to mutate")
@@ -158,7 +169,7 @@ def mutate(
         # as in einspace) with resampling aimed at the old output shape.
         target = None if attempt % 2 == 0 else old.out_shape
         used = [t - o for t, o in zip(total, cost(old))]
-        sampler = Sampler(grammar, lim, rng, max_steps=MUTATION_STEPS)
+        sampler = Sampler(grammar, lim, rng, max_rejections=MUTATION_REJECTIONS)
         sampler.used.restore(tuple(used))
         sampler.shared = dict(parent.globals)
         try:
@@ -194,8 +205,8 @@ def crossover(
     of ``b`` (same symbol, input shape, routing context and output shape).
     Returns None when the parents share no such pair within the limits."""
     rng = rng or random.Random(seed)
-    lim = _limits(grammar, limits)
     a, b = _typed(a), _typed(b)
+    lim = _stretched(_limits(grammar, limits), a, b)
     by_type: dict[tuple, list[Site]] = {}
     for s in sites(b.root):
         if _editable(grammar, s):

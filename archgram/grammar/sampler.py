@@ -24,7 +24,7 @@ from archgram.grammar.derivation import BranchNode, Derivation, Node, OpNode, Ru
 from archgram.grammar.model import Arm, Branch, Grammar, Limits, NonTerm, Term
 from archgram.shapes import Shape, fmt, numel
 
-MAX_STEPS = 100  # choices tried in one attempt before starting over
+MAX_REJECTIONS = 80  # failed options one attempt may meet before starting over
 MAX_RESTARTS = 20
 #: Productions one rule expansion may try before giving up to its caller. Each
 #: try recurses, so trying all of them at every level is exponential; a small
@@ -91,9 +91,9 @@ class _Slot:
 
 
 class Sampler:
-    def __init__(self, grammar: Grammar, limits: Limits, rng: random.Random, max_steps: int = MAX_STEPS):
+    def __init__(self, grammar: Grammar, limits: Limits, rng: random.Random, max_rejections: int = MAX_REJECTIONS):
         self.g, self.limits, self.rng = grammar, limits, rng
-        self.max_steps = max_steps
+        self.max_rejections = max_rejections
         self.used = _Budget()
         self.shared: dict[str, Any] = {}
         self.rejections = 0
@@ -103,11 +103,13 @@ class Sampler:
     # -------------------------------------------------------------- helpers
     def _step(self) -> None:
         self.steps += 1
-        if self.steps > self.max_steps:
-            raise _Restart()
 
     def _reject(self, reason: str) -> None:
+        """Count a failed option; past the attempt's allowance, start over. Backtracking
+        search has a heavy tail: a fresh start is cheaper than digging on."""
         self.rejections += 1
+        if self.rejections > self.max_rejections:
+            raise _Restart()
         key = reason.split(":")[0][:80]
         self.reasons[key] = self.reasons.get(key, 0) + 1
 
@@ -339,8 +341,11 @@ def sample(
     symbol: str | None = None,
     target: tuple | None = None,
     max_restarts: int = MAX_RESTARTS,
+    max_rejections: int = MAX_REJECTIONS,
 ) -> Derivation:
-    """Sample one derivation typed for ``input_shape``; reproducible from ``seed``."""
+    """Sample one derivation typed for ``input_shape``; reproducible from ``seed``.
+    ``max_rejections`` caps the failed options of one attempt before it restarts;
+    successful choices are not capped, so large derivations are not penalised."""
     rng = rng or random.Random(seed)
     lim = _as_limits(grammar, limits)
     symbol = symbol or grammar.start
@@ -348,7 +353,7 @@ def sample(
     reasons: dict[str, int] = {}
     last = ""
     for _ in range(max_restarts):
-        s = Sampler(grammar, lim, rng)
+        s = Sampler(grammar, lim, rng, max_rejections)
         try:
             node, _, _ = s.rule(symbol, tuple(input_shape), (), 1, target, 0)
         except _Restart:

@@ -92,3 +92,13 @@ def test_a_grammar_with_one_architecture_cannot_be_mutated():
 def test_crossover_of_identical_parents_has_nothing_to_swap(einspace):
     a = einspace.sample(IMAGE, seed=5)
     assert crossover(einspace, a, a.copy(), seed=0) is None
+
+
+def test_a_baseline_larger_than_the_limits_can_still_be_mutated(einspace):
+    from archgram.grammar.baselines import baseline
+
+    resnet = baseline("resnet", einspace, (2, 3, 32, 32))
+    child = mutate(einspace, resnet, seed=0)
+    assert child.hash() != resnet.hash()
+    child.infer_shapes()
+    assert cost(child.root)[0] <= max(einspace.limits.nodes, cost(resnet.root)[0])
