@@ -59,5 +59,8 @@ def parse_shape(text: str) -> Shape:
     return shape
 
 
-def fmt(shape: Shape) -> str:
+def fmt(shape) -> str:
+    """'(8,3,32,32)'; a list of shapes (a merge's inputs) as '[(..), (..)]'."""
+    if shape and isinstance(shape[0], (tuple, list)):
+        return "[" + ", ".join(fmt(s) for s in shape) + "]"
     return "(" + ",".join(str(d) for d in shape) + ")"

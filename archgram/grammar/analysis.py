@@ -61,7 +61,9 @@ class LintReport:
     warnings: list[str] = field(default_factory=list)
     unreachable: list[str] = field(default_factory=list)
     unproductive: list[str] = field(default_factory=list)
-    spectral_radius: float = 0.0
+    spectral_radius: float = 0.0  # of what is sampled (x*k sampled once): < 1 means sampling terminates
+    copy_spectral_radius: float = 0.0  # counting copies: < 1 means the expected network size is finite
+    notes: list[str] = field(default_factory=list)
     expected_nodes: float = INF  # expected op count per derivation (no limits)
     rules: int = 0
     productions: int = 0
@@ -78,6 +80,8 @@ class LintReport:
             "unreachable": self.unreachable,
             "unproductive": self.unproductive,
             "spectral_radius": self.spectral_radius,
+            "copy_spectral_radius": self.copy_spectral_radius,
+            "notes": self.notes,
             "expected_nodes": None if math.isinf(self.expected_nodes) else self.expected_nodes,
             "rules": self.rules,
             "productions": self.productions,
@@ -95,16 +99,17 @@ def _reachable(g: Grammar) -> set[str]:
     return seen
 
 
-def offspring_matrix(g: Grammar, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """M[i, j]: expected occurrences of rule j in one expansion of rule i;
-    t[i]: expected op nodes one expansion of rule i emits directly."""
+def offspring_matrix(g: Grammar, names: list[str], copies: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """M[i, j]: expected samplings of rule j in one expansion of rule i (with
+    ``copies``: expected occurrences in the network, repeats counted);
+    t[i]: expected op nodes one expansion of rule i emits directly (copies counted)."""
     index = {n: i for i, n in enumerate(names)}
     m = np.zeros((len(names), len(names)))
     t = np.zeros(len(names))
     for name in names:
         i = index[name]
         for p in g.rules[name].productions:
-            for child, count in p.nonterminals():
+            for child, count in p.nonterminals(copies):
                 m[i, index[child]] += p.prob * count
             t[i] += p.prob * _direct_ops(p)
     return m, t
@@ -117,14 +122,19 @@ def _direct_ops(p: Production) -> int:
         if isinstance(e, NonTerm):
             return 0
         assert isinstance(e, Branch)
-        return ops(e.open) + ops(e.close) + sum(ops(a.elem) for a in e.arms)
+        return ops(e.open) + ops(e.close) + sum(a.copies * ops(a.elem) for a in e.arms)
 
     return sum(ops(e) for e in p.elems)
+
+
+def _radius(m: np.ndarray) -> float:
+    return float(max(abs(np.linalg.eigvals(m)), default=0.0)) if len(m) else 0.0
 
 
 def lint(g: Grammar) -> LintReport:
     report = LintReport(rules=len(g.rules), productions=sum(len(r.productions) for r in g.rules.values()))
     report.warnings.extend(g.warnings)
+    report.notes.extend(getattr(g, "notes", []))
     reachable = _reachable(g)
     report.unreachable = sorted(set(g.rules) - reachable)
     for name in report.unreachable:
@@ -133,15 +143,28 @@ def lint(g: Grammar) -> LintReport:
     for name in report.unproductive:
         report.errors.append(f"{g.rules[name].loc}: rule '{name}' is unproductive: every production recurses forever")
     names = sorted(reachable)
-    m, t = offspring_matrix(g, names)
-    radius = float(max(abs(np.linalg.eigvals(m)), default=0.0)) if len(names) else 0.0
+    # Termination is a property of what is sampled (x*4 is sampled once); the
+    # network's size counts every copy, so it may be infinite even when the
+    # sampling process terminates with probability 1.
+    m, _ = offspring_matrix(g, names)
+    radius = _radius(m)
     report.spectral_radius = radius
-    if radius < 1 - 1e-9:
-        sizes = np.linalg.solve(np.eye(len(names)) - m, t)
-        report.expected_nodes = float(sizes[names.index(g.start)])
-    else:
+    if radius >= 1 - 1e-9:
         report.warnings.append(
             f"expected derivation size is infinite (spectral radius of the offspring matrix is {radius:.3f} >= 1): "
             "samples are bounded only by the depth/node limits; lower the recursive productions' probabilities"
+        )
+        return report
+    c, t = offspring_matrix(g, names, copies=True)
+    copy_radius = _radius(c)
+    report.copy_spectral_radius = copy_radius
+    if copy_radius < 1 - 1e-9:
+        sizes = np.linalg.solve(np.eye(len(names)) - c, t)
+        report.expected_nodes = float(sizes[names.index(g.start)])
+    else:
+        report.warnings.append(
+            f"expected network size is infinite: counting the copies made by repeats (x*k), the offspring "
+            f"matrix has spectral radius {copy_radius:.3f} >= 1 (sampling still terminates: radius {radius:.3f}); "
+            "sizes are bounded only by the depth/node limits"
         )
     return report

@@ -119,21 +119,22 @@ class Production:
     min_size: float = 0
     elem_sizes: list = field(default_factory=list)
 
-    def nonterminals(self) -> list[tuple[str, int]]:
-        """(name, times sampled) of each nonterminal occurrence."""
+    def nonterminals(self, copies: bool = False) -> list[tuple[str, int]]:
+        """(name, times sampled) of each nonterminal occurrence; with ``copies``,
+        (name, times it appears in the network): ``x*4`` is sampled once, copied 4x."""
         out: list[tuple[str, int]] = []
 
-        def visit(e: Elem) -> None:
+        def visit(e: Elem, times: int) -> None:
             if isinstance(e, NonTerm):
-                out.append((e.name, 1))
+                out.append((e.name, times * e.repeat if copies else 1))
             elif isinstance(e, Branch):
-                visit(e.open)
+                visit(e.open, times)
                 for arm in e.arms:
-                    visit(arm.elem)
-                visit(e.close)
+                    visit(arm.elem, times * arm.copies)
+                visit(e.close, times)
 
         for e in self.elems:
-            visit(e)
+            visit(e, 1)
         return out
 
 
@@ -146,12 +147,13 @@ class Rule:
     branches: int = 0  # for split rules: how many branches every production opens
 
 
-def normalise(weights: list[float | None], loc: Location, what: str) -> list[float]:
+def normalise(weights: list[float | None], loc: Location, what: str, locs: list[Location] | None = None) -> list[float]:
     """Turn @-annotations into probabilities: unannotated options share what the
-    annotated ones leave; all-annotated sets are rescaled when they don't sum to 1."""
-    for w in weights:
+    annotated ones leave; all-annotated sets are rescaled when they don't sum to 1.
+    ``locs`` (one per option) lets a negative weight be reported where it is written."""
+    for i, w in enumerate(weights):
         if w is not None and (w < 0 or math.isnan(w)):
-            raise GrammarError(f"{what}: probability {w} is negative", loc)
+            raise GrammarError(f"{what}: probability {w} is negative", locs[i] if locs else loc)
     given = sum(w for w in weights if w is not None)
     free = [i for i, w in enumerate(weights) if w is None]
     if not free:
@@ -190,6 +192,7 @@ class Grammar:
         self.limits = Limits()
         self.rules: dict[str, Rule] = {}
         self.warnings: list[str] = []
+        self.notes: list[str] = []  # harmless facts, e.g. relative weights rescaled
         self._syntax: dict[str, ast.RuleSyntax] = {}
         self._collect(files)
         self._resolve()
@@ -285,7 +288,11 @@ class Grammar:
     # ----------------------------------------------------------- resolving
     def _resolve(self) -> None:
         for name, syn in self._syntax.items():
-            probs = normalise([a.weight for a in syn.alternatives], syn.loc, f"rule '{name}'")
+            weights = [a.weight for a in syn.alternatives]
+            if len(weights) > 1 and None not in weights and abs(sum(weights) - 1) > TOLERANCE:
+                self.notes.append(f"{syn.loc}: rule '{name}': weights sum to {sum(weights):g}; rescaled to probabilities")
+            probs = normalise([a.weight for a in syn.alternatives], syn.loc, f"rule '{name}'",
+                              [a.loc for a in syn.alternatives])
             prods = [
                 Production([], p, alt.loc, i, " ".join(_item_text(it) for it in alt.items))
                 for i, (alt, p) in enumerate(zip(syn.alternatives, probs))
@@ -359,18 +366,20 @@ class Grammar:
             if ref is not None and ref.shared:
                 space = self._arg_space(spec, name, ref.choice)
                 return ArgSpace(space.values, space.probs, shared=ref.name)
+        # Each written option gets its share first (a param standing for several
+        # values is one option); its values then split that share by their own odds.
+        shares = normalise([opt.weight for opt in choice.options], choice.loc,
+                           f"argument '{name}' of op '{spec.name}'", [opt.loc for opt in choice.options])
         values: list[Any] = []
-        weights: list[float | None] = []
-        for opt in choice.options:
-            expanded = self._values(spec, name, opt.value, opt.loc)
-            for v, w in expanded:
+        probs: list[float] = []
+        for opt, share in zip(choice.options, shares):
+            for v, w in self._values(spec, name, opt.value, opt.loc):
                 try:
                     v = arg.check(v)
                 except TypeError as exc:
                     raise GrammarError(f"argument '{name}' of op '{spec.name}': {exc}", opt.loc) from None
                 values.append(v)
-                weights.append(opt.weight if w is None else (w if opt.weight is None else w * opt.weight))
-        probs = normalise(weights, choice.loc, f"argument '{name}' of op '{spec.name}'")
+                probs.append(share * (1.0 if w is None else w))
         return ArgSpace(tuple(values), tuple(probs))
 
     def _values(self, spec: OpSpec, name: str, value: Any, loc: Location) -> list[tuple[Any, float | None]]:
@@ -387,6 +396,8 @@ class Grammar:
                 return [(value.name == "true", None)]
             if arg.type is str:
                 return [(value.name, None)]
+            if arg.type is dict:  # a structured value without arguments: ``full`` = ``full()``
+                return [({"name": value.name}, None)]
             raise GrammarError(
                 f"'{value.name}' is not a param{_suggest(value.name, self.params)} "
                 f"(argument '{name}' of op '{spec.name}' takes {arg.type.__name__})",
@@ -580,13 +591,22 @@ def _find_include(rel: str, here: Path, loc: Location) -> Path:
     raise GrammarError(f"included file '{rel}' not found next to the grammar or among the shipped grammars ({SHIPPED})", loc)
 
 
+def shipped_grammars() -> list[str]:
+    """Names of the grammars that ship with archgram ('einspace', 'baselines/resnet', ...)."""
+    return sorted(str(p.relative_to(SHIPPED).with_suffix("")) for p in SHIPPED.rglob("*.pcfg"))
+
+
 def load_grammar(path: str | Path) -> Grammar:
     """Load a grammar file (or the name of a shipped grammar, e.g. 'einspace')."""
     p = Path(path)
-    if not p.exists() and (SHIPPED / p.name).is_file():
-        p = SHIPPED / p.name
-    elif not p.exists() and (SHIPPED / f"{p.name}.pcfg").is_file():
-        p = SHIPPED / f"{p.name}.pcfg"
+    if not p.exists():
+        for candidate in (SHIPPED / p, SHIPPED / f"{p}.pcfg"):
+            if candidate.is_file():
+                p = candidate
+                break
+        else:
+            shipped = ", ".join(shipped_grammars())
+            raise GrammarError(f"grammar file '{path}' not found (shipped grammars: {shipped})")
     root = parse_file(p)
     files, sources = _load_all(root, p.read_text(), p.parent)
     return Grammar(files, str(p), sources)

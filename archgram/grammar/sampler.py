@@ -110,7 +110,7 @@ class Sampler:
         self.rejections += 1
         if self.rejections > self.max_rejections:
             raise _Restart()
-        key = reason.split(":")[0][:80]
+        key = reason.split(" at ")[0].split(":")[0][:80]  # the op or rule, not its file:line
         self.reasons[key] = self.reasons.get(key, 0) + 1
 
     def _charge(self, params: int, flops: int, memory: int, nodes: int = 1) -> str | None:

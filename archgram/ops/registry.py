@@ -72,6 +72,11 @@ class Op(nn.Module):
     #: Filled in by ``register_op``.
     spec: ClassVar[OpSpec]
 
+    def _get_name(self) -> str:
+        # print(model) shows the grammar's op names (``posenc``, not the class name).
+        spec = getattr(type(self), "spec", None)
+        return spec.name if spec is not None else type(self).__name__
+
     @classmethod
     def output_shape(cls, shape: Shape, **args: Any) -> Shape:
         """Shape this op returns for ``shape``; raise ShapeError if it cannot."""
@@ -103,6 +108,11 @@ class SplitOp(nn.Module):
     uses_context: ClassVar[bool] = False
     spec: ClassVar[OpSpec]
 
+    def _get_name(self) -> str:
+        # print(model) shows the grammar's op names (``posenc``, not the class name).
+        spec = getattr(type(self), "spec", None)
+        return spec.name if spec is not None else type(self).__name__
+
     @classmethod
     def count_params(cls, shape: Shape, /, **args: Any) -> int | None:
         return 0
@@ -128,6 +138,11 @@ class MergeOp(nn.Module):
     #: Branch order does not matter (used by the canonical hash).
     commutative: ClassVar[bool] = False
     spec: ClassVar[OpSpec]
+
+    def _get_name(self) -> str:
+        # print(model) shows the grammar's op names (``posenc``, not the class name).
+        spec = getattr(type(self), "spec", None)
+        return spec.name if spec is not None else type(self).__name__
 
     @classmethod
     def count_params(cls, shapes: list[Shape], /, **args: Any) -> int | None:
@@ -279,7 +294,8 @@ def check_rank(name: str, shape: Shape, *ranks: int) -> None:
         from archgram.shapes import MODES, fmt
 
         want = " or ".join(MODES.get(r, f"rank-{r}") for r in ranks)
-        raise ShapeError(f"{name} needs a {want} input, got {fmt(shape)}")
+        article = "an" if want[0] in "aeiou" else "a"
+        raise ShapeError(f"{name} needs {article} {want} input, got {fmt(shape)}")
 
 
 __all__ = [
