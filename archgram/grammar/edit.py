@@ -151,7 +151,7 @@ def mutate(
     *,
     rng: random.Random | None = None,
     limits: Limits | dict | None = None,
-    max_tries: int = 50,
+    max_tries: int = 200,
 ) -> Derivation:
     """Resample one uniformly chosen rule subtree so that it differs from before
     (as einspace's mutation forces a different choice) and keeps its output shape."""
@@ -162,33 +162,46 @@ def mutate(
     if not candidates:
         raise ArchgramError(f"derivation {parent.hash()} has no rule of grammar '{grammar.name}' to mutate")
     total = cost(parent.root)
+    # Sites are drawn uniformly; one that fails in both modes is dropped, so a tree
+    # whose copies leave few mutable places still finds them.
+    failures: dict[Path, int] = {}
     for attempt in range(max_tries):
-        site = rng.choice(candidates)
-        old = site.node
-        # Alternate free resampling (the rest of the tree must still type-check,
-        # as in einspace) with resampling aimed at the old output shape.
-        target = None if attempt % 2 == 0 else old.out_shape
-        used = [t - o for t, o in zip(total, cost(old))]
-        sampler = Sampler(grammar, lim, rng, max_rejections=MUTATION_REJECTIONS)
-        sampler.used.restore(tuple(used))
-        sampler.shared = dict(parent.globals)
-        try:
-            new, _, _ = sampler.rule(old.symbol, old.in_shape, site.ctx, site.depth, target, 0)
-        except (_Fail, _Restart):
+        live = [s for s in candidates if failures.get(s.path, 0) < 2]
+        if not live:
+            break
+        site = rng.choice(live)
+        child = _resample(grammar, parent, site, lim, total, rng, free=failures.get(site.path, 0) == 0)
+        if child is None:
+            failures[site.path] = failures.get(site.path, 0) + 1
             continue
-        new = clone_tree(new)
-        if canonical(new) == canonical(old):
-            continue
-        child = Derivation(replace(parent.root, site.path, new), parent.input_shape, dict(parent.grammar), dict(sampler.shared))
-        try:
-            child.infer_shapes()
-        except (ShapeError, DerivationError):
-            continue
-        if target is None and not _within(child.root, lim):
-            continue
-        child.stats = {"mutated": "/".join(map(str, site.path)) or "root", "symbol": old.symbol}
         return child
     raise SamplingError(f"no valid mutation of {parent.hash()} found in {max_tries} tries")
+
+
+def _resample(grammar: Grammar, parent: Derivation, site: Site, lim: Limits, total, rng, free: bool) -> Derivation | None:
+    """Resample ``site``: freely (the rest of the tree must still type-check, as in
+    einspace) or aimed at the old output shape. None if that gave nothing new."""
+    old = site.node
+    target = None if free else old.out_shape
+    sampler = Sampler(grammar, lim, rng, max_rejections=MUTATION_REJECTIONS)
+    sampler.used.restore(tuple(t - o for t, o in zip(total, cost(old))))
+    sampler.shared = dict(parent.globals)
+    try:
+        new, _, _ = sampler.rule(old.symbol, old.in_shape, site.ctx, site.depth, target, 0)
+    except (_Fail, _Restart):
+        return None
+    new = clone_tree(new)
+    if canonical(new) == canonical(old):
+        return None
+    child = Derivation(replace(parent.root, site.path, new), parent.input_shape, dict(parent.grammar), dict(sampler.shared))
+    try:
+        child.infer_shapes()
+    except (ShapeError, DerivationError):
+        return None
+    if free and not _within(child.root, lim):
+        return None
+    child.stats = {"mutated": "/".join(map(str, site.path)) or "root", "symbol": old.symbol}
+    return child
 
 
 def crossover(

@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from archgram.errors import SamplingError, ShapeError
 from archgram.grammar.derivation import BranchNode, Derivation, Node, OpNode, RuleNode, clone_tree, walk
 from archgram.grammar.model import Arm, Branch, Grammar, Limits, NonTerm, Term
 from archgram.shapes import Shape, fmt, numel
 
-MAX_REJECTIONS = 80  # failed options one attempt may meet before starting over
+MAX_REJECTIONS = 40  # failed options one attempt may meet before starting over
 MAX_RESTARTS = 20
 #: Productions one rule expansion may try before giving up to its caller. Each
 #: try recurses, so trying all of them at every level is exponential; a small
@@ -67,6 +67,19 @@ def weighted_order(rng: random.Random, probs: list[float]) -> Iterator[int]:
         del weights[k]
 
 
+class Chooser:
+    """Decides the order in which a choice point's options are tried. The default
+    draws them by probability; an Optuna strategy overrides ``order`` so that
+    each choice point becomes a trial parameter named by ``key``."""
+
+    def __init__(self, rng: random.Random):
+        self.rng = rng
+
+    def order(self, key: str, probs: list[float], labels: Callable[[], list[str]]) -> Iterator[int]:
+        """``labels()`` names the options (stable across samples); called only if needed."""
+        return weighted_order(self.rng, probs)
+
+
 @dataclass
 class _Budget:
     nodes: int = 0
@@ -91,8 +104,11 @@ class _Slot:
 
 
 class Sampler:
-    def __init__(self, grammar: Grammar, limits: Limits, rng: random.Random, max_rejections: int = MAX_REJECTIONS):
+    def __init__(self, grammar: Grammar, limits: Limits, rng: random.Random, max_rejections: int = MAX_REJECTIONS,
+                 chooser: Chooser | None = None):
         self.g, self.limits, self.rng = grammar, limits, rng
+        self.chooser = chooser or Chooser(rng)
+        self.path: list[str] = []  # where the sampler is, naming choice points for a chooser
         self.max_rejections = max_rejections
         self.used = _Budget()
         self.shared: dict[str, Any] = {}
@@ -151,22 +167,36 @@ class Sampler:
         if not any(probs):
             raise _Fail(f"<{name}>: no production fits the depth/node limits at depth {depth}")
         last = ""
-        for tries, i in enumerate(weighted_order(self.rng, probs)):
-            if tries == TRIES_PER_RULE:
-                break
-            snap, shared = self.used.snapshot(), dict(self.shared)
-            try:
-                children, out, out_ctx = self.elems(prods[i], shape, ctx, depth, target, reserve)
-            except _Fail as exc:
-                self.used.restore(snap)
-                self.shared = shared
-                self._reject(str(exc))
-                last = str(exc)
-                continue
-            node = RuleNode(name, prods[i].index, children, in_shape=shape, out_shape=out)
-            return node, out, out_ctx
+        self.path.append(name)
+        try:
+            for tries, i in enumerate(self.chooser.order(self.key(), probs, lambda: [p.text for p in prods])):
+                if tries == TRIES_PER_RULE:
+                    break
+                found = self._try_production(name, prods[i], shape, ctx, depth, target, reserve)
+                if isinstance(found, str):
+                    last = found
+                    continue
+                return found
+        finally:
+            self.path.pop()
         want = f" giving {fmt_pattern(target)}" if target is not None else ""
         raise _Fail(f"<{name}>: no production accepts {fmt(shape)}{want} (last: {last})")
+
+    def key(self, *tail: str) -> str:
+        return "/".join(self.path + list(tail))
+
+    def _try_production(self, name, prod, shape, ctx, depth, target, reserve):
+        """The expanded node, or the reason it failed (state restored)."""
+        snap, shared = self.used.snapshot(), dict(self.shared)
+        try:
+            children, out, out_ctx = self.elems(prod, shape, ctx, depth, target, reserve)
+        except _Fail as exc:
+            self.used.restore(snap)
+            self.shared = shared
+            self._reject(str(exc))
+            return str(exc)
+        node = RuleNode(name, prod.index, children, in_shape=shape, out_shape=out)
+        return node, out, out_ctx
 
     def elems(self, prod, shape: Shape, ctx: tuple, depth: int, target, reserve: int):
         elems, sizes = prod.elems, prod.elem_sizes
@@ -174,7 +204,11 @@ class Sampler:
         for i, e in enumerate(elems):
             rest = reserve + sum(sizes[i + 1 :])
             t = target if i == len(elems) - 1 else None
-            got, shape, ctx = self.repeated(e, shape, ctx, depth, t, rest)
+            self.path.append(str(i))
+            try:
+                got, shape, ctx = self.repeated(e, shape, ctx, depth, t, rest)
+            finally:
+                self.path.pop()
             nodes.extend(got)
         return nodes, shape, ctx
 
@@ -213,7 +247,8 @@ class Sampler:
         spec = t.op
         probs = [p if self._allowed(c, t) else 0.0 for c, p in t.combos]
         last = "no allowed arguments"
-        for i in weighted_order(self.rng, probs):
+        labels = lambda: [",".join(f"{k}={v}" for k, v in c.items()) for c, _ in t.combos]  # noqa: E731
+        for i in self.chooser.order(self.key(spec.name), probs, labels):
             combo = t.combos[i][0]
             try:
                 out, out_ctx = spec.cls.transfer(shape, ctx, **combo)
@@ -259,7 +294,13 @@ class Sampler:
         opens, closes = self.slots(b.open), self.slots(b.close)
         arm_sizes = b.arm_sizes
         last = ""
-        for i in weighted_order(self.rng, [p for _, p in opens]):
+        def open_labels():
+            return [f"{s.term.op.name}({s.combo})" for s, _ in opens]
+
+        def close_labels():
+            return [f"{s.term.op.name}({s.combo})" for s, _ in closes]
+
+        for i in self.chooser.order(self.key("open"), [p for _, p in opens], open_labels):
             op_slot = opens[i][0]
             split = op_slot.term.op
             try:
@@ -268,7 +309,7 @@ class Sampler:
                 self._reject(f"{split.name}: {exc}")
                 last = str(exc)
                 continue
-            for tries, j in enumerate(weighted_order(self.rng, [p for _, p in closes])):
+            for tries, j in enumerate(self.chooser.order(self.key("close"), [p for _, p in closes], close_labels)):
                 if tries == TRIES_PER_RULE:
                     break
                 snap, shared = self.used.snapshot(), dict(self.shared)
@@ -291,7 +332,11 @@ class Sampler:
             rest = reserve + sum(arm_sizes[k + 1 :]) + 1
             arm_target = merge.cls.branch_target(outs, **cl_slot.combo) if outs else None
             before = self.used.snapshot()
-            node, out, out_ctx = self.one(arm.elem, arm_shapes[len(outs)], ctx, depth, arm_target, rest)
+            self.path.append(f"arm{k}")
+            try:
+                node, out, out_ctx = self.one(arm.elem, arm_shapes[len(outs)], ctx, depth, arm_target, rest)
+            finally:
+                self.path.pop()
             if out_ctx != ctx:
                 raise _Fail(f"branch at {b.loc}: an arm left an im2col open")
             if arm.copies > 1:
