@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from archgram.errors import ArchgramError, CompileError, DerivationError, ShapeError
-from archgram.grammar.derivation import BranchNode, Derivation, Node, OpNode, RuleNode
+from archgram.errors import ArchgramError, CompileError
+from archgram.grammar.derivation import Derivation, Node, OpNode, RuleNode
 from archgram.grammar.typing import bound_args, resolve_op
 from archgram.ops.registry import get_op
 from archgram.shapes import Shape
@@ -39,7 +39,7 @@ class Branch(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         parts = self.split(x)
-        return self.merge([arm(part) for arm, part in zip(self.arms, parts)])
+        return self.merge([arm(part) for arm, part in zip(self.arms, parts, strict=True)])
 
 
 class Network(nn.Module):
@@ -90,17 +90,18 @@ def _build(node: Node, ctx: tuple, trail: list[str]) -> tuple[nn.Module, tuple]:
 def compile(derivation: Derivation, input_shape: Shape | None = None, head: nn.Module | None = None) -> Network:
     """Build the network of ``derivation``. ``input_shape`` defaults to the one it
     was sampled for; a different one is re-checked against every shape rule."""
+    name = derivation.hash()  # of the derivation as given, before any re-typing
     if input_shape is not None and tuple(input_shape) != tuple(derivation.input_shape):
         derivation = derivation.copy()
         derivation.input_shape = tuple(input_shape)
     try:
         derivation.infer_shapes()
-    except (ShapeError, DerivationError) as exc:
-        raise CompileError(f"derivation {derivation.hash()} does not type-check for input {derivation.input_shape}: {exc}") from None
+    except ArchgramError as exc:  # shape rule refused, malformed tree or unknown op
+        raise CompileError(f"derivation {name} does not type-check for input {derivation.input_shape}: {exc}") from None
     try:
         body, _ = _build(derivation.root, (), [])
     except ArchgramError:
         raise
     except Exception as exc:  # an op constructor failed: say which node
-        raise CompileError(f"building derivation {derivation.hash()} failed: {type(exc).__name__}: {exc}") from exc
+        raise CompileError(f"building derivation {name} failed: {type(exc).__name__}: {exc}") from exc
     return Network(body, derivation, head)

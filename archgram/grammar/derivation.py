@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Union
 
-from archgram.errors import DerivationError
+from archgram.errors import ArchgramError, DerivationError
 from archgram.shapes import Shape, fmt
 
 FORMAT = "archgram.derivation/1"
@@ -91,12 +91,16 @@ def node_from_json(data: Any, path: str = "root") -> Node:
             return OpNode(str(data["op"]), {k: _arg_from_json(v) for k, v in args.items()})
         if "rule" in data:
             children = data["children"]
+            if not isinstance(children, list) or not children:
+                raise DerivationError(f"{path}: 'children' must be a non-empty list")
             return RuleNode(
                 str(data["rule"]),
                 int(data["alt"]),
                 [node_from_json(c, f"{path}/{i}") for i, c in enumerate(children)],
             )
         if "open" in data:
+            if not isinstance(data["arms"], list):
+                raise DerivationError(f"{path}: 'arms' must be a list")
             return BranchNode(
                 node_from_json(data["open"], f"{path}/open"),
                 [node_from_json(a, f"{path}/arm{i}") for i, a in enumerate(data["arms"])],
@@ -206,13 +210,23 @@ class Derivation:
             shape = tuple(int(d) for d in data["input_shape"])
         except (KeyError, TypeError, ValueError):
             raise DerivationError("derivation has no valid 'input_shape'") from None
+        if not shape or min(shape) < 1:
+            raise DerivationError(f"derivation input_shape {list(shape)} must be positive sizes")
+        grammar, globals_ = data.get("grammar", {}), data.get("globals", {})
+        if not isinstance(grammar, dict) or not isinstance(globals_, dict):
+            raise DerivationError("derivation 'grammar' and 'globals' must be objects")
         derivation = cls(
             node_from_json(data.get("root")),
             shape,
-            dict(data.get("grammar", {})),
-            {k: _arg_from_json(v) for k, v in data.get("globals", {}).items()},
+            {str(k): str(v) for k, v in grammar.items()},
+            {k: _arg_from_json(v) for k, v in globals_.items()},
         )
-        derivation.infer_shapes()
+        try:
+            derivation.infer_shapes()
+        except DerivationError:
+            raise
+        except ArchgramError as exc:  # unknown op, shape rule refused: the file is not a valid derivation
+            raise DerivationError(f"derivation does not type-check for input {fmt(shape)}: {exc}") from None
         return derivation
 
     @classmethod

@@ -174,6 +174,18 @@ def _excerpt(text: str, line: int, column: int) -> str:
     return f"    {src}\n    {' ' * (max(column, 1) - 1)}^"
 
 
+def _token_name(name: str) -> str:
+    """Readable name of a lark terminal; anonymous ones (e.g. '+:') by their text."""
+    if name in _TOKEN_NAMES:
+        return _TOKEN_NAMES[name]
+    for term in _lark().terminals:
+        if term.name == name and term.pattern.type == "str":
+            return repr(term.pattern.value)
+        if term.name == name and name.startswith("__ANON"):
+            return repr(term.pattern.value.replace("\\", ""))
+    return name.lower().replace("_", " ")
+
+
 def _describe(exc: UnexpectedInput) -> str:
     if isinstance(exc, UnexpectedCharacters):
         return f"unexpected character {exc.char!r}"
@@ -183,7 +195,7 @@ def _describe(exc: UnexpectedInput) -> str:
         tok = exc.token
         seen = "end of line" if tok.type in ("_NL", "_CONT") else (
             "end of file" if tok.type == "$END" else f"{str(tok)!r}")
-        expected = sorted({_TOKEN_NAMES.get(t, t.lower().replace("_", " ")) for t in exc.expected})
+        expected = sorted({_token_name(t) for t in exc.expected})
         return f"unexpected {seen}; expected {', '.join(expected[:6])}"
     return str(exc).splitlines()[0]
 

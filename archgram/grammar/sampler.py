@@ -204,7 +204,7 @@ class Sampler:
         for i, e in enumerate(elems):
             rest = reserve + sum(sizes[i + 1 :])
             t = target if i == len(elems) - 1 else None
-            self.path.append(str(i))
+            self.path.append(str(len(nodes)))  # the index the node will have among the rule's children
             try:
                 got, shape, ctx = self.repeated(e, shape, ctx, depth, t, rest)
             finally:
@@ -294,13 +294,10 @@ class Sampler:
         opens, closes = self.slots(b.open), self.slots(b.close)
         arm_sizes = b.arm_sizes
         last = ""
-        def open_labels():
-            return [f"{s.term.op.name}({s.combo})" for s, _ in opens]
 
-        def close_labels():
-            return [f"{s.term.op.name}({s.combo})" for s, _ in closes]
-
-        for i in self.chooser.order(self.key("open"), [p for _, p in opens], open_labels):
+        # Split/merge slot options depend on shared params drawn so far, so they are
+        # not a fixed choice set: they are drawn here, not offered to the chooser.
+        for i in weighted_order(self.rng, [p for _, p in opens]):
             op_slot = opens[i][0]
             split = op_slot.term.op
             try:
@@ -309,7 +306,7 @@ class Sampler:
                 self._reject(f"{split.name}: {exc}")
                 last = str(exc)
                 continue
-            for tries, j in enumerate(self.chooser.order(self.key("close"), [p for _, p in closes], close_labels)):
+            for tries, j in enumerate(weighted_order(self.rng, [p for _, p in closes])):
                 if tries == TRIES_PER_RULE:
                     break
                 snap, shared = self.used.snapshot(), dict(self.shared)
@@ -332,7 +329,7 @@ class Sampler:
             rest = reserve + sum(arm_sizes[k + 1 :]) + 1
             arm_target = merge.cls.branch_target(outs, **cl_slot.combo) if outs else None
             before = self.used.snapshot()
-            self.path.append(f"arm{k}")
+            self.path.append(f"arm{len(arms)}")  # index among the branch node's arms
             try:
                 node, out, out_ctx = self.one(arm.elem, arm_shapes[len(outs)], ctx, depth, arm_target, rest)
             finally:
@@ -387,6 +384,7 @@ def sample(
     target: tuple | None = None,
     max_restarts: int = MAX_RESTARTS,
     max_rejections: int = MAX_REJECTIONS,
+    chooser: Chooser | None = None,
 ) -> Derivation:
     """Sample one derivation typed for ``input_shape``; reproducible from ``seed``.
     ``max_rejections`` caps the failed options of one attempt before it restarts;
@@ -398,7 +396,7 @@ def sample(
     reasons: dict[str, int] = {}
     last = ""
     for _ in range(max_restarts):
-        s = Sampler(grammar, lim, rng, max_rejections)
+        s = Sampler(grammar, lim, rng, max_rejections, chooser)
         try:
             node, _, _ = s.rule(symbol, tuple(input_shape), (), 1, target, 0)
         except _Restart:
