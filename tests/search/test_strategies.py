@@ -116,3 +116,42 @@ def test_ask_avoids_repeating_architectures(einspace):
         hashes.append(p.derivation.hash())
         strategy.tell(p.derivation, 0.0)
     assert len(set(hashes)) == len(hashes)
+
+
+def test_tpe_beats_random_when_one_production_pays(einspace):
+    tpe = statistics.mean(best_of(einspace, "tpe", softmax_heavy, seed, trials=50) for seed in range(3))
+    rnd = statistics.mean(best_of(einspace, "random", softmax_heavy, seed, trials=50) for seed in range(3))
+    assert tpe > rnd, (tpe, rnd)
+
+
+def test_nsga2_beats_random_on_a_single_objective(einspace):
+    nsga = statistics.mean(
+        best_of(einspace, "nsga2", softmax_heavy, seed, trials=50, objectives=("score",), population=10) for seed in range(3)
+    )
+    rnd = statistics.mean(best_of(einspace, "random", softmax_heavy, seed, trials=50) for seed in range(3))
+    assert nsga > rnd, (nsga, rnd)
+
+
+def test_optuna_parameters_are_read_back_from_the_built_derivation(einspace):
+    """What Optuna is told matches the tree, even where shape typing overrode a suggestion."""
+    from archgram.search.strategies.optuna_samplers import choice_params
+
+    strategy = get_strategy("tpe")(einspace, SHAPE, seed=0)
+    for _ in range(5):
+        p = strategy.ask()
+        root = p.derivation.root
+        params, dists = choice_params(einspace, p.derivation)
+        assert set(params) == set(dists)
+        assert params[root.symbol] == f"{root.alt}:{einspace.rules[root.symbol].productions[root.alt].text}"
+        assert all(v in dists[k].choices for k, v in params.items())
+        strategy.tell(p.derivation, softmax_heavy(p.derivation))
+    complete = [t for t in strategy.study.trials if t.state.name == "COMPLETE"]
+    assert [t.params for t in complete][-1] == params
+
+
+def test_nsga2_records_several_objectives(einspace):
+    strategy = get_strategy("nsga2")(einspace, SHAPE, seed=0, objectives=("score", "params"))
+    p = strategy.ask()
+    strategy.tell(p.derivation, 0.5, {"params": 1234})
+    (trial,) = [t for t in strategy.study.trials if t.state.name == "COMPLETE"]
+    assert trial.values == [0.5, 1234.0]

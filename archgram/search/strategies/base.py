@@ -58,8 +58,9 @@ class Strategy(ABC):
     def propose(self) -> Proposal:
         """One proposal (may repeat an architecture; ``ask`` deduplicates)."""
 
-    def observe(self, derivation: Derivation, score: float | None) -> None:
-        """Learn from one finished trial (``score`` None when it failed)."""
+    def observe(self, derivation: Derivation, score: float | None, metrics: dict | None = None) -> None:
+        """Learn from one finished trial (``score`` None when it failed; ``metrics``
+        holds the other measurements, e.g. params and latency_ms)."""
 
     # -- shared ------------------------------------------------------------
     def ask(self) -> Proposal:
@@ -73,15 +74,16 @@ class Strategy(ABC):
         self.seen.add(proposal.derivation.hash())
         return proposal
 
-    def tell(self, derivation: Derivation, score: float | None) -> None:
+    def tell(self, derivation: Derivation, score: float | None, metrics: dict | None = None) -> None:
         self.seen.add(derivation.hash())
         self.history.append((derivation, score))
-        self.observe(derivation, score)
+        self.observe(derivation, score, metrics)
 
-    def replay(self, finished: list[tuple[Derivation, float | None]]) -> None:
-        """Rebuild state from a study's finished trials (resume without pickles)."""
-        for derivation, score in finished:
-            self.tell(derivation, score)
+    def replay(self, finished: list[tuple]) -> None:
+        """Rebuild state from a study's finished trials (resume without pickles):
+        tuples of (derivation, score) or (derivation, score, metrics)."""
+        for derivation, score, *metrics in finished:
+            self.tell(derivation, score, metrics[0] if metrics else None)
 
     def sample(self) -> Derivation:
         seed = self.rng.randrange(2**31)

@@ -71,7 +71,7 @@ class PcfgEda(Strategy):
         d = self.model.sample(self.input_shape, seed=seed, target=self.target, limits=self.limits)
         return Proposal(d, info={"refits": self.told // self.refit_every})
 
-    def observe(self, derivation: Derivation, score: float | None) -> None:
+    def observe(self, derivation: Derivation, score: float | None, metrics: dict | None = None) -> None:
         self.told += 1
         if score is not None:
             self.results.append((derivation, score))

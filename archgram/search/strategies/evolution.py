@@ -65,7 +65,7 @@ class RegularizedEvolution(Strategy):
         members = [self.population[self.rng.randrange(len(self.population))] for _ in range(self.tournament)]
         return max(members, key=lambda m: m[1])[0]
 
-    def observe(self, derivation: Derivation, score: float | None) -> None:
+    def observe(self, derivation: Derivation, score: float | None, metrics: dict | None = None) -> None:
         if score is None:
             return
         self.population.append((derivation, score))
