@@ -1,0 +1,227 @@
+"""The Task interface and the task registry.
+
+A task is everything the evaluator needs besides the architecture: data
+(generated offline, cached in memory, deterministic in a seed), the shape the
+grammar's network receives, what shape its output must have, a *stem* that turns
+raw inputs into that body input (an embedding for tokens, identity otherwise), a
+*head* that turns the body's output into predictions, a loss and a metric
+(higher is better). The grammar's network (the "body") is the only searched part.
+
+    task = get_task("digits")
+    shape = task.body_input_shape(32)                      # (32, 1, 8, 8)
+    d = grammar.sample(shape, seed=0, target=task.output_target(32))
+"""
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from archgram.errors import ArchgramError, ShapeError
+from archgram.shapes import Shape, fmt
+
+
+@dataclass
+class TaskData:
+    """Train and validation tensors of one task, on the CPU.
+
+    ``x_*`` are raw inputs (what the stem receives), ``y_*`` the targets the
+    task's loss and metric read. Indexing the first axis selects examples.
+    """
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if len(self.x_train) != len(self.y_train) or len(self.x_val) != len(self.y_val):
+            raise ArchgramError("TaskData: inputs and targets differ in length")
+
+    @property
+    def n_train(self) -> int:
+        return len(self.x_train)
+
+    @property
+    def n_val(self) -> int:
+        return len(self.x_val)
+
+    def to(self, device: str | torch.device) -> TaskData:
+        return TaskData(
+            self.x_train.to(device), self.y_train.to(device), self.x_val.to(device), self.y_val.to(device), self.info
+        )
+
+
+class Task:
+    """Base class of every task. Subclasses set ``name`` (and ``metric_name``,
+    ``description``, ``published``) and implement ``generate``, the shape
+    methods, ``head``, ``loss`` and ``metric``; ``stem`` defaults to identity.
+
+    Constructor keyword arguments are the task's sizes (sequence length,
+    vocabulary, ...); ``get_task(name, **kwargs)`` passes them through.
+    """
+
+    name: ClassVar[str] = ""
+    metric_name: ClassVar[str] = "accuracy"
+    description: ClassVar[str] = ""
+    #: Reference scores from the literature, in the units of ``metric``.
+    published: ClassVar[dict[str, float]] = {}
+
+    def __init__(self) -> None:
+        self._cache: dict[int, TaskData] = {}
+
+    # ---------------------------------------------------------------- data
+    def data(self, seed: int = 0) -> TaskData:
+        """Train/val data for ``seed``; generated once per task object and seed."""
+        if seed not in self._cache:
+            self._cache[seed] = self.generate(seed)
+        return self._cache[seed]
+
+    def generate(self, seed: int) -> TaskData:
+        raise NotImplementedError
+
+    # -------------------------------------------------------------- shapes
+    def body_input_shape(self, batch_size: int) -> Shape:
+        """The shape the grammar's network receives: (B,C,H,W) or (B,N,D)."""
+        raise NotImplementedError
+
+    def output_target(self, batch_size: int) -> tuple | None:
+        """Pattern the body's output must match (None entries are wildcards),
+        or None if the head accepts any image or sequence output."""
+        return None
+
+    def check_body_output(self, shape: Shape) -> None:
+        """Raise ShapeError when ``shape`` cannot feed this task's head."""
+        target = self.output_target(shape[0])
+        if len(shape) not in (3, 4):
+            raise ShapeError(f"task '{self.name}': body output {fmt(shape)} is neither an image nor a sequence")
+        if target is not None:
+            ok = len(shape) == len(target) and all(t is None or t == s for s, t in zip(shape, target, strict=True))
+            if not ok:
+                want = "(" + ",".join("*" if t is None else str(t) for t in target) + ")"
+                raise ShapeError(f"task '{self.name}' needs a body output like {want}, got {fmt(shape)}")
+
+    # ------------------------------------------------------------- modules
+    def stem(self, body_input_shape: Shape) -> nn.Module:
+        """Raw inputs -> body input. Identity unless the task needs an embedding."""
+        return nn.Identity()
+
+    def head(self, body_output_shape: Shape) -> nn.Module:
+        """Body output -> predictions (logits, values, pointer scores)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------- scoring
+    def loss(self, pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def metric(self, pred: torch.Tensor, y: torch.Tensor) -> float:
+        """Score on a whole split (higher is better), named ``metric_name``."""
+        raise NotImplementedError
+
+    def chance(self) -> float | None:
+        """Score of a trivial predictor, when there is an obvious one."""
+        return None
+
+    def reference(self, seed: int = 0) -> dict[str, float]:
+        """Published scores plus baselines computed on this task's data."""
+        out = dict(self.published)
+        c = self.chance()
+        if c is not None:
+            out.setdefault("chance", c)
+        return out
+
+    # -------------------------------------------------------------- views
+    def config(self) -> dict[str, Any]:
+        """The constructor arguments, for logs and the study store."""
+        return {}
+
+    def describe(self, batch_size: int = 32) -> dict[str, Any]:
+        target = self.output_target(batch_size)
+        return {
+            "name": self.name,
+            "body_input": fmt(self.body_input_shape(batch_size)),
+            "output_target": None if target is None else "(" + ",".join("*" if t is None else str(t) for t in target) + ")",
+            "metric": self.metric_name,
+            "description": self.description,
+            "config": self.config(),
+            "published": dict(self.published),
+        }
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+        return f"{type(self).__name__}({args})"
+
+
+# ------------------------------------------------------------------ registry
+_TASKS: dict[str, type[Task]] = {}
+
+
+def register_task(cls: type[Task]) -> type[Task]:
+    """Class decorator: make a task available by its ``name`` (CLI and get_task)."""
+    if not cls.name:
+        raise ArchgramError(f"task class {cls.__name__} has no name")
+    if cls.name in _TASKS and _TASKS[cls.name] is not cls:
+        raise ArchgramError(f"task '{cls.name}' is already registered by {_TASKS[cls.name].__name__}")
+    _TASKS[cls.name] = cls
+    return cls
+
+
+def task_names() -> list[str]:
+    return sorted(_TASKS)
+
+
+def all_tasks() -> list[type[Task]]:
+    """Registered task classes, by name."""
+    return [_TASKS[n] for n in task_names()]
+
+
+def get_task(name: str | Task, **kwargs: Any) -> Task:
+    """A task instance by name (``mnist1d``, ``digits``, ``mqar``, ...)."""
+    if isinstance(name, Task):
+        if kwargs:
+            raise ArchgramError("get_task: keyword arguments apply to a task name, not a task object")
+        return name
+    key = name.strip().lower().replace("_", "-")
+    if key not in _TASKS:
+        close = difflib.get_close_matches(key, list(_TASKS), n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise ArchgramError(f"unknown task '{name}'{hint} Known tasks: {', '.join(task_names())}")
+    try:
+        return _TASKS[key](**kwargs)
+    except TypeError as exc:
+        raise ArchgramError(f"task '{key}': bad arguments {kwargs}: {exc}") from None
+
+
+# --------------------------------------------------------- shared helpers
+def accuracy(logits: torch.Tensor, y: torch.Tensor, ignore_index: int | None = None) -> float:
+    """Fraction of argmax predictions equal to ``y`` (class axis last)."""
+    hit = logits.argmax(-1) == y
+    if ignore_index is not None:
+        keep = y != ignore_index
+        return float(hit[keep].float().mean()) if keep.any() else math.nan
+    return float(hit.float().mean())
+
+
+def seeded(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(int(seed))
+
+
+def fixed_rng_state(fn: Callable[[], Any]) -> Any:
+    """Run ``fn`` without disturbing the global random/numpy RNG state
+    (some generators, e.g. mnist1d's, seed the global RNGs)."""
+    import random
+
+    import numpy as np
+
+    py, npy = random.getstate(), np.random.get_state()
+    try:
+        return fn()
+    finally:
+        random.setstate(py)
+        np.random.set_state(npy)

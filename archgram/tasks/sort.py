@@ -1,0 +1,59 @@
+"""Sorting with a pointer head (Vinyals et al. 2015, Pointer Networks; catalog S03).
+
+Input: N numbers uniform in [0, 1) as a sequence (B, N, 1). Output position i
+points at the input position holding the i-th smallest number: the target is
+the argsort, the head's logits are (B, N, N) over input positions, the loss is
+cross-entropy and the metric the fraction of output positions pointed right.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from archgram.shapes import Shape
+from archgram.tasks.base import Task, TaskData, accuracy, register_task, seeded
+from archgram.tasks.heads import PointerHead
+
+
+@register_task
+class Sort(Task):
+    name = "sort"
+    metric_name = "accuracy"
+    description = "sort N numbers; pointer head over input positions; exact-position accuracy"
+
+    def __init__(self, length: int = 10, n_train: int = 10000, n_val: int = 1000, hidden: int = 32,
+                 score: str = "additive"):
+        super().__init__()
+        self.length, self.n_train, self.n_val, self.hidden, self.score = length, n_train, n_val, hidden, score
+
+    def config(self) -> dict:
+        return {"length": self.length, "n_train": self.n_train, "n_val": self.n_val, "hidden": self.hidden,
+                "score": self.score}
+
+    def _split(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.rand(n, self.length, 1, generator=gen)
+        return x, torch.argsort(x.squeeze(-1), dim=1)
+
+    def generate(self, seed: int) -> TaskData:
+        xt, yt = self._split(self.n_train, seeded(2 * int(seed)))
+        xv, yv = self._split(self.n_val, seeded(2 * int(seed) + 1))
+        return TaskData(xt, yt, xv, yv)
+
+    def body_input_shape(self, batch_size: int) -> Shape:
+        return (batch_size, self.length, 1)
+
+    def output_target(self, batch_size: int) -> tuple:
+        return (batch_size, self.length, None)
+
+    def head(self, body_output_shape: Shape) -> nn.Module:
+        return PointerHead(body_output_shape, self.length, hidden=self.hidden, score=self.score)
+
+    def loss(self, pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(pred.flatten(0, 1), y.flatten())
+
+    def metric(self, pred: torch.Tensor, y: torch.Tensor) -> float:
+        return accuracy(pred, y)
+
+    def chance(self) -> float:
+        return 1.0 / self.length
