@@ -79,6 +79,7 @@ def _trainable(config: dict[str, Any]) -> None:
         seed=config["seed"],
         device=device,
         batch_size=config["batch_size"],
+        train_options={"threads": max(1, int(config.get("cpus", 1)))},
     )
     tune.report({k: v for k, v in result.to_dict().items() if v is not None} | {"done": 1})
 
@@ -115,6 +116,7 @@ def _searcher(strategy, store: StudyStore, config: SearchConfig, progress: Progr
                 "seed": config.seed + trial.number,
                 "batch_size": config.batch_size,
                 "device": _device(config),
+                "cpus": config.cpus_per_trial,
             }
 
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
