@@ -13,7 +13,16 @@ import random
 from dataclasses import dataclass
 
 from archgram.errors import ArchgramError, DerivationError, SamplingError, ShapeError
-from archgram.grammar.derivation import BranchNode, Derivation, Node, OpNode, RuleNode, canonical, children_of, clone_tree
+from archgram.grammar.derivation import (
+    BranchNode,
+    Derivation,
+    Node,
+    OpNode,
+    RuleNode,
+    canonical,
+    children_of,
+    clone_tree,
+)
 from archgram.grammar.model import Grammar, Limits
 from archgram.grammar.sampler import Sampler, _Fail, _Restart
 from archgram.grammar.typing import bound_args, resolve_op
@@ -165,7 +174,7 @@ def mutate(
     # Sites are drawn uniformly; one that fails in both modes is dropped, so a tree
     # whose copies leave few mutable places still finds them.
     failures: dict[Path, int] = {}
-    for attempt in range(max_tries):
+    for _ in range(max_tries):
         live = [s for s in candidates if failures.get(s.path, 0) < 2]
         if not live:
             break

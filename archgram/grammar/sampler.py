@@ -16,8 +16,9 @@ rejection rate is reported, not hidden.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from archgram.errors import SamplingError, ShapeError
 from archgram.grammar.derivation import BranchNode, Derivation, Node, OpNode, RuleNode, clone_tree, walk
@@ -338,7 +339,7 @@ class Sampler:
                 raise _Fail(f"branch at {b.loc}: an arm left an im2col open")
             if arm.copies > 1:
                 self._copy_cost(before, arm.copies - 1, "branch copies")
-            for c in range(arm.copies):
+            for _ in range(arm.copies):
                 arms.append(node)  # aliases; unaliased once the sample is done
                 outs.append(out)
         try:

@@ -60,7 +60,8 @@ class Strategy(ABC):
 
     def observe(self, derivation: Derivation, score: float | None, metrics: dict | None = None) -> None:
         """Learn from one finished trial (``score`` None when it failed; ``metrics``
-        holds the other measurements, e.g. params and latency_ms)."""
+        holds the other measurements, e.g. params and latency_ms). Default: learn nothing."""
+        return None
 
     # -- shared ------------------------------------------------------------
     def ask(self) -> Proposal:
