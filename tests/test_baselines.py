@@ -7,6 +7,7 @@ import torch
 import archgram
 from archgram.errors import ArchgramError
 from archgram.grammar.baselines import BASELINES, baseline, baseline_grammar, baseline_path
+from archgram.grammar.model import iter_terms
 
 SHAPE = (2, 3, 32, 32)
 EXPECTED = {  # output shape for (2,3,32,32) input, parameter count (computed by hand, see below)
@@ -74,19 +75,11 @@ def test_deterministic_grammars_have_one_derivation():
         g = baseline_grammar(name)
         for rule in g.rules.values():
             assert len(rule.productions) == 1, (name, rule.name)
-            for term in _terms(rule.productions[0].elems):
+            for term in iter_terms(rule.productions[0].elems):
                 assert len(term.combos) == 1, (name, rule.name, term.op.name)
         assert baseline_path(name).is_file()
 
 
-def _terms(elems):
-    from archgram.grammar.model import Branch, Term
-
-    for e in elems:
-        if isinstance(e, Term):
-            yield e
-        elif isinstance(e, Branch):
-            yield from _terms([e.open, e.close] + [a.elem for a in e.arms])
 
 
 def test_unknown_baseline_lists_the_names():

@@ -41,7 +41,7 @@ from archgram.grammar.derivation import (
     _arg_to_json,
     clone_tree,
 )
-from archgram.grammar.model import Branch, Grammar, NonTerm, Term
+from archgram.grammar.model import Branch, Grammar, NonTerm, Term, iter_terms
 from archgram.grammar.typing import resolve_op
 from archgram.ops.registry import get_op
 from archgram.shapes import Shape, fmt
@@ -519,7 +519,7 @@ def _shared_assignments(g: Grammar, root: _Seq) -> list[dict[str, Any]]:
     spaces: dict[str, list] = {}
     for rule in g.rules.values():
         for prod in rule.productions:
-            for t in _terms(prod.elems):
+            for t in iter_terms(prod.elems):
                 for space in t.args.values():
                     if space.shared:
                         spaces.setdefault(space.shared, list(space.values))
@@ -531,14 +531,6 @@ def _shared_assignments(g: Grammar, root: _Seq) -> list[dict[str, Any]]:
     if len(out) > 256:
         raise DerivationError(f"global params {', '.join(names)} have {len(out)} joint values; matching supports 256")
     return out
-
-
-def _terms(elems):
-    for e in elems:
-        if isinstance(e, Term):
-            yield e
-        elif isinstance(e, Branch):
-            yield from _terms([e.open, e.close] + [a.elem for a in e.arms])
 
 
 def _walk_toks(seq: _Seq):
@@ -639,7 +631,7 @@ def _used_shared(g: Grammar, node: Node):
     ops = {n.op for n in _ops(node)}
     for rule in g.rules.values():
         for prod in rule.productions:
-            for t in _terms(prod.elems):
+            for t in iter_terms(prod.elems):
                 if t.op.name in ops:
                     yield [s.shared for s in t.args.values() if s.shared]
 

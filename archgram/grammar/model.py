@@ -506,6 +506,15 @@ class Grammar:
         return f"Grammar({self.name!r}, {len(self.rules)} rules, start={self.start!r})"
 
 
+def iter_terms(elems):
+    """Every op occurrence (Term) in ``elems``, branch slots and arms included."""
+    for e in elems:
+        if isinstance(e, Term):
+            yield e
+        elif isinstance(e, Branch):
+            yield from iter_terms([e.open, e.close] + [a.elem for a in e.arms])
+
+
 def _one_copy(elem: Elem) -> Elem:
     if isinstance(elem, (Term, NonTerm)) and elem.repeat != 1:
         clone = type(elem)(**{f.name: getattr(elem, f.name) for f in fields(elem)})

@@ -63,10 +63,9 @@ class Arg:
         return self.default is REQUIRED
 
 
-class Op(nn.Module):
-    """A unary op (one tensor in, one out). Subclasses implement the shape rule."""
+class _OpModule(nn.Module):
+    """What every op kind shares: its registry entry and its printed name."""
 
-    kind: ClassVar[str] = "unary"
     #: Ops that read or write the routing context (im2col/col2im) set this.
     uses_context: ClassVar[bool] = False
     #: Filled in by ``register_op``.
@@ -76,6 +75,12 @@ class Op(nn.Module):
         # print(model) shows the grammar's op names (``posenc``, not the class name).
         spec = getattr(type(self), "spec", None)
         return spec.name if spec is not None else type(self).__name__
+
+
+class Op(_OpModule):
+    """A unary op (one tensor in, one out). Subclasses implement the shape rule."""
+
+    kind: ClassVar[str] = "unary"
 
     @classmethod
     def output_shape(cls, shape: Shape, **args: Any) -> Shape:
@@ -101,17 +106,10 @@ class Op(nn.Module):
         return numel(out)
 
 
-class SplitOp(nn.Module):
+class SplitOp(_OpModule):
     """1 -> n: opens ``branches(args)`` branches (clone, group)."""
 
     kind: ClassVar[str] = "split"
-    uses_context: ClassVar[bool] = False
-    spec: ClassVar[OpSpec]
-
-    def _get_name(self) -> str:
-        # print(model) shows the grammar's op names (``posenc``, not the class name).
-        spec = getattr(type(self), "spec", None)
-        return spec.name if spec is not None else type(self).__name__
 
     @classmethod
     def count_params(cls, shape: Shape, /, **args: Any) -> int | None:
@@ -130,19 +128,13 @@ class SplitOp(nn.Module):
         return 0
 
 
-class MergeOp(nn.Module):
+class MergeOp(_OpModule):
     """n -> 1: closes the branches of the nearest split (add, concat, matmul)."""
 
     kind: ClassVar[str] = "merge"
-    uses_context: ClassVar[bool] = False
     #: Branch order does not matter (used by the canonical hash).
     commutative: ClassVar[bool] = False
     spec: ClassVar[OpSpec]
-
-    def _get_name(self) -> str:
-        # print(model) shows the grammar's op names (``posenc``, not the class name).
-        spec = getattr(type(self), "spec", None)
-        return spec.name if spec is not None else type(self).__name__
 
     @classmethod
     def count_params(cls, shapes: list[Shape], /, **args: Any) -> int | None:

@@ -25,13 +25,6 @@ MLP = "net : im2col(k=8, s=8, p=0) linear(out=32) relu linear(out=32)\n"
 FAST = {"threads": 1}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread is fastest, and keeps timings steady on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ import torch
 
 @pytest.fixture(autouse=True)
 def one_thread():
-    """Tiny models: one thread is fastest, and keeps timings steady on a shared machine."""
+    """Tiny models: one thread is fastest, and keeps timings steady on a shared 2-core machine."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
