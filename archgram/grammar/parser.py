@@ -200,17 +200,45 @@ def _describe(exc: UnexpectedInput) -> str:
     return str(exc).splitlines()[0]
 
 
+def _unclosed_paren(text: str, line: int, column: int) -> tuple[int, int] | None:
+    """(line, column) of the last '(' still open at (line, column), ignoring comments and strings."""
+    stack: list[tuple[int, int]] = []
+    for ln, src in enumerate(text.splitlines(), start=1):
+        in_string = False
+        for col, ch in enumerate(src, start=1):
+            if (ln, col) >= (line, column):
+                return stack[-1] if stack else None
+            if ch == '"':
+                in_string = not in_string
+            elif in_string:
+                continue
+            elif ch == "#":
+                break
+            elif ch == "(":
+                stack.append((ln, col))
+            elif ch == ")" and stack:
+                stack.pop()
+    return stack[-1] if stack else None
+
+
 def parse_text(text: str, path: str = "<string>") -> ast.FileSyntax:
     """Parse grammar text; raise GrammarError with file:line:col on bad syntax."""
     try:
         tree = _lark().parse(text if text.endswith("\n") else text + "\n")
     except UnexpectedInput as exc:
         line, column = exc.line, exc.column
+        message = _describe(exc)
         if isinstance(exc, UnexpectedToken) and exc.token.type in ("_NL", "_CONT"):
             # Point at the end of the line that is cut short, not the next one.
             line = exc.token.line
             column = exc.token.column
-        raise GrammarError(_describe(exc), Location(path, line, column), _excerpt(text, line, column)) from None
+        opened = _unclosed_paren(text, line, column) if isinstance(exc, UnexpectedToken) else None
+        if opened and opened[0] < line:
+            # Argument lists may span lines, so a missing ')' shows up lines later:
+            # point at the '(' that was never closed.
+            message = f"unclosed '(': expected ')' before {message.split(';')[0].removeprefix('unexpected ')} on line {line}"
+            line, column = opened
+        raise GrammarError(message, Location(path, line, column), _excerpt(text, line, column)) from None
     try:
         return _ToAst(path).transform(tree)
     except VisitError as exc:  # a conversion failed, e.g. a malformed number

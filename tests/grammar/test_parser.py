@@ -208,7 +208,7 @@ BAD = {
     "dangling_bar_on_next_line": ("a : norm\n  |\nb : relu\n", 2, 4, "unexpected end of line"),
     "bad_number": ("a : norm @0.5.2 | relu\n", 1, 14, "unexpected '.2'"),
     "bad_exponent": ("a : linear(out=1e)\n", 1, 17, "unexpected 'e'"),
-    "unclosed_parenthesis": ("a : linear(out=4\nb : norm\n", 1, 17, "expected ')'"),
+    "unclosed_parenthesis": ("a : linear(out=4\nb : norm\n", 1, 11, "unclosed '(': expected ')'"),
     "unknown_op": ("a : norm\n  | lienar(out=4)\n", 2, 5, "did you mean 'linear'"),
     "unknown_argument": ("a : linear(outt=4)\n", 1, 12, "has no argument 'outt'; did you mean 'out'"),
     "wrong_type_symbol": ("a : linear(out=abc)\n", 1, 16, "'abc' is not a param"),
@@ -276,3 +276,14 @@ def test_bare_name_for_a_structured_argument_is_a_call_without_arguments(dict_op
     g = Grammar.from_text(f"a : {dict_op}(pattern=full)\n")
     (term,) = g.rules["a"].productions[0].elems
     assert term.args["pattern"].values == ({"name": "full"},)
+
+
+def test_argument_lists_and_tuples_may_span_lines():
+    g = Grammar.from_text(
+        "net : linear(out=8,      # width\n"
+        "             bias=true) permute(order=(0,\n"
+        "                                       2, 1))\n"
+    )
+    (prod,) = g.rules["net"].productions
+    assert [e.op.name for e in prod.elems] == ["linear", "permute"]
+    assert prod.elems[1].args["order"].values == ((0, 2, 1),)

@@ -1,0 +1,120 @@
+"""The composite attention op: layout x score x pattern x position, each axis an
+independent grammar choice.
+
+On sequences (B, N, D) tokens are the N positions; on images (B, C, H, W) they
+are the H*W pixels, and 2D patterns and positions see the (H, W) grid. The
+shape rule resolves every part, so an unknown part or an impossible
+combination (a 2D pattern on a sequence, RoPE on an odd head dim) is refused
+while sampling, with its reason.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from archgram.errors import ShapeError
+from archgram.ops.attention.parts import LAYOUTS, PATTERNS, POSITIONS, SCORES
+from archgram.ops.registry import Arg, Op, check_rank, register_op
+from archgram.shapes import IMAGE_RANK, Shape
+
+
+def _geometry(shape: Shape) -> tuple[int, int, tuple[int, int] | None]:
+    """(tokens, channels, grid) of an input shape."""
+    if len(shape) == IMAGE_RANK:
+        _, c, h, w = shape
+        return h * w, c, (h, w)
+    return shape[1], shape[2], None
+
+
+def _resolve(shape: Shape, heads, kv_heads, head_dim, layout, score, pattern, position, causal):
+    check_rank("attention", shape, 3, 4)
+    n, dim, grid = _geometry(shape)
+    if heads < 1:
+        raise ShapeError("attention needs at least one head")
+    if not head_dim and dim % heads:
+        raise ShapeError(f"attention: {dim} channels do not split into {heads} heads (set head_dim)")
+    head_dim = head_dim or dim // heads
+    layout_cls, _ = LAYOUTS.resolve(layout)
+    layout_cls.check(dim, heads, kv_heads, head_dim)
+    score_cls, score_kw = SCORES.resolve(score)
+    pattern_cls, pattern_kw = PATTERNS.resolve(pattern)
+    pattern_obj = pattern_cls(**pattern_kw)
+    pattern_obj.check(n, grid)
+    position_cls, position_kw = POSITIONS.resolve(position)
+    position_cls.check(heads, head_dim)
+    return n, dim, grid, head_dim, layout_cls, (score_cls, score_kw), pattern_obj, (position_cls, position_kw)
+
+
+ARGS = {
+    "heads": Arg(int, 4, low=1, doc="query heads"),
+    "kv_heads": Arg(int, 0, low=0, doc="key/value heads for layout=gqa (0: as many as query heads)"),
+    "head_dim": Arg(int, 0, low=0, doc="0: channels // heads"),
+    "layout": Arg(dict, {"name": "mha"}, doc="head layout: mha | gqa | mqa"),
+    "score": Arg(dict, {"name": "softmax"}, doc="score function: softmax | sigmoid | ..."),
+    "pattern": Arg(dict, {"name": "full"}, doc="mask pattern: full | causal | window(k) | neighborhood(k, d) | neighborhood2d(k, d)"),
+    "position": Arg(dict, {"name": "none"}, doc="positions: none | rope | alibi"),
+    "causal": Arg(bool, False, doc="also mask future tokens (sequence order)"),
+}
+
+
+@register_op("attention", family="attention", args=ARGS, refs=("S06", "S37"))
+class Attention(Op):
+    """Attention with independently chosen head layout, score, pattern and position."""
+
+    def __init__(self, shape: Shape, **args: Any):
+        super().__init__()
+        args = {**{k: a.default for k, a in ARGS.items()}, **args}
+        n, dim, grid, head_dim, layout_cls, score, pattern, position = _resolve(shape, **args)
+        self.grid, self.causal = grid, args["causal"]
+        self.layout = layout_cls(dim, args["heads"], args["kv_heads"], head_dim)
+        self.score = score[0](args["heads"], **score[1])
+        self.pattern = pattern
+        self.position = position[0](args["heads"], head_dim, **position[1])
+        self.scale = 1.0 / math.sqrt(head_dim)
+        self.summary = ", ".join(f"{k}={_show(args[k])}" for k in ARGS)
+
+    @classmethod
+    def output_shape(cls, shape: Shape, **args: Any) -> Shape:
+        _resolve(shape, **{**{k: a.default for k, a in ARGS.items()}, **args})
+        return shape
+
+    @classmethod
+    def flops(cls, shape, out, params, /, **args) -> int:
+        n, dim, _ = _geometry(shape)
+        heads = args.get("heads", 4)
+        head_dim = args.get("head_dim") or dim // heads
+        return 2 * params * shape[0] * n + 4 * shape[0] * heads * n * n * head_dim
+
+    def mask(self, n: int, device) -> torch.Tensor | None:
+        mask = self.pattern.mask(n, self.grid, device)
+        if self.causal:
+            causal = torch.ones(n, n, dtype=torch.bool, device=device).tril()
+            mask = causal if mask is None else mask & causal
+        return mask
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        image = x.dim() == IMAGE_RANK
+        if image:
+            b, c, h, w = x.shape
+            x = x.flatten(2).transpose(1, 2)
+        q, k, v = self.layout.qkv(x)
+        k, v = self.layout.expand(k), self.layout.expand(v)
+        q, k = self.position.rotate(q, k, self.grid)
+        n = x.shape[1]
+        out = self.score.attend(q, k, v, self.mask(n, x.device), self.position.bias(n, n, x.device), self.scale)
+        y = self.layout.out(out)
+        if image:
+            y = y.transpose(1, 2).reshape(b, c, h, w)
+        return y
+
+    def extra_repr(self) -> str:
+        return self.summary
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, dict):
+        params = [str(v) for k, v in value.items() if k != "name"]
+        return value["name"] + (f"({', '.join(params)})" if params else "")
+    return str(value)
