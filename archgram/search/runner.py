@@ -5,9 +5,26 @@ evaluate. Our strategy acts as a Ray Tune ``Searcher``: ``suggest`` asks the
 strategy and records the trial as RUNNING, ``on_trial_complete`` stores the
 result and tells the strategy. ``trials`` is the study's total, so rerunning a
 command continues to it; a killed run loses only its unfinished trials.
+
+Schedulers: ``fifo`` runs every trial to its budget (no intermediate reports,
+so nothing slows training down). ``asha`` (Ray Tune's ASHA) makes each trial
+report its mean training loss ``asha_reports`` times over its budget; the
+scheduler's clock is ``progress``, the percent of the budget spent, so rungs are
+fractions of the budget whatever its unit (steps, seconds, epochs). A trial ASHA
+stops is stored as Optuna PRUNED (finished and counted, not re-run) with its
+last training loss; the strategy is told score ``None`` with
+``metrics["pruned"] = True``: a stopped trial has no validation score (it is
+stopped before scoring), and a training loss is not comparable to the scores
+the strategy ranks, so like a failure it is never chosen as a parent.
+
+Overhead: the driver times each trial's proposal (``strategy.ask``), storage
+(``store.start``/``finish``) and the worker's evaluate; ``Progress.timings``
+holds them (see experiments/search/bench_overhead.py).
 """
 from __future__ import annotations
 
+import difflib
+import json
 import os
 import time
 from collections.abc import Callable
@@ -39,6 +56,14 @@ class SearchConfig:
     device: str = "auto"
     strategy_options: dict[str, Any] = field(default_factory=dict)
     task_options: dict[str, Any] = field(default_factory=dict)
+    #: "fifo" (every trial runs its whole budget) or "asha" (stop bad trials early)
+    scheduler: str = "fifo"
+    #: ASHA: fraction of the budget every trial gets before it can be stopped
+    asha_grace: float = 0.2
+    #: ASHA: keep the best 1/reduction of trials at each rung
+    asha_reduction: float = 3.0
+    #: ASHA: intermediate reports per trial (fewer when the budget has fewer steps)
+    asha_reports: int = 10
 
 
 @dataclass
@@ -54,6 +79,10 @@ class Progress:
     started: float = field(default_factory=time.monotonic)
     done_at_start: int = 0
     last: dict[str, Any] = field(default_factory=dict)
+    pruned: int = 0  # stopped early by the scheduler (not counted in ``failed``)
+    #: per trial finished in this run: ask_s, store_start_s, store_finish_s,
+    #: eval_s and wall-clock stamps (t_suggested, t_eval_start, t_eval_end, t_complete)
+    timings: list[dict[str, Any]] = field(default_factory=list)
 
     def eta_seconds(self) -> float | None:
         finished_now = self.done - self.done_at_start
@@ -63,50 +92,167 @@ class Progress:
         return rate * max(self.total - self.done, 0)
 
 
+# ------------------------------------------------------------------ worker side
+#: Tasks built in this worker process, by (name, options): a reused Ray actor
+#: generates a task's data once, not once per trial.
+_WORKER_TASKS: dict[str, Any] = {}
+
+
+def _worker_task(name: str, options: dict[str, Any]):
+    from archgram.tasks import get_task
+
+    key = json.dumps([name, options], sort_keys=True, default=str)
+    if key not in _WORKER_TASKS:
+        task = get_task(name, **options)
+        task.data(0)
+        _WORKER_TASKS[key] = task
+    return _WORKER_TASKS[key]
+
+
+class _Reporter:
+    """``on_step`` for evaluate: every ``1/reports`` of the budget, report the mean
+    training loss since the last report to Ray Tune (which lets ASHA compare and
+    stop trials). ``progress`` (percent of the budget) is the scheduler's clock.
+    A trial the scheduler stops does not return from ``report``."""
+
+    def __init__(self, report, budget, steps_per_epoch: int, reports: int):
+        self.report, self.reports = report, reports
+        self.total = budget.total_steps(steps_per_epoch)
+        self.seconds = budget.seconds
+        self.next = 1
+        self.losses: list[float] = []
+        self.t0: float | None = None
+
+    def __call__(self, step: int, loss: float) -> None:
+        now = time.perf_counter()
+        if self.t0 is None:
+            self.t0 = now
+        self.losses.append(loss)
+        done = max(step / self.total if self.total else 0.0, (now - self.t0) / self.seconds if self.seconds else 0.0)
+        # the last report is the final result, so intermediate ones stop short of it
+        if self.next < self.reports and done >= self.next / self.reports:
+            while self.next < self.reports and done >= self.next / self.reports:
+                self.next += 1
+            mean = sum(self.losses) / len(self.losses)
+            self.losses = []
+            self.report({"train_loss": mean, "step": step, "progress": round(100 * (self.next - 1) / self.reports)})
+
+
 def _trainable(config: dict[str, Any]) -> None:
-    """Runs on a Ray worker: evaluate one derivation, report its metrics."""
+    """Runs on a Ray worker: evaluate one derivation, report its metrics.
+
+    Everything but a dead worker comes back as a result: evaluate turns model
+    problems into failures, and this wrapper turns a broken config (say, a task
+    option this worker cannot build) into a failed 'error' with its message."""
     from ray import tune
 
     from archgram.search.evaluator import Budget, evaluate
-    from archgram.tasks import get_task
 
-    derivation = Derivation.from_json(config["derivation"])
-    task = get_task(config["task"], **config.get("task_options", {}))
-    device = config.get("device", "cpu")
-    result = evaluate(
-        derivation,
-        task,
-        Budget.parse(config["budget"]),
-        seed=config["seed"],
-        device=device,
-        batch_size=config["batch_size"],
-        train_options={"threads": max(1, int(config.get("cpus", 1)))},
-    )
-    tune.report({k: v for k, v in result.to_dict().items() if v is not None} | {"done": 1})
+    started = time.time()
+    try:
+        derivation = Derivation.from_json(config["derivation"])
+        task = _worker_task(config["task"], config.get("task_options", {}))
+        budget = Budget.parse(config["budget"])
+        on_step = None
+        if config.get("reports", 0) > 0:
+            per_epoch = max(1, task.data(0).n_train // config["batch_size"])
+            on_step = _Reporter(tune.report, budget, per_epoch, config["reports"])
+        eval_start = time.time()
+        result = evaluate(
+            derivation,
+            task,
+            budget,
+            seed=config["seed"],
+            device=config.get("device", "cpu"),
+            batch_size=config["batch_size"],
+            train_options={"threads": max(1, int(config.get("cpus", 1)))},
+            on_step=on_step,
+        ).to_dict()
+        eval_end = time.time()
+    except Exception as exc:  # noqa: BLE001 - a failure is a result, never a crash
+        result = {"status": "failed", "failure": "error", "message": f"{type(exc).__name__}: {exc}"[:600]}
+        eval_start = eval_end = time.time()
+    timing = {"t_enter": started, "t_eval_start": eval_start, "t_eval_end": eval_end, "pid": os.getpid()}
+    metrics = {k: v for k, v in result.items() if v is not None and k in _RESULT_KEYS}
+    tune.report(metrics | {"progress": 100, "timing": timing})
+
+
+# ------------------------------------------------------------------ driver side
+class _ErrorLog:
+    """A Tune callback that keeps each trial object, so the searcher can read the
+    error Ray recorded for a trial whose worker died."""
+
+    def __init__(self):
+        from ray.tune import Callback
+
+        class _Cb(Callback):
+            def on_trial_start(cb_self, iteration, trials, trial, **info):
+                self.trials[trial.trial_id] = trial
+
+        self.trials: dict[str, Any] = {}
+        self.callback = _Cb()
+
+    def message(self, trial_id: str) -> str:
+        trial = self.trials.pop(trial_id, None)
+        text = ""
+        try:
+            with open(trial.error_file) as fh:  # type: ignore[union-attr]
+                lines = [ln.strip() for ln in fh if ln.strip() and not ln.startswith("Failure #")]
+            text = next((ln for ln in reversed(lines) if "Error" in ln or "Exception" in ln), lines[-1] if lines else "")
+        except Exception:  # noqa: BLE001 - the message is a courtesy
+            pass
+        base = "the Ray worker running this trial failed"
+        return (f"{base}: {text}" if text else base)[:600]
+
+
+def _outcome(result: dict | None, error: bool, errors: _ErrorLog, trial_id: str) -> dict[str, Any]:
+    """What the store records for a trial that Ray Tune says is complete."""
+    if error or not result:
+        return {"status": "failed", "failure": "error", "message": errors.message(trial_id)}
+    errors.trials.pop(trial_id, None)
+    if "status" in result:
+        return {k: v for k, v in result.items() if k in _RESULT_KEYS}
+    # the last result was an intermediate report: the scheduler stopped the trial
+    return {
+        "status": "pruned",
+        "train_loss": result.get("train_loss"),
+        "steps": result.get("step"),
+        "progress": result.get("progress"),
+        "message": f"stopped early by the scheduler at {result.get('progress')}% of the budget",
+    }
 
 
 def _searcher(strategy, store: StudyStore, config: SearchConfig, progress: Progress, remaining: int,
-              on_update: Callable[[Progress], None]):
+              on_update: Callable[[Progress], None], errors: _ErrorLog):
     from ray.tune.search import Searcher
 
+    reports = _reports(config)
+
     class StrategySearcher(Searcher):
+        """Our strategy as a Ray Tune searcher. Metric-less on purpose: the store,
+        not Tune, ranks trials, and failed results carry no score."""
+
         def __init__(self):
-            super().__init__(metric="score", mode="max")
+            super().__init__(metric=None, mode=None)
             self.suggested = 0
-            self.pending: dict[str, tuple[Any, Derivation]] = {}
+            self.pending: dict[str, tuple[Any, Derivation, dict[str, float]]] = {}
 
         def suggest(self, trial_id: str):
             if self.suggested >= remaining:
                 return Searcher.FINISHED
             self.suggested += 1
+            t0 = time.perf_counter()
             proposal = strategy.ask()
+            t1 = time.perf_counter()
             trial = store.start(
                 proposal.derivation,
                 strategy=strategy.name,
                 origin=proposal.origin,
                 parents=proposal.parents,
             )
-            self.pending[trial_id] = (trial, proposal.derivation)
+            t2 = time.perf_counter()
+            timing = {"ask_s": t1 - t0, "store_start_s": t2 - t1, "t_suggested": time.time()}
+            self.pending[trial_id] = (trial, proposal.derivation, timing)
             progress.running += 1
             on_update(progress)
             return {
@@ -118,20 +264,31 @@ def _searcher(strategy, store: StudyStore, config: SearchConfig, progress: Progr
                 "batch_size": config.batch_size,
                 "device": _device(config),
                 "cpus": config.cpus_per_trial,
+                "reports": reports,
             }
 
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
-            trial, derivation = self.pending.pop(trial_id)
+            t_complete = time.time()
+            if trial_id not in self.pending:  # Tune reports each trial once; be safe anyway
+                return
+            trial, derivation, timing = self.pending.pop(trial_id)
             progress.running -= 1
-            if error or not result or "status" not in result:
-                outcome = {"status": "failed", "failure": "error", "message": "the Ray worker running this trial failed"}
-            else:
-                outcome = {k: v for k, v in result.items() if k in _RESULT_KEYS}
+            outcome = _outcome(result, error, errors, trial_id)
+            t0 = time.perf_counter()
             store.finish(trial, outcome)
+            timing["store_finish_s"] = time.perf_counter() - t0
+            # Tune flattens nested results: the worker's stamps arrive as timing/<key>
+            timing.update({k[7:]: v for k, v in (result or {}).items() if k.startswith("timing/")})
+            timing.update(t_complete=t_complete, number=trial.number, status=outcome["status"],
+                          eval_s=outcome.get("total_seconds"))
+            progress.timings.append(timing)
             ok = outcome.get("status") == "ok"
-            strategy.tell(derivation, outcome.get("score") if ok else None)
+            strategy.tell(derivation, outcome.get("score") if ok else None, _metrics(outcome))
             progress.done += 1
-            progress.failed += 0 if ok else 1
+            if outcome["status"] == "pruned":
+                progress.pruned += 1
+            elif not ok:
+                progress.failed += 1
             if ok and (progress.best is None or outcome["score"] > progress.best):
                 progress.best, progress.best_hash = outcome["score"], derivation.hash()
             progress.last = outcome
@@ -140,7 +297,20 @@ def _searcher(strategy, store: StudyStore, config: SearchConfig, progress: Progr
     return StrategySearcher()
 
 
-_RESULT_KEYS = ("status", "score", "metric", "params", "flops", "latency_ms", "train_seconds", "steps", "failure", "message")
+_RESULT_KEYS = (
+    "status", "score", "metric", "params", "flops", "latency_ms", "train_seconds", "steps", "failure", "message",
+    "train_loss", "val_loss", "total_seconds",
+)
+
+
+def _metrics(outcome: dict[str, Any]) -> dict[str, Any]:
+    """What a strategy learns besides the score; ``pruned`` marks an early stop."""
+    out = {k: outcome[k] for k in ("params", "flops", "latency_ms", "train_loss") if outcome.get(k) is not None}
+    if outcome.get("status") == "pruned":
+        out["pruned"] = True
+    return out
+
+
 
 
 def _device(config: SearchConfig) -> str:
@@ -149,12 +319,64 @@ def _device(config: SearchConfig) -> str:
     return "cuda" if config.gpus_per_trial > 0 else "cpu"
 
 
+# ------------------------------------------------------------------ schedulers
+def _fifo(config: SearchConfig):
+    from ray.tune.schedulers import FIFOScheduler
+
+    return FIFOScheduler()
+
+
+def _asha(config: SearchConfig):
+    from ray.tune.schedulers import ASHAScheduler
+
+    return ASHAScheduler(
+        time_attr="progress",
+        metric="train_loss",
+        mode="min",
+        max_t=100,
+        grace_period=max(1, round(100 * config.asha_grace)),
+        reduction_factor=config.asha_reduction,
+    )
+
+
+#: name -> factory of the Ray Tune scheduler
+SCHEDULERS: dict[str, Callable[[SearchConfig], Any]] = {"fifo": _fifo, "asha": _asha}
+
+
+def _check_scheduler(config: SearchConfig) -> None:
+    if config.scheduler not in SCHEDULERS:
+        close = difflib.get_close_matches(config.scheduler, list(SCHEDULERS), n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise ArchgramError(f"unknown scheduler '{config.scheduler}'{hint}; schedulers are: {', '.join(SCHEDULERS)}")
+    if config.scheduler == "asha":
+        if not 0 < config.asha_grace < 1:
+            raise ArchgramError(f"ASHA grace must be a fraction of the budget in (0, 1), got {config.asha_grace}")
+        if not config.asha_reduction > 1:
+            raise ArchgramError(f"ASHA reduction factor must be above 1, got {config.asha_reduction}")
+        if config.asha_reports < 2:
+            raise ArchgramError(f"ASHA needs at least 2 reports per trial, got {config.asha_reports}")
+
+
+def _reports(config: SearchConfig) -> int:
+    """Reports per trial: none under FIFO (nothing would read them); under ASHA
+    ``asha_reports``, but no more than a steps budget has steps."""
+    if config.scheduler == "fifo":
+        return 0
+    from archgram.search.evaluator import Budget
+
+    budget = Budget.parse(config.budget)
+    return min(config.asha_reports, budget.steps) if budget.steps is not None else config.asha_reports
+
+
 def run_search(config: SearchConfig, on_update: Callable[[Progress], None] = lambda p: None) -> StudyStore:
     """Run (or resume) the search described by ``config``; return its store."""
+    from archgram.search.evaluator import Budget
     from archgram.tasks import get_task
 
     if config.trials < 1 or config.workers < 1:
         raise ArchgramError("--trials and --workers must be at least 1")
+    _check_scheduler(config)
+    Budget.parse(config.budget)  # an unreadable budget fails here, not in every worker
     grammar = load_grammar(config.grammar)
     task = get_task(config.task, **config.task_options)
     shape = task.body_input_shape(config.batch_size)
@@ -172,8 +394,14 @@ def run_search(config: SearchConfig, on_update: Callable[[Progress], None] = lam
     options = dict(config.strategy_options)
     strategy = get_strategy(config.strategy)(grammar, shape, seed=config.seed, target=task.output_target(config.batch_size), **options)
     records = store.records()
-    strategy.replay([(r.derivation, r.score) for r in records if r.derivation is not None])
-    progress = Progress(total=config.trials, done=len(records), failed=sum(not r.ok for r in records), done_at_start=len(records))
+    strategy.replay([(r.derivation, r.score, _metrics(_replayed(r))) for r in records if r.derivation is not None])
+    progress = Progress(
+        total=config.trials,
+        done=len(records),
+        failed=sum(r.state == "FAIL" for r in records),
+        pruned=sum(r.state == "PRUNED" for r in records),
+        done_at_start=len(records),
+    )
     best = store.leaderboard(1)
     if best:
         progress.best, progress.best_hash = best[0].score, best[0].attrs.get("hash")
@@ -185,6 +413,10 @@ def run_search(config: SearchConfig, on_update: Callable[[Progress], None] = lam
     return store
 
 
+def _replayed(record) -> dict[str, Any]:
+    return dict(record.attrs) | {"status": {"COMPLETE": "ok", "PRUNED": "pruned"}.get(record.state, "failed")}
+
+
 def _ray_dir(url: str) -> str:
     """Ray Tune's scratch files go beside a SQLite study, else to a temp folder."""
     if url.startswith("sqlite:///"):
@@ -194,10 +426,20 @@ def _ray_dir(url: str) -> str:
     return tempfile.mkdtemp(prefix="archgram-ray-")
 
 
+#: Ray Tune settings for many short trials; a user's environment wins.
+_TUNE_ENV = {
+    "RAY_DEDUP_LOGS": "0",
+    "RAY_AIR_NEW_OUTPUT": "0",
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",  # no per-trial CSV/JSON/TensorBoard files
+    "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",  # failed results carry no score
+    "TUNE_GLOBAL_CHECKPOINT_S": "600",  # the study store, not Tune's state, is what resumes
+    "TUNE_WARN_THRESHOLD_S": "60",
+}
+
+
 def _run_ray(config, strategy, store, progress, remaining, on_update) -> None:
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    for key, value in _TUNE_ENV.items():
+        os.environ.setdefault(key, value)
     import ray
     from ray import tune
 
@@ -215,18 +457,26 @@ def _run_ray(config, strategy, store, progress, remaining, on_update) -> None:
         except ConnectionError as exc:
             raise ArchgramError(f"cannot join the Ray cluster at {config.address}: {exc}") from None
     try:
-        searcher = _searcher(strategy, store, config, progress, remaining, on_update)
+        errors = _ErrorLog()
+        searcher = _searcher(strategy, store, config, progress, remaining, on_update, errors)
         resources = {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial}
         tuner = tune.Tuner(
             tune.with_resources(_trainable, resources),
             tune_config=tune.TuneConfig(
-                search_alg=searcher, num_samples=-1, max_concurrent_trials=config.workers, reuse_actors=True
+                search_alg=searcher,
+                scheduler=SCHEDULERS[config.scheduler](config),
+                num_samples=-1,
+                max_concurrent_trials=config.workers,
+                reuse_actors=True,
             ),
             run_config=tune.RunConfig(
                 name=f"archgram-{os.getpid()}",
                 storage_path=_ray_dir(store.url),
                 verbose=0,
                 log_to_file=False,
+                callbacks=[errors.callback],
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
             ),
         )
         tuner.fit()

@@ -5,10 +5,17 @@ it and a killed search resumes from it. One process, the search driver, writes;
 workers only evaluate. Each trial keeps its derivation as JSON (never a pickle),
 its metrics, status and failure reason. A trial left RUNNING by a driver that
 died is marked FAIL with reason 'interrupted' on the next open, and does not
-count towards the study's total, so it is run again, not lost.
+count towards the study's total, so it is run again, not lost. A trial that a
+scheduler (ASHA) stopped early is PRUNED: finished, counted, never re-run, and
+without a score (it was stopped before its validation step).
+
+Each ``start`` and ``finish`` writes its attributes in one transaction (a
+SQLite commit costs milliseconds; one per attribute made storage the largest
+part of the driver's per-trial overhead).
 """
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import math
@@ -77,7 +84,7 @@ class TrialRecord:
     """A finished trial as the store reads it back."""
 
     number: int
-    state: str  # COMPLETE | FAIL
+    state: str  # COMPLETE | FAIL | PRUNED
     derivation: Derivation | None
     score: float | None
     attrs: dict[str, Any]
@@ -85,6 +92,14 @@ class TrialRecord:
     @property
     def ok(self) -> bool:
         return self.state == "COMPLETE"
+
+    @property
+    def pruned(self) -> bool:
+        return self.state == "PRUNED"
+
+    @property
+    def failed(self) -> bool:
+        return self.state == "FAIL"
 
 
 class StudyStore:
@@ -149,33 +164,57 @@ class StudyStore:
         return count
 
     def start(self, derivation: Derivation, **attrs: Any) -> optuna.trial.Trial:
-        """Record a trial as RUNNING before it is evaluated."""
-        trial = self.study.ask()
-        trial.set_user_attr("derivation", derivation.to_json(indent=None))
-        trial.set_user_attr("hash", derivation.hash())
-        for key, value in attrs.items():
-            trial.set_user_attr(key, value)
-        return trial
+        """Record a trial as RUNNING before it is evaluated (one transaction)."""
+        user_attrs = {"derivation": derivation.to_json(indent=None), "hash": derivation.hash()}
+        user_attrs.update({k: v for k, v in attrs.items() if _jsonable(v)})
+        now = datetime.datetime.now()
+        template = optuna.trial.FrozenTrial(
+            number=-1, state=TrialState.RUNNING, value=None, datetime_start=now, datetime_complete=None,
+            params={}, distributions={}, user_attrs=user_attrs, system_attrs={}, intermediate_values={},
+            trial_id=-1,
+        )
+        trial_id = self.storage.create_new_trial(self.study._study_id, template_trial=template)
+        return optuna.trial.Trial(self.study, trial_id)
+
+    def _set_attrs(self, trial: optuna.trial.Trial, attrs: dict[str, Any]) -> None:
+        """All user attributes in one transaction where the RDB storage allows it."""
+        try:
+            from optuna.storages._rdb import models
+            from optuna.storages._rdb.storage import _create_scoped_session
+
+            with _create_scoped_session(self.storage.scoped_session, True) as session:
+                for key, value in attrs.items():
+                    self.storage._set_trial_attr_without_commit(
+                        session, models.TrialUserAttributeModel, trial._trial_id, key, value
+                    )
+        except (ImportError, AttributeError):  # optuna internals moved: one write per attribute
+            for key, value in attrs.items():
+                trial.set_user_attr(key, value)
 
     def finish(self, trial: optuna.trial.Trial, result: dict[str, Any]) -> None:
-        """Record the outcome; ``result`` is an evaluator result as a dict."""
-        for key, value in result.items():
-            if key not in ("status",) and _jsonable(value):
-                trial.set_user_attr(key, value)
+        """Record the outcome; ``result`` is an evaluator result as a dict.
+        ``status`` is 'ok', 'failed' or 'pruned' (stopped early by a scheduler)."""
+        attrs = {k: v for k, v in result.items() if k != "status" and _jsonable(v)}
         ok = result.get("status") == "ok" and _finite(result.get("score"))
         if ok:
             values = [_objective_value(o, result) for o in self.objectives]
-            if all(_finite(v) for v in values):
-                self.study.tell(trial, values)
-                return
-            trial.set_user_attr("failure", "error")
-            trial.set_user_attr("message", f"non-finite objective values {values}")
-        self.study.tell(trial, state=TrialState.FAIL)
+            if not all(_finite(v) for v in values):
+                ok = False
+                attrs.update(failure="error", message=f"non-finite objective values {values}")
+        self._set_attrs(trial, attrs)
+        if ok:
+            self.study.tell(trial, values)
+        elif result.get("status") == "pruned":
+            self.study.tell(trial, state=TrialState.PRUNED)
+        else:
+            self.study.tell(trial, state=TrialState.FAIL)
 
     def records(self) -> list[TrialRecord]:
-        """Finished trials (interrupted ones excluded), in the order they started."""
+        """Finished trials (COMPLETE, FAIL and PRUNED; interrupted ones excluded), in
+        the order they started."""
         out = []
-        for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
+        states = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
+        for t in self.study.get_trials(deepcopy=False, states=states):
             if t.user_attrs.get("failure") == INTERRUPTED:
                 continue
             try:
