@@ -42,6 +42,7 @@ def _resolve(shape: Shape, heads, kv_heads, head_dim, layout, score, pattern, po
     pattern_cls, pattern_kw = PATTERNS.resolve(pattern)
     pattern_obj = pattern_cls(**pattern_kw)
     pattern_obj.check(n, grid)
+    score_cls.check(pattern_obj, causal, score_kw)
     position_cls, position_kw = POSITIONS.resolve(position)
     position_cls.check(heads, head_dim)
     return n, dim, grid, head_dim, layout_cls, (score_cls, score_kw), pattern_obj, (position_cls, position_kw)
@@ -71,6 +72,7 @@ class Attention(Op):
         self.layout = layout_cls(dim, args["heads"], args["kv_heads"], head_dim)
         self.score = score[0](args["heads"], **score[1])
         self.pattern = pattern
+        self.pattern_module = pattern.module(args["heads"], head_dim)  # learned parts, if any
         self.position = position[0](args["heads"], head_dim, **position[1])
         self.scale = 1.0 / math.sqrt(head_dim)
         self.summary = ", ".join(f"{k}={_show(args[k])}" for k in ARGS)
@@ -87,8 +89,11 @@ class Attention(Op):
         head_dim = args.get("head_dim") or dim // heads
         return 2 * params * shape[0] * n + 4 * shape[0] * heads * n * n * head_dim
 
-    def mask(self, n: int, device) -> torch.Tensor | None:
-        mask = self.pattern.mask(n, self.grid, device)
+    def mask(self, n: int, device, q=None, k=None) -> torch.Tensor | None:
+        if self.pattern.data_dependent and q is not None:
+            mask = self.pattern.mask_for(q, k, self.grid)
+        else:
+            mask = self.pattern.mask(n, self.grid, device)
         if self.causal:
             causal = torch.ones(n, n, dtype=torch.bool, device=device).tril()
             mask = causal if mask is None else mask & causal
@@ -103,7 +108,8 @@ class Attention(Op):
         k, v = self.layout.expand(k), self.layout.expand(v)
         q, k = self.position.rotate(q, k, self.grid)
         n = x.shape[1]
-        out = self.score.attend(q, k, v, self.mask(n, x.device), self.position.bias(n, n, x.device), self.scale)
+        mask = self.mask(n, x.device, q, k)
+        out = self.score.attend(q, k, v, mask, self.position.bias(n, n, x.device), self.scale, causal=self.causal)
         y = self.layout.out(out)
         if image:
             y = y.transpose(1, 2).reshape(b, c, h, w)

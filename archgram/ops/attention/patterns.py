@@ -15,10 +15,21 @@ from archgram.ops.attention.parts import PATTERNS, Part
 
 class Pattern(Part):
     needs_grid = False
+    #: Content-based patterns (routing, top-k selection) decide from q and k:
+    #: they implement ``mask_for`` and may hold learned weights (``module``).
+    data_dependent = False
 
     def __init__(self, **params):
         for key, value in params.items():
             setattr(self, key, value)
+
+    def module(self, heads: int, head_dim: int):
+        """An nn.Module with this pattern's learned parts, or None."""
+        return None
+
+    def mask_for(self, q, k, grid) -> torch.Tensor | None:
+        """(B, H, Nq, Nk) or (Nq, Nk) bool mask computed from the queries and keys."""
+        return self.mask(q.shape[-2], grid, q.device)
 
     def check(self, n: int, grid: tuple[int, int] | None) -> None:
         if self.needs_grid and grid is None:

@@ -10,13 +10,20 @@ from archgram.ops.attention.parts import SCORES, Part
 
 
 class Score(Part, nn.Module):
-    """Default path: logits = scale * q k^T + bias, weights = self.weights(logits), out = weights v."""
+    """Default path: logits = scale * q k^T + bias, weights = self.weights(logits), out = weights v.
+
+    Scores that never form the n x n weights (linear attention) override
+    ``attend`` and declare in ``check`` which patterns they can honour."""
 
     def __init__(self, heads: int, **params):
         nn.Module.__init__(self)
         self.heads = heads
 
-    def attend(self, q, k, v, mask, bias, scale: float):
+    @classmethod
+    def check(cls, pattern, causal: bool, params: dict) -> None:
+        """Refuse (ShapeError) patterns or parameters this score cannot serve."""
+
+    def attend(self, q, k, v, mask, bias, scale: float, causal: bool = False):
         logits = torch.matmul(q, k.transpose(-1, -2)) * scale
         if bias is not None:
             logits = logits + bias
