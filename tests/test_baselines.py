@@ -1,4 +1,4 @@
-"""The einspace baselines: deterministic grammars parsed into einspace.pcfg."""
+"""The einspace baselines (catalog S57): deterministic grammars parsed into einspace.pcfg."""
 from __future__ import annotations
 
 import pytest
@@ -8,6 +8,8 @@ import archgram
 from archgram.errors import ArchgramError
 from archgram.grammar.baselines import BASELINES, baseline, baseline_grammar, baseline_path
 from archgram.grammar.model import iter_terms
+
+pytestmark = pytest.mark.catalog("S57")
 
 SHAPE = (2, 3, 32, 32)
 EXPECTED = {  # output shape for (2,3,32,32) input, parameter count (computed by hand, see below)

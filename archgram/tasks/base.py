@@ -70,6 +70,8 @@ class Task:
     name: ClassVar[str] = ""
     metric_name: ClassVar[str] = "accuracy"
     description: ClassVar[str] = ""
+    #: Catalog rows this task implements (see ``archgram catalog``).
+    refs: ClassVar[tuple[str, ...]] = ()
     #: Reference scores from the literature, in the units of ``metric``.
     published: ClassVar[dict[str, float]] = {}
 

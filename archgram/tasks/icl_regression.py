@@ -25,6 +25,7 @@ from archgram.tasks.heads import TokenHead
 @register_task
 class ICLRegression(Task):
     name = "icl-regression"
+    refs = ("S18",)
     metric_name = "neg_mse"
     description = "in-context linear regression, w ~ N(0, I/d) per sequence; -MSE at query tokens"
 

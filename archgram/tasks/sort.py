@@ -19,6 +19,7 @@ from archgram.tasks.heads import PointerHead
 @register_task
 class Sort(Task):
     name = "sort"
+    refs = ("S03",)
     metric_name = "accuracy"
     description = "sort N numbers; pointer head over input positions; exact-position accuracy"
 

@@ -1,4 +1,4 @@
-"""Shape-typed sampling: reproducible, always type-correct, inside its budgets,
+"""Shape-typed sampling (einspace, catalog S57): reproducible, always type-correct, inside its budgets,
 and aimed at what each merge needs instead of retrying blindly."""
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import archgram
 from archgram.errors import SamplingError
 from archgram.grammar.derivation import Derivation, OpNode, RuleNode, walk
 from archgram.grammar.model import Grammar, load_grammar
+
+pytestmark = pytest.mark.catalog("S57")
 
 IMAGE = (8, 3, 32, 32)
 SEQUENCE = (8, 16, 32)

@@ -1,4 +1,4 @@
-"""einspace's fundamental ops against independent references on hand-sized
+"""einspace's fundamental ops (catalog S57) against independent references on hand-sized
 inputs, and every registered op's declared shape rule and parameter count
 against the module it builds."""
 from __future__ import annotations
@@ -13,6 +13,8 @@ from torch import nn
 from archgram.errors import ShapeError
 from archgram.ops import all_ops, get_op
 from archgram.ops.primitives.routing import GRID
+
+pytestmark = pytest.mark.catalog("S57")
 
 torch.manual_seed(0)
 

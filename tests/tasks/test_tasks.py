@@ -149,6 +149,7 @@ def test_mqar_metric_only_counts_queries(tasks):
 
 
 def test_icl_regression_least_squares_beats_zero(tasks):
+    """In-context linear regression (S18)."""
     task = tasks["icl-regression"]
     ref = task.reference(0)
     assert ref["least_squares"] > 10 * ref["zero"]  # neg MSE: e.g. -0.02 vs -1.0
@@ -166,6 +167,7 @@ def test_icl_regression_least_squares_beats_zero(tasks):
 
 
 def test_sort_target_is_argsort(tasks):
+    """Sorting task for Pointer Networks (S03)."""
     data = tasks["sort"].data(0)
     x, y = data.x_train.squeeze(-1), data.y_train
     assert torch.equal(y, torch.argsort(x, dim=1))
@@ -176,6 +178,7 @@ def test_sort_target_is_argsort(tasks):
 
 @pytest.mark.parametrize("score", ["additive", "dot"])
 def test_pointer_head_distribution_over_inputs(score):
+    """Pointer Networks (S03)."""
     head = PointerHead((B, 10, 16), 10, hidden=8, score=score)
     logits = head(torch.randn(B, 10, 16))
     assert logits.shape == (B, 10, 10)
@@ -185,7 +188,7 @@ def test_pointer_head_distribution_over_inputs(score):
 
 
 def test_pointer_head_fits_sort_targets():
-    """The head alone (on a rank-encoding body) can learn to point: a sanity check
+    """Pointer Networks (S03): The head alone (on a rank-encoding body) can learn to point: a sanity check
     that the logits are indexed (output position, input position)."""
     torch.manual_seed(0)
     task = get_task("sort", n_train=64, n_val=8)

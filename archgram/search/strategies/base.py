@@ -33,6 +33,8 @@ class Strategy(ABC):
     """Base class: subclasses set ``name`` and implement ``ask`` (and usually ``tell``)."""
 
     name: ClassVar[str] = ""
+    #: Catalog rows this strategy implements (see ``archgram catalog``).
+    refs: ClassVar[tuple[str, ...]] = ()
     #: How many distinct architectures ``ask`` tries before accepting a repeat.
     dedup_tries: ClassVar[int] = 20
 

@@ -19,6 +19,7 @@ from archgram.search.strategies.base import Proposal, Strategy, register_strateg
 @register_strategy
 class RegularizedEvolution(Strategy):
     name = "evolution"
+    refs = ("S57",)
 
     def __init__(
         self,

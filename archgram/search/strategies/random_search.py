@@ -7,6 +7,7 @@ from archgram.search.strategies.base import Proposal, Strategy, register_strateg
 @register_strategy
 class RandomSearch(Strategy):
     name = "random"
+    refs = ("S57",)
 
     def propose(self) -> Proposal:
         return Proposal(self.sample())

@@ -64,7 +64,7 @@ def test_window_covering_the_sequence_equals_full_attention():
 
 
 def test_neighborhood_keeps_size_neighbours_at_the_borders():
-    """NAT: near an edge the window shifts inward instead of shrinking."""
+    """DiNAT (S37): NAT: near an edge the window shifts inward instead of shrinking."""
     m = build((1, 10, 8), heads=1, pattern={"name": "neighborhood", "size": 3})
     mask = m.mask(10, "cpu")
     assert mask.sum(1).tolist() == [3] * 10
@@ -73,6 +73,7 @@ def test_neighborhood_keeps_size_neighbours_at_the_borders():
 
 
 def test_dilated_neighborhood_stays_in_its_dilation_group():
+    """DiNAT (S37):"""
     m = build((1, 12, 8), heads=1, pattern={"name": "neighborhood", "size": 3, "dilation": 2})
     mask = m.mask(12, "cpu")
     assert mask[4].nonzero().flatten().tolist() == [2, 4, 6]
@@ -80,6 +81,7 @@ def test_dilated_neighborhood_stays_in_its_dilation_group():
 
 
 def test_neighborhood2d_covering_the_grid_equals_full_attention():
+    """DiNAT (S37):"""
     x = torch.randn(2, 8, 3, 4)
     nat = build((2, 8, 3, 4), heads=2, pattern={"name": "neighborhood2d", "size": 7})
     full = build((2, 8, 3, 4), heads=2)
@@ -87,6 +89,7 @@ def test_neighborhood2d_covering_the_grid_equals_full_attention():
 
 
 def test_neighborhood2d_is_a_product_of_row_and_column_windows():
+    """DiNAT (S37):"""
     m = build((1, 8, 5, 5), heads=1, pattern={"name": "neighborhood2d", "size": 3})
     mask = m.mask(25, "cpu").view(5, 5, 5, 5)
     assert mask[2, 2].sum() == 9 and mask[0, 0].sum() == 9

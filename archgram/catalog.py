@@ -1,0 +1,112 @@
+"""Live status of the catalog rows (S01..S78): what implements each, what tests it.
+
+Implementations are read from the registries (ops, attention parts, search
+strategies, tasks), each of which names its rows in ``refs``. Tests are read
+from the test suite: a test covers a row when its name, docstring or a
+``pytest.mark.catalog("S06")`` marker names the row, or when its file sets
+``pytestmark = pytest.mark.catalog(...)``. Nothing here is a hand-kept list.
+"""
+from __future__ import annotations
+
+import ast
+import csv
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROWS_FILE = Path(__file__).with_name("catalog_rows.tsv")
+REF = re.compile(r"\bS(\d\d)\b")
+
+
+@dataclass
+class Row:
+    id: str
+    paper: str
+    kind: str
+    what: str
+    implementations: list[str] = field(default_factory=list)
+    tests: list[str] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        if self.implementations and self.tests:
+            return "implemented"
+        if self.implementations or self.tests:
+            return "partial"
+        return "missing"
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "status": self.status, "paper": self.paper, "kind": self.kind,
+                "ops": self.implementations, "tests": self.tests}
+
+
+def rows() -> list[Row]:
+    with open(ROWS_FILE, newline="") as fh:
+        return [Row(r["id"], r["paper"], r["kind"], r["what"]) for r in csv.DictReader(fh, delimiter="\t")]
+
+
+def implementations() -> dict[str, list[str]]:
+    """Row id -> implementing registry entries, e.g. 'op:attention', 'score:sigmoid'."""
+    from archgram.ops import all_ops
+    from archgram.ops.attention import LAYOUTS, PATTERNS, POSITIONS, SCORES
+    from archgram.search.strategies.base import _STRATEGIES, _load
+    from archgram.tasks.base import all_tasks
+
+    found: dict[str, list[str]] = {}
+
+    def add(refs, label: str) -> None:
+        for ref in refs or ():
+            found.setdefault(ref, []).append(label)
+
+    for spec in all_ops():
+        add(spec.refs, f"op:{spec.name}")
+    for registry in (SCORES, PATTERNS, POSITIONS, LAYOUTS):
+        for name, cls in registry.parts.items():
+            add(cls.refs, f"{registry.axis}:{name}")
+    _load()
+    for name, cls in _STRATEGIES.items():
+        add(getattr(cls, "refs", ()), f"strategy:{name}")
+    for cls in all_tasks():
+        add(getattr(cls, "refs", ()), f"task:{cls.name}")
+    return found
+
+
+def tests_by_ref(tests_dir: Path) -> dict[str, list[str]]:
+    """Row id -> test ids ('tests/ops/x.py::test_y') that name the row."""
+    found: dict[str, list[str]] = {}
+    for path in sorted(tests_dir.rglob("test_*.py")):
+        try:
+            tree = ast.parse(path.read_text())
+        except (SyntaxError, UnicodeDecodeError):
+            continue
+        module_refs = {
+            ref
+            for stmt in tree.body
+            if isinstance(stmt, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "pytestmark" for t in stmt.targets)
+            for ref in REF.findall(ast.unparse(stmt.value))
+        }
+        rel = path.relative_to(tests_dir.parent).as_posix()
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.FunctionDef) or not node.name.startswith("test"):
+                continue
+            text = " ".join([node.name, ast.get_docstring(node) or ""] + [ast.unparse(d) for d in node.decorator_list])
+            refs = set(REF.findall(text)) | set(REF.findall(node.name.replace("_s", " S"))) | module_refs
+            for ref in refs:
+                found.setdefault(f"S{ref}", []).append(f"{rel}::{node.name}")
+    return found
+
+
+def default_tests_dir() -> Path | None:
+    """The repository's tests/ next to the package (absent in a wheel install)."""
+    candidate = Path(__file__).resolve().parent.parent / "tests"
+    return candidate if candidate.is_dir() else None
+
+
+def catalog(tests_dir: Path | None = None) -> list[Row]:
+    table = rows()
+    impl = implementations()
+    tests = tests_by_ref(tests_dir) if tests_dir else {}
+    for row in table:
+        row.implementations = sorted(impl.get(row.id, []))
+        row.tests = sorted(tests.get(row.id, []))
+    return table
