@@ -30,6 +30,7 @@ from archgram.ops.registry import get_op
 from archgram.shapes import numel
 
 Path = tuple[int, ...]
+SITE_TRIES = 6  # resamplings of one site (free and aimed alternately) before it is dropped
 MUTATION_REJECTIONS = 400  # a mutation aims at a fixed shape: allow a longer search than a fresh sample
 
 
@@ -171,15 +172,16 @@ def mutate(
     if not candidates:
         raise ArchgramError(f"derivation {parent.hash()} has no rule of grammar '{grammar.name}' to mutate")
     total = cost(parent.root)
-    # Sites are drawn uniformly; one that fails in both modes is dropped, so a tree
-    # whose copies leave few mutable places still finds them.
+    # Sites are drawn uniformly and tried freely and aimed in turn; one that keeps
+    # failing is dropped, so a tree whose copies leave few mutable places still
+    # finds them.
     failures: dict[Path, int] = {}
     for _ in range(max_tries):
-        live = [s for s in candidates if failures.get(s.path, 0) < 2]
+        live = [s for s in candidates if failures.get(s.path, 0) < SITE_TRIES]
         if not live:
             break
         site = rng.choice(live)
-        child = _resample(grammar, parent, site, lim, total, rng, free=failures.get(site.path, 0) == 0)
+        child = _resample(grammar, parent, site, lim, total, rng, free=failures.get(site.path, 0) % 2 == 0)
         if child is None:
             failures[site.path] = failures.get(site.path, 0) + 1
             continue
