@@ -625,6 +625,18 @@ def ops_cmd(
     console.print(table)
 
 
+# ------------------------------------------------------- search and show
+def _register_search() -> None:
+    from archgram.cli_catalog import register as register_catalog
+    from archgram.cli_search import register
+
+    register(app)
+    register_catalog(app)
+
+
+_register_search()
+
+
 # ------------------------------------------------------------------- entry
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI on ``argv`` (default: sys.argv[1:]) and return the exit code.

@@ -267,6 +267,9 @@ class _Matcher:
         """Probability of ``t`` producing op token ``tok``, or None."""
         if not isinstance(tok, _Op) or tok.name != t.op.name:
             return None
+        if t.combos is None:  # a large argument space: score the token's arguments directly
+            p = t.combo_prob(tok.args)
+            return p if p > 0 and self._shared_ok(t, tok.args) else None
         return self.combos(t).get(tok.key[2])
 
     # ------------------------------------------------------------- slots

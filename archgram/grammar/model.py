@@ -20,6 +20,9 @@ from archgram.grammar.parser import parse_file, parse_text
 from archgram.ops.registry import OpSpec, get_op, has_op
 
 SHIPPED = Path(__file__).resolve().parent.parent / "grammars"
+#: Argument spaces up to this size are enumerated (tried exhaustively, in random
+#: order); larger ones are drawn one argument at a time.
+ENUMERATE_LIMIT = 256
 TOLERANCE = 1e-6
 
 
@@ -60,7 +63,23 @@ class Term:
     args: dict[str, ArgSpace]
     repeat: int
     loc: Location
-    combos: list[tuple[dict[str, Any], float]] = field(default_factory=list)
+    #: Every argument combination with its probability, when there are at most
+    #: ENUMERATE_LIMIT of them; None for larger spaces (a composite op's choice
+    #: sets multiply), which the sampler draws argument by argument instead.
+    combos: list[tuple[dict[str, Any], float]] | None = field(default_factory=list)
+
+    @property
+    def combo_count(self) -> int:
+        return math.prod(len(s.values) for s in self.args.values())
+
+    def combo_prob(self, combo: dict[str, Any]) -> float:
+        """Probability of one argument combination (0 if a value is not offered)."""
+        prob = 1.0
+        for name, space in self.args.items():
+            if combo.get(name) not in space.values:
+                return 0.0
+            prob *= space.probs[space.values.index(combo[name])]
+        return prob
 
     @property
     def kind(self) -> str:
@@ -323,7 +342,7 @@ class Grammar:
         if it.repeat < 1:
             raise GrammarError("repeat count must be at least 1", it.loc)
         term = Term(spec, self._args(spec, it), it.repeat, it.loc)
-        term.combos = _combos(term)
+        term.combos = _combos(term) if term.combo_count <= ENUMERATE_LIMIT else None
         if spec.kind != "unary" and it.repeat != 1:
             raise GrammarError(f"{spec.kind} op '{spec.name}' cannot be repeated", it.loc)
         return term
@@ -446,6 +465,8 @@ class Grammar:
     def _branch_count(self, it: Term | NonTerm) -> int:
         if isinstance(it, NonTerm):
             return self.rules[it.name].branches
+        if it.combos is None:
+            raise GrammarError(f"split op '{it.op.name}' has too many argument combinations ({it.combo_count})", it.loc)
         counts = {it.op.cls.branches(**combo) for combo, _ in it.combos}
         if len(counts) != 1:
             raise GrammarError(f"'{it.op.name}' must open a fixed number of branches, got {sorted(counts)}", it.loc)
@@ -546,8 +567,6 @@ def _combos(term: Term) -> list[tuple[dict[str, Any], float]]:
         combo = {n: s.values[i] for n, s, i in zip(names, spaces, picks)}
         prob = math.prod(s.probs[i] for s, i in zip(spaces, picks))
         out.append((combo, prob))
-        if len(out) > 100_000:
-            raise GrammarError(f"op '{term.op.name}' has over 100,000 argument combinations; split it into rules", term.loc)
     return out
 
 

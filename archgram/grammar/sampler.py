@@ -23,6 +23,7 @@ from typing import Any
 from archgram.errors import SamplingError, ShapeError
 from archgram.grammar.derivation import BranchNode, Derivation, Node, OpNode, RuleNode, clone_tree, walk
 from archgram.grammar.model import Arm, Branch, Grammar, Limits, NonTerm, Term
+from archgram.ops.registry import _freeze
 from archgram.shapes import Shape, fmt, numel
 
 MAX_REJECTIONS = 40  # failed options one attempt may meet before starting over
@@ -31,6 +32,8 @@ MAX_RESTARTS = 20
 #: try recurses, so trying all of them at every level is exponential; a small
 #: cap plus restarts keeps the time per sample flat (measured: see README).
 TRIES_PER_RULE = 3
+#: Distinct argument draws tried for an op whose argument space is too large to enumerate.
+LARGE_TERM_DRAWS = 32
 
 
 class _Fail(Exception):
@@ -246,11 +249,8 @@ class Sampler:
     def term(self, t: Term, shape: Shape, ctx: tuple, target) -> tuple[OpNode, Shape, tuple]:
         self._step()
         spec = t.op
-        probs = [p if self._allowed(c, t) else 0.0 for c, p in t.combos]
         last = "no allowed arguments"
-        labels = lambda: [",".join(f"{k}={v}" for k, v in c.items()) for c, _ in t.combos]  # noqa: E731
-        for i in self.chooser.order(self.key(spec.name), probs, labels):
-            combo = t.combos[i][0]
+        for combo in self._combos_in_order(t):
             try:
                 out, out_ctx = spec.cls.transfer(shape, ctx, **combo)
             except ShapeError as exc:
@@ -271,11 +271,40 @@ class Sampler:
             return OpNode(spec.name, dict(combo), in_shape=shape, out_shape=out), out, out_ctx
         raise _Fail(f"{spec.name} at {t.loc}: no arguments fit input {fmt(shape)} ({last})")
 
+    def _combos_in_order(self, t: Term) -> Iterator[dict]:
+        """Argument combinations to try: all of a small space in random order, or
+        up to LARGE_TERM_DRAWS distinct draws made argument by argument."""
+        key = self.key(t.op.name)
+        if t.combos is not None:
+            probs = [p if self._allowed(c, t) else 0.0 for c, p in t.combos]
+            labels = lambda: [",".join(f"{k}={v}" for k, v in c.items()) for c, _ in t.combos]  # noqa: E731
+            for i in self.chooser.order(key, probs, labels):
+                yield t.combos[i][0]
+            return
+        tried: set = set()
+        for attempt in range(LARGE_TERM_DRAWS):
+            combo = {}
+            for name, space in t.args.items():
+                drawn = self.shared.get(space.shared) if space.shared else None
+                probs = [p if drawn is None or v == drawn else 0.0 for v, p in zip(space.values, space.probs)]
+                if attempt == 0:  # the chooser (e.g. Optuna) steers the first draw of each argument
+                    order = self.chooser.order(f"{key}/{name}", probs, lambda s=space: [str(v) for v in s.values])
+                else:
+                    order = weighted_order(self.rng, probs)
+                i = next(iter(order), None)
+                if i is None:
+                    return
+                combo[name] = space.values[i]
+            frozen = _freeze(combo)
+            if frozen not in tried:
+                tried.add(frozen)
+                yield combo
+
     # -------------------------------------------------------------- branches
     def slots(self, item: Term | NonTerm) -> list[tuple[_Slot, float]]:
         """Every concrete op a split/merge slot can hold, with its probability."""
         if isinstance(item, Term):
-            return [(_Slot(item, c, []), p) for c, p in item.combos if self._allowed(c, item)]
+            return [(_Slot(item, c, []), p) for c, p in item.combos or () if self._allowed(c, item)]
         out = []
         for prod in self.g.rules[item.name].productions:
             (inner,) = prod.elems

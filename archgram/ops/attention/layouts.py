@@ -1,4 +1,12 @@
-"""Head layouts: how the input is projected into query/key/value heads and back."""
+"""Head layouts: how the input is projected into query/key/value heads and back.
+
+A layout owns the projections. ``qkv`` gives q (B, Hq, N, d) and k, v
+(B, Hkv, N, d); ``expand`` repeats key/value heads for the query heads that
+share them; ``out`` maps the Hq head outputs back to channels. ``Hq`` is
+``attention_heads`` -- the heads the score, pattern and position axes see,
+which differs from the op's ``heads`` for layouts that compute fewer (SQA) or
+more (TPLA's per-shard heads) attention maps than the model's head split.
+"""
 from __future__ import annotations
 
 import torch
@@ -12,22 +20,30 @@ class Layout(Part, nn.Module):
     """Projections for ``heads`` query heads and ``kv_heads`` key/value heads."""
 
     @classmethod
-    def kv_heads(cls, heads: int, kv_heads: int) -> int:
+    def attention_heads(cls, heads: int, **params) -> int:
+        """Attention maps computed per token (what scores and positions see)."""
         return heads
 
     @classmethod
-    def check(cls, dim: int, heads: int, kv_heads: int, head_dim: int) -> None:
-        kv = cls.kv_heads(heads, kv_heads)
-        if kv < 1 or heads % kv:
-            raise ShapeError(f"layout '{cls.name}': {kv} key/value heads must divide {heads} query heads")
+    def kv_heads(cls, heads: int, kv_heads: int, **params) -> int:
+        return cls.attention_heads(heads, **params)
 
-    def __init__(self, dim: int, heads: int, kv_heads: int, head_dim: int):
+    @classmethod
+    def check(cls, dim: int, heads: int, kv_heads: int, head_dim: int, **params) -> None:
+        hq = cls.attention_heads(heads, **params)
+        kv = cls.kv_heads(heads, kv_heads, **params)
+        if kv < 1 or hq % kv:
+            raise ShapeError(f"layout '{cls.name}': {kv} key/value heads must divide {hq} query heads")
+
+    def __init__(self, dim: int, heads: int, kv_heads: int, head_dim: int, **params):
         nn.Module.__init__(self)
-        self.heads, self.kv, self.head_dim = heads, self.kv_heads(heads, kv_heads), head_dim
-        self.q = nn.Linear(dim, heads * head_dim)
+        self.heads = self.attention_heads(heads, **params)
+        self.kv = self.kv_heads(heads, kv_heads, **params)
+        self.head_dim = head_dim
+        self.q = nn.Linear(dim, self.heads * head_dim)
         self.k = nn.Linear(dim, self.kv * head_dim)
         self.v = nn.Linear(dim, self.kv * head_dim)
-        self.o = nn.Linear(heads * head_dim, dim)
+        self.o = nn.Linear(self.heads * head_dim, dim)
 
     def split(self, x: torch.Tensor, heads: int) -> torch.Tensor:
         b, n, _ = x.shape
@@ -43,9 +59,15 @@ class Layout(Part, nn.Module):
         """Repeat each key/value head for the query heads that share it."""
         return kv.repeat_interleave(self.heads // self.kv, dim=1) if self.kv != self.heads else kv
 
-    def out(self, o: torch.Tensor) -> torch.Tensor:
+    def out(self, o: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
+        """Head outputs (B, Hq, N, d) -> (B, N, dim). ``x`` (the layer input) is
+        there for layouts whose output depends on it (MoH's router)."""
         b, h, n, d = o.shape
         return self.o(o.transpose(1, 2).reshape(b, n, h * d))
+
+    def kv_cache_per_token(self) -> int:
+        """Numbers cached per token per layer at decode time (keys + values)."""
+        return 2 * self.kv * self.head_dim
 
 
 @LAYOUTS.register
@@ -62,7 +84,7 @@ class GQA(Layout):
     name = "gqa"
 
     @classmethod
-    def kv_heads(cls, heads, kv_heads):
+    def kv_heads(cls, heads, kv_heads, **params):
         return kv_heads or heads
 
 
@@ -73,5 +95,193 @@ class MQA(Layout):
     name = "mqa"
 
     @classmethod
-    def kv_heads(cls, heads, kv_heads):
+    def kv_heads(cls, heads, kv_heads, **params):
         return 1
+
+
+@LAYOUTS.register
+class SQA(Layout):
+    """Sparse Query Attention (Filipek 2025, catalog S42): fewer *query* heads.
+
+    The op's ``heads`` H only splits the channels (head dim = dim / H, as in the
+    MHA it replaces); ``query_heads`` Hq < H heads are actually computed, with
+    ``kv_heads`` Hkv <= Hq key/value heads repeated GQA-style (0: Hkv = Hq, the
+    symmetric sSQA). The query projection has Hq*d outputs and the output
+    projection maps Hq*d back to dim, so attention FLOPs fall by Hq/H -- the
+    point of SQA, where GQA/MQA only shrink the KV cache. Default Hq = H/2
+    (the paper's standard variant); Hq <= H/4 is its 'extreme' xSQA.
+    """
+
+    name = "sqa"
+    params = ("query_heads",)
+    refs = ("S42",)
+
+    @classmethod
+    def attention_heads(cls, heads, query_heads: int | None = None, **params):
+        return query_heads if query_heads is not None else max(1, heads // 2)
+
+    @classmethod
+    def kv_heads(cls, heads, kv_heads, **params):
+        return kv_heads or cls.attention_heads(heads, **params)
+
+    @classmethod
+    def check(cls, dim, heads, kv_heads, head_dim, **params):
+        hq = cls.attention_heads(heads, **params)
+        if not isinstance(hq, int) or not 1 <= hq <= heads:
+            raise ShapeError(f"layout 'sqa': query_heads must be an integer in 1..{heads} (the heads it thins), got {hq!r}")
+        if cls.kv_heads(heads, kv_heads, **params) > hq:
+            raise ShapeError(f"layout 'sqa': {kv_heads} key/value heads exceed its {hq} query heads")
+        super().check(dim, heads, kv_heads, head_dim, **params)
+
+
+@LAYOUTS.register
+class MLA(Layout):
+    """Multi-head latent attention (DeepSeek-V2; catalog S68's base).
+
+    Keys and values come from one low-rank latent per token, c = W_dkv x
+    (``latent`` numbers), with per-head up-projections k = W_uk c, v = W_uv c;
+    only c is cached at decode time, so the cache is ``latent`` numbers per
+    token instead of 2 * H * d. Queries are full-rank. Positions act on the
+    up-projected q/k (DeepSeek's decoupled-RoPE key and the latent RMSNorm are
+    left out).
+    """
+
+    name = "mla"
+    params = ("latent",)
+    refs = ("S68",)
+
+    @classmethod
+    def check(cls, dim, heads, kv_heads, head_dim, **params):
+        latent = params.get("latent")
+        if not isinstance(latent, int) or latent < 1:
+            raise ShapeError(f"layout '{cls.name}' needs a positive integer latent size, got {latent!r}")
+
+    def __init__(self, dim, heads, kv_heads, head_dim, latent: int = 0, **params):
+        nn.Module.__init__(self)
+        self.heads = self.kv = heads
+        self.head_dim, self.latent = head_dim, latent
+        self.q = nn.Linear(dim, heads * head_dim)
+        self.down = nn.Linear(dim, latent, bias=False)  # W_dkv: x -> c
+        self.up_k = nn.Linear(latent, heads * head_dim, bias=False)  # W_uk
+        self.up_v = nn.Linear(latent, heads * head_dim, bias=False)  # W_uv
+        self.o = nn.Linear(heads * head_dim, dim)
+
+    def qkv(self, x):
+        c = self.down(x)
+        return self.split(self.q(x), self.heads), self.split(self.up_k(c), self.heads), self.split(self.up_v(c), self.heads)
+
+    def kv_cache_per_token(self) -> int:
+        return self.latent
+
+
+@LAYOUTS.register
+class TPLA(MLA):
+    """Tensor-parallel latent attention (Tang et al. 2025, catalog S68).
+
+    The MLA latent c is cut into ``shards`` equal slices, one per device; on
+    shard s every head h attends with its key/value up-projected from that
+    slice alone, k_hs = W_uk[h, :, s] c_s, v_hs = W_uv[h, :, s] c_s, softmax
+    taken over the shard's partial scores q_h . k_hs, and the shards' outputs
+    are summed (the all-reduce). Each head still sees the whole latent across
+    shards, and each device caches latent / shards numbers per token. The
+    attention axes see heads * shards maps (index h * shards + s); with one
+    shard this is exactly MLA. The paper's orthogonal (Hadamard/PCA) transform
+    before slicing, a conversion trick for pretrained MLA weights, is left out.
+    """
+
+    name = "tpla"
+    params = ("latent", "shards")
+    refs = ("S68",)
+
+    @classmethod
+    def attention_heads(cls, heads, shards: int = 2, **params):
+        return heads * shards
+
+    @classmethod
+    def check(cls, dim, heads, kv_heads, head_dim, **params):
+        super().check(dim, heads, kv_heads, head_dim, **params)
+        shards = params.get("shards", 2)
+        if not isinstance(shards, int) or shards < 1 or params["latent"] % shards:
+            raise ShapeError(f"layout 'tpla': {shards!r} shards must be a positive integer dividing the latent size {params['latent']}")
+
+    def __init__(self, dim, heads, kv_heads, head_dim, latent: int = 0, shards: int = 2):
+        super().__init__(dim, heads, kv_heads, head_dim, latent)
+        self.shards, self.model_heads = shards, heads
+        self.heads = self.kv = heads * shards
+
+    def qkv(self, x):
+        b, n, _ = x.shape
+        h, s, d = self.model_heads, self.shards, self.head_dim
+        c = self.down(x).view(b, n, s, self.latent // s)
+
+        def per_shard(up: nn.Linear) -> torch.Tensor:
+            w = up.weight.view(h, d, s, self.latent // s)  # (H*d, r) split by head and latent slice
+            return torch.einsum("bnsr,hdsr->bhsnd", c, w).reshape(b, h * s, n, d)
+
+        q = self.split(self.q(x), h).repeat_interleave(s, dim=1)
+        return q, per_shard(self.up_k), per_shard(self.up_v)
+
+    def out(self, o, x=None):
+        b, _, n, d = o.shape
+        return super().out(o.view(b, self.model_heads, self.shards, n, d).sum(2))
+
+    def kv_cache_per_device(self) -> int:
+        return self.latent // self.shards
+
+
+@LAYOUTS.register
+class MoH(Layout):
+    """Mixture-of-Head attention (Jin et al. 2024, catalog S19).
+
+    Heads are experts: the first ``shared`` heads are always on, and a router
+    picks the top-``k`` of the remaining heads per token. Head outputs are
+    scaled by their gates before the output projection (a weighted instead of
+    a plain sum over heads). Gates follow the paper's two-stage routing:
+    routed g_i = a_2 softmax(W_r x)_i over the selected heads (0 elsewhere),
+    shared g_i = a_1 softmax(W_s x)_i, [a_1, a_2] = softmax(W_h x). As in the
+    official code, each group's gates are renormalised over its active heads
+    and scaled by their count (a_1, a_2 by 2), so a uniform router gives every
+    active head gate 1 -- a zero-initialised router is exactly MHA over the
+    active heads. The paper's load-balance loss is not added (the op set has
+    no auxiliary-loss channel yet); all heads are computed and masked (a
+    reference, not the sparse fast path).
+    """
+
+    name = "moh"
+    params = ("k", "shared")
+    refs = ("S19",)
+
+    @classmethod
+    def check(cls, dim, heads, kv_heads, head_dim, k: int = 1, shared: int = 0, **params):
+        if not isinstance(shared, int) or not 0 <= shared < heads:
+            raise ShapeError(f"layout 'moh': shared heads must be in 0..{heads - 1}, got {shared!r}")
+        if not isinstance(k, int) or not 1 <= k <= heads - shared:
+            raise ShapeError(f"layout 'moh': top-k must be in 1..{heads - shared} (the routed heads), got {k!r}")
+
+    def __init__(self, dim, heads, kv_heads, head_dim, k: int = 1, shared: int = 0):
+        super().__init__(dim, heads, kv_heads, head_dim)
+        self.top, self.shared = k, shared
+        self.route = nn.Linear(dim, heads - shared, bias=False)  # W_r
+        self.route_shared = nn.Linear(dim, shared, bias=False) if shared > 1 else None  # W_s
+        self.route_groups = nn.Linear(dim, 2, bias=False) if shared else None  # W_h
+
+    def gates(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, N, H) per-token head weights; exactly 0 for heads not selected."""
+        p = torch.softmax(self.route(x), dim=-1)
+        chosen = torch.zeros_like(p).scatter(-1, p.topk(self.top, dim=-1).indices, 1.0)
+        routed = p * chosen
+        routed = routed / routed.sum(-1, keepdim=True).clamp_min(torch.finfo(p.dtype).eps) * self.top
+        if not self.shared:
+            return routed
+        if self.route_shared is None:
+            shared = torch.ones(*x.shape[:-1], 1, dtype=x.dtype, device=x.device)
+        else:
+            shared = torch.softmax(self.route_shared(x), dim=-1) * self.shared
+        groups = torch.softmax(self.route_groups(x), dim=-1) * 2
+        return torch.cat((shared * groups[..., :1], routed * groups[..., 1:]), dim=-1)
+
+    def out(self, o, x=None):
+        if x is None:
+            raise ValueError("moh needs the layer input to route heads: call out(o, x)")
+        return super().out(o * self.gates(x).transpose(1, 2).unsqueeze(-1))
+

@@ -16,6 +16,7 @@ import torch
 
 from archgram.errors import ShapeError
 from archgram.ops.attention.parts import LAYOUTS, PATTERNS, POSITIONS, SCORES
+from archgram.ops.attention.scores import Score
 from archgram.ops.registry import Arg, Op, check_rank, register_op
 from archgram.shapes import IMAGE_RANK, Shape
 
@@ -36,44 +37,54 @@ def _resolve(shape: Shape, heads, kv_heads, head_dim, layout, score, pattern, po
     if not head_dim and dim % heads:
         raise ShapeError(f"attention: {dim} channels do not split into {heads} heads (set head_dim)")
     head_dim = head_dim or dim // heads
-    layout_cls, _ = LAYOUTS.resolve(layout)
-    layout_cls.check(dim, heads, kv_heads, head_dim)
+    layout_cls, layout_kw = LAYOUTS.resolve(layout)
+    layout_cls.check(dim, heads, kv_heads, head_dim, **layout_kw)
+    # the attention maps computed (SQA computes fewer, TPLA one per head and shard)
+    maps = layout_cls.attention_heads(heads, **layout_kw)
     score_cls, score_kw = SCORES.resolve(score)
     pattern_cls, pattern_kw = PATTERNS.resolve(pattern)
     pattern_obj = pattern_cls(**pattern_kw)
     pattern_obj.check(n, grid)
     score_cls.check(pattern_obj, causal, score_kw)
+    score_cls.check_shape(n, head_dim, score_kw)
     position_cls, position_kw = POSITIONS.resolve(position)
-    position_cls.check(heads, head_dim)
-    return n, dim, grid, head_dim, layout_cls, (score_cls, score_kw), pattern_obj, (position_cls, position_kw)
+    position_cls.check(maps, head_dim)
+    if position_cls.reweights and score_cls.attend is not Score.attend:
+        raise ShapeError(
+            f"position '{position_cls.name}' reweights the attention matrix, which score '{score_cls.name}' never forms"
+        )
+    if position_cls.uses_geometry:
+        position_kw = {**position_kw, "tokens": n, "grid": grid}
+    return n, dim, grid, head_dim, maps, (layout_cls, layout_kw), (score_cls, score_kw), pattern_obj, (position_cls, position_kw)
 
 
 ARGS = {
     "heads": Arg(int, 4, low=1, doc="query heads"),
     "kv_heads": Arg(int, 0, low=0, doc="key/value heads for layout=gqa (0: as many as query heads)"),
     "head_dim": Arg(int, 0, low=0, doc="0: channels // heads"),
-    "layout": Arg(dict, {"name": "mha"}, doc="head layout: mha | gqa | mqa"),
+    "layout": Arg(dict, {"name": "mha"}, doc="head layout: mha | gqa | mqa | sqa(q) | mla(r) | tpla(r, shards) | moh(k, shared)"),
     "score": Arg(dict, {"name": "softmax"}, doc="score function: softmax | sigmoid | ..."),
-    "pattern": Arg(dict, {"name": "full"}, doc="mask pattern: full | causal | window(k) | neighborhood(k, d) | neighborhood2d(k, d)"),
-    "position": Arg(dict, {"name": "none"}, doc="positions: none | rope | alibi"),
+    "pattern": Arg(dict, {"name": "full"}, doc="mask pattern: full | causal | window(k, d) | neighborhood(k, d) | neighborhood2d(k, d) | block_sparse(b, layout) | axial | axial_row | axial_col | strip(w) | halo(b, h) | circular(r) | shifted_sparse(g, sinks) | landmark(b, k) | token_select(k) | sparsifiner(k, rank) | routing(c) | combiner(b)"),
+    "position": Arg(dict, {"name": "none"}, doc="positions: none | rope | alibi | rope_alibi | urpe | gpsa | positional"),
     "causal": Arg(bool, False, doc="also mask future tokens (sequence order)"),
 }
 
 
-@register_op("attention", family="attention", args=ARGS, refs=("S06", "S37"))
+@register_op("attention", family="attention", args=ARGS)
 class Attention(Op):
     """Attention with independently chosen head layout, score, pattern and position."""
 
     def __init__(self, shape: Shape, **args: Any):
         super().__init__()
         args = {**{k: a.default for k, a in ARGS.items()}, **args}
-        n, dim, grid, head_dim, layout_cls, score, pattern, position = _resolve(shape, **args)
+        n, dim, grid, head_dim, maps, layout, score, pattern, position = _resolve(shape, **args)
         self.grid, self.causal = grid, args["causal"]
-        self.layout = layout_cls(dim, args["heads"], args["kv_heads"], head_dim)
-        self.score = score[0](args["heads"], **score[1])
+        self.layout = layout[0](dim, args["heads"], args["kv_heads"], head_dim, **layout[1])
+        self.score = score[0].build(maps, head_dim, **score[1])
         self.pattern = pattern
-        self.pattern_module = pattern.module(args["heads"], head_dim)  # learned parts, if any
-        self.position = position[0](args["heads"], head_dim, **position[1])
+        pattern.causal = self.causal  # content-based patterns select among visible keys
+        self.pattern_module = pattern.module(maps, head_dim)  # learned parts, if any
+        self.position = position[0](maps, head_dim, **position[1])
         self.scale = 1.0 / math.sqrt(head_dim)
         self.summary = ", ".join(f"{k}={_show(args[k])}" for k in ARGS)
 
@@ -109,8 +120,19 @@ class Attention(Op):
         q, k = self.position.rotate(q, k, self.grid)
         n = x.shape[1]
         mask = self.mask(n, x.device, q, k)
-        out = self.score.attend(q, k, v, mask, self.position.bias(n, n, x.device), self.scale, causal=self.causal)
-        y = self.layout.out(out)
+        bias = self.position.bias(n, n, x.device)
+        reweight = self.pattern.bias_for(q, k, self.grid)  # pattern logits, e.g. Combiner's block summaries
+        if reweight is not None:
+            bias = reweight if bias is None else bias + reweight
+        if self.position.reweights:  # URPE, GPSA: post-process the weights the score forms
+            logits = self.score.logits(q, k, self.scale)
+            if bias is not None:
+                logits = logits + bias
+            weights = self.position.reweight(self.score.weights(logits, mask), mask, self.grid)
+            out = torch.matmul(weights, v)
+        else:
+            out = self.score.attend(q, k, v, mask, bias, self.scale, causal=self.causal)
+        y = self.layout.out(out, x)
         if image:
             y = y.transpose(1, 2).reshape(b, c, h, w)
         return y

@@ -18,6 +18,9 @@ class Pattern(Part):
     #: Content-based patterns (routing, top-k selection) decide from q and k:
     #: they implement ``mask_for`` and may hold learned weights (``module``).
     data_dependent = False
+    #: Set by the op when it also applies a causal mask, so content-based
+    #: selection spends its budget on visible (past) keys only.
+    causal = False
 
     def __init__(self, **params):
         for key, value in params.items():
@@ -31,6 +34,11 @@ class Pattern(Part):
         """(B, H, Nq, Nk) or (Nq, Nk) bool mask computed from the queries and keys."""
         return self.mask(q.shape[-2], grid, q.device)
 
+    def bias_for(self, q, k, grid) -> torch.Tensor | None:
+        """Additive logits (broadcast to (B, H, Nq, Nk)) for patterns that reshape
+        weights rather than cut keys (Combiner's block summaries); None for most."""
+        return None
+
     def check(self, n: int, grid: tuple[int, int] | None) -> None:
         if self.needs_grid and grid is None:
             raise ShapeError(f"pattern '{self.name}' is 2D: it needs an image (B,C,H,W) input, not a sequence")
@@ -38,6 +46,21 @@ class Pattern(Part):
     def mask(self, n: int, grid, device) -> torch.Tensor | None:
         """(n, n) bool, True where query i may attend key j; None means all."""
         raise NotImplementedError
+
+
+def _integers(pattern: Pattern, *names: str, low: int = 1) -> None:
+    """Refuse (ShapeError) parameters that are not integers >= ``low``."""
+    for key in names:
+        value = getattr(pattern, key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ShapeError(f"pattern '{pattern.name}': {key} must be an integer >= {low}, got {value!r}")
+
+
+def _grid_coords(n: int, grid, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row and column of each of the n = H * W row-major tokens."""
+    _, w = grid
+    i = torch.arange(n, device=device)
+    return i // w, i % w
 
 
 @PATTERNS.register
@@ -72,18 +95,22 @@ def _neighborhood_1d(n: int, size: int, dilation: int, device) -> torch.Tensor:
 
 @PATTERNS.register
 class Window(Pattern):
-    """Sliding window: query i sees keys within ``size // 2`` positions (1D)."""
+    """Sliding window (Longformer, Beltagy et al. 2020): query i sees keys within
+    ``size // 2`` steps. With ``dilation`` d the steps are d tokens apart
+    (|i - j| <= d * (size // 2) and d divides i - j): Longformer's dilated window,
+    a d-times wider receptive field for the same number of keys."""
 
     name = "window"
-    params = ("size",)
+    params = ("size", "dilation")
+    dilation = 1
 
     def check(self, n, grid):
-        if not isinstance(self.size, int) or self.size < 1:
-            raise ShapeError(f"window size must be a positive integer, got {self.size!r}")
+        _integers(self, "size", "dilation")
 
     def mask(self, n, grid, device):
         i = torch.arange(n, device=device)
-        return (i[:, None] - i[None, :]).abs() <= self.size // 2
+        diff = i[:, None] - i[None, :]
+        return (diff.abs() <= self.size // 2 * self.dilation) & (diff % self.dilation == 0)
 
 
 @PATTERNS.register
@@ -124,3 +151,229 @@ class Neighborhood2D(Pattern):
         cols = _neighborhood_1d(w, self.size, self.dilation, device)
         # token (r, c) sees (r', c') iff r' is a row neighbour and c' a column neighbour
         return (rows[:, None, :, None] & cols[None, :, None, :]).reshape(h * w, h * w)
+
+
+def _bigbird_random(nb: int, device, count: int = 1, seed: int = 0) -> torch.Tensor:
+    """``count`` random key blocks per query block, fixed by ``seed`` so a built
+    model's mask never changes between calls (BigBird samples once per layer)."""
+    gen = torch.Generator().manual_seed(seed)
+    picks = torch.rand(nb, nb, generator=gen).argsort(-1)[:, :count]
+    return torch.zeros(nb, nb, dtype=torch.bool).scatter(1, picks, True).to(device)
+
+
+def _strided_blocks(r: torch.Tensor, s: torch.Tensor, nb: int) -> torch.Tensor:
+    stride = max(2, round(nb**0.5))
+    return (r - s) % stride == 0
+
+
+#: Block layouts for ``block_sparse``: (query block r, key block s, block count) -> bool.
+BLOCK_LAYOUTS = {
+    # sliding blocks: own block and its neighbours (BigBird's window part)
+    "local": lambda r, s, nb: (r - s).abs() <= 1,
+    # own block plus a first block that sees and is seen by everything (ETC/BigBird global)
+    "global": lambda r, s, nb: (r == s) | (r == 0) | (s == 0),
+    # own block plus every stride-th block, stride ~ sqrt(blocks) (Sparse Transformer, strided)
+    "strided": _strided_blocks,
+    # BigBird: local + global + one fixed random block per query block
+    "bigbird": lambda r, s, nb: (r - s).abs().le(1) | (r == 0) | (s == 0) | _bigbird_random(nb, r.device),
+}
+
+
+@PATTERNS.register
+class BlockSparse(Pattern):
+    """Block-sparse attention from a fixed block layout (Sparse Transformer, Child et
+    al. 2019; BigBird, Zaheer et al. 2020): tokens fall into blocks of ``block``
+    and a (blocks x blocks) layout from BLOCK_LAYOUTS decides which key blocks a
+    query block sees. The layout is the unit a block-sparse kernel skips."""
+
+    name = "block_sparse"
+    params = ("block", "pattern")
+    pattern = "local"
+
+    def check(self, n, grid):
+        _integers(self, "block")
+        if self.pattern not in BLOCK_LAYOUTS:
+            raise ShapeError(f"block_sparse layout '{self.pattern}' is unknown; known: {', '.join(BLOCK_LAYOUTS)}")
+
+    def layout(self, nb: int, device) -> torch.Tensor:
+        r = torch.arange(nb, device=device)
+        return BLOCK_LAYOUTS[self.pattern](r[:, None], r[None, :], nb)
+
+    def mask(self, n, grid, device):
+        blocks = torch.arange(n, device=device) // self.block
+        layout = self.layout(int(blocks[-1]) + 1, device)
+        return layout[blocks][:, blocks]
+
+
+class _GridPattern(Pattern):
+    needs_grid = True
+
+    def mask(self, n, grid, device):
+        rows, cols = _grid_coords(n, grid, device)
+        return self.relate(rows[:, None], cols[:, None], rows[None, :], cols[None, :])
+
+    def relate(self, r, c, r2, c2) -> torch.Tensor:
+        """Whether the query at (r, c) may see the key at (r2, c2) (broadcast)."""
+        raise NotImplementedError
+
+
+@PATTERNS.register
+class AxialRow(_GridPattern):
+    """Axial attention along rows (Ho et al. 2019, Axial Attention in
+    Multidimensional Transformers): each pixel sees its own row. The paper reaches
+    the whole image by stacking a row layer and a column layer, which a grammar
+    does with ``axial_row`` then ``axial_col``."""
+
+    name = "axial_row"
+    refs = ("S61",)
+
+    def relate(self, r, c, r2, c2):
+        return r == r2
+
+
+@PATTERNS.register
+class AxialCol(_GridPattern):
+    """Axial attention along columns (Ho et al. 2019): each pixel sees its own column."""
+
+    name = "axial_col"
+    refs = ("S61",)
+
+    def relate(self, r, c, r2, c2):
+        return c == c2
+
+
+@PATTERNS.register
+class Axial(_GridPattern):
+    """Both axes in one pass: a pixel sees its row and its column (the criss-cross
+    union). Not the paper's sequential row-then-column form (that is two stacked
+    ops, ``axial_row`` and ``axial_col``) but the same keys in one softmax."""
+
+    name = "axial"
+    refs = ("S61",)
+
+    def relate(self, r, c, r2, c2):
+        return (r == r2) | (c == c2)
+
+
+class _HeadSplitPattern(Pattern):
+    """A pattern whose mask differs between heads; it learns the head count from
+    ``module`` (which the op calls when it builds) and returns (H, N, N)."""
+
+    heads = 1
+
+    def module(self, heads, head_dim):
+        self.heads = heads
+        return None
+
+
+@PATTERNS.register
+class Strip(_HeadSplitPattern):
+    """Strip (stripe) attention on the grid: rows fall into horizontal strips of
+    ``width`` rows and columns into vertical strips of ``width`` columns; the first
+    half of the heads attend within their horizontal strip, the rest within their
+    vertical strip (CSWin's cross-shaped split; one head sees the union).
+
+    Catalog S43's Strip Self-Attention (S2AFormer, Xu et al. 2025) is a different
+    mechanism -- keys/values spatially reduced by a depth-wise conv, queries/keys
+    channel-compressed -- which changes the key count and belongs in a layout,
+    not a mask; so this part does not claim S43."""
+
+    name = "strip"
+    params = ("width",)
+    needs_grid = True
+
+    def check(self, n, grid):
+        super().check(n, grid)
+        _integers(self, "width")
+
+    def mask(self, n, grid, device):
+        rows, cols = _grid_coords(n, grid, device)
+        rows, cols = rows // self.width, cols // self.width
+        horizontal = rows[:, None] == rows[None, :]
+        vertical = cols[:, None] == cols[None, :]
+        if self.heads == 1:
+            return horizontal | vertical
+        split = (self.heads + 1) // 2
+        return torch.stack([horizontal] * split + [vertical] * (self.heads - split))
+
+
+@PATTERNS.register
+class Halo(_GridPattern):
+    """Blocked local attention with halo (HaloNet, Vaswani et al. 2021): the grid is
+    cut into ``block`` x ``block`` query blocks and every query of a block sees the
+    (block + 2 halo)^2 neighbourhood around its block. HaloNet zero-pads that
+    neighbourhood at the image border; here the padding keys are dropped instead
+    (a mask cannot attend to a token that does not exist)."""
+
+    name = "halo"
+    params = ("block", "halo")
+    refs = ("S72",)
+    halo = 1
+
+    def check(self, n, grid):
+        super().check(n, grid)
+        _integers(self, "block")
+        _integers(self, "halo", low=0)
+
+    def relate(self, r, c, r2, c2):
+        b, h = self.block, self.halo
+        top, left = r // b * b, c // b * b
+        return (r2 >= top - h) & (r2 < top + b + h) & (c2 >= left - h) & (c2 < left + b + h)
+
+
+@PATTERNS.register
+class Circular(_GridPattern):
+    """CLEAR's conv-like local attention (Liu, Tan, Wang 2024): each query sees the
+    keys inside a circle of Euclidean ``radius`` around it on the grid -- a round
+    window rather than a square one, which the paper finds matters for
+    linearising pre-trained diffusion transformers."""
+
+    name = "circular"
+    params = ("radius",)
+    refs = ("S77",)
+
+    def check(self, n, grid):
+        super().check(n, grid)
+        if isinstance(self.radius, bool) or not isinstance(self.radius, (int, float)) or self.radius <= 0:
+            raise ShapeError(f"pattern 'circular': radius must be a positive number, got {self.radius!r}")
+
+    def relate(self, r, c, r2, c2):
+        return (r - r2) ** 2 + (c - c2) ** 2 <= self.radius**2
+
+
+@PATTERNS.register
+class ShiftedSparse(_HeadSplitPattern):
+    """Shifted sparse attention with sink tokens (SinkLoRA, Zhang 2024, building on
+    LongLoRA's S2-Attn, Chen et al. 2023). Tokens fall into groups of ``group``;
+    the first half of the heads attend within their group, the second half within
+    groups shifted by group / 2, so information crosses group borders; the first
+    ``sinks`` tokens are visible to every query (attention sinks, global keys).
+
+    LongLoRA shifts cyclically, which joins the last and first half-groups into
+    one group (``cyclic=True``); SinkLoRA's SF-Attn undoes that wrap, so by
+    default the two edge half-groups stay apart. One head: unshifted groups only."""
+
+    name = "shifted_sparse"
+    params = ("group", "sinks", "cyclic")
+    refs = ("S52",)
+    sinks = 0
+    cyclic = False
+
+    def check(self, n, grid):
+        _integers(self, "group", low=2)
+        _integers(self, "sinks", low=0)
+
+    def mask(self, n, grid, device):
+        i = torch.arange(n, device=device)
+        half = self.group // 2
+        plain = i // self.group
+        shifted = ((i - half) % n if self.cyclic else i + half) // self.group
+        heads = [plain] * max(1, self.heads - self.heads // 2) + [shifted] * (self.heads // 2)
+        ids = torch.stack(heads)  # (H, N)
+        mask = ids[:, :, None] == ids[:, None, :]
+        mask[..., : self.sinks] = True
+        return mask
+
+
+# Content-based patterns live in their own module; importing it registers them.
+from archgram.ops.attention import content  # noqa: E402,F401

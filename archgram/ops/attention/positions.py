@@ -1,5 +1,20 @@
-"""Positional schemes: rotations of q/k (RoPE) or additive logit biases (ALiBi)."""
+"""Positional schemes, acting at one of three points of attention:
+
+* ``rotate(q, k, grid)`` transforms queries/keys before the scores (RoPE; the
+  positional-only scheme replaces them outright);
+* ``bias(nq, nk, device)`` adds an (H, nq, nk) logit bias (ALiBi, URPE's B);
+* ``reweight(weights, mask, grid)`` post-processes the attention weights
+  (URPE's Toeplitz product, GPSA's gated mix); only schemes with
+  ``reweights = True`` are called there, and the op refuses scores that never
+  form the weights.
+
+Schemes with ``uses_geometry = True`` are built with the token count and grid
+(``tokens=``, ``grid=``), for parameters sized by the sequence.
+"""
 from __future__ import annotations
+
+import math
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -9,6 +24,11 @@ from archgram.ops.attention.parts import POSITIONS, Part
 
 
 class Position(Part, nn.Module):
+    #: True: ``reweight`` post-processes the attention weights.
+    reweights: ClassVar[bool] = False
+    #: True: the constructor also takes ``tokens`` and ``grid``.
+    uses_geometry: ClassVar[bool] = False
+
     def __init__(self, heads: int, head_dim: int, **params):
         nn.Module.__init__(self)
         self.heads, self.head_dim = heads, head_dim
@@ -22,6 +42,10 @@ class Position(Part, nn.Module):
 
     def bias(self, nq: int, nk: int, device) -> torch.Tensor | None:
         return None
+
+    def reweight(self, weights: torch.Tensor, mask: torch.Tensor | None, grid) -> torch.Tensor:
+        """(B, H, Nq, Nk) attention weights -> new weights (``reweights`` schemes)."""
+        return weights
 
 
 @POSITIONS.register
@@ -85,7 +109,180 @@ class ALiBi(Position):
         return torch.tensor([2 ** (-8 * (h + 1) / self.heads) for h in range(self.heads)])
 
     def bias(self, nq, nk, device):
-        i = torch.arange(nq, device=device)[:, None]
-        j = torch.arange(nk, device=device)[None, :]
-        return -self.slopes().to(device)[:, None, None] * (i - j).abs()[None]
+        return -self.slopes().to(device)[:, None, None] * _distance(nq, nk, device).abs()[None]
 
+
+
+def _distance(nq: int, nk: int, device) -> torch.Tensor:
+    """(nq, nk) signed offsets i - j."""
+    return torch.arange(nq, device=device)[:, None] - torch.arange(nk, device=device)[None, :]
+
+
+def _masked_softmax(logits: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    if mask is not None:
+        logits = logits.masked_fill(~mask, torch.finfo(logits.dtype).min)
+    return torch.softmax(logits, dim=-1)
+
+
+@POSITIONS.register
+class RoPEALiBi(RoPE):
+    """Factored RoPE + ALiBi with harmonic slopes (Li 2024, 'The Nature of
+    Mathematical Modeling and Probabilistic Optimization Engineering in
+    Generative AI', catalog S67).
+
+    q/k are rotated as in RoPE and the logits get ALiBi's linear distance
+    penalty -m_h |i - j|, with the slopes following the harmonic series
+    m_h = 1 / (h + 1) instead of ALiBi's geometric 2^(-8h/H). In the softmax
+    numerator the two factor: exp(q R_(i-j) k) * exp(-m_h |i - j|), a
+    rotary content term times a per-head recency decay; both depend on
+    i - j only, so the combination stays relative.
+    """
+
+    name = "rope_alibi"
+    refs = ("S67",)
+
+    def slopes(self) -> torch.Tensor:
+        return 1.0 / torch.arange(1, self.heads + 1, dtype=torch.float32)
+
+    def bias(self, nq, nk, device):
+        return -self.slopes().to(device)[:, None, None] * _distance(nq, nk, device).abs()[None]
+
+
+@POSITIONS.register
+class URPE(Position):
+    """Universal RPE (Luo et al. 2022, 'Your Transformer May Not be as Powerful
+    as You Expect', catalog S32).
+
+    Softmax attention is right-stochastic, so a relative bias B inside it
+    cannot express every relative pattern. URPE multiplies the probabilities
+    elementwise by a learned Toeplitz matrix, Attn = (softmax(QK^T/sqrt(d) + B)
+    * C) V with C_ij = c_(i-j) per head, and does *not* renormalise -- breaking
+    the stochastic constraint is the point. B is a learned relative bias b_(i-j)
+    (the paper pairs C with the model's RPE). One value per offset, 2N-1 per
+    head, so the scheme is built for its token count; on images the offsets
+    are those of the flattened tokens. C starts at 1 and B at 0 (plain
+    attention at init).
+    """
+
+    name = "urpe"
+    refs = ("S32",)
+    reweights = True
+    uses_geometry = True
+
+    def __init__(self, heads, head_dim, tokens: int = 1, grid=None):
+        super().__init__(heads, head_dim)
+        self.tokens = tokens
+        self.b = nn.Parameter(torch.zeros(heads, 2 * tokens - 1))
+        self.c = nn.Parameter(torch.ones(heads, 2 * tokens - 1))
+
+    def toeplitz(self, values: torch.Tensor, nq: int, nk: int) -> torch.Tensor:
+        """(H, nq, nk) with entry (i, j) = values[:, i - j]."""
+        return values[:, _distance(nq, nk, values.device) + self.tokens - 1]
+
+    def bias(self, nq, nk, device):
+        return self.toeplitz(self.b, nq, nk)
+
+    def reweight(self, weights, mask, grid):
+        n = weights.shape[-1]
+        return weights * self.toeplitz(self.c, weights.shape[-2], n).to(weights.dtype)
+
+
+def _offsets(heads: int, grid) -> torch.Tensor:
+    """(H, 2) preferred (dx, dy) offsets: a centred kernel of offsets, as many as
+    heads -- sqrt(H) x sqrt(H) on grids (ConViT), a row of H on sequences."""
+    if grid is None:
+        return torch.tensor([[h - (heads - 1) // 2, 0] for h in range(heads)], dtype=torch.float32)
+    size = math.ceil(math.sqrt(heads))
+    return torch.tensor([[h % size - size // 2, h // size - size // 2] for h in range(heads)], dtype=torch.float32)
+
+
+@POSITIONS.register
+class GPSA(Position):
+    """Gated positional self-attention (d'Ascoli et al. 2021, ConViT, catalog S22).
+
+    Each head mixes two attention maps with a learned gate g_h = sigmoid(lambda_h):
+    A = (1 - g_h) * content + g_h * softmax(v_h . r_ij), where content is the
+    score axis's weights and r_ij = (dx, dy, dx^2 + dy^2) the relative offset of
+    key j from query i (dy = 0 on sequences). Locality init sets
+    v_h = alpha (2 Dx_h, 2 Dy_h, -1), so the positional logit is
+    -alpha |delta - D_h|^2 + const: head h attends around its own offset D_h,
+    like one tap of a convolution kernel; lambda_h = 1 starts mostly positional
+    and training may escape to content. ConViT renormalises the mix, a no-op
+    for softmax content; here the mix is left as is so non-normalised scores
+    (sigmoid) keep their meaning.
+    """
+
+    name = "gpsa"
+    params = ("locality",)
+    refs = ("S22",)
+    reweights = True
+    uses_geometry = True
+
+    def __init__(self, heads, head_dim, locality: float = 1.0, tokens: int = 1, grid=None):
+        super().__init__(heads, head_dim)
+        self.pos = nn.Linear(3, heads)
+        self.gate = nn.Parameter(torch.ones(heads))
+        offsets = _offsets(heads, grid)
+        with torch.no_grad():
+            self.pos.weight.copy_(float(locality) * torch.cat((2 * offsets, -torch.ones(heads, 1)), dim=1))
+            self.pos.bias.zero_()
+        if grid is None:
+            dx = -_distance(tokens, tokens, None).float()
+            dy = torch.zeros_like(dx)
+        else:
+            h, w = grid
+            rows = torch.arange(h).repeat_interleave(w)
+            cols = torch.arange(w).repeat(h)
+            dx = (cols[None, :] - cols[:, None]).float()
+            dy = (rows[None, :] - rows[:, None]).float()
+        self.register_buffer("rel", torch.stack((dx, dy, dx**2 + dy**2), dim=-1), persistent=False)
+
+    def positional(self, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(H, N, N) positional attention softmax(v_h . r_ij)."""
+        return _masked_softmax(self.pos(self.rel).permute(2, 0, 1), mask)
+
+    def reweight(self, weights, mask, grid):
+        g = torch.sigmoid(self.gate).view(-1, 1, 1).to(weights.dtype)
+        return (1 - g) * weights + g * self.positional(mask).to(weights.dtype)
+
+
+def _sinusoids(pos: torch.Tensor, size: int) -> torch.Tensor:
+    """(n, size) sin/cos features of positions (Vaswani et al.)."""
+    freqs = 10000.0 ** (-torch.arange(0, size, 2, dtype=torch.float32, device=pos.device) / size)
+    angles = pos.float()[:, None] * freqs[None, :]
+    return torch.cat((angles.sin(), angles.cos()), dim=-1)
+
+
+@POSITIONS.register
+class PositionalOnly(Position):
+    """Positional attention (Back de Luca et al. 2025, catalog S30): the
+    attention weights depend on positions only, A_h = score(P W_Q^h (P W_K^h)^T),
+    while values still carry content. P holds fixed sinusoidal encodings
+    (rows and columns in halves on a grid), the same at every layer, with
+    learned per-head W_Q, W_K, so weights are identical for any two inputs of
+    one length. The layout's own q/k projections go unused.
+    """
+
+    name = "positional"
+    refs = ("S30",)
+
+    def __init__(self, heads, head_dim, **params):
+        super().__init__(heads, head_dim)
+        self.size = 4 * math.ceil(head_dim / 4)
+        self.wq = nn.Parameter(torch.randn(heads, self.size, head_dim) / math.sqrt(self.size))
+        self.wk = nn.Parameter(torch.randn(heads, self.size, head_dim) / math.sqrt(self.size))
+
+    def encodings(self, n: int, grid, device) -> torch.Tensor:
+        if grid is None:
+            return _sinusoids(torch.arange(n, device=device), self.size)
+        h, w = grid
+        rows = torch.arange(h, device=device).repeat_interleave(w)
+        cols = torch.arange(w, device=device).repeat(h)
+        half = self.size // 2
+        return torch.cat((_sinusoids(rows, half), _sinusoids(cols, half)), dim=-1)
+
+    def rotate(self, q, k, grid):
+        p = self.encodings(q.shape[-2], grid, q.device)
+        qp = torch.einsum("np,hpd->hnd", p, self.wq).to(q.dtype)
+        kp = torch.einsum("np,hpd->hnd", p, self.wk).to(k.dtype)
+        return qp.expand_as(q), kp.expand_as(k)

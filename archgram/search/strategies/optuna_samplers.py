@@ -76,6 +76,11 @@ def choice_params(grammar: Grammar, derivation: Derivation) -> tuple[dict[str, s
             dists[key] = CategoricalDistribution(names)
 
     def term(t: Term, node: OpNode, key: str) -> None:
+        if t.combos is None:  # a large space is steered argument by argument
+            for name, space in t.args.items():
+                if node.args.get(name) in space.values:
+                    record(f"{key}/{t.op.name}/{name}", [str(v) for v in space.values], space.values.index(node.args[name]))
+            return
         combos = [c for c, _ in t.combos]
         if node.args in combos:
             record(f"{key}/{t.op.name}", [_combo_label(c) for c in combos], combos.index(node.args))

@@ -1,0 +1,511 @@
+"""``archgram search`` and ``archgram show``: run a search with a live display, read a study back.
+
+Usage::
+
+    archgram search archgram/grammars/einspace.pcfg --task mnist1d --strategy evolution \\
+        --trials 100 --workers 2 --budget 60s --study runs/mnist1d.db
+    archgram show runs/mnist1d.db            # leaderboard + runs/mnist1d_plots/*.png
+    optuna-dashboard sqlite:///runs/mnist1d.db
+
+``--trials`` is the study's total: stop a search with Ctrl-C (or kill it) and
+rerun the same command to resume; finished trials are kept, unfinished ones are
+run again. A larger ``--trials`` continues a finished study. ``--address`` joins
+a running Ray cluster (``ray start --head``); ``--cpus-per-trial`` and
+``--gpus-per-trial`` size each trial. ``--objectives score,params`` (or
+``score,latency``) stores several objectives, so optuna-dashboard and ``show``
+draw the Pareto front. Evolution can start from known architectures:
+``--seed-baselines resnet,vit``.
+
+Every bad input (unknown task, strategy or objective, a bad budget, a study
+file that is not an archgram study) is refused before Ray starts, with one
+``error:`` line and exit code 2, and never changes the study file.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Group
+from rich.markup import escape
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from archgram.errors import ArchgramError
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+#: Sampling seeds tried before a search starts, to refuse a grammar that cannot
+#: produce anything for the task's input shape (its every trial would fail).
+PRECHECK_SEEDS = 8
+TOP_AFTER_SEARCH = 5
+
+
+def _ui():
+    """The CLI module's consoles and helpers (imported late: cli.py imports us)."""
+    from archgram import cli
+
+    return cli
+
+
+def _clock(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "-"
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:d}:{s:02d}"
+
+
+def _score(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, (int, float)) and math.isfinite(value) else "-"
+
+
+# ------------------------------------------------------------------ checks
+def _csv(text: str | None) -> list[str]:
+    return [p.strip() for p in (text or "").split(",") if p.strip()]
+
+
+def _objectives(text: str | None, strategy: str) -> tuple[str, ...]:
+    from archgram.search.store import OBJECTIVES
+
+    if text is None:
+        return ("score", "params") if strategy == "nsga2" else ("score",)
+    names = _csv(text)
+    for name in names:
+        if name not in OBJECTIVES:
+            import difflib
+
+            close = difflib.get_close_matches(name, list(OBJECTIVES), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ArchgramError(f"--objectives: unknown objective '{name}'{hint} (objectives: {', '.join(OBJECTIVES)})")
+    if not names or names[0] != "score" or len(set(names)) != len(names):
+        raise ArchgramError(f"--objectives {text!r}: give 'score' first, then any of params, latency, flops once each "
+                            "(e.g. score,params)")
+    return tuple(names)
+
+
+def _budget(text: str) -> str:
+    from archgram.search.evaluator import Budget
+
+    try:
+        return str(Budget.parse(text))
+    except ArchgramError as exc:
+        raise ArchgramError(f"--budget: {exc}") from None
+
+
+def _study_path(study: str | None, task: str) -> str:
+    return study if study else str(Path("runs") / f"{task}.db")
+
+
+def _check_address(address: str) -> None:
+    """Refuse an unreachable ``--address`` at once: Ray itself retries for minutes."""
+    import socket
+
+    text = address.strip()
+    if text in ("auto", "local"):
+        return
+    hostport = text.split("://", 1)[1] if "://" in text else text
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ArchgramError(f"--address {address!r}: expected HOST:PORT (e.g. 10.0.0.5:6379), ray://HOST:PORT or auto")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=5):
+            pass
+    except OSError as exc:
+        raise ArchgramError(f"--address {address}: no Ray cluster answers there ({exc.strerror or exc}); start one "
+                            "with `ray start --head --port PORT` or check the address") from None
+
+
+def _seeds(names: list[str], grammar, shape) -> list:
+    """Baselines as derivations of the searched grammar; warn and skip those the
+    task's input shape cannot take."""
+    from archgram.grammar.baselines import BASELINES, baseline
+
+    out = []
+    for name in names:
+        if name not in BASELINES:
+            import difflib
+
+            close = difflib.get_close_matches(name, BASELINES, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ArchgramError(f"--seed-baselines: unknown baseline '{name}'{hint} (baselines: {', '.join(BASELINES)})")
+        try:
+            out.append(baseline(name, grammar, shape))
+        except ArchgramError as exc:
+            first = str(exc).splitlines()[0]
+            _ui()._warn(f"--seed-baselines: skipping '{name}': it does not fit input shape "
+                        f"({','.join(map(str, shape))}) of this task ({first[:160]})")
+    return out
+
+
+def _precheck_sampling(grammar, shape, target) -> None:
+    """Refuse a grammar that samples nothing for this shape: every trial would fail."""
+    first = None
+    for seed in range(PRECHECK_SEEDS):
+        try:
+            grammar.sample(shape, seed=seed, target=target)
+            return
+        except ArchgramError as exc:
+            first = first or str(exc).splitlines()[0]
+    raise ArchgramError(f"no architecture of grammar '{grammar.name}' can be sampled for the task's input shape "
+                        f"({','.join(map(str, shape))}): tried seeds 0..{PRECHECK_SEEDS - 1}; first error: {first}")
+
+
+# ----------------------------------------------------------------- display
+class _Display:
+    """Live panel on a terminal, one plain line per finished trial otherwise."""
+
+    def __init__(self, console, live: bool, header: str):
+        self.console = console
+        self.live = live
+        self.header = header
+        self.progress = None
+        self.wall = time.monotonic()
+        self.printed_done: int | None = None
+
+    def update(self, progress) -> None:
+        self.progress = progress
+        if not self.live and progress.done != self.printed_done:
+            first = self.printed_done is None
+            self.printed_done = progress.done
+            self.console.print(self._line(progress, first), soft_wrap=True, highlight=False, markup=False)
+
+    def _line(self, p, first: bool) -> str:
+        if first and p.done >= p.total:
+            return (f"{self.header}: the study already holds {p.done} finished trials (--trials {p.total}); "
+                    "nothing to run (a larger --trials continues it)")
+        if first:
+            resumed = f", resuming with {p.done} finished" if p.done else ""
+            return f"{self.header}: {p.total} trials{resumed}"
+        last = p.last or {}
+        what = self._last_text(last)
+        best = f"best {_score(p.best)} ({(p.best_hash or '')[:8]})" if p.best is not None else "best -"
+        return (f"[{p.done}/{p.total}] {what} | running {p.running} failed {p.failed} | {best} | "
+                f"elapsed {_clock(time.monotonic() - self.wall)} ETA {_clock(p.eta_seconds())}")
+
+    @staticmethod
+    def _last_text(last: dict) -> str:
+        from archgram.cli_util import human
+
+        if not last:
+            return "-"
+        num = f"trial {last['number']} " if "number" in last else ""
+        if last.get("status") == "ok":
+            return f"{num}ok score {_score(last.get('score'))} params {human(last.get('params'))}"
+        if last.get("status") == "pruned":
+            return f"{num}pruned (stopped early)"
+        msg = (last.get("message") or "").splitlines()[0][:80] if last.get("message") else ""
+        return f"{num}failed ({last.get('failure') or 'error'})" + (f": {msg}" if msg else "")
+
+    def render(self):
+        p = self.progress
+        if p is None:
+            return Text(f"{self.header}: starting…")
+        grid = Table.grid(padding=(0, 2))
+        grid.add_column(style="bold")
+        grid.add_column()
+        grid.add_row("search", Text(self.header))
+        bar = Table.grid(padding=(0, 1))
+        bar.add_row(ProgressBar(total=max(p.total, 1), completed=min(p.done, p.total), width=40),
+                    Text(f"{p.done}/{p.total} done"))
+        grid.add_row("trials", bar)
+        grid.add_row("", Text.assemble(("running ", "dim"), str(p.running), ("   failed ", "dim"),
+                                       (str(p.failed), "red" if p.failed else ""),
+                                       ("   pruned ", "dim"), str(getattr(p, "pruned", 0))))
+        best = Text("-") if p.best is None else Text.assemble((_score(p.best), "bold green"),
+                                                            ("  " + (p.best_hash or "")[:16], "cyan"))
+        grid.add_row("best", best)
+        grid.add_row("time", Text.assemble(("elapsed ", "dim"), _clock(time.monotonic() - self.wall),
+                                           ("   ETA ", "dim"), _clock(p.eta_seconds())))
+        grid.add_row("last", Text(self._last_text(p.last or {}),
+                                  style="" if (p.last or {}).get("status", "ok") == "ok" else "yellow"))
+        return Group(grid, Text("Ctrl-C stops; rerun the same command to resume.", style="dim"))
+
+
+#: The display run_search reports to. Ray Tune pickles the searcher, and with it
+#: the on_update callback; a module-level function pickles by reference, a bound
+#: method of an object holding a Console (locks) would not pickle at all.
+_ACTIVE: list[_Display] = []
+
+
+def _on_update(progress) -> None:
+    if _ACTIVE:
+        _ACTIVE[-1].update(progress)
+
+
+# ------------------------------------------------------------------ tables
+def leaderboard_table(rows: list[dict], title: str) -> Table:
+    from archgram.cli_util import human
+
+    table = Table(title=title, title_justify="left", header_style="bold")
+    for col, kw in (("#", {"justify": "right"}), ("trial", {"justify": "right"}), ("score", {"justify": "right"}),
+                    ("metric", {"style": "dim"}), ("params", {"justify": "right"}), ("FLOPs", {"justify": "right"}),
+                    ("latency ms", {"justify": "right"}), ("hash", {"style": "cyan", "no_wrap": True}),
+                    ("strategy/origin", {"style": "dim"})):
+        table.add_column(col, **kw)
+    for r in rows:
+        lat = r.get("latency_ms")
+        table.add_row(str(r["rank"]), str(r["trial"]), _score(r["score"]), escape(str(r.get("metric") or "-")),
+                      human(r.get("params")), human(r.get("flops")),
+                      f"{lat:.3g}" if isinstance(lat, (int, float)) else "-", str(r.get("hash") or "-")[:16],
+                      escape(f"{r.get('strategy') or '-'}/{r.get('origin') or '-'}"))
+    return table
+
+
+def _counts_text(counts: dict[str, int], interrupted: int = 0, running: int = 0) -> str:
+    reasons = ", ".join(f"{k.split(':', 1)[1]} {v}" for k, v in sorted(counts.items()) if k.startswith("failed:"))
+    text = f"{counts.get('ok', 0)} ok, {counts.get('failed', 0)} failed" + (f" ({reasons})" if reasons else "")
+    if counts.get("pruned"):
+        text += f", {counts['pruned']} pruned"
+    if interrupted:
+        text += f"; {interrupted} interrupted (not counted, rerun)"
+    if running:
+        text += f"; {running} running now"
+    return text
+
+
+def _dashboard_cmd(url: str) -> str:
+    return f"optuna-dashboard {url}"
+
+
+# ------------------------------------------------------------------ search
+def search(
+    grammar: Annotated[str, typer.Argument(metavar="GRAMMAR", help="Grammar file (.pcfg) or shipped grammar name.",
+                                           show_default=False)],
+    task: Annotated[str, typer.Option("--task", "-t", help="Task to train on (e.g. mnist1d, digits, mqar).",
+                                      show_default=False)],
+    strategy: Annotated[str, typer.Option("--strategy", help="random, evolution, pcfg-eda, tpe or nsga2.")] = "evolution",
+    trials: Annotated[int, typer.Option("--trials", "-n", help="The study's total trials; a rerun continues to it.")] = 20,
+    workers: Annotated[int, typer.Option("--workers", "-w", help="Trials evaluated at once.")] = 1,
+    budget: Annotated[str, typer.Option("--budget", "-b", help="Training per trial: 500steps, 60s, 2epochs, or several "
+                                        "joined by commas.")] = "10s",
+    study: Annotated[str | None, typer.Option("--study", metavar="PATH|URL", show_default=False,
+                                              help="SQLite study file or RDB URL (default: runs/<task>.db).")] = None,
+    seed: Annotated[int, typer.Option("--seed", "-s", help="Strategy seed; trial k trains with seed SEED+k.")] = 0,
+    objectives: Annotated[str | None, typer.Option("--objectives", metavar="LIST", show_default=False,
+                                                   help="score first, then any of params, latency, flops "
+                                                        "(default: score; score,params for nsga2).")] = None,
+    address: Annotated[str | None, typer.Option("--address", metavar="HOST:PORT", show_default=False,
+                                                help="Join a running Ray cluster instead of starting a local one.")] = None,
+    cpus_per_trial: Annotated[float, typer.Option("--cpus-per-trial", help="CPUs each trial reserves.")] = 1.0,
+    gpus_per_trial: Annotated[float, typer.Option("--gpus-per-trial", help="GPUs each trial reserves.")] = 0.0,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Training batch size.")] = 32,
+    seed_baselines: Annotated[str | None, typer.Option("--seed-baselines", metavar="LIST", show_default=False,
+                                                       help="Seed evolution with baselines, e.g. resnet,vit.")] = None,
+    population: Annotated[int | None, typer.Option("--population", show_default=False,
+                                                   help="Population size (evolution 20, nsga2 20).")] = None,
+    tournament: Annotated[int | None, typer.Option("--tournament", show_default=False,
+                                                   help="Tournament size (evolution, default 5).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="No live display; print one JSON summary at the end.")] = False,
+) -> None:
+    """Search GRAMMAR for architectures on a task; resumable, results in an Optuna study.
+
+    Exit code 0 when the study reached --trials with at least one successful
+    trial, 1 when every trial failed, 2 on bad input, 130 when interrupted.
+    """
+    from archgram.search.runner import SearchConfig, run_search
+    from archgram.search.strategies import get_strategy
+    from archgram.tasks import get_task
+
+    ui = _ui()
+    # ---- validate everything before Ray starts or the study file is touched
+    task_obj = get_task(task)  # unknown task: did-you-mean
+    get_strategy(strategy)
+    objs = _objectives(objectives, strategy)
+    budget_text = _budget(budget)
+    for name, value, low in (("--trials", trials, 1), ("--workers", workers, 1), ("--batch-size", batch_size, 1)):
+        if value < low:
+            raise ArchgramError(f"{name} must be at least {low}, got {value}")
+    if not cpus_per_trial > 0 or not math.isfinite(cpus_per_trial):
+        raise ArchgramError(f"--cpus-per-trial must be positive, got {cpus_per_trial}")
+    if gpus_per_trial < 0 or not math.isfinite(gpus_per_trial):
+        raise ArchgramError(f"--gpus-per-trial must be 0 or more, got {gpus_per_trial}")
+    if address:
+        _check_address(address)
+    if gpus_per_trial > 0 and not address:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ArchgramError("--gpus-per-trial: this machine has no CUDA GPU; drop the option or join a GPU "
+                                "cluster with --address")
+    options: dict[str, Any] = {}
+    if population is not None or tournament is not None:
+        if strategy not in ("evolution", "nsga2") or (tournament is not None and strategy != "evolution"):
+            raise ArchgramError(f"--population/--tournament apply to evolution (and --population to nsga2), "
+                                f"not to '{strategy}'")
+        if population is not None:
+            if population < 2:
+                raise ArchgramError(f"--population must be at least 2, got {population}")
+            options["population"] = population
+        if strategy == "evolution":
+            pop = population if population is not None else 20
+            tour = tournament if tournament is not None else min(5, pop)
+            if not 1 <= tour <= pop:
+                raise ArchgramError(f"--tournament must be between 1 and the population ({pop}), got {tour}")
+            options["tournament"] = tour
+    if strategy in ("tpe", "nsga2"):
+        options["objectives"] = objs
+    g = ui._load(grammar)
+    shape = task_obj.body_input_shape(batch_size)
+    _precheck_sampling(g, shape, task_obj.output_target(batch_size))
+    names = _csv(seed_baselines)
+    if names and strategy != "evolution":
+        ui._warn(f"--seed-baselines seeds evolution only; ignored for '{strategy}'")
+    elif names:
+        seeds = _seeds(names, g, shape)
+        if seeds:
+            options["seeds"] = seeds
+    study_text = _study_path(study, task)
+    from archgram.search.store import storage_url
+
+    url = storage_url(study_text)  # refuses a directory, a text file, a foreign SQLite file (untouched)
+
+    config = SearchConfig(
+        grammar=grammar, task=task, study=study_text, strategy=strategy, trials=trials, workers=workers,
+        budget=budget_text, seed=seed, batch_size=batch_size, objectives=objs, address=address,
+        cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, strategy_options=options,
+    )
+    header = f"{g.name} on {task} | {strategy} | budget {budget_text} | {workers} worker{'s' * (workers != 1)} | {study_text}"
+    console = ui.err if as_json else ui.console
+    display = _Display(console, live=console.is_terminal and not as_json, header=header)
+    interrupted = False
+    started = time.monotonic()
+    _ACTIVE.append(display)
+    try:
+        if display.live:
+            from rich.live import Live
+
+            with Live(get_renderable=display.render, console=console, refresh_per_second=2, transient=False):
+                run_search(config, _on_update)
+        else:
+            run_search(config, _on_update)
+    except KeyboardInterrupt:
+        interrupted = True
+    except ArchgramError as exc:
+        if address and str(exc).startswith("cannot join") and "RAY_AUTH_MODE" not in os.environ:
+            # Ray 2.5x clusters use token auth by default; an explicit address never sends a token unasked
+            raise ArchgramError(f"{str(exc).splitlines()[0]} (if the cluster uses token authentication, export "
+                                "RAY_AUTH_MODE=token and its token as RAY_AUTH_TOKEN or in ~/.ray/auth_token)") from None
+        raise
+    finally:
+        _ACTIVE.remove(display)
+    from archgram.search.report import interrupted_and_running, leaderboard_rows, open_study, status_counts
+
+    store = open_study(study_text)
+    records = store.records()
+    counts = status_counts(records)
+    lost, _ = interrupted_and_running(store)
+    stopped = interrupted or len(records) < trials
+    rows = leaderboard_rows(records, TOP_AFTER_SEARCH)
+    show_cmd = f"archgram show {study_text}"
+    summary = {
+        "study": study_text, "url": url, "trials": trials, "finished": len(records), "status": counts,
+        "stopped": stopped, "seconds": time.monotonic() - started, "leaderboard": rows,
+        "show": show_cmd, "dashboard": _dashboard_cmd(url),
+    }
+    if as_json:
+        ui._emit_json(summary)
+    if stopped:
+        rerun = "rerun the same command to resume"
+        ui.err.print(Text.assemble(("stopped: ", "bold yellow"),
+                                   f"{len(records)} of {trials} trials are stored in {study_text} "
+                                   f"({_counts_text(counts)}); {rerun}; unfinished trials run again."),
+                     soft_wrap=True, highlight=False)
+        raise typer.Exit(EXIT_INTERRUPTED)
+    if not as_json:
+        if rows:
+            ui.console.print(leaderboard_table(rows, f"top {len(rows)} of {len(records)} trials ({_counts_text(counts)})"))
+        ui.console.print(Text.assemble(("next: ", "bold"), show_cmd, "   |   ", _dashboard_cmd(url)),
+                         soft_wrap=True, highlight=False)
+    if not rows:
+        reasons = Counter(r.attrs.get("failure") or "error" for r in records if r.state == "FAIL")
+        reason, n = reasons.most_common(1)[0] if reasons else ("error", 0)
+        message = next((r.attrs.get("message") for r in records if r.state == "FAIL"
+                        and (r.attrs.get("failure") or "error") == reason and r.attrs.get("message")), "")
+        ui._error(f"every one of the {len(records)} trials failed (most often '{reason}', {n}x"
+                  + (f": {str(message).splitlines()[0][:200]}" if message else "") + ")")
+        raise typer.Exit(EXIT_FAILED)
+
+
+# -------------------------------------------------------------------- show
+def show(
+    study: Annotated[str, typer.Argument(metavar="STUDY", help="Study file (or RDB URL) written by archgram search.",
+                                         show_default=False)],
+    top: Annotated[int, typer.Option("--top", "-k", min=1, help="Rows of the leaderboard.")] = 10,
+    out: Annotated[Path | None, typer.Option("--out", "-o", show_default=False,
+                                             help="Directory for the plots (default: <study>_plots beside the study).")] = None,
+    plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write the PNG plots.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
+) -> None:
+    """Print a study's leaderboard and write its plots (best-so-far curve, score-vs-params Pareto front).
+
+    Reads the study without changing it, so it works while a search runs.
+    """
+    from archgram.search import report
+
+    ui = _ui()
+    store = report.open_study(study)
+    records = store.records()
+    counts = report.status_counts(records)
+    interrupted, running = report.interrupted_and_running(store)
+    rows = report.leaderboard_rows(records, top)
+    meta = store.meta
+    costs = [c for c in ("params",) + tuple(o for o in store.objectives if o in ("latency", "flops"))]
+    fronts = {c: [r.number for r in report.pareto_front(records, c)] for c in costs}
+    written: list[str] = []
+    if plots and records:
+        out_dir = out if out is not None else _plots_dir(study)
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ArchgramError(f"--out {out_dir}: cannot create directory: {exc.strerror}") from None
+        name = Path(str(study)).stem if "://" not in str(study) else "study"
+        written.append(str(report.plot_best_so_far(records, out_dir / "best_so_far.png",
+                                                   title=f"{name}: best score so far ({meta.get('task', '?')})")))
+        for c in costs:
+            written.append(str(report.plot_pareto(records, out_dir / f"pareto_{c}.png", cost=c,
+                                                   title=f"{name}: score vs {c} (Pareto front)")))
+    result = {
+        "study": str(study), "url": store.url, "meta": meta, "objectives": list(store.objectives),
+        "finished": len(records), "interrupted": interrupted, "running": running, "status": counts,
+        "leaderboard": rows, "pareto": fronts, "plots": written,
+    }
+    if as_json:
+        ui._emit_json(result)
+        return
+    about = ", ".join(f"{k} {meta[k]}" for k in ("grammar", "task", "objectives") if k in meta)
+    ui.console.print(Text.assemble((f"{study}", "bold"), f"  {about}" if about else "", "\n",
+                                   f"{len(records)} finished trials: {_counts_text(counts, interrupted, running)}"),
+                     soft_wrap=True, highlight=False)
+    if rows:
+        ui.console.print(leaderboard_table(rows, f"top {len(rows)} by score"))
+        for c, nums in fronts.items():
+            ui.console.print(Text.assemble((f"Pareto front (score vs {c}): ", "bold"),
+                                           ", ".join(f"#{n}" for n in nums) or "-"), soft_wrap=True, highlight=False)
+    elif records:
+        ui._warn("no trial succeeded yet")
+    else:
+        ui._warn("the study holds no finished trial yet")
+    if written:
+        ui.console.print(Text.assemble(("plots: ", "bold"), "  ".join(written)), soft_wrap=True, highlight=False)
+
+
+def _plots_dir(study: str) -> Path:
+    if "://" in study:
+        if study.startswith("sqlite:///"):
+            p = Path(study[len("sqlite:///"):])
+            return p.with_name(f"{p.stem}_plots")
+        return Path("study_plots")
+    p = Path(study)
+    return p.with_name(f"{p.stem}_plots")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``search`` and ``show`` to the ``archgram`` app."""
+    app.command("search")(search)
+    app.command("show")(show)

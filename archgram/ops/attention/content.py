@@ -1,0 +1,282 @@
+"""Content-based attention patterns: which keys a query sees is decided from the
+queries and keys themselves (landmark retrieval, token selection, a learned
+connectivity predictor, k-means routing) or, for Combiner, how far keys count.
+
+Each returns a boolean (B, H, N, N) mask from ``mask_for``. A boolean mask
+carries no gradient, so every selection here is a hard, stop-gradient choice;
+the attention over the chosen keys stays differentiable. Every query also keeps
+its own key, so no row is empty, with or without the op's causal mask.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from archgram.errors import ShapeError
+from archgram.ops.attention.parts import PATTERNS
+from archgram.ops.attention.patterns import Pattern, _integers
+
+
+def _with_self(mask: torch.Tensor) -> torch.Tensor:
+    """``mask`` with the diagonal set: every query sees at least its own key."""
+    n = mask.shape[-1]
+    return mask | torch.eye(n, dtype=torch.bool, device=mask.device)
+
+
+def _block_means(x: torch.Tensor, blocks: torch.Tensor, nb: int) -> torch.Tensor:
+    """Mean of x (B, H, N, D) over the tokens of each block -> (B, H, nb, D)."""
+    sums = x.new_zeros(*x.shape[:2], nb, x.shape[-1]).index_add_(2, blocks, x)
+    counts = torch.bincount(blocks, minlength=nb).to(x.dtype)
+    return sums / counts[:, None]
+
+
+def _topk_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """True at the k largest finite entries of each row of ``scores``."""
+    k = min(k, scores.shape[-1])
+    if k == 0:
+        return torch.zeros_like(scores, dtype=torch.bool)
+    top = scores.topk(k, dim=-1)
+    chosen = torch.zeros_like(scores, dtype=torch.bool).scatter(-1, top.indices, True)
+    return chosen & torch.isfinite(scores)
+
+
+def _causal_fill(scores: torch.Tensor) -> torch.Tensor:
+    """Scores of future keys set to -inf (query i, key j > i)."""
+    nq, nk = scores.shape[-2:]
+    future = torch.ones(nq, nk, dtype=torch.bool, device=scores.device).triu(1)
+    return scores.masked_fill(future, float("-inf"))
+
+
+@PATTERNS.register
+class Landmark(Pattern):
+    """Landmark attention (Mohtashami & Jaggi 2023): the sequence is cut into blocks
+    of ``block`` tokens, each represented by a landmark; a query scores the
+    landmarks and attends to the tokens of its own block plus the ``top_k`` blocks
+    whose landmarks score highest (retrieval of whole blocks through attention).
+
+    The paper inserts a learned landmark token per block and trains it with a
+    grouped softmax; a mask cannot add tokens, so the landmark key here is the
+    mean key of the block (no extra parameters) and the retrieval is a hard,
+    stop-gradient top-k -- the paper's inference-time mechanism. With causal
+    attention only earlier blocks are candidates."""
+
+    name = "landmark"
+    params = ("block", "top_k")
+    refs = ("S41",)
+    data_dependent = True
+    top_k = 2
+
+    def check(self, n, grid):
+        _integers(self, "block")
+        _integers(self, "top_k", low=0)
+
+    def mask_for(self, q, k, grid):
+        n = q.shape[-2]
+        blocks = torch.arange(n, device=q.device) // self.block
+        nb = int(blocks[-1]) + 1
+        with torch.no_grad():
+            scores = q @ _block_means(k, blocks, nb).transpose(-1, -2)  # (B, H, N, nb)
+            ids = torch.arange(nb, device=q.device)
+            own = blocks[:, None] == ids[None, :]
+            candidates = (ids[None, :] < blocks[:, None]) if self.causal else ~own
+            chosen = _topk_mask(scores.masked_fill(~candidates, float("-inf")), self.top_k) | own
+        return chosen[..., blocks]  # a key is visible when its block is
+
+
+@PATTERNS.register
+class TokenSelect(Pattern):
+    """Token sparse attention (Token Sparse Attention, interleaved token selection):
+    every layer and head picks its own ``keep`` most important tokens and queries
+    attend only to those keys (plus themselves); because the choice is remade in
+    each layer, a token dropped here can return in the next.
+
+    Importance (``by``): ``attention`` is the softmax mass a key receives from all
+    queries (heavy-hitter estimate, causal if the op is), ``norm`` the key's L2
+    norm. The paper compresses Q/K/V to the chosen tokens for speed; this mask
+    gives the same outputs for the chosen keys, not the speed. Stop-gradient
+    selection, as in the paper (training-free)."""
+
+    name = "token_select"
+    params = ("keep", "by")
+    refs = ("S60",)
+    data_dependent = True
+    by = "attention"
+
+    def check(self, n, grid):
+        _integers(self, "keep")
+        if self.by not in ("attention", "norm"):
+            raise ShapeError(f"token_select: 'by' must be attention or norm, got {self.by!r}")
+
+    def importance(self, q, k) -> torch.Tensor:
+        """(B, H, N) score per key token; higher is kept."""
+        if self.by == "norm":
+            return k.norm(dim=-1)
+        logits = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+        if self.causal:
+            logits = _causal_fill(logits)
+        return logits.softmax(-1).sum(-2)
+
+    def mask_for(self, q, k, grid):
+        with torch.no_grad():
+            keep = _topk_mask(self.importance(q, k).float(), self.keep)  # (B, H, N)
+        n = q.shape[-2]
+        return _with_self(keep[..., None, :].expand(*keep.shape[:2], n, n))
+
+
+class ConnectivityPredictor(nn.Module):
+    """Sparsifiner's low-cost predictor: per-head rank-``rank`` projections of
+    queries and keys whose product estimates the attention logits. Initialised as
+    scaled Gaussian (Johnson-Lindenstrauss) projections, so an untrained predictor
+    already estimates q . k without bias."""
+
+    def __init__(self, heads: int, head_dim: int, rank: int):
+        super().__init__()
+        self.wq = nn.Parameter(torch.randn(heads, head_dim, rank) / math.sqrt(rank))
+        self.wk = nn.Parameter(torch.randn(heads, head_dim, rank) / math.sqrt(rank))
+        #: Distillation loss of the last training forward (predicted vs full
+        #: attention); a training loop adds it so the predictor learns.
+        self.aux_loss: torch.Tensor | None = None
+
+    def forward(self, q, k) -> torch.Tensor:
+        """Predicted logits (B, H, N, N)."""
+        ql = torch.einsum("bhnd,hdr->bhnr", q, self.wq.to(q.dtype))
+        kl = torch.einsum("bhnd,hdr->bhnr", k, self.wk.to(k.dtype))
+        return ql @ kl.transpose(-1, -2) / math.sqrt(q.shape[-1])
+
+
+@PATTERNS.register
+class Sparsifiner(Pattern):
+    """Sparsifiner (Wei et al. 2023): a low-cost connectivity predictor (low-rank
+    projections of q and k) scores every query-key pair and each query keeps its
+    ``top_k`` best keys (instance-dependent, unstructured sparse attention).
+
+    The paper trains the predictor by distillation from the full attention map;
+    the binarised top-k mask passes no gradient (stop-gradient). Here the
+    predictor stores that KL distillation loss as ``aux_loss`` on its module in
+    training mode: the predictor learns only if the training loop adds it,
+    otherwise it stays a random-projection estimate of q . k."""
+
+    name = "sparsifiner"
+    params = ("top_k", "rank")
+    refs = ("S24",)
+    data_dependent = True
+    rank = 8
+
+    def check(self, n, grid):
+        _integers(self, "top_k", "rank")
+
+    def module(self, heads, head_dim):
+        self.predictor = ConnectivityPredictor(heads, head_dim, self.rank)
+        return self.predictor
+
+    def mask_for(self, q, k, grid):
+        predicted = self.predictor(q, k)
+        if self.causal:
+            predicted = _causal_fill(predicted)
+        if self.predictor.training and torch.is_grad_enabled():
+            full = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+            full = _causal_fill(full) if self.causal else full
+            target = full.detach().float().softmax(-1)
+            self.predictor.aux_loss = F.kl_div(predicted.float().log_softmax(-1).clamp_min(-1e4), target, reduction="batchmean")
+        return _with_self(_topk_mask(predicted.detach().float(), self.top_k))
+
+
+class Centroids(nn.Module):
+    """Routing Transformer's per-head k-means centroids on the unit sphere, updated
+    online by an exponential moving average (a buffer: no gradient, as in the paper)."""
+
+    def __init__(self, heads: int, head_dim: int, clusters: int, decay: float):
+        super().__init__()
+        self.decay = decay
+        self.register_buffer("centroids", F.normalize(torch.randn(heads, clusters, head_dim), dim=-1))
+
+    def assign(self, x: torch.Tensor) -> torch.Tensor:
+        """Nearest centroid (cosine) of each (B, H, N, D) vector -> (B, H, N)."""
+        return (F.normalize(x.float(), dim=-1) @ self.centroids.transpose(-1, -2)[None]).argmax(-1)
+
+    @torch.no_grad()
+    def update(self, x: torch.Tensor, ids: torch.Tensor) -> None:
+        """Move each centroid toward the mean of the unit vectors assigned to it."""
+        h, c, d = self.centroids.shape
+        x = F.normalize(x.float(), dim=-1).transpose(0, 1).reshape(h, -1, d)
+        onehot = F.one_hot(ids.transpose(0, 1).reshape(h, -1), c).float()  # (H, M, C)
+        counts = onehot.sum(1)  # (H, C)
+        means = (onehot.transpose(1, 2) @ x) / counts.clamp_min(1)[..., None]
+        moved = self.decay * self.centroids + (1 - self.decay) * means
+        self.centroids.copy_(torch.where(counts[..., None] > 0, F.normalize(moved, dim=-1), self.centroids))
+
+
+@PATTERNS.register
+class Routing(Pattern):
+    """Routing attention (Roy et al. 2021, Routing Transformer): queries and keys are
+    assigned to the nearest of ``clusters`` centroids (online spherical k-means,
+    centroids updated by EMA with ``decay`` in training) and a query attends only
+    to keys routed to its own cluster, plus itself.
+
+    Deviation: the paper balances clusters by taking the top-w nearest tokens per
+    centroid (equal-size clusters for batching); this mask uses plain
+    nearest-centroid assignment, and normalises q and k onto the unit sphere with
+    an L2 norm where the paper uses a parameter-free layer norm."""
+
+    name = "routing"
+    params = ("clusters", "decay")
+    refs = ("S78",)
+    data_dependent = True
+    decay = 0.999
+
+    def check(self, n, grid):
+        _integers(self, "clusters")
+        if not isinstance(self.decay, (int, float)) or not 0 <= self.decay < 1:
+            raise ShapeError(f"routing: decay must be in [0, 1), got {self.decay!r}")
+
+    def module(self, heads, head_dim):
+        self.centroids = Centroids(heads, head_dim, self.clusters, float(self.decay))
+        return self.centroids
+
+    def mask_for(self, q, k, grid):
+        with torch.no_grad():
+            cq, ck = self.centroids.assign(q), self.centroids.assign(k)
+            if self.centroids.training:
+                self.centroids.update(torch.cat((q, k), 2), torch.cat((cq, ck), 2))
+        return _with_self(cq[..., :, None] == ck[..., None, :])
+
+
+@PATTERNS.register
+class Combiner(Pattern):
+    """Combiner (Ren et al. 2021), fixed-block factorisation: full attention support
+    at sparse cost. A query attends directly to the keys of its own block of
+    ``block`` tokens and, for every other block, to one summary -- key the mean
+    key of the block, value the mean value (uniform local expectation). Written
+    as logits over the real keys this is exact: a key j outside the query's
+    block gets the logit q . mean_k(block j) - log |block j|, since the block's
+    |block| tokens then share exp(q . mean_k) equally. So the pattern gives an
+    additive bias (``bias_for``), not a mask, and is exact for softmax scores
+    (other scores see the same logits but not Combiner's normalisation).
+
+    The paper's learned q(j | block) and max-pooled summaries are replaced by the
+    uniform mean; the dense n x n reference has none of Combiner's speed."""
+
+    name = "combiner"
+    params = ("block",)
+    refs = ("S27",)
+
+    def check(self, n, grid):
+        _integers(self, "block")
+
+    def mask(self, n, grid, device):
+        return None
+
+    def bias_for(self, q, k, grid):
+        n = q.shape[-2]
+        blocks = torch.arange(n, device=q.device) // self.block
+        nb = int(blocks[-1]) + 1
+        summary = _block_means(k, blocks, nb)[..., blocks, :]  # (B, H, N, D): key j -> its block's mean
+        scale = 1.0 / math.sqrt(q.shape[-1])
+        # logit q.summary_j in place of q.k_j, minus log of the block's size
+        swap = (q @ summary.transpose(-1, -2) - q @ k.transpose(-1, -2)) * scale
+        swap = swap - torch.bincount(blocks, minlength=nb).to(q.dtype).log()[blocks]
+        own = blocks[:, None] == blocks[None, :]
+        return swap.masked_fill(own, 0.0)

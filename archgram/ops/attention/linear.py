@@ -1,0 +1,450 @@
+"""Linear (kernelized / recurrent) attention scores: they never form the n x n
+weights, so each overrides ``Score.attend`` and refuses, in ``check``, every
+pattern but ``full`` and ``causal``.
+
+The math lives in small pure functions so it can serve as the oracle of the
+chunked Triton kernels (archgram/kernels/), in three forms that must agree:
+
+  parallel   ``kernel_attention_parallel``: the explicit (masked, decayed) n x n
+             matrix -- quadratic, only for tests and short sequences;
+  chunked    ``chunked_causal``: Lightning Attention-2 tiling -- intra-block
+             masked matmul plus an inter-block recurrence of the KV state;
+  recurrent  ``recurrent_step``: one token at a time (``Score.step``), the form
+             incremental decoding uses.
+
+Causality: a linear score is causal when the op passes ``causal=True`` or any
+mask at all (``check`` admits only ``full`` (no mask) and ``causal`` (the tril
+mask)). Additive logit biases (ALiBi) cannot be honoured and raise ShapeError.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from archgram.errors import ShapeError
+from archgram.ops.attention.parts import SCORES
+from archgram.ops.attention.scores import Score
+
+EPS = 1e-6
+
+
+# --------------------------------------------------------------------------- math
+
+
+def _log_decay(decay: torch.Tensor | None, heads: int, like: torch.Tensor) -> torch.Tensor:
+    """log(lambda) per head, shaped (H, 1, 1); zeros when there is no decay."""
+    if decay is None:
+        return like.new_zeros(heads, 1, 1)
+    return torch.log(decay.to(like)).view(heads, 1, 1)
+
+
+def decay_matrix(n: int, decay: torch.Tensor | None, heads: int, like: torch.Tensor) -> torch.Tensor:
+    """(H, n, n) causal decay mask D[i, j] = lambda^(i - j) for i >= j, else 0."""
+    i = torch.arange(n, device=like.device)
+    diff = (i[:, None] - i[None, :]).to(like)
+    d = torch.exp(_log_decay(decay, heads, like) * diff.clamp(min=0))
+    return d * (diff >= 0)
+
+
+def kernel_attention_parallel(fq, fk, v, *, causal: bool, decay=None) -> torch.Tensor:
+    """Parallel form: (fq fk^T (.) D) v with D the causal decay mask (or
+    lambda^|i-j| both ways when not causal). Quadratic in n."""
+    h, n = fq.shape[1], fq.shape[-2]
+    scores = fq @ fk.transpose(-1, -2)
+    d = decay_matrix(n, decay, h, fq)
+    if not causal:
+        d = d + d.transpose(-1, -2) - torch.eye(n, device=fq.device, dtype=fq.dtype)
+    return (scores * d) @ v
+
+
+def chunked_causal(fq, fk, v, block: int, decay=None) -> torch.Tensor:
+    """Causal (decayed) linear attention, tiled as in Lightning Attention-2 (S48).
+
+    Block t (positions tB .. tB+b-1, local index i) gets
+      intra = [(Q_t K_t^T) (.) M] V_t,   M[i, j] = lambda^(i-j) for i >= j
+      inter = diag(lambda^(i+1)) Q_t KV,
+    then the state moves on: KV <- lambda^b KV + (diag(lambda^(b-1-j)) K_t)^T V_t.
+    A short last block (n not divisible by ``block``) is handled by its own size."""
+    b, h, n, dk = fq.shape
+    log_lam = _log_decay(decay, h, fq)
+    state = fq.new_zeros(b, h, dk, v.shape[-1])
+    outs = []
+    for start in range(0, n, block):
+        qb, kb, vb = fq[..., start : start + block, :], fk[..., start : start + block, :], v[..., start : start + block, :]
+        size = qb.shape[-2]
+        idx = torch.arange(size, device=fq.device).to(fq.dtype)
+        mask = decay_matrix(size, decay, h, fq)  # (H, b, b)
+        intra = ((qb @ kb.transpose(-1, -2)) * mask) @ vb
+        inter = (qb * torch.exp(log_lam * (idx + 1)[:, None])) @ state
+        outs.append(intra + inter)
+        k_weight = torch.exp(log_lam * (size - 1 - idx)[:, None])  # (H, b, 1)
+        state = torch.exp(log_lam * size) * state + (kb * k_weight).transpose(-1, -2) @ vb
+    return torch.cat(outs, dim=-2)
+
+
+def bidirectional(fq, fk, v, block: int, decay=None) -> torch.Tensor:
+    """Non-causal decayed form sum_j lambda^|i-j| (q_i . k_j) v_j: a causal pass,
+    an anti-causal pass (the causal pass on the reversed sequence), minus the
+    diagonal both counted."""
+    if decay is None:
+        return fq @ (fk.transpose(-1, -2) @ v)
+    forward = chunked_causal(fq, fk, v, block, decay)
+    backward = chunked_causal(fq.flip(-2), fk.flip(-2), v.flip(-2), block, decay).flip(-2)
+    return forward + backward - (fq * fk).sum(-1, keepdim=True) * v
+
+
+def kernel_attention(fq, fk, v, *, causal: bool, decay=None, normalize: bool = True, block: int = 64) -> torch.Tensor:
+    """Linear attention on feature-mapped queries/keys (B, H, N, F).
+
+    normalize: out_i = sum_j w_ij v_j / sum_j w_ij (the denominator rides along as
+    an extra all-ones value column, so every form computes it the same way)."""
+    if normalize:
+        v = torch.cat((v, torch.ones_like(v[..., :1])), dim=-1)
+    out = chunked_causal(fq, fk, v, block, decay) if causal else bidirectional(fq, fk, v, block, decay)
+    if normalize:
+        out = out[..., :-1] / (out[..., -1:] + EPS)
+    return out
+
+
+def recurrent_step(state, fq_t, fk_t, v_t, decay=None, normalize: bool = True):
+    """One token of the recurrence S_t = lambda S_{t-1} + k_t v_t^T, o_t = q_t S_t.
+    Shapes: fq_t, fk_t (B, H, F), v_t (B, H, Dv); state (B, H, F, Dv[+1]) or None."""
+    if normalize:
+        v_t = torch.cat((v_t, torch.ones_like(v_t[..., :1])), dim=-1)
+    update = fk_t[..., :, None] * v_t[..., None, :]
+    if state is None:
+        state = torch.zeros_like(update)
+    if decay is not None:
+        state = decay.to(state).view(1, -1, 1, 1) * state
+    state = state + update
+    out = (fq_t[..., None, :] @ state)[..., 0, :]
+    if normalize:
+        out = out[..., :-1] / (out[..., -1:] + EPS)
+    return out, state
+
+
+# --------------------------------------------------------------------------- scores
+
+
+def refuse_bias(score: Score, bias) -> None:
+    if bias is not None:
+        raise ShapeError(f"score '{score.name}' is linear: it cannot add a logit bias (use position none or rope)")
+
+
+def full_or_causal(name: str, pattern) -> None:
+    """The patterns a linear score can honour: none (full) or the causal one."""
+    if pattern.name not in ("full", "causal"):
+        raise ShapeError(f"score '{name}' is linear attention: it serves patterns full and causal, not '{pattern.name}'")
+
+
+class KernelScore(Score):
+    """Base of the kernelized scores: a feature map, an optional per-head decay and
+    an optional normalisation; the three forms above do the rest."""
+
+    normalize = True
+    block = 64
+
+    @classmethod
+    def check(cls, pattern, causal, params):
+        full_or_causal(cls.name, pattern)
+
+    def features(self, q: torch.Tensor, k: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def decay(self, device=None) -> torch.Tensor | None:
+        """Per-head decay lambda in (0, 1], shape (H,), or None for none; float64, so
+        the math casts it once to the working dtype."""
+        return None
+
+    def finish(self, out: torch.Tensor) -> torch.Tensor:
+        """Output transform after the weighted sum (per token), identity by default."""
+        return out
+
+    def attend(self, q, k, v, mask, bias, scale, causal=False):
+        refuse_bias(self, bias)
+        fq, fk = self.features(q, k, scale)
+        out = kernel_attention(
+            fq, fk, v, causal=causal or mask is not None, decay=self.decay(q.device), normalize=self.normalize, block=self.block
+        )
+        return self.finish(out)
+
+    def parallel(self, q, k, v, scale, causal):
+        """The explicit n x n form of this score (tests, visualisation)."""
+        fq, fk = self.features(q, k, scale)
+        d = self.decay(q.device)
+        if not self.normalize:
+            return self.finish(kernel_attention_parallel(fq, fk, v, causal=causal, decay=d))
+        num = kernel_attention_parallel(fq, fk, v, causal=causal, decay=d)
+        den = kernel_attention_parallel(fq, fk, torch.ones_like(v[..., :1]), causal=causal, decay=d)
+        return self.finish(num / (den + EPS))
+
+    def step(self, state, q_t, k_t, v_t, scale: float | None = None):
+        """Incremental decoding: (out_t, state) for one token (B, H, D) of the causal
+        form; start with state None."""
+        scale = q_t.shape[-1] ** -0.5 if scale is None else scale
+        fq, fk = self.features(q_t[..., None, :], k_t[..., None, :], scale)
+        out, state = recurrent_step(state, fq[..., 0, :], fk[..., 0, :], v_t, self.decay(q_t.device), self.normalize)
+        return self.finish(out), state
+
+
+@SCORES.register
+class Linear(KernelScore):
+    """Kernelized linear attention (Katharopoulos et al. 2020, "Transformers are
+    RNNs"): phi = elu + 1, out_i = phi(q_i) sum_j phi(k_j) v_j^T / phi(q_i) sum_j phi(k_j);
+    causal via the KV-state recurrence (prefix sums)."""
+
+    name = "linear"
+
+    def features(self, q, k, scale):
+        return F.elu(q) + 1, F.elu(k) + 1
+
+
+@SCORES.register
+class NormAware(KernelScore):
+    """NaLaFormer norm-aware linear attention (Meng et al. 2025, catalog S21).
+
+    Query q = ||q|| q_hat: the direction is split into same-sign halves raised to a
+    norm-dependent power p = power * (0.5 + tanh ||q||), so a larger query norm
+    gives a spikier (lower-entropy) distribution, as in softmax; the split
+    [relu(x), relu(-x)] keeps the features non-negative while only same-sign
+    dimensions interact (opposite directions are inhibited rather than zeroed
+    away). Keys use the fixed odd power ``key_power`` (3 in the official code).
+    Normalised like ``linear``, so it decodes recurrently."""
+
+    name = "nala"
+    params = ("power", "key_power")
+    refs = ("S21",)
+
+    def __init__(self, heads, power: float = 3.0, key_power: float = 3.0):
+        super().__init__(heads)
+        self.power, self.key_power = float(power), float(key_power)
+
+    def features(self, q, k, scale):
+        norm = q.norm(dim=-1, keepdim=True)
+        direction = q / (norm + EPS)
+        p = self.power * (0.5 + torch.tanh(norm))
+        fq = torch.cat((F.relu(direction) ** p, F.relu(-direction) ** p), dim=-1)
+        fk = torch.cat((F.relu(k) ** self.key_power, F.relu(-k) ** self.key_power), dim=-1)
+        return fq, fk
+
+
+@SCORES.register
+class Hebbian(KernelScore):
+    """Pavlovian / Hebbian associative memory (Qiao 2025, catalog S44): each value
+    (unconditioned stimulus) is bound to its key (conditioned stimulus) by a
+    Hebbian outer product, M = sum_j lambda^(t-j) v_j k_j^T, and a query (test
+    stimulus) retrieves M q / sqrt(d). Identity feature map, no normalisation;
+    ``decay`` < 1 makes old associations fade."""
+
+    name = "hebbian"
+    params = ("decay",)
+    refs = ("S44",)
+    normalize = False
+
+    def __init__(self, heads, decay: float = 1.0):
+        super().__init__(heads)
+        self.decay_rate = float(decay)
+
+    @classmethod
+    def check(cls, pattern, causal, params):
+        super().check(pattern, causal, params)
+        if not 0 < params.get("decay", 1.0) <= 1:
+            raise ShapeError("hebbian decay must lie in (0, 1]")
+
+    def features(self, q, k, scale):
+        return q * scale, k
+
+    def decay(self, device=None):
+        if self.decay_rate == 1.0:
+            return None
+        return torch.full((self.heads,), self.decay_rate, device=device, dtype=torch.float64)
+
+
+@SCORES.register
+class Lightning(KernelScore):
+    """Lightning Attention (Qin et al. 2024, S04) and its tiling Lightning
+    Attention-2 (S48): TransNormerLLM's linear attention O = SRMSNorm([(Q K^T) (.) M] V),
+    M[i, j] = lambda_h^(i-j), Q and K through SiLU, computed in blocks of ``block``
+    tokens (intra-block masked matmul + inter-block KV recurrence).
+
+    ``decay``: one lambda for every head, or (default) TNL's per-head schedule
+    lambda_h = exp(-8 h / H), h = 0..H-1 (head 0 keeps undecayed global memory;
+    TNL also scales by the layer depth, which a single op does not know).
+    Not causal: decay lambda^|i-j| both ways (a forward and a reversed pass)."""
+
+    name = "lightning"
+    params = ("block", "decay")
+    refs = ("S04", "S48")
+    normalize = False
+
+    def __init__(self, heads, block: int = 64, decay: float | None = None):
+        super().__init__(heads)
+        self.block = int(block)
+        self.decay_rate = decay
+
+    @classmethod
+    def check(cls, pattern, causal, params):
+        super().check(pattern, causal, params)
+        if int(params.get("block", 64)) < 1:
+            raise ShapeError("lightning block size must be a positive integer")
+        decay = params.get("decay")
+        if decay is not None and not 0 < decay <= 1:
+            raise ShapeError("lightning decay must lie in (0, 1]")
+
+    def features(self, q, k, scale):
+        return F.silu(q), F.silu(k)
+
+    def decay(self, device=None):
+        if self.decay_rate is not None:
+            return torch.full((self.heads,), float(self.decay_rate), device=device, dtype=torch.float64)
+        return torch.exp(-8.0 * torch.arange(self.heads, device=device, dtype=torch.float64) / self.heads)
+
+    def finish(self, out):
+        # SimpleRMSNorm (no learned gain): the normalisation TNL puts in place of a denominator.
+        return out * torch.rsqrt(out.pow(2).mean(-1, keepdim=True) + EPS)
+
+
+# --------------------------------------------------------------------------- Flowformer
+
+
+def flow_attention(q, k, v) -> torch.Tensor:
+    """Flow-Attention (Wu et al. 2022, S34), non-causal, on sigmoid features:
+      incoming flow of sink i   I_i = phi(q_i) . sum_j phi(k_j)
+      outgoing flow of source j O_j = phi(k_j) . sum_i phi(q_i)
+      conserved  I^_i = phi(q_i) . sum_j phi(k_j) / O_j,  O^_j = phi(k_j) . sum_i phi(q_i) / I_i
+      competition  V^ = n softmax_j(O^) v,   allocation  out_i = sigmoid(I^_i) phi(q_i) (phi(K)^T V^) / I_i.
+    eps and the clamp of O^ to [-1, 1] follow the official code."""
+    q, k = torch.sigmoid(q), torch.sigmoid(k)
+    n = k.shape[-2]
+    incoming = 1.0 / ((q + EPS) @ (k.sum(-2) + EPS)[..., None])[..., 0]  # 1 / I
+    outgoing = 1.0 / ((k + EPS) @ (q.sum(-2) + EPS)[..., None])[..., 0]  # 1 / O
+    sink = ((q + EPS) @ ((k * outgoing[..., None]).sum(-2) + EPS)[..., None])[..., 0]
+    source = ((k + EPS) @ ((q * incoming[..., None]).sum(-2) + EPS)[..., None])[..., 0].clamp(-1.0, 1.0)
+    allocation = torch.sigmoid(sink * (q.shape[-2] / n))
+    competition = torch.softmax(source, dim=-1) * n
+    kv = k.transpose(-1, -2) @ (v * competition[..., None])
+    return (q * incoming[..., None]) @ kv * allocation[..., None]
+
+
+def _flow_causal_terms(q, k, qsum, ksum, count):
+    """Per-token flows of the causal form given the running sums up to this token."""
+    incoming = count / ((q + EPS) * (ksum + EPS)).sum(-1)
+    outgoing = count / ((k + EPS) * (qsum + EPS)).sum(-1)
+    return incoming, outgoing
+
+
+def flow_attention_causal(q, k, v) -> torch.Tensor:
+    """Causal Flow-Attention: every sum becomes a prefix sum and each flow is
+    rescaled by the number of tokens it saw (t + 1), as in the official code;
+    competition is a running softmax, so past weights never change."""
+    q, k = torch.sigmoid(q), torch.sigmoid(k)
+    count = torch.arange(1, q.shape[-2] + 1, device=q.device, dtype=q.dtype)
+    incoming, outgoing = _flow_causal_terms(q, k, q.cumsum(-2), k.cumsum(-2), count)
+    sink = ((q + EPS) * ((k * outgoing[..., None]).cumsum(-2) + EPS)).sum(-1) / count
+    source = (((k + EPS) * ((q * incoming[..., None]).cumsum(-2) + EPS)).sum(-1) / count).clamp(-1.0, 1.0)
+    allocation = torch.sigmoid(sink)
+    competition = torch.exp(source) / torch.exp(source).cumsum(-1) * count
+    kv = (k[..., :, None] * (v * competition[..., None])[..., None, :]).cumsum(-3)  # (B, H, N, D, Dv)
+    out = ((q * (incoming / count)[..., None])[..., None, :] @ kv)[..., 0, :]
+    return out * allocation[..., None]
+
+
+@SCORES.register
+class Flow(Score):
+    """Flowformer flow-conserving linear attention (catalog S34): source
+    competition (softmax over conserved outgoing flow reweights values) and sink
+    allocation (sigmoid of conserved incoming flow gates results). Causal form
+    from the official code; it decodes recurrently (``step``)."""
+
+    name = "flow"
+    refs = ("S34",)
+
+    @classmethod
+    def check(cls, pattern, causal, params):
+        full_or_causal(cls.name, pattern)
+
+    def attend(self, q, k, v, mask, bias, scale, causal=False):
+        refuse_bias(self, bias)
+        return flow_attention_causal(q, k, v) if causal or mask is not None else flow_attention(q, k, v)
+
+    def step(self, state, q_t, k_t, v_t, scale: float | None = None):
+        """One token of the causal form; the state holds the running sums."""
+        q, k = torch.sigmoid(q_t), torch.sigmoid(k_t)
+        if state is None:
+            zeros = torch.zeros_like(q)
+            state = {"t": 0, "qsum": zeros, "ksum": zeros, "kout": zeros, "qin": zeros,
+                     "expsum": zeros[..., 0], "kv": q.new_zeros(*q.shape, v_t.shape[-1])}
+        s = dict(state)
+        s["t"] += 1
+        count = float(s["t"])
+        s["qsum"], s["ksum"] = s["qsum"] + q, s["ksum"] + k
+        incoming, outgoing = _flow_causal_terms(q, k, s["qsum"], s["ksum"], count)
+        s["kout"] = s["kout"] + k * outgoing[..., None]
+        s["qin"] = s["qin"] + q * incoming[..., None]
+        sink = ((q + EPS) * (s["kout"] + EPS)).sum(-1) / count
+        source = (((k + EPS) * (s["qin"] + EPS)).sum(-1) / count).clamp(-1.0, 1.0)
+        s["expsum"] = s["expsum"] + torch.exp(source)
+        competition = torch.exp(source) / s["expsum"] * count
+        s["kv"] = s["kv"] + k[..., :, None] * (v_t * competition[..., None])[..., None, :]
+        out = ((q * (incoming / count)[..., None])[..., None, :] @ s["kv"])[..., 0, :]
+        return out * torch.sigmoid(sink)[..., None], s
+
+
+# --------------------------------------------------------------------------- Agent attention
+
+
+@SCORES.register
+class Agent(Score):
+    """Agent attention (Han et al. 2024, catalog S40): ``agents`` agent tokens A,
+    average-pooled from the queries along the token axis, first aggregate
+    (V_A = softmax(A K^T s) V) and then broadcast (out = softmax(Q A^T s) V_A),
+    cost O(n a d). Agent bias and the depthwise-conv value branch of the paper
+    are left to the position axis and other ops. Non-causal only (the agents
+    summarise every query), so it has no incremental decoding."""
+
+    name = "agent"
+    params = ("agents",)
+    refs = ("S40",)
+
+    def __init__(self, heads, agents: int = 16):
+        super().__init__(heads)
+        self.agents = int(agents)
+
+    @classmethod
+    def check(cls, pattern, causal, params):
+        if causal or pattern.name != "full":
+            raise ShapeError("score 'agent' pools agents from all queries: it serves only the full, non-causal pattern")
+        if int(params.get("agents", 16)) < 1:
+            raise ShapeError("agent attention needs at least one agent token")
+
+    def agent_tokens(self, q: torch.Tensor) -> torch.Tensor:
+        b, h, n, d = q.shape
+        pooled = F.adaptive_avg_pool1d(q.reshape(b * h, n, d).transpose(1, 2), self.agents)
+        return pooled.transpose(1, 2).reshape(b, h, self.agents, d)
+
+    def attend(self, q, k, v, mask, bias, scale, causal=False):
+        refuse_bias(self, bias)
+        if causal or mask is not None:
+            raise ShapeError("score 'agent' cannot be causal")
+        a = self.agent_tokens(q)
+        agent_v = torch.softmax(a @ k.transpose(-1, -2) * scale, dim=-1) @ v
+        return torch.softmax(q @ a.transpose(-1, -2) * scale, dim=-1) @ agent_v
+
+
+__all__ = [
+    "Agent",
+    "Flow",
+    "Hebbian",
+    "KernelScore",
+    "Lightning",
+    "Linear",
+    "NormAware",
+    "bidirectional",
+    "chunked_causal",
+    "decay_matrix",
+    "flow_attention",
+    "flow_attention_causal",
+    "kernel_attention",
+    "kernel_attention_parallel",
+    "recurrent_step",
+]

@@ -1,0 +1,138 @@
+"""Random-feature attention: kernelized attention with relative positions via FFT
+(score ``kernel_rpe``, catalog S59) and the random frozen query/key layout
+(layout ``random_qk``, catalog S76)."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from archgram.errors import ShapeError
+from archgram.ops.attention.layouts import MHA
+from archgram.ops.attention.linear import EPS, full_or_causal, refuse_bias
+from archgram.ops.attention.parts import LAYOUTS, SCORES
+from archgram.ops.attention.scores import Score
+
+
+def toeplitz_fft(c: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """y_i = sum_j c[i - j] x_j in O(n log n) along axis -2 of ``x`` (..., n, F).
+
+    ``c`` (..., 2n-1) holds the Toeplitz entries for offsets i - j = -(n-1) .. n-1
+    (index r + n - 1). The Toeplitz matrix is embedded in a circulant one of size
+    2n whose first column is [c_0 .. c_{n-1}, 0, c_{-(n-1)} .. c_{-1}]; a circulant
+    matmul is a circular convolution, i.e. a product of FFTs."""
+    n = x.shape[-2]
+    size = 2 * n
+    column = torch.cat((c[..., n - 1 :], c.new_zeros(*c.shape[:-1], 1), c[..., : n - 1]), dim=-1)
+    spectrum = torch.fft.rfft(column, n=size, dim=-1)[..., :, None]  # (..., size//2+1, 1)
+    xs = torch.fft.rfft(x, n=size, dim=-2)
+    return torch.fft.irfft(spectrum * xs, n=size, dim=-2)[..., :n, :]
+
+
+@SCORES.register
+class KernelRPE(Score):
+    """Kernelized attention with relative positional encoding (Luo et al. 2021,
+    "Stable, Fast and Accurate", catalog S59).
+
+    Softmax attention with an RPE bias, exp(q_i k_j / sqrt(d) + b_{i-j}), factors into
+    phi(q_i) . phi(k_j) * c_{i-j} with c = exp(b): positive random features (PRF,
+    phi(x) = exp(W x - |x|^2 / 2) / sqrt(m), x scaled by d^-1/4, the paper's stable
+    choice) times a Toeplitz matrix C, so
+        out_i = phi(q_i) [C (phi(K) (x) V)]_i / phi(q_i) [C phi(K)]_i,
+    and C multiplies in O(n log n) by FFT (``toeplitz_fft``). b is learned per head
+    for offsets clipped to +-``max_distance`` (zeros: plain Performer); causal sets
+    c_{i-j} = 0 for j > i. The random projection W (``features`` rows per head) is
+    drawn once from ``seed`` and never trained. No incremental decoding: a new
+    query weighs every past token by its own c_{t-j}, so the state is the whole
+    history (constant only beyond ``max_distance``)."""
+
+    name = "kernel_rpe"
+    params = ("features", "max_distance", "seed")
+    refs = ("S59",)
+
+    def __init__(self, heads, features: int = 64, max_distance: int = 64, seed: int = 0):
+        super().__init__(heads)
+        self.n_features, self.max_distance, self.seed = int(features), int(max_distance), int(seed)
+        self.rel_bias = nn.Parameter(torch.zeros(heads, 2 * self.max_distance + 1))
+        self._omega: dict = {}
+
+    @classmethod
+    def check(cls, pattern, causal, params):
+        full_or_causal(cls.name, pattern)
+        if int(params.get("features", 64)) < 1 or int(params.get("max_distance", 64)) < 0:
+            raise ShapeError("kernel_rpe needs features >= 1 and max_distance >= 0")
+
+    def omega(self, head_dim: int, like: torch.Tensor) -> torch.Tensor:
+        """(H, m, d) Gaussian projection, the same for every call (seeded, cached)."""
+        key = (head_dim, like.device, like.dtype)
+        if key not in self._omega:
+            g = torch.Generator().manual_seed(self.seed)
+            w = torch.randn(self.heads, self.n_features, head_dim, generator=g, dtype=torch.float64, device="cpu")
+            self._omega[key] = w.to(device=like.device, dtype=like.dtype)
+        return self._omega[key]
+
+    def features(self, q: torch.Tensor, k: torch.Tensor):
+        """Positive random features of q and k (B, H, N, m). Stabilisers (a max per
+        query row, one max per key set) cancel in the normalised ratio."""
+        d = q.shape[-1]
+        w = self.omega(d, q)[None]  # (1, H, m, d)
+        q, k = q * d**-0.25, k * d**-0.25
+        wq = q @ w.transpose(-1, -2) - q.pow(2).sum(-1, keepdim=True) / 2
+        wk = k @ w.transpose(-1, -2) - k.pow(2).sum(-1, keepdim=True) / 2
+        wq = wq - wq.amax(-1, keepdim=True).detach()
+        wk = wk - wk.amax((-1, -2), keepdim=True).detach()
+        m = self.n_features
+        return torch.exp(wq) / math.sqrt(m), torch.exp(wk) / math.sqrt(m)
+
+    def toeplitz(self, n: int, causal: bool, like: torch.Tensor) -> torch.Tensor:
+        """(H, 2n-1) entries c_r = exp(b_clip(r)), r = i - j from -(n-1) to n-1."""
+        r = torch.arange(-(n - 1), n, device=like.device)
+        idx = r.clamp(-self.max_distance, self.max_distance) + self.max_distance
+        c = torch.exp(self.rel_bias.to(like)[:, idx])
+        return c * (r >= 0) if causal else c
+
+    def attend(self, q, k, v, mask, bias, scale, causal=False):
+        refuse_bias(self, bias)
+        causal = causal or mask is not None
+        fq, fk = self.features(q, k)
+        b, h, n, m = fk.shape
+        v1 = torch.cat((v, torch.ones_like(v[..., :1])), dim=-1)  # denominator as a value column
+        kv = (fk[..., :, None] * v1[..., None, :]).reshape(b, h, n, -1)  # (B, H, N, m * (Dv+1))
+        ckv = toeplitz_fft(self.toeplitz(n, causal, q), kv).reshape(b, h, n, m, -1)
+        out = (fq[..., None, :] @ ckv)[..., 0, :]
+        return out[..., :-1] / (out[..., -1:] + EPS)
+
+
+class FrozenLinear(nn.Module):
+    """y = x W^T with W ~ N(0, 1/in) kept as a buffer: saved and moved with the
+    model, never a parameter, so no optimiser ever sees it."""
+
+    def __init__(self, dim_in: int, dim_out: int):
+        super().__init__()
+        self.register_buffer("weight", torch.randn(dim_out, dim_in) / math.sqrt(dim_in))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight)
+
+
+@LAYOUTS.register
+class RandomQK(MHA):
+    """Single attention layer via random features (Fu et al. 2023, catalog S76):
+    query and key projections are random Gaussian and frozen, only the value and
+    output projections train; many heads make the layer a random-feature model.
+    A layout (not a score) because the frozen parts are the projections; any
+    score can run on top (softmax in the paper). The paper samples each head's
+    bilinear form W_m directly; here it is W_q^T W_k of rank head_dim."""
+
+    name = "random_qk"
+    refs = ("S76",)
+
+    def __init__(self, dim, heads, kv_heads, head_dim, **params):
+        super().__init__(dim, heads, kv_heads, head_dim, **params)
+        self.q = FrozenLinear(dim, heads * head_dim)
+        self.k = FrozenLinear(dim, self.kv * head_dim)
+
+
+__all__ = ["FrozenLinear", "KernelRPE", "RandomQK", "toeplitz_fft"]

@@ -1,0 +1,431 @@
+"""Attention patterns against independent references: naive loops that build each
+mask entry by entry from the paper's rule, and properties the papers state (a
+window covering the input is full attention, stacked axial layers reach every
+pixel, Combiner equals attention over explicit block summaries)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from archgram.errors import ShapeError
+from archgram.ops.registry import get_op
+
+SPEC = get_op("attention")
+
+
+def build(shape, **args):
+    torch.manual_seed(0)
+    return SPEC.build(shape, SPEC.bind(args))
+
+
+def pat(name, **params):
+    return {"name": name, **params}
+
+
+def qk(m, x):
+    """Queries and keys (B, H, N, D) the op would hand to its pattern."""
+    if x.dim() == 4:
+        x = x.flatten(2).transpose(1, 2)
+    with torch.no_grad():
+        q, k, _ = m.layout.qkv(x)
+        return q, m.layout.expand(k)
+
+
+def full_output(shape, x, heads=2, causal=False):
+    return build(shape, heads=heads, causal=causal)(x)
+
+
+# ---- fixed patterns ------------------------------------------------------
+
+
+def test_dilated_window_matches_a_naive_loop():
+    m = build((1, 13, 8), heads=1, pattern=pat("window", size=5, dilation=3))
+    mask = m.mask(13, "cpu")
+    for i in range(13):
+        for j in range(13):
+            assert bool(mask[i, j]) == (j in {i - 6, i - 3, i, i + 3, i + 6})
+
+
+def test_dilated_window_covering_the_sequence_equals_full_attention():
+    x = torch.randn(2, 7, 16)
+    m = build((2, 7, 16), heads=2, pattern=pat("window", size=5, dilation=3))
+    assert m.mask(7, "cpu").sum().item() < 49  # dilation leaves gaps ...
+    wide = build((2, 7, 16), heads=2, pattern=pat("window", size=13, dilation=1))
+    torch.testing.assert_close(wide(x), full_output((2, 7, 16), x))  # ... a covering window does not
+
+
+LAYOUT_RULES = {
+    "local": lambda r, s, nb: abs(r - s) <= 1,
+    "global": lambda r, s, nb: r == s or r == 0 or s == 0,
+    "strided": lambda r, s, nb: (r - s) % max(2, round(math.sqrt(nb))) == 0,
+}
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUT_RULES))
+def test_block_sparse_layouts_match_naive_block_rules(layout):
+    n, block = 22, 3  # 8 blocks, the last one partial
+    m = build((1, n, 8), heads=1, pattern=pat("block_sparse", block=block, pattern=layout))
+    mask = m.mask(n, "cpu")
+    for i in range(n):
+        for j in range(n):
+            assert bool(mask[i, j]) == LAYOUT_RULES[layout](i // block, j // block, 8), (i, j)
+
+
+def test_block_sparse_bigbird_is_local_plus_global_plus_one_fixed_random_block():
+    m = build((1, 32, 8), heads=1, pattern=pat("block_sparse", block=4, pattern="bigbird"))
+    mask = m.mask(32, "cpu")
+    blocks = mask[::4, ::4]  # (8, 8) block layout
+    local_global = torch.tensor([[abs(r - s) <= 1 or r == 0 or s == 0 for s in range(8)] for r in range(8)])
+    assert (blocks | ~local_global).all()  # contains the local and global blocks
+    assert ((blocks & ~local_global).sum(1) <= 1).all()  # plus at most one random block per row
+    assert torch.equal(m.mask(32, "cpu"), mask)  # the random blocks are fixed, not resampled
+
+
+def test_block_sparse_with_one_block_equals_full_attention():
+    x = torch.randn(2, 6, 16)
+    m = build((2, 6, 16), heads=2, pattern=pat("block_sparse", block=6, pattern="local"))
+    torch.testing.assert_close(m(x), full_output((2, 6, 16), x))
+
+
+@pytest.mark.parametrize(
+    "name,rule",
+    [
+        ("axial_row", lambda r, c, r2, c2: r == r2),
+        ("axial_col", lambda r, c, r2, c2: c == c2),
+        ("axial", lambda r, c, r2, c2: r == r2 or c == c2),
+    ],
+)
+def test_axial_masks_match_a_naive_loop(name, rule):
+    h, w = 3, 4
+    m = build((1, 8, h, w), heads=1, pattern=pat(name))
+    mask = m.mask(h * w, "cpu")
+    for i in range(h * w):
+        for j in range(h * w):
+            assert bool(mask[i, j]) == rule(i // w, i % w, j // w, j % w)
+
+
+def test_axial_row_then_column_layers_reach_every_pixel():
+    """Axial Transformer: one row layer then one column layer give a full receptive field."""
+    row = build((1, 8, 3, 5), heads=1, pattern=pat("axial_row")).mask(15, "cpu").float()
+    col = build((1, 8, 3, 5), heads=1, pattern=pat("axial_col")).mask(15, "cpu").float()
+    assert (col @ row > 0).all()
+    assert not (row > 0).all() and not (col > 0).all()
+
+
+def test_strip_heads_split_into_horizontal_and_vertical_strips():
+    h, w, width = 4, 6, 2
+    m = build((1, 8, h, w), heads=4, pattern=pat("strip", width=width))
+    mask = m.mask(h * w, "cpu")
+    assert mask.shape == (4, h * w, h * w)
+    for i in range(h * w):
+        for j in range(h * w):
+            same_row_strip = (i // w) // width == (j // w) // width
+            same_col_strip = (i % w) // width == (j % w) // width
+            assert mask[:2, i, j].tolist() == [same_row_strip] * 2
+            assert mask[2:, i, j].tolist() == [same_col_strip] * 2
+
+
+def test_halo_matches_a_naive_loop():
+    h, w, b, halo = 6, 7, 3, 1
+    m = build((1, 8, h, w), heads=1, pattern=pat("halo", block=b, halo=halo))
+    mask = m.mask(h * w, "cpu")
+    for i in range(h * w):
+        r, c = divmod(i, w)
+        top, left = (r // b) * b, (c // b) * b
+        rows = range(top - halo, top + b + halo)
+        cols = range(left - halo, left + b + halo)
+        for j in range(h * w):
+            r2, c2 = divmod(j, w)
+            assert bool(mask[i, j]) == (r2 in rows and c2 in cols), (i, j)
+
+
+def test_halo_queries_of_a_block_share_one_neighbourhood_of_side_block_plus_two_halo():
+    m = build((1, 8, 8, 8), heads=1, pattern=pat("halo", block=2, halo=1))
+    mask = m.mask(64, "cpu").view(8, 8, 64)
+    inner = mask[2:4, 2:4].reshape(4, 64)  # the four queries of an interior block
+    assert (inner == inner[0]).all() and inner[0].sum() == (2 + 2 * 1) ** 2
+
+
+def test_halo_without_halo_is_block_local_and_a_wide_halo_is_full():
+    x = torch.randn(2, 8, 4, 4)
+    blocked = build((2, 8, 4, 4), heads=2, pattern=pat("halo", block=2, halo=0)).mask(16, "cpu")
+    assert blocked.sum(1).tolist() == [4] * 16
+    wide = build((2, 8, 4, 4), heads=2, pattern=pat("halo", block=2, halo=2))
+    torch.testing.assert_close(wide(x), full_output((2, 8, 4, 4), x))
+
+
+def test_circular_window_is_a_euclidean_disc():
+    h, w, radius = 7, 7, 2
+    m = build((1, 8, h, w), heads=1, pattern=pat("circular", radius=radius))
+    mask = m.mask(h * w, "cpu")
+    for i in range(h * w):
+        for j in range(h * w):
+            (r, c), (r2, c2) = divmod(i, w), divmod(j, w)
+            assert bool(mask[i, j]) == (math.hypot(r - r2, c - c2) <= radius)
+    assert mask[3 * w + 3].sum() == 13  # lattice points in a disc of radius 2
+
+
+def test_circular_window_covering_the_image_equals_full_attention():
+    x = torch.randn(2, 8, 3, 4)
+    m = build((2, 8, 3, 4), heads=2, pattern=pat("circular", radius=5))
+    torch.testing.assert_close(m(x), full_output((2, 8, 3, 4), x))
+
+
+@pytest.mark.parametrize("cyclic", [False, True])
+def test_shifted_sparse_matches_naive_groups_and_shifted_groups(cyclic):
+    n, g, sinks = 16, 4, 1
+    m = build((1, n, 16), heads=4, pattern=pat("shifted_sparse", group=g, sinks=sinks, cyclic=cyclic))
+    mask = m.mask(n, "cpu")
+    assert mask.shape == (4, n, n)
+
+    def shifted_group(t):  # LongLoRA rolls tokens by -g/2; SinkLoRA undoes the wrap
+        return ((t - g // 2) % n) // g if cyclic else (t + g // 2) // g
+
+    for i in range(n):
+        for j in range(n):
+            sink = j < sinks
+            assert mask[:2, i, j].tolist() == [sink or i // g == j // g] * 2
+            assert mask[2:, i, j].tolist() == [sink or shifted_group(i) == shifted_group(j)] * 2
+    assert bool(mask[3, 0, n - 1]) == cyclic  # the wrapped group joins the two ends
+
+
+def test_shifted_sparse_with_a_group_covering_the_sequence_equals_full_attention():
+    x = torch.randn(2, 8, 16)
+    m = build((2, 8, 16), heads=2, pattern=pat("shifted_sparse", group=16))
+    torch.testing.assert_close(m(x), full_output((2, 8, 16), x))
+
+
+# ---- content-based patterns ----------------------------------------------
+
+
+def test_landmark_retrieves_own_block_and_top_k_blocks_by_mean_key():
+    n, block, top_k = 12, 3, 2
+    m = build((2, n, 16), heads=2, pattern=pat("landmark", block=block, top_k=top_k))
+    x = torch.randn(2, n, 16)
+    q, k = qk(m, x)
+    mask = m.mask(n, "cpu", q, k)
+    for b in range(2):
+        for h in range(2):
+            landmarks = [k[b, h, s * block : (s + 1) * block].mean(0) for s in range(n // block)]
+            for i in range(n):
+                others = [s for s in range(n // block) if s != i // block]
+                best = sorted(others, key=lambda s: -float(q[b, h, i] @ landmarks[s]))[:top_k]
+                expected = [j // block in best or j // block == i // block for j in range(n)]
+                assert mask[b, h, i].tolist() == expected
+
+
+def test_landmark_retrieving_every_block_equals_full_attention():
+    x = torch.randn(2, 10, 16)
+    m = build((2, 10, 16), heads=2, pattern=pat("landmark", block=3, top_k=4))
+    torch.testing.assert_close(m(x), full_output((2, 10, 16), x))
+
+
+def test_causal_landmark_retrieves_only_earlier_blocks():
+    n, block = 16, 4
+    m = build((2, n, 16), heads=2, causal=True, pattern=pat("landmark", block=block, top_k=1))
+    q, k = qk(m, torch.randn(2, n, 16))
+    retrieved = m.pattern.mask_for(q, k, None)
+    i = torch.arange(n)
+    own_block = (i[:, None] // block) == (i[None, :] // block)
+    earlier = (i[None, :] // block) < (i[:, None] // block)
+    assert ((retrieved & ~own_block) <= earlier).all()
+    # every query past the first block retrieves exactly one earlier block
+    assert ((retrieved & earlier).sum(-1)[..., block:] == block).all()
+
+
+@pytest.mark.parametrize("by", ["attention", "norm"])
+def test_token_select_keeps_the_top_tokens_per_head_plus_self(by):
+    n, keep = 10, 3
+    m = build((2, n, 16), heads=2, pattern=pat("token_select", keep=keep, by=by))
+    q, k = qk(m, torch.randn(2, n, 16))
+    mask = m.mask(n, "cpu", q, k)
+    for b in range(2):
+        for h in range(2):
+            if by == "norm":
+                score = [float(k[b, h, j].norm()) for j in range(n)]
+            else:  # softmax mass each key receives
+                w = torch.softmax(q[b, h] @ k[b, h].T / math.sqrt(8), -1)
+                score = [float(w[:, j].sum()) for j in range(n)]
+            kept = sorted(range(n), key=lambda j: -score[j])[:keep]
+            for i in range(n):
+                assert mask[b, h, i].tolist() == [j in kept or j == i for j in range(n)]
+
+
+def test_token_select_keeping_every_token_equals_full_attention():
+    x = torch.randn(2, 6, 16)
+    m = build((2, 6, 16), heads=2, pattern=pat("token_select", keep=6))
+    torch.testing.assert_close(m(x), full_output((2, 6, 16), x))
+
+
+def test_sparsifiner_with_an_exact_predictor_selects_the_true_top_k_keys():
+    n, top_k = 9, 3
+    m = build((2, n, 16), heads=2, pattern=pat("sparsifiner", top_k=top_k, rank=8))
+    with torch.no_grad():  # full-rank identity projections: predicted logits = true logits
+        m.pattern.predictor.wq.copy_(torch.eye(8).expand(2, 8, 8))
+        m.pattern.predictor.wk.copy_(torch.eye(8).expand(2, 8, 8))
+    q, k = qk(m, torch.randn(2, n, 16))
+    mask = m.mask(n, "cpu", q, k)
+    logits = q @ k.transpose(-1, -2)
+    for b in range(2):
+        for h in range(2):
+            for i in range(n):
+                best = sorted(range(n), key=lambda j: -float(logits[b, h, i, j]))[:top_k]
+                assert mask[b, h, i].tolist() == [j in best or j == i for j in range(n)]
+
+
+def test_sparsifiner_predictor_learns_from_its_distillation_loss():
+    m = build((2, 8, 16), heads=2, pattern=pat("sparsifiner", top_k=2, rank=4))
+    m.train()
+    y = m(torch.randn(2, 8, 16))
+    loss = m.pattern_module.aux_loss  # the training loop adds it to the task loss
+    assert loss is not None and loss.item() >= 0
+    (y.sum() + loss).backward()
+    assert m.pattern_module.wq.grad is not None and m.pattern_module.wq.grad.abs().sum() > 0
+    m.eval()
+    m.pattern_module.aux_loss = None
+    m(torch.randn(2, 8, 16))
+    assert m.pattern_module.aux_loss is None  # no distillation work at inference
+
+
+def test_routing_attends_within_the_nearest_centroid_cluster():
+    n = 10
+    m = build((2, n, 16), heads=2, pattern=pat("routing", clusters=3)).eval()
+    q, k = qk(m, torch.randn(2, n, 16))
+    mask = m.mask(n, "cpu", q, k)
+    mu = m.pattern_module.centroids  # (H, C, D) on the unit sphere
+
+    def nearest(v, h):  # Euclidean nearest centroid of the unit vector
+        unit = v / v.norm()
+        return min(range(3), key=lambda c: float((unit - mu[h, c]).norm()))
+
+    for b in range(2):
+        for h in range(2):
+            for i in range(n):
+                ci = nearest(q[b, h, i], h)
+                assert mask[b, h, i].tolist() == [nearest(k[b, h, j], h) == ci or j == i for j in range(n)]
+
+
+def test_routing_with_one_cluster_equals_full_attention():
+    x = torch.randn(2, 6, 16)
+    m = build((2, 6, 16), heads=2, pattern=pat("routing", clusters=1))
+    torch.testing.assert_close(m(x), full_output((2, 6, 16), x))
+
+
+def test_routing_centroids_move_toward_their_members_by_ema_only_in_training():
+    m = build((1, 6, 8), heads=1, pattern=pat("routing", clusters=1, decay=0.5))
+    x = torch.randn(1, 6, 8)
+    q, k = qk(m, x)
+    before = m.pattern_module.centroids.clone()
+    m.eval()
+    m(x)
+    assert torch.equal(m.pattern_module.centroids, before)
+    m.train()
+    m(x)
+    units = torch.cat((q, k), 2)[0, 0]
+    units = units / units.norm(dim=-1, keepdim=True)
+    expected = 0.5 * before[0, 0] + 0.5 * units.mean(0)
+    torch.testing.assert_close(m.pattern_module.centroids[0, 0], expected / expected.norm())
+
+
+def combiner_reference(m, x, block, causal=False):
+    """Combiner-Fixed by hand: each query attends to the keys of its own block and
+    to one summary (mean key, mean value) per other block, in one softmax."""
+    q, k, v = m.layout.qkv(x)
+    k, v = m.layout.expand(k), m.layout.expand(v)
+    b, h, n, d = q.shape
+    out = torch.zeros_like(q)
+    for i in range(n):
+        r = i // block
+        keys, values = [], []
+        for s in range(0, n, block):
+            span = slice(s, min(s + block, n))
+            if s // block == r:
+                stop = i + 1 if causal else span.stop
+                keys.append(k[:, :, s:stop])
+                values.append(v[:, :, s:stop])
+            elif not causal or s // block < r:
+                keys.append(k[:, :, span].mean(2, keepdim=True))
+                values.append(v[:, :, span].mean(2, keepdim=True))
+        keys, values = torch.cat(keys, 2), torch.cat(values, 2)
+        w = torch.softmax(q[:, :, i : i + 1] @ keys.transpose(-1, -2) / math.sqrt(d), -1)
+        out[:, :, i : i + 1] = w @ values
+    return m.layout.out(out)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_combiner_equals_attention_over_explicit_block_summaries(causal):
+    x = torch.randn(2, 11, 16)  # blocks of 3, the last one partial
+    m = build((2, 11, 16), heads=2, causal=causal, pattern=pat("combiner", block=3))
+    torch.testing.assert_close(m(x), combiner_reference(m, x, 3, causal), atol=1e-5, rtol=1e-4)
+
+
+def test_combiner_with_one_block_equals_full_attention():
+    x = torch.randn(2, 6, 16)
+    m = build((2, 6, 16), heads=2, pattern=pat("combiner", block=6))
+    torch.testing.assert_close(m(x), full_output((2, 6, 16), x))
+
+
+# ---- every pattern ---------------------------------------------------------
+
+EVERY_PATTERN = [
+    pat("window", size=3, dilation=2),
+    pat("block_sparse", block=4, pattern="bigbird"),
+    pat("block_sparse", block=3, pattern="strided"),
+    pat("axial"),
+    pat("axial_row"),
+    pat("axial_col"),
+    pat("strip", width=2),
+    pat("halo", block=2, halo=1),
+    pat("circular", radius=1.5),
+    pat("shifted_sparse", group=4, sinks=1),
+    pat("landmark", block=4, top_k=1),
+    pat("token_select", keep=2),
+    pat("sparsifiner", top_k=2, rank=4),
+    pat("routing", clusters=4),
+    pat("combiner", block=4),
+]
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("pattern", EVERY_PATTERN, ids=lambda p: p["name"])
+def test_every_query_keeps_a_visible_key_and_causal_is_anded(pattern, causal):
+    shape = (2, 16, 4, 4)
+    m = build(shape, heads=4, pattern=pattern, causal=causal).eval()  # routing: fixed centroids
+    x = torch.randn(*shape, requires_grad=True)
+    q, k = qk(m, x)
+    mask = m.mask(16, "cpu", q, k)
+    if mask is not None:
+        assert mask.any(-1).all()  # no empty row, so no NaN softmax
+        if causal:
+            assert not (mask & ~torch.ones(16, 16, dtype=torch.bool).tril()).any()
+            uncausal = m.pattern.mask_for(q, k, m.grid) if m.pattern.data_dependent else m.pattern.mask(16, m.grid, "cpu")
+            if uncausal is not None:  # the op's mask is exactly the pattern AND causal
+                assert torch.equal(mask, uncausal & torch.ones(16, 16, dtype=torch.bool).tril())
+    y = m.train()(x)
+    y.sum().backward()
+    assert torch.isfinite(y).all() and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", ["axial", "axial_row", "axial_col", "strip", "halo", "circular"])
+def test_2d_patterns_are_refused_on_sequences(name):
+    params = {"strip": {"width": 2}, "halo": {"block": 2}, "circular": {"radius": 2}}.get(name, {})
+    with pytest.raises(ShapeError, match="2D"):
+        SPEC.cls.output_shape((2, 10, 16), **SPEC.bind({"pattern": pat(name, **params)}))
+
+
+@pytest.mark.parametrize(
+    "pattern,reason",
+    [
+        (pat("window", size=3, dilation=0), "dilation"),
+        (pat("block_sparse", block=4, pattern="diagonal"), "known: local"),
+        (pat("shifted_sparse", group=1), "group"),
+        (pat("landmark", block=0), "block"),
+        (pat("routing", clusters=2, decay=1.5), "decay"),
+        (pat("token_select", keep=2, by="random"), "attention or norm"),
+    ],
+)
+def test_bad_pattern_parameters_are_refused_by_the_shape_rule(pattern, reason):
+    with pytest.raises(ShapeError, match=reason):
+        SPEC.cls.output_shape((2, 10, 16), **SPEC.bind({"pattern": pattern}))

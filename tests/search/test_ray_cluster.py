@@ -1,0 +1,105 @@
+"""``archgram search --address`` joins a cluster started with ``ray start --head``.
+
+The head runs with ``--block`` in its own session, so the test ends it by its
+process group only (the brief's ``ray stop --force`` is not used): ``ray stop`` would stop every Ray on the machine, including
+other searches and test runs.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from archgram.search.store import StudyStore
+
+TINY = """start network
+network : module
+module : sequential @0.2 | computation @0.8
+sequential : module module
+computation : conv2d(out=4|8, k=1|3) | relu | batchnorm
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGKILL the head's process group: the throwaway cluster's services and
+    workers all live in it (SIGTERM would drain for 30 s first)."""
+    for sig, wait in ((signal.SIGKILL, 20), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+        time.sleep(1)
+        alive = subprocess.run(["ps", "-o", "stat=", "-g", str(proc.pid)], capture_output=True, text=True).stdout
+        if not [s for s in alive.split() if not s.startswith("Z")]:  # zombies are dead already
+            return
+
+
+@pytest.mark.slow
+def test_search_joins_a_running_cluster(tmp_path):
+    ray_bin = Path(sys.executable).with_name("ray")
+    ray_cmd = [str(ray_bin)] if ray_bin.exists() else [sys.executable, "-m", "ray.scripts.scripts"]
+    port = _free_port()
+    temp = tempfile.mkdtemp(prefix="agray", dir="/tmp")  # short: Ray's socket paths have a length limit
+    # Ray >= 2.5x clusters use token auth; a driver joining by address must opt in. A
+    # token of the test's own keeps it independent of ~/.ray/auth_token.
+    env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
+    log = open(tmp_path / "head.log", "w")
+    head = subprocess.Popen(
+        [*ray_cmd, "start", "--head", f"--port={port}", "--num-cpus=2", "--num-gpus=0", "--include-dashboard=false",
+         f"--temp-dir={temp}", "--disable-usage-stats", "--block"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while not _listening(port):
+            assert head.poll() is None, (tmp_path / "head.log").read_text()
+            assert time.monotonic() < deadline, "ray start --head did not come up"
+            time.sleep(0.5)
+        grammar = tmp_path / "tiny.pcfg"
+        grammar.write_text(TINY)
+        study = tmp_path / "cluster.db"
+        run = subprocess.run(
+            [sys.executable, "-m", "archgram.cli", "search", str(grammar), "--task", "digits", "--trials", "3",
+             "--workers", "2", "--budget", "5steps", "--batch-size", "16", "--study", str(study),
+             "--address", f"127.0.0.1:{port}"],
+            capture_output=True, text=True, timeout=300, env=env,
+        )
+        assert run.returncode == 0, run.stdout + run.stderr
+        records = StudyStore(study).records()
+        assert len(records) == 3 and any(r.ok for r in records)
+        bad = subprocess.run(
+            [sys.executable, "-m", "archgram.cli", "search", str(grammar), "--task", "digits", "--trials", "4",
+             "--study", str(study), "--address", f"127.0.0.1:{_free_port()}"],
+            capture_output=True, text=True, timeout=60, env=env,
+        )
+        assert bad.returncode == 2 and "no Ray cluster answers" in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
+        assert len(StudyStore(study).records()) == 3
+    finally:
+        _stop(head)
+        log.close()
+        shutil.rmtree(temp, ignore_errors=True)
