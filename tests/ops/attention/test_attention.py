@@ -63,6 +63,7 @@ def test_window_covering_the_sequence_equals_full_attention():
     torch.testing.assert_close(windowed(x), full(x))
 
 
+@pytest.mark.catalog("S37")
 def test_neighborhood_keeps_size_neighbours_at_the_borders():
     """DiNAT (S37): NAT: near an edge the window shifts inward instead of shrinking."""
     m = build((1, 10, 8), heads=1, pattern={"name": "neighborhood", "size": 3})
@@ -72,6 +73,7 @@ def test_neighborhood_keeps_size_neighbours_at_the_borders():
     assert mask[9].nonzero().flatten().tolist() == [7, 8, 9]
 
 
+@pytest.mark.catalog("S37")
 def test_dilated_neighborhood_stays_in_its_dilation_group():
     """DiNAT (S37):"""
     m = build((1, 12, 8), heads=1, pattern={"name": "neighborhood", "size": 3, "dilation": 2})
@@ -80,6 +82,7 @@ def test_dilated_neighborhood_stays_in_its_dilation_group():
     assert mask[0].nonzero().flatten().tolist() == [0, 2, 4]
 
 
+@pytest.mark.catalog("S37")
 def test_neighborhood2d_covering_the_grid_equals_full_attention():
     """DiNAT (S37):"""
     x = torch.randn(2, 8, 3, 4)
@@ -88,6 +91,7 @@ def test_neighborhood2d_covering_the_grid_equals_full_attention():
     torch.testing.assert_close(nat(x), full(x))
 
 
+@pytest.mark.catalog("S37")
 def test_neighborhood2d_is_a_product_of_row_and_column_windows():
     """DiNAT (S37):"""
     m = build((1, 8, 5, 5), heads=1, pattern={"name": "neighborhood2d", "size": 3})
@@ -96,6 +100,7 @@ def test_neighborhood2d_is_a_product_of_row_and_column_windows():
     assert mask[0, 0, :3, :3].all() and not mask[0, 0, 3:].any()
 
 
+@pytest.mark.catalog("S06")
 def test_sigmoid_attention_matches_its_formula():
     """Sigmoid attention with b = -log n (S06): out = sigmoid(qk^T/sqrt(d) - log n) v."""
     m = build((1, 6, 8), heads=1, score={"name": "sigmoid"})
@@ -133,6 +138,7 @@ def test_image_input_attends_over_pixels():
     torch.testing.assert_close(m(x), expected, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.catalog("S37")
 @pytest.mark.parametrize(
     "args,reason",
     [
@@ -148,6 +154,7 @@ def test_impossible_combinations_are_refused_by_the_shape_rule(args, reason):
         SPEC.cls.output_shape((2, 10, 16), **SPEC.bind(args))
 
 
+@pytest.mark.catalog("S37")
 def test_the_sampler_never_picks_a_2d_pattern_for_a_sequence():
     g = Grammar.from_text("net : attention(heads=2, pattern=full|neighborhood2d(3)) \n")
     for seed in range(20):

@@ -129,6 +129,7 @@ def test_lightning_bidirectional_decay_is_symmetric(block):
     torch.testing.assert_close(out, matrix, **TOL)
 
 
+@pytest.mark.catalog("S04", "S48")
 def test_lightning_score_is_srmsnormed_silu_attention_with_the_tnl_decays():
     q, k, v = qkv(n=10)
     sc = score("lightning", block=4)
@@ -152,6 +153,7 @@ def nala_features(q, k, power=3.0):
     return fq, fk
 
 
+@pytest.mark.catalog("S21")
 @pytest.mark.parametrize("causal", [False, True])
 def test_nala_equals_its_norm_aware_formula(causal):
     q, k, v = qkv()
@@ -160,6 +162,7 @@ def test_nala_equals_its_norm_aware_formula(causal):
     torch.testing.assert_close(out, explicit(fq @ fk.transpose(-1, -2), v, causal), atol=1e-6, rtol=1e-6)
 
 
+@pytest.mark.catalog("S21")
 def test_nala_larger_query_norm_gives_lower_entropy():
     """The paper's point: unlike plain linear attention, the distribution sharpens
     as the query norm grows (same direction)."""
@@ -176,6 +179,7 @@ def test_nala_larger_query_norm_gives_lower_entropy():
     assert not torch.allclose(*plain)  # (sanity: the comparison is not vacuous)
 
 
+@pytest.mark.catalog("S21")
 def test_nala_recurrent_equals_parallel():
     q, k, v = qkv(n=8)
     sc = score("nala")
@@ -217,11 +221,13 @@ def flow_causal_reference(q, k, v):
     return torch.stack(outs, -2)
 
 
+@pytest.mark.catalog("S34")
 def test_flow_attention_matches_the_paper_equations():
     q, k, v = qkv()
     torch.testing.assert_close(score("flow").attend(q, k, v, None, None, 0.5), flow_reference(q, k, v), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.catalog("S34")
 def test_flow_causal_matches_prefix_equations_and_steps():
     q, k, v = qkv(n=7)
     sc = score("flow")
@@ -233,6 +239,7 @@ def test_flow_causal_matches_prefix_equations_and_steps():
 # ------------------------------------------------------------------ Agent attention (S40)
 
 
+@pytest.mark.catalog("S40")
 def test_agent_attention_equals_its_two_softmax_formula():
     q, k, v = qkv(n=12)
     a = q.view(2, 3, 4, 3, 4).mean(-2)  # 4 agents: means of 3 consecutive queries
@@ -241,6 +248,7 @@ def test_agent_attention_equals_its_two_softmax_formula():
     torch.testing.assert_close(score("agent", agents=4).attend(q, k, v, None, None, 0.5), expected, **TOL)
 
 
+@pytest.mark.catalog("S40")
 def test_agent_attention_with_one_agent_per_query_is_two_softmaxes_over_queries():
     q, k, v = qkv(n=6)
     out = score("agent", agents=6).attend(q, k, v, None, None, 0.5)
@@ -251,6 +259,7 @@ def test_agent_attention_with_one_agent_per_query_is_two_softmaxes_over_queries(
 # ------------------------------------------------------------------ Hebbian memory (S44)
 
 
+@pytest.mark.catalog("S44")
 def test_hebbian_memory_is_a_sum_of_outer_products():
     q, k, v = qkv()
     memory = torch.einsum("bhnv,bhnk->bhvk", v, k)  # M = sum_j v_j k_j^T
@@ -258,6 +267,7 @@ def test_hebbian_memory_is_a_sum_of_outer_products():
     torch.testing.assert_close(score("hebbian").attend(q, k, v, None, None, 0.5), expected, **TOL)
 
 
+@pytest.mark.catalog("S44")
 def test_hebbian_retrieves_exactly_with_orthogonal_cues():
     """Orthonormal conditioned stimuli (keys) do not interfere: the test stimulus
     k_j retrieves the unconditioned stimulus v_j."""
@@ -267,6 +277,7 @@ def test_hebbian_retrieves_exactly_with_orthogonal_cues():
     torch.testing.assert_close(out, values, **TOL)
 
 
+@pytest.mark.catalog("S44")
 def test_hebbian_decayed_recurrent_equals_parallel():
     q, k, v = qkv(n=10)
     sc = score("hebbian", decay=0.7)
@@ -291,6 +302,7 @@ def test_fft_toeplitz_product_equals_the_explicit_toeplitz_matmul(n):
     torch.testing.assert_close(toeplitz_fft(c, x), t @ x, **TOL)
 
 
+@pytest.mark.catalog("S59")
 @pytest.mark.parametrize("causal", [False, True])
 def test_kernel_rpe_equals_the_explicit_formula_with_the_same_features(causal):
     q, k, v = qkv(n=9)
@@ -304,6 +316,7 @@ def test_kernel_rpe_equals_the_explicit_formula_with_the_same_features(causal):
     torch.testing.assert_close(sc.attend(q, k, v, tril(9) if causal else None, None, 0.5), expected, **TOL)
 
 
+@pytest.mark.catalog("S59")
 def test_kernel_rpe_approximates_softmax_attention_with_rpe():
     """PRF features are unbiased for exp(q.k/sqrt d): with many features the score
     approaches softmax(q k^T / sqrt d + b_{i-j}) v."""
@@ -318,6 +331,7 @@ def test_kernel_rpe_approximates_softmax_attention_with_rpe():
     assert (out - exact).abs().max() < 0.05
 
 
+@pytest.mark.catalog("S59")
 def test_kernel_rpe_random_features_are_fixed_across_calls():
     q, k, v = qkv(n=5)
     sc = score("kernel_rpe", features=8)
@@ -327,6 +341,7 @@ def test_kernel_rpe_random_features_are_fixed_across_calls():
 # ------------------------------------------------------------------ random frozen Q/K (S76)
 
 
+@pytest.mark.catalog("S76")
 def test_random_qk_layout_freezes_query_and_key_projections():
     m = build((2, 6, 16), heads=4, layout={"name": "random_qk"})
     m(torch.randn(2, 6, 16, dtype=torch.float64)).sum().backward()
@@ -353,6 +368,7 @@ def test_aaren_prefix_scan_equals_the_rnn_and_causal_softmax():
     torch.testing.assert_close(m, torch.cummax(s, -1).values)
 
 
+@pytest.mark.catalog("S35")
 def test_aaren_op_forward_and_step_agree():
     spec = get_op("aaren")
     torch.manual_seed(0)
@@ -369,6 +385,7 @@ def test_aaren_op_forward_and_step_agree():
     assert op.query.grad is not None and torch.isfinite(x.grad).all()
 
 
+@pytest.mark.catalog("S35")
 def test_aaren_shape_rule():
     spec = get_op("aaren")
     assert spec.cls.output_shape((2, 9, 12), **spec.bind({"heads": 3})) == (2, 9, 12)
@@ -383,6 +400,7 @@ def test_aaren_shape_rule():
 LINEAR = ["linear", "nala", "hebbian", "lightning", "flow", "agent", "kernel_rpe"]
 
 
+@pytest.mark.catalog("S04", "S21", "S34", "S40", "S44", "S48", "S59")
 @pytest.mark.parametrize("name", LINEAR)
 def test_linear_scores_refuse_patterns_they_cannot_honour(name):
     with pytest.raises(ShapeError):
@@ -396,6 +414,7 @@ def test_linear_scores_refuse_patterns_they_cannot_honour(name):
         SCORES.parts[name].check(Causal(), True, {})
 
 
+@pytest.mark.catalog("S04", "S21", "S34", "S40", "S44", "S48", "S59")
 @pytest.mark.parametrize("name", LINEAR)
 def test_linear_scores_refuse_additive_logit_biases(name):
     m = build((1, 6, 16), heads=2, score={"name": name}, position={"name": "alibi"})
@@ -403,6 +422,7 @@ def test_linear_scores_refuse_additive_logit_biases(name):
         m(torch.randn(1, 6, 16, dtype=torch.float64))
 
 
+@pytest.mark.catalog("S04", "S21", "S34", "S40", "S44", "S48", "S59")
 @pytest.mark.parametrize("name", LINEAR)
 def test_linear_scores_train_in_the_op(name):
     m = build((2, 8, 16), heads=2, score={"name": name}, causal=name != "agent", position={"name": "rope"})
@@ -411,6 +431,7 @@ def test_linear_scores_train_in_the_op(name):
     assert torch.isfinite(x.grad).all()
 
 
+@pytest.mark.catalog("S40")
 def test_sampler_pairs_linear_scores_only_with_full_or_causal_patterns():
     g = Grammar.from_text("net : attention(heads=2, score=linear|lightning(4)|agent(4), pattern=full|causal|window(3))\n")
     seen = set()
@@ -421,6 +442,7 @@ def test_sampler_pairs_linear_scores_only_with_full_or_causal_patterns():
     assert ("agent", "causal") not in seen and len(seen) >= 3
 
 
+@pytest.mark.catalog("S04", "S21", "S34", "S40", "S44", "S48", "S59")
 def test_shipped_attention_grammar_offers_the_linear_scores():
     from importlib import resources
 

@@ -89,6 +89,7 @@ def test_block_sparse_with_one_block_equals_full_attention():
     torch.testing.assert_close(m(x), full_output((2, 6, 16), x))
 
 
+@pytest.mark.catalog("S61")
 @pytest.mark.parametrize(
     "name,rule",
     [
@@ -106,6 +107,7 @@ def test_axial_masks_match_a_naive_loop(name, rule):
             assert bool(mask[i, j]) == rule(i // w, i % w, j // w, j % w)
 
 
+@pytest.mark.catalog("S61")
 def test_axial_row_then_column_layers_reach_every_pixel():
     """Axial Transformer: one row layer then one column layer give a full receptive field."""
     row = build((1, 8, 3, 5), heads=1, pattern=pat("axial_row")).mask(15, "cpu").float()
@@ -127,6 +129,7 @@ def test_strip_heads_split_into_horizontal_and_vertical_strips():
             assert mask[2:, i, j].tolist() == [same_col_strip] * 2
 
 
+@pytest.mark.catalog("S72")
 def test_halo_matches_a_naive_loop():
     h, w, b, halo = 6, 7, 3, 1
     m = build((1, 8, h, w), heads=1, pattern=pat("halo", block=b, halo=halo))
@@ -141,6 +144,7 @@ def test_halo_matches_a_naive_loop():
             assert bool(mask[i, j]) == (r2 in rows and c2 in cols), (i, j)
 
 
+@pytest.mark.catalog("S72")
 def test_halo_queries_of_a_block_share_one_neighbourhood_of_side_block_plus_two_halo():
     m = build((1, 8, 8, 8), heads=1, pattern=pat("halo", block=2, halo=1))
     mask = m.mask(64, "cpu").view(8, 8, 64)
@@ -148,6 +152,7 @@ def test_halo_queries_of_a_block_share_one_neighbourhood_of_side_block_plus_two_
     assert (inner == inner[0]).all() and inner[0].sum() == (2 + 2 * 1) ** 2
 
 
+@pytest.mark.catalog("S72")
 def test_halo_without_halo_is_block_local_and_a_wide_halo_is_full():
     x = torch.randn(2, 8, 4, 4)
     blocked = build((2, 8, 4, 4), heads=2, pattern=pat("halo", block=2, halo=0)).mask(16, "cpu")
@@ -156,6 +161,7 @@ def test_halo_without_halo_is_block_local_and_a_wide_halo_is_full():
     torch.testing.assert_close(wide(x), full_output((2, 8, 4, 4), x))
 
 
+@pytest.mark.catalog("S77")
 def test_circular_window_is_a_euclidean_disc():
     h, w, radius = 7, 7, 2
     m = build((1, 8, h, w), heads=1, pattern=pat("circular", radius=radius))
@@ -167,12 +173,14 @@ def test_circular_window_is_a_euclidean_disc():
     assert mask[3 * w + 3].sum() == 13  # lattice points in a disc of radius 2
 
 
+@pytest.mark.catalog("S77")
 def test_circular_window_covering_the_image_equals_full_attention():
     x = torch.randn(2, 8, 3, 4)
     m = build((2, 8, 3, 4), heads=2, pattern=pat("circular", radius=5))
     torch.testing.assert_close(m(x), full_output((2, 8, 3, 4), x))
 
 
+@pytest.mark.catalog("S52")
 @pytest.mark.parametrize("cyclic", [False, True])
 def test_shifted_sparse_matches_naive_groups_and_shifted_groups(cyclic):
     n, g, sinks = 16, 4, 1
@@ -191,6 +199,7 @@ def test_shifted_sparse_matches_naive_groups_and_shifted_groups(cyclic):
     assert bool(mask[3, 0, n - 1]) == cyclic  # the wrapped group joins the two ends
 
 
+@pytest.mark.catalog("S52")
 def test_shifted_sparse_with_a_group_covering_the_sequence_equals_full_attention():
     x = torch.randn(2, 8, 16)
     m = build((2, 8, 16), heads=2, pattern=pat("shifted_sparse", group=16))
@@ -200,6 +209,7 @@ def test_shifted_sparse_with_a_group_covering_the_sequence_equals_full_attention
 # ---- content-based patterns ----------------------------------------------
 
 
+@pytest.mark.catalog("S41")
 def test_landmark_retrieves_own_block_and_top_k_blocks_by_mean_key():
     n, block, top_k = 12, 3, 2
     m = build((2, n, 16), heads=2, pattern=pat("landmark", block=block, top_k=top_k))
@@ -216,12 +226,14 @@ def test_landmark_retrieves_own_block_and_top_k_blocks_by_mean_key():
                 assert mask[b, h, i].tolist() == expected
 
 
+@pytest.mark.catalog("S41")
 def test_landmark_retrieving_every_block_equals_full_attention():
     x = torch.randn(2, 10, 16)
     m = build((2, 10, 16), heads=2, pattern=pat("landmark", block=3, top_k=4))
     torch.testing.assert_close(m(x), full_output((2, 10, 16), x))
 
 
+@pytest.mark.catalog("S41")
 def test_causal_landmark_retrieves_only_earlier_blocks():
     n, block = 16, 4
     m = build((2, n, 16), heads=2, causal=True, pattern=pat("landmark", block=block, top_k=1))
@@ -235,6 +247,7 @@ def test_causal_landmark_retrieves_only_earlier_blocks():
     assert ((retrieved & earlier).sum(-1)[..., block:] == block).all()
 
 
+@pytest.mark.catalog("S60")
 @pytest.mark.parametrize("by", ["attention", "norm"])
 def test_token_select_keeps_the_top_tokens_per_head_plus_self(by):
     n, keep = 10, 3
@@ -253,12 +266,14 @@ def test_token_select_keeps_the_top_tokens_per_head_plus_self(by):
                 assert mask[b, h, i].tolist() == [j in kept or j == i for j in range(n)]
 
 
+@pytest.mark.catalog("S60")
 def test_token_select_keeping_every_token_equals_full_attention():
     x = torch.randn(2, 6, 16)
     m = build((2, 6, 16), heads=2, pattern=pat("token_select", keep=6))
     torch.testing.assert_close(m(x), full_output((2, 6, 16), x))
 
 
+@pytest.mark.catalog("S24")
 def test_sparsifiner_with_an_exact_predictor_selects_the_true_top_k_keys():
     n, top_k = 9, 3
     m = build((2, n, 16), heads=2, pattern=pat("sparsifiner", top_k=top_k, rank=8))
@@ -275,6 +290,7 @@ def test_sparsifiner_with_an_exact_predictor_selects_the_true_top_k_keys():
                 assert mask[b, h, i].tolist() == [j in best or j == i for j in range(n)]
 
 
+@pytest.mark.catalog("S24")
 def test_sparsifiner_predictor_learns_from_its_distillation_loss():
     m = build((2, 8, 16), heads=2, pattern=pat("sparsifiner", top_k=2, rank=4))
     m.train()
@@ -289,6 +305,7 @@ def test_sparsifiner_predictor_learns_from_its_distillation_loss():
     assert m.pattern_module.aux_loss is None  # no distillation work at inference
 
 
+@pytest.mark.catalog("S78")
 def test_routing_attends_within_the_nearest_centroid_cluster():
     n = 10
     m = build((2, n, 16), heads=2, pattern=pat("routing", clusters=3)).eval()
@@ -307,12 +324,14 @@ def test_routing_attends_within_the_nearest_centroid_cluster():
                 assert mask[b, h, i].tolist() == [nearest(k[b, h, j], h) == ci or j == i for j in range(n)]
 
 
+@pytest.mark.catalog("S78")
 def test_routing_with_one_cluster_equals_full_attention():
     x = torch.randn(2, 6, 16)
     m = build((2, 6, 16), heads=2, pattern=pat("routing", clusters=1))
     torch.testing.assert_close(m(x), full_output((2, 6, 16), x))
 
 
+@pytest.mark.catalog("S78")
 def test_routing_centroids_move_toward_their_members_by_ema_only_in_training():
     m = build((1, 6, 8), heads=1, pattern=pat("routing", clusters=1, decay=0.5))
     x = torch.randn(1, 6, 8)
@@ -354,6 +373,7 @@ def combiner_reference(m, x, block, causal=False):
     return m.layout.out(out)
 
 
+@pytest.mark.catalog("S27")
 @pytest.mark.parametrize("causal", [False, True])
 def test_combiner_equals_attention_over_explicit_block_summaries(causal):
     x = torch.randn(2, 11, 16)  # blocks of 3, the last one partial
@@ -361,6 +381,7 @@ def test_combiner_equals_attention_over_explicit_block_summaries(causal):
     torch.testing.assert_close(m(x), combiner_reference(m, x, 3, causal), atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.catalog("S27")
 def test_combiner_with_one_block_equals_full_attention():
     x = torch.randn(2, 6, 16)
     m = build((2, 6, 16), heads=2, pattern=pat("combiner", block=6))
@@ -388,6 +409,7 @@ EVERY_PATTERN = [
 ]
 
 
+@pytest.mark.catalog("S24", "S27", "S41", "S52", "S60", "S61", "S72", "S77", "S78")
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("pattern", EVERY_PATTERN, ids=lambda p: p["name"])
 def test_every_query_keeps_a_visible_key_and_causal_is_anded(pattern, causal):
@@ -408,6 +430,7 @@ def test_every_query_keeps_a_visible_key_and_causal_is_anded(pattern, causal):
     assert torch.isfinite(y).all() and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
 
 
+@pytest.mark.catalog("S61", "S72", "S77")
 @pytest.mark.parametrize("name", ["axial", "axial_row", "axial_col", "strip", "halo", "circular"])
 def test_2d_patterns_are_refused_on_sequences(name):
     params = {"strip": {"width": 2}, "halo": {"block": 2}, "circular": {"radius": 2}}.get(name, {})
@@ -415,6 +438,7 @@ def test_2d_patterns_are_refused_on_sequences(name):
         SPEC.cls.output_shape((2, 10, 16), **SPEC.bind({"pattern": pat(name, **params)}))
 
 
+@pytest.mark.catalog("S41", "S52", "S60", "S78")
 @pytest.mark.parametrize(
     "pattern,reason",
     [

@@ -23,6 +23,7 @@ def build(shape, **args):
 # --- S22 GPSA -----------------------------------------------------------------
 
 
+@pytest.mark.catalog("S22")
 def test_gpsa_gate_one_is_pure_positional_attention():
     """ConViT: sigmoid(lambda) = 1 leaves only softmax(v_pos . r_ij)."""
     m = build((2, 7, 16), heads=4, position={"name": "gpsa"})
@@ -34,6 +35,7 @@ def test_gpsa_gate_one_is_pure_positional_attention():
     torch.testing.assert_close(m(x), expected, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.catalog("S22")
 def test_gpsa_gate_zero_is_pure_content_attention():
     m = build((2, 7, 16), heads=4, position={"name": "gpsa"})
     with torch.no_grad():
@@ -43,6 +45,7 @@ def test_gpsa_gate_zero_is_pure_content_attention():
     torch.testing.assert_close(m(x), m.layout.out(F.scaled_dot_product_attention(q, k, v)), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.catalog("S22")
 def test_gpsa_gate_mixes_the_two_maps_convexly():
     m = build((1, 6, 8), heads=2, position={"name": "gpsa"})
     with torch.no_grad():
@@ -54,6 +57,7 @@ def test_gpsa_gate_mixes_the_two_maps_convexly():
     torch.testing.assert_close(expected.sum(-1), torch.ones(1, 2, 6))
 
 
+@pytest.mark.catalog("S22")
 def test_gpsa_locality_init_makes_each_head_attend_at_its_offset_on_a_grid():
     """ConViT's local init: head h peaks at query + Delta_h, a 3x3 kernel for 9 heads."""
     m = build((1, 18, 7, 7), heads=9, position={"name": "gpsa", "locality": 2.0})
@@ -66,6 +70,7 @@ def test_gpsa_locality_init_makes_each_head_attend_at_its_offset_on_a_grid():
     assert seen == {(dx, dy) for dx in (-1, 0, 1) for dy in (-1, 0, 1)}
 
 
+@pytest.mark.catalog("S22")
 def test_gpsa_locality_on_a_sequence_centres_heads_around_the_query():
     m = build((1, 12, 16), heads=4, position={"name": "gpsa"})
     pos = m.position.positional()
@@ -73,6 +78,7 @@ def test_gpsa_locality_on_a_sequence_centres_heads_around_the_query():
     assert peaks == [-1, 0, 1, 2]
 
 
+@pytest.mark.catalog("S22")
 def test_gpsa_respects_the_causal_mask():
     m = build((1, 8, 16), heads=2, position={"name": "gpsa"}, causal=True)
     x = torch.randn(1, 8, 16)
@@ -85,6 +91,7 @@ def test_gpsa_respects_the_causal_mask():
 # --- S30 positional attention --------------------------------------------------
 
 
+@pytest.mark.catalog("S30")
 def test_positional_attention_weights_do_not_depend_on_the_input():
     """Back de Luca et al.: weights depend on positional encodings only."""
     m = build((2, 9, 16), heads=2, position={"name": "positional"})
@@ -101,6 +108,7 @@ def test_positional_attention_weights_do_not_depend_on_the_input():
     torch.testing.assert_close(m(a), m.layout.out(weights(a) @ v), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.catalog("S30")
 def test_positional_attention_on_a_grid():
     m = build((1, 8, 3, 4), heads=2, position={"name": "positional"})
     assert m(torch.randn(1, 8, 3, 4)).shape == (1, 8, 3, 4)
@@ -109,6 +117,7 @@ def test_positional_attention_on_a_grid():
 # --- S32 URPE ------------------------------------------------------------------
 
 
+@pytest.mark.catalog("S32")
 def test_urpe_is_softmax_with_bias_times_a_toeplitz_matrix():
     """Luo et al. Eq.: Attn = (softmax(QK^T/sqrt(d) + B) * C) V, no renormalisation."""
     n, heads = 6, 2
@@ -131,6 +140,7 @@ def test_urpe_is_softmax_with_bias_times_a_toeplitz_matrix():
     assert not torch.allclose(w.sum(-1), torch.ones(2, heads, n))  # rows need not sum to 1
 
 
+@pytest.mark.catalog("S32")
 def test_urpe_matrix_is_toeplitz_and_starts_as_plain_attention():
     m = build((1, 5, 16), heads=2, position={"name": "urpe"})
     with torch.no_grad():
@@ -149,6 +159,7 @@ def test_urpe_matrix_is_toeplitz_and_starts_as_plain_attention():
 # --- S67 RoPE + ALiBi (harmonic) -------------------------------------------------
 
 
+@pytest.mark.catalog("S67")
 def test_rope_alibi_keeps_relative_shift_invariance_and_a_harmonic_linear_bias():
     m = build((1, 12, 32), heads=4, position={"name": "rope_alibi"})
     q = torch.randn(1, 4, 1, 8).expand(1, 4, 12, 8)
@@ -170,6 +181,7 @@ def test_rope_alibi_keeps_relative_shift_invariance_and_a_harmonic_linear_bias()
 # --- S42 SQA --------------------------------------------------------------------
 
 
+@pytest.mark.catalog("S42")
 def test_sqa_equals_explicit_per_head_sdpa():
     """Filipek: Hq = 2 of H = 8 query heads (head dim dim/H), Hkv = 1 shared, out from Hq*d."""
     m = build((2, 10, 32), heads=8, kv_heads=1, layout={"name": "sqa", "query_heads": 2})
@@ -183,6 +195,7 @@ def test_sqa_equals_explicit_per_head_sdpa():
     torch.testing.assert_close(m(x), expected, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.catalog("S42")
 def test_sqa_defaults_and_refusals():
     sym = build((1, 4, 32), heads=8, layout={"name": "sqa"})  # Hq = H/2, Hkv = Hq (sSQA)
     assert sym.layout.heads == 4 and sym.layout.kv == 4
@@ -199,6 +212,7 @@ def test_sqa_defaults_and_refusals():
 # --- S68 MLA / TPLA ------------------------------------------------------------------
 
 
+@pytest.mark.catalog("S68")
 def test_mla_equals_explicit_low_rank_matrix_products():
     m = build((2, 7, 16), heads=2, layout={"name": "mla", "latent": 6})
     lay = m.layout
@@ -213,6 +227,7 @@ def test_mla_equals_explicit_low_rank_matrix_products():
     assert build((1, 7, 16), heads=2).layout.kv_cache_per_token() == 2 * 2 * 8
 
 
+@pytest.mark.catalog("S68")
 def test_tpla_with_one_shard_equals_mla():
     x = torch.randn(2, 7, 16)
     mla = build((2, 7, 16), heads=2, layout={"name": "mla", "latent": 6})
@@ -221,6 +236,7 @@ def test_tpla_with_one_shard_equals_mla():
     torch.testing.assert_close(tpla(x), mla(x), atol=1e-6, rtol=1e-6)
 
 
+@pytest.mark.catalog("S68")
 def test_tpla_shards_attend_with_their_latent_slice_and_sum():
     """Tang et al.: per shard s, softmax over q_h . (W_uk[h,:,s] c_s), outputs all-reduced."""
     m = build((1, 5, 16), heads=2, layout={"name": "tpla", "latent": 6, "shards": 2})
@@ -243,6 +259,7 @@ def test_tpla_shards_attend_with_their_latent_slice_and_sum():
 # --- S19 MoH ----------------------------------------------------------------------------
 
 
+@pytest.mark.catalog("S19")
 def test_moh_with_a_uniform_router_over_all_heads_equals_mha():
     """A zero router gives every active head gate 1: k = all routed heads is MHA."""
     x = torch.randn(2, 6, 16)
@@ -257,6 +274,7 @@ def test_moh_with_a_uniform_router_over_all_heads_equals_mha():
         torch.testing.assert_close(moh(x), mha(x), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.catalog("S19")
 def test_moh_routes_top_k_heads_and_zeroes_the_rest_exactly():
     m = build((2, 9, 32), heads=8, layout={"name": "moh", "k": 3, "shared": 2})
     x = torch.randn(2, 9, 32)
@@ -275,6 +293,7 @@ def test_moh_routes_top_k_heads_and_zeroes_the_rest_exactly():
 # --- the axes together ---------------------------------------------------------------------
 
 
+@pytest.mark.catalog("S32")
 def test_reweighting_positions_are_refused_for_scores_without_weights():
     from archgram.ops.attention.parts import SCORES
     from archgram.ops.attention.scores import Score
@@ -286,6 +305,7 @@ def test_reweighting_positions_are_refused_for_scores_without_weights():
         SPEC.cls.output_shape((1, 8, 16), **SPEC.bind({"heads": 2, "score": {"name": own[0]}, "position": {"name": "urpe"}}))
 
 
+@pytest.mark.catalog("S19", "S22", "S30", "S32", "S42", "S67", "S68")
 @pytest.mark.parametrize("layout", [{"name": "sqa", "query_heads": 2}, {"name": "tpla", "latent": 8, "shards": 2}, {"name": "moh", "k": 2, "shared": 1}])
 @pytest.mark.parametrize("position", ["gpsa", "urpe", "positional", "rope_alibi", "alibi"])
 def test_layouts_and_positions_combine_and_train(layout, position):
@@ -299,6 +319,7 @@ LAYOUTS = "mha|sqa(2)|mla(16)|tpla(16, 2)|moh(1, 1)"
 POSITIONS = "none|rope_alibi|urpe|gpsa|positional"
 
 
+@pytest.mark.catalog("S19", "S22", "S30", "S32", "S42", "S67", "S68")
 def test_the_sampler_picks_the_new_choices_and_the_shipped_grammar_offers_them():
     from pathlib import Path
 

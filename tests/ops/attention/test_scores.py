@@ -42,6 +42,7 @@ CAUSAL = torch.ones(N, N, dtype=torch.bool).tril()
 
 
 # ------------------------------------------------------------------ S31
+@pytest.mark.catalog("S31")
 def test_clipped_softmax_is_the_stretched_and_clipped_softmax():
     m = build({"name": "clipped_softmax", "gamma": -0.1, "zeta": 1.05})
     x = torch.randn(2, N, DIM)
@@ -50,6 +51,7 @@ def test_clipped_softmax_is_the_stretched_and_clipped_softmax():
     torch.testing.assert_close(m(x), attend_with(m, x, expected))
 
 
+@pytest.mark.catalog("S31")
 def test_clipped_softmax_lets_a_head_output_exact_zeros_with_finite_logits():
     m = build({"name": "clipped_softmax", "gamma": -0.3})
     w = m.score.weights(torch.randn(1, 1, 4, N), None)
@@ -59,12 +61,14 @@ def test_clipped_softmax_lets_a_head_output_exact_zeros_with_finite_logits():
     torch.testing.assert_close(plain.score.weights(logits, None), torch.softmax(logits, -1))
 
 
+@pytest.mark.catalog("S31")
 @pytest.mark.parametrize("params", [{"gamma": 0.1}, {"zeta": 0.5}])
 def test_clipped_softmax_refuses_stretches_outside_the_paper_range(params):
     with pytest.raises(ShapeError, match="clipped_softmax"):
         SPEC.cls.output_shape((2, N, DIM), **SPEC.bind({"score": {"name": "clipped_softmax", **params}}))
 
 
+@pytest.mark.catalog("S31")
 def test_gated_attention_scales_each_head_by_a_sigmoid_gate_of_its_query():
     m = build("gated_softmax")
     with torch.no_grad():
@@ -77,6 +81,7 @@ def test_gated_attention_scales_each_head_by_a_sigmoid_gate_of_its_query():
     torch.testing.assert_close(m(x), m.layout.out(out))
 
 
+@pytest.mark.catalog("S31")
 def test_a_closed_gate_lets_a_head_do_nothing():
     """The paper's motivation: a no-op head without huge logits."""
     m = build("gated_softmax")
@@ -104,6 +109,7 @@ def test_softcap_far_above_the_logits_is_plain_softmax():
 
 
 # ------------------------------------------------------------------ S38
+@pytest.mark.catalog("S38")
 def test_softplus_reweight_matches_a_row_by_row_formula_under_a_causal_mask():
     m = build({"name": "softplus_reweight", "power": 3.0}, causal=True)
     x = torch.randn(1, N, DIM)
@@ -117,6 +123,7 @@ def test_softplus_reweight_matches_a_row_by_row_formula_under_a_causal_mask():
     torch.testing.assert_close(m(x), attend_with(m, x, w))
 
 
+@pytest.mark.catalog("S38")
 def test_reweighting_sharpens_the_distribution():
     """Power > 1 moves weight to the strongest keys: lower entropy, larger maximum."""
     logits = torch.randn(2, 2, N, N) * 3
@@ -132,6 +139,7 @@ def test_reweighting_sharpens_the_distribution():
     assert (lssar.amax(-1) >= lssa.amax(-1)).all()
 
 
+@pytest.mark.catalog("S38")
 def test_softplus_length_scale_is_log_of_visible_keys():
     m = build("softplus_reweight")
     logits = torch.randn(1, 1, 1, 8)
@@ -142,6 +150,7 @@ def test_softplus_length_scale_is_log_of_visible_keys():
 
 
 # ------------------------------------------------------------------ S05
+@pytest.mark.catalog("S05")
 def test_karat_with_zero_coefficients_and_exp_base_reduces_to_softmax():
     m = build({"name": "karat", "grid": 4})
     with torch.no_grad():
@@ -151,6 +160,7 @@ def test_karat_with_zero_coefficients_and_exp_base_reduces_to_softmax():
     torch.testing.assert_close(m(x), attend_with(m, x, torch.softmax(dot_logits(m, x), -1)))
 
 
+@pytest.mark.catalog("S05")
 def test_karat_is_a_fourier_series_per_head_then_l1_rows():
     m = build({"name": "karat", "grid": 2, "base": "none"})
     with torch.no_grad():
@@ -165,6 +175,7 @@ def test_karat_is_a_fourier_series_per_head_then_l1_rows():
     torch.testing.assert_close(m(x), attend_with(m, x, f / f.abs().sum(-1, keepdim=True)))
 
 
+@pytest.mark.catalog("S05")
 def test_karat_learns_its_coefficients_and_starts_near_softmax():
     m = build({"name": "karat", "grid": 3})
     assert m.score.cos.shape == (HEADS, 3)
@@ -179,6 +190,7 @@ def test_karat_learns_its_coefficients_and_starts_near_softmax():
 
 
 # ------------------------------------------------------------------ S09
+@pytest.mark.catalog("S09")
 def test_fixed_mixing_weights_do_not_depend_on_the_input():
     m = build({"name": "fixed_mixing", "max_len": 8})
     with torch.no_grad():
@@ -192,12 +204,14 @@ def test_fixed_mixing_weights_do_not_depend_on_the_input():
     torch.testing.assert_close(m(x), attend_with(m, x, w))
 
 
+@pytest.mark.catalog("S09")
 def test_fixed_mixing_refuses_sequences_longer_than_its_table():
     with pytest.raises(ShapeError, match="raise max_len"):
         SPEC.cls.output_shape((2, 9, DIM), **SPEC.bind({"score": {"name": "fixed_mixing", "max_len": 8}}))
     SPEC.cls.output_shape((2, 8, DIM), **SPEC.bind({"score": {"name": "fixed_mixing", "max_len": 8}}))
 
 
+@pytest.mark.catalog("S09")
 def test_l2_scores_are_negative_squared_distances():
     m = build("l2")
     x = torch.randn(2, N, DIM)
@@ -211,6 +225,7 @@ def test_l2_scores_are_negative_squared_distances():
 
 
 # ------------------------------------------------------------------ S45
+@pytest.mark.catalog("S45")
 def test_symmetric_similarity_gives_symmetric_logits_from_half_the_parameters():
     m = build("symmetric")
     assert m.score.upper.shape == (HEADS, D * (D + 1) // 2)
@@ -252,6 +267,7 @@ def power_law_reference(score, q, k, v):
     return out
 
 
+@pytest.mark.catalog("S66")
 def test_power_law_attention_matches_its_equations():
     m = build({"name": "power_law", "layers": 2})
     x = torch.randn(2, N, DIM)
@@ -259,6 +275,7 @@ def test_power_law_attention_matches_its_equations():
     torch.testing.assert_close(m(x), m.layout.out(power_law_reference(m.score, q, k, v)), atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.catalog("S66")
 def test_power_law_with_identity_curvature_is_dot_product_attention():
     """The paper's special case: G_LM = I gives scaled dot-product attention."""
     m = build("power_law")
@@ -267,6 +284,7 @@ def test_power_law_with_identity_curvature_is_dot_product_attention():
     torch.testing.assert_close(m(x), attend_with(m, x, torch.softmax(dot_logits(m, x), -1)))
 
 
+@pytest.mark.catalog("S66")
 def test_power_law_causal_last_token_sees_the_whole_sequence_metric():
     causal, full = build("power_law", causal=True), build("power_law")
     x = torch.randn(2, N, DIM)
@@ -275,6 +293,7 @@ def test_power_law_causal_last_token_sees_the_whole_sequence_metric():
 
 
 # ------------------------------------------------------------------ S63
+@pytest.mark.catalog("S63")
 def test_triplewise_attention_matches_a_naive_loop_over_key_pairs():
     n = 4
     m = build("triplewise", shape=(1, n, DIM), causal=True)
@@ -296,6 +315,7 @@ def test_triplewise_attention_matches_a_naive_loop_over_key_pairs():
     torch.testing.assert_close(m(x), m.layout.out(out), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.catalog("S63")
 def test_triplewise_refuses_sequences_over_its_cubic_limit():
     with pytest.raises(ShapeError, match="O\\(N\\^3\\)"):
         SPEC.cls.output_shape((2, 33, DIM), **SPEC.bind({"score": {"name": "triplewise"}}))
@@ -310,6 +330,7 @@ NEW = [
 IDS = [s["name"] for s in NEW]
 
 
+@pytest.mark.catalog("S05", "S09", "S31", "S38", "S45", "S63", "S66")
 @pytest.mark.parametrize("score", NEW, ids=IDS)
 def test_causal_outputs_do_not_depend_on_future_tokens(score):
     m = build(score, causal=True)
@@ -321,6 +342,7 @@ def test_causal_outputs_do_not_depend_on_future_tokens(score):
     torch.testing.assert_close(also(x), m(x))
 
 
+@pytest.mark.catalog("S05", "S09", "S31", "S38", "S45", "S63", "S66")
 @pytest.mark.parametrize("score", [s for s in NEW if s["name"] != "power_law"], ids=[i for i in IDS if i != "power_law"])
 def test_keys_outside_a_window_contribute_nothing(score):
     """(power_law is left out: its metric reads every token; see its docstring.)"""
@@ -331,6 +353,7 @@ def test_keys_outside_a_window_contribute_nothing(score):
     torch.testing.assert_close(m(x)[:, 0], m(y)[:, 0])
 
 
+@pytest.mark.catalog("S05", "S09", "S31", "S38", "S45", "S63", "S66")
 @pytest.mark.parametrize("score", NEW, ids=IDS)
 def test_gradients_are_finite_and_reach_the_score_parameters(score):
     m = build(score, causal=True, position={"name": "alibi"})
@@ -341,6 +364,7 @@ def test_gradients_are_finite_and_reach_the_score_parameters(score):
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
 
 
+@pytest.mark.catalog("S05", "S09", "S31", "S38", "S45", "S63", "S66")
 @pytest.mark.parametrize("score", NEW, ids=IDS)
 def test_declared_parameter_count_matches_the_built_module(score):
     args = SPEC.bind({"heads": HEADS, "score": score})
@@ -348,6 +372,7 @@ def test_declared_parameter_count_matches_the_built_module(score):
     assert SPEC.param_count((2, N, DIM), args, ()) == real
 
 
+@pytest.mark.catalog("S05", "S09", "S31", "S38", "S45")
 def test_new_scores_are_searchable_choices_of_attention_pcfg():
     from importlib.resources import files
 
