@@ -275,13 +275,11 @@ def _dashboard_cmd(url: str) -> str:
 
 # ------------------------------------------------------------------ search
 def search(
-    grammar: Annotated[str, typer.Argument(metavar="GRAMMAR", help="Grammar file (.pcfg) or shipped grammar name.",
-                                           show_default=False)],
-    task: Annotated[str, typer.Option("--task", "-t", help="Task to train on (e.g. mnist1d, digits, mqar).",
-                                      show_default=False)],
+    grammar: Annotated[str, typer.Argument(metavar="[GRAMMAR]", help="Grammar file (.pcfg) or shipped grammar name.")] = "einspace",
+    task: Annotated[str, typer.Option("--task", "-t", help="Task to train on (e.g. mnist1d, digits, mqar).")] = "digits",
     strategy: Annotated[str, typer.Option("--strategy", help="random, evolution, pcfg-eda, tpe or nsga2.")] = "evolution",
-    trials: Annotated[int, typer.Option("--trials", "-n", help="The study's total trials; a rerun continues to it.")] = 20,
-    workers: Annotated[int, typer.Option("--workers", "-w", help="Trials evaluated at once.")] = 1,
+    trials: Annotated[int, typer.Option("--trials", "-n", help="The study's total trials; a rerun continues to it.")] = 16,
+    workers: Annotated[int, typer.Option("--workers", "-w", help="Trials evaluated at once.")] = 2,
     budget: Annotated[str, typer.Option("--budget", "-b", help="Training per trial: 500steps, 60s, 2epochs, or several "
                                         "joined by commas.")] = "10s",
     study: Annotated[str | None, typer.Option("--study", metavar="PATH|URL", show_default=False,
@@ -348,6 +346,11 @@ def search(
             if not 1 <= tour <= pop:
                 raise ArchgramError(f"--tournament must be between 1 and the population ({pop}), got {tour}")
             options["tournament"] = tour
+    if strategy == "evolution" and population is None:
+        # Evolution only mutates once its population is full: size it to the run,
+        # half the trials (at most einspace-like 20), so short searches still evolve.
+        options["population"] = max(2, min(20, trials // 2))
+        options.setdefault("tournament", max(1, min(5, options["population"] // 2)))
     if strategy in ("tpe", "nsga2"):
         options["objectives"] = objs
     g = ui._load(grammar)

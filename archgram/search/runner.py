@@ -222,11 +222,22 @@ def _outcome(result: dict | None, error: bool, errors: _ErrorLog, trial_id: str)
     }
 
 
+#: on_update callbacks of running searches, by token (see _searcher).
+_CALLBACKS: dict[int, Callable[[Progress], None]] = {}
+
+
 def _searcher(strategy, store: StudyStore, config: SearchConfig, progress: Progress, remaining: int,
               on_update: Callable[[Progress], None], errors: _ErrorLog):
     from ray.tune.search import Searcher
 
     reports = _reports(config)
+    # Tune may pickle the searcher: keep the caller's callback (which may hold a
+    # console or a lock) out of it, reachable through a module-level table.
+    token = id(progress)
+    _CALLBACKS[token] = on_update
+
+    def notify(p: Progress) -> None:
+        _CALLBACKS.get(token, lambda _: None)(p)
 
     class StrategySearcher(Searcher):
         """Our strategy as a Ray Tune searcher. Metric-less on purpose: the store,
@@ -254,7 +265,7 @@ def _searcher(strategy, store: StudyStore, config: SearchConfig, progress: Progr
             timing = {"ask_s": t1 - t0, "store_start_s": t2 - t1, "t_suggested": time.time()}
             self.pending[trial_id] = (trial, proposal.derivation, timing)
             progress.running += 1
-            on_update(progress)
+            notify(progress)
             return {
                 "derivation": proposal.derivation.to_json(indent=None),
                 "task": config.task,
@@ -291,8 +302,8 @@ def _searcher(strategy, store: StudyStore, config: SearchConfig, progress: Progr
                 progress.failed += 1
             if ok and (progress.best is None or outcome["score"] > progress.best):
                 progress.best, progress.best_hash = outcome["score"], derivation.hash()
-            progress.last = outcome
-            on_update(progress)
+            progress.last = {**outcome, "number": trial.number, "hash": derivation.hash()}
+            notify(progress)
 
     return StrategySearcher()
 
@@ -481,5 +492,6 @@ def _run_ray(config, strategy, store, progress, remaining, on_update) -> None:
         )
         tuner.fit()
     finally:
+        _CALLBACKS.pop(id(progress), None)
         if started_here:
             ray.shutdown()

@@ -9,6 +9,7 @@ sequence length refuse longer inputs in ``check_shape``.
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -24,9 +25,23 @@ class Score(Part, nn.Module):
     Scores that never form the n x n weights (linear attention) override
     ``attend`` and declare in ``check`` which patterns they can honour."""
 
+    #: False for scores that cannot add a logit bias (linear attention never forms
+    #: the logits); the op refuses bias-adding positions for them at shape time.
+    takes_bias: ClassVar[bool] = True
+
     def __init__(self, heads: int, **params):
         nn.Module.__init__(self)
         self.heads = heads
+
+    @classmethod
+    def flops(cls, n: int, head_dim: int, heads: int, batch: int, *, keys: int | None = None,
+              qk_dim: int | None = None, **params) -> int:
+        """Forward FLOPs of the attention core (projections excluded): the quadratic
+        q k^T and weights v, 2 * B * H * n * keys * (d_qk + d_v). Scores that never
+        form the n x keys matrix (linear attention) override with their own cost."""
+        keys = n if keys is None else keys
+        qk_dim = head_dim if qk_dim is None else qk_dim
+        return 2 * batch * heads * n * keys * (qk_dim + head_dim)
 
     @classmethod
     def build(cls, heads: int, head_dim: int, **params) -> Score:
