@@ -299,6 +299,7 @@ def search(
                                                    help="Population size (evolution 20, nsga2 20).")] = None,
     tournament: Annotated[int | None, typer.Option("--tournament", show_default=False,
                                                    help="Tournament size (evolution, default 5).")] = None,
+    scheduler: Annotated[str, typer.Option("--scheduler", help="fifo, or asha to stop weak trials early.")] = "fifo",
     as_json: Annotated[bool, typer.Option("--json", help="No live display; print one JSON summary at the end.")] = False,
 ) -> None:
     """Search GRAMMAR for architectures on a task; resumable, results in an Optuna study.
@@ -314,6 +315,10 @@ def search(
     # ---- validate everything before Ray starts or the study file is touched
     task_obj = get_task(task)  # unknown task: did-you-mean
     get_strategy(strategy)
+    from archgram.search.runner import SCHEDULERS
+
+    if scheduler not in SCHEDULERS:
+        raise ArchgramError(f"unknown scheduler '{scheduler}'; schedulers are: {', '.join(SCHEDULERS)}")
     objs = _objectives(objectives, strategy)
     budget_text = _budget(budget)
     for name, value, low in (("--trials", trials, 1), ("--workers", workers, 1), ("--batch-size", batch_size, 1)):
@@ -372,6 +377,7 @@ def search(
         grammar=grammar, task=task, study=study_text, strategy=strategy, trials=trials, workers=workers,
         budget=budget_text, seed=seed, batch_size=batch_size, objectives=objs, address=address,
         cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, strategy_options=options,
+        scheduler=scheduler,
     )
     header = f"{g.name} on {task} | {strategy} | budget {budget_text} | {workers} worker{'s' * (workers != 1)} | {study_text}"
     console = ui.err if as_json else ui.console

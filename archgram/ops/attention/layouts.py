@@ -9,6 +9,8 @@ more (TPLA's per-shard heads) attention maps than the model's head split.
 """
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import nn
 
@@ -18,6 +20,26 @@ from archgram.ops.attention.parts import LAYOUTS, Part
 
 class Layout(Part, nn.Module):
     """Projections for ``heads`` query heads and ``kv_heads`` key/value heads."""
+
+    #: True: the constructor also takes ``grid`` (the (H, W) of an image input).
+    uses_geometry: ClassVar[bool] = False
+    #: True: keys/values come from fewer tokens than the queries (``keys``), so
+    #: masks, positions and scores that assume a square n x n map are refused.
+    reduces_keys: ClassVar[bool] = False
+
+    @classmethod
+    def qk_dim(cls, head_dim: int, **params) -> int:
+        """Channels per head of queries and keys (values keep ``head_dim``)."""
+        return head_dim
+
+    @classmethod
+    def keys(cls, n: int, grid, **params) -> int:
+        """Key/value tokens the queries attend to."""
+        return n
+
+    @classmethod
+    def check_geometry(cls, n: int, grid, **params) -> None:
+        """Refuse (ShapeError) inputs this layout cannot serve (sequences, small grids)."""
 
     @classmethod
     def attention_heads(cls, heads: int, **params) -> int:
@@ -285,3 +307,74 @@ class MoH(Layout):
             raise ValueError("moh needs the layer input to route heads: call out(o, x)")
         return super().out(o * self.gates(x).transpose(1, 2).unsqueeze(-1))
 
+
+
+@LAYOUTS.register
+class StripSSA(Layout):
+    """Strip Self-Attention (Xu et al. 2025, S2AFormer, catalog S43), image mode only.
+
+    Keys and values come from a spatially reduced map: a depth-wise conv with kernel
+    and stride ``reduction`` r turns the H x W grid into (H // r) x (W // r) tokens
+    (a learned, per-channel pooling). Queries (from every pixel) and keys (from the
+    reduced map) are channel-compressed by 1x1 projections to ``width`` channels per
+    head -- the thin "strips" whose product forms the N x N / r^2 attention map --
+    while values keep the full head dim. The map costs N^2 / r^2 * width instead of
+    N^2 * d. Logits are scaled by 1 / sqrt(width) (the op's scale follows
+    ``qk_dim``). The paper's full Hybrid Perception Block (DWConv, LIM, MLP around
+    SSA) is left to the grammar; this is the attention itself.
+    """
+
+    name = "ssa"
+    params = ("reduction", "width")
+    refs = ("S43",)
+    uses_geometry = True
+    reduces_keys = True
+
+    @classmethod
+    def qk_dim(cls, head_dim, reduction: int = 2, width: int = 1, **params):
+        return width
+
+    @classmethod
+    def keys(cls, n, grid, reduction: int = 2, width: int = 1, **params):
+        return n if grid is None else (grid[0] // reduction) * (grid[1] // reduction)
+
+    @classmethod
+    def check(cls, dim, heads, kv_heads, head_dim, reduction: int = 2, width: int = 1, **params):
+        for key, value in (("reduction", reduction), ("width", width)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ShapeError(f"layout 'ssa': {key} must be a positive integer, got {value!r}")
+
+    @classmethod
+    def check_geometry(cls, n, grid, reduction: int = 2, width: int = 1, **params):
+        if grid is None:
+            raise ShapeError("layout 'ssa' reduces keys/values spatially: it needs an image (B,C,H,W) input, not a sequence")
+        if min(grid) < reduction:
+            raise ShapeError(f"layout 'ssa': a {grid[0]}x{grid[1]} grid is smaller than the reduction {reduction}")
+
+    def __init__(self, dim, heads, kv_heads, head_dim, reduction: int = 2, width: int = 1, grid=None):
+        nn.Module.__init__(self)
+        self.heads = self.kv = heads
+        self.head_dim, self.width, self.reduction, self.grid = head_dim, width, reduction, grid
+        self.reduce = nn.Conv2d(dim, dim, reduction, stride=reduction, groups=dim)  # spatial reduction of K, V
+        self.q = nn.Linear(dim, heads * width)  # channel compression of Q
+        self.k = nn.Linear(dim, heads * width)  # ... and of K
+        self.v = nn.Linear(dim, heads * head_dim)
+        self.o = nn.Linear(heads * head_dim, dim)
+
+    def reduced(self, x: torch.Tensor) -> torch.Tensor:
+        """Tokens (B, N, dim) -> reduced tokens (B, N / r^2, dim)."""
+        b, n, c = x.shape
+        h, w = self.grid
+        return self.reduce(x.transpose(1, 2).reshape(b, c, h, w)).flatten(2).transpose(1, 2)
+
+    def qkv(self, x):
+        b, n, _ = x.shape
+        r = self.reduced(x)
+        m = r.shape[1]
+        q = self.q(x).view(b, n, self.heads, self.width).transpose(1, 2)
+        k = self.k(r).view(b, m, self.heads, self.width).transpose(1, 2)
+        v = self.v(r).view(b, m, self.heads, self.head_dim).transpose(1, 2)
+        return q, k, v
+
+    def kv_cache_per_token(self) -> int:
+        return self.heads * (self.width + self.head_dim)

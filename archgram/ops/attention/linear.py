@@ -126,6 +126,12 @@ def recurrent_step(state, fq_t, fk_t, v_t, decay=None, normalize: bool = True):
 # --------------------------------------------------------------------------- scores
 
 
+def linear_flops(n: int, keys: int, qk_dim: int, head_dim: int, heads: int, batch: int) -> int:
+    """O(n d^2) cost of kernelized attention: the state phi(K)^T [V, 1] over the keys,
+    then phi(Q) times the state for every query (the +1 is the denominator column)."""
+    return 2 * batch * heads * (n + keys) * qk_dim * (head_dim + 1)
+
+
 def refuse_bias(score: Score, bias) -> None:
     if bias is not None:
         raise ShapeError(f"score '{score.name}' is linear: it cannot add a logit bias (use position none or rope)")
@@ -143,10 +149,15 @@ class KernelScore(Score):
 
     normalize = True
     block = 64
+    takes_bias = False
 
     @classmethod
     def check(cls, pattern, causal, params):
         full_or_causal(cls.name, pattern)
+
+    @classmethod
+    def flops(cls, n, head_dim, heads, batch, *, keys=None, qk_dim=None, **params):
+        return linear_flops(n, n if keys is None else keys, qk_dim or head_dim, head_dim, heads, batch)
 
     def features(self, q: torch.Tensor, k: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
@@ -358,10 +369,15 @@ class Flow(Score):
 
     name = "flow"
     refs = ("S34",)
+    takes_bias = False
 
     @classmethod
     def check(cls, pattern, causal, params):
         full_or_causal(cls.name, pattern)
+
+    @classmethod
+    def flops(cls, n, head_dim, heads, batch, *, keys=None, qk_dim=None, **params):
+        return linear_flops(n, n if keys is None else keys, qk_dim or head_dim, head_dim, heads, batch)
 
     def attend(self, q, k, v, mask, bias, scale, causal=False):
         refuse_bias(self, bias)
@@ -405,6 +421,13 @@ class Agent(Score):
     name = "agent"
     params = ("agents",)
     refs = ("S40",)
+    takes_bias = False
+
+    @classmethod
+    def flops(cls, n, head_dim, heads, batch, *, keys=None, qk_dim=None, agents=16, **params):
+        """Two a-query softmax attentions: agents over the keys, queries over the agents."""
+        keys = n if keys is None else keys
+        return 2 * batch * heads * int(agents) * (keys + n) * ((qk_dim or head_dim) + head_dim)
 
     def __init__(self, heads, agents: int = 16):
         super().__init__(heads)
@@ -446,5 +469,6 @@ __all__ = [
     "flow_attention_causal",
     "kernel_attention",
     "kernel_attention_parallel",
+    "linear_flops",
     "recurrent_step",
 ]

@@ -16,6 +16,7 @@ import torch
 
 from archgram.errors import ShapeError
 from archgram.ops.attention.parts import LAYOUTS, PATTERNS, POSITIONS, SCORES
+from archgram.ops.attention.positions import Position
 from archgram.ops.attention.scores import Score
 from archgram.ops.registry import Arg, Op, check_rank, register_op
 from archgram.shapes import IMAGE_RANK, Shape
@@ -29,6 +30,28 @@ def _geometry(shape: Shape) -> tuple[int, int, tuple[int, int] | None]:
     return shape[1], shape[2], None
 
 
+def adds_bias(position_cls: type[Position]) -> bool:
+    """Whether a position scheme adds a logit bias (ALiBi, RoPE+ALiBi, URPE's B):
+    its ``adds_bias`` flag if it declares one, else whether it overrides ``bias``."""
+    flag = getattr(position_cls, "adds_bias", None)
+    return bool(flag) if flag is not None else position_cls.bias is not Position.bias
+
+
+def _refuse_for_reduced_keys(layout_cls, score_cls, pattern_obj, position_cls, causal) -> None:
+    """Layouts that attend to fewer key tokens than queries (SSA) have no square
+    n x n map: masks, positions over token offsets and scores with their own
+    contraction or head-dim-sized weights cannot follow."""
+    why = None
+    if causal or pattern_obj.name != "full":
+        why = f"pattern '{pattern_obj.name}'{' with causal' if causal else ''} (only full, non-causal)"
+    elif position_cls.name != "none":
+        why = f"position '{position_cls.name}' (only none)"
+    elif score_cls.attend is not Score.attend or score_cls.build.__func__ is not Score.build.__func__:
+        why = f"score '{score_cls.name}' (its own contraction or head-dim-sized weights)"
+    if why:
+        raise ShapeError(f"layout '{layout_cls.name}' attends to spatially reduced keys: it cannot serve {why}")
+
+
 def _resolve(shape: Shape, heads, kv_heads, head_dim, layout, score, pattern, position, causal):
     check_rank("attention", shape, 3, 4)
     n, dim, grid = _geometry(shape)
@@ -39,30 +62,41 @@ def _resolve(shape: Shape, heads, kv_heads, head_dim, layout, score, pattern, po
     head_dim = head_dim or dim // heads
     layout_cls, layout_kw = LAYOUTS.resolve(layout)
     layout_cls.check(dim, heads, kv_heads, head_dim, **layout_kw)
+    layout_cls.check_geometry(n, grid, **layout_kw)
     # the attention maps computed (SQA computes fewer, TPLA one per head and shard)
     maps = layout_cls.attention_heads(heads, **layout_kw)
+    qk_dim = layout_cls.qk_dim(head_dim, **layout_kw)  # SSA compresses q/k channels
     score_cls, score_kw = SCORES.resolve(score)
     pattern_cls, pattern_kw = PATTERNS.resolve(pattern)
     pattern_obj = pattern_cls(**pattern_kw)
     pattern_obj.check(n, grid)
     score_cls.check(pattern_obj, causal, score_kw)
-    score_cls.check_shape(n, head_dim, score_kw)
+    score_cls.check_shape(n, qk_dim, score_kw)
     position_cls, position_kw = POSITIONS.resolve(position)
-    position_cls.check(maps, head_dim)
+    position_cls.check(maps, qk_dim)
+    if layout_cls.reduces_keys:
+        _refuse_for_reduced_keys(layout_cls, score_cls, pattern_obj, position_cls, causal)
     if position_cls.reweights and score_cls.attend is not Score.attend:
         raise ShapeError(
             f"position '{position_cls.name}' reweights the attention matrix, which score '{score_cls.name}' never forms"
         )
+    if adds_bias(position_cls) and not score_cls.takes_bias:
+        raise ShapeError(
+            f"position '{position_cls.name}' adds a logit bias, which linear score '{score_cls.name}' never forms (use none or rope)"
+        )
     if position_cls.uses_geometry:
         position_kw = {**position_kw, "tokens": n, "grid": grid}
-    return n, dim, grid, head_dim, maps, (layout_cls, layout_kw), (score_cls, score_kw), pattern_obj, (position_cls, position_kw)
+    if layout_cls.uses_geometry:
+        layout_kw = {**layout_kw, "grid": grid}
+    return (n, dim, grid, head_dim, qk_dim, maps, (layout_cls, layout_kw), (score_cls, score_kw), pattern_obj,
+            (position_cls, position_kw))
 
 
 ARGS = {
     "heads": Arg(int, 4, low=1, doc="query heads"),
     "kv_heads": Arg(int, 0, low=0, doc="key/value heads for layout=gqa (0: as many as query heads)"),
     "head_dim": Arg(int, 0, low=0, doc="0: channels // heads"),
-    "layout": Arg(dict, {"name": "mha"}, doc="head layout: mha | gqa | mqa | sqa(q) | mla(r) | tpla(r, shards) | moh(k, shared)"),
+    "layout": Arg(dict, {"name": "mha"}, doc="head layout: mha | gqa | mqa | sqa(q) | mla(r) | tpla(r, shards) | moh(k, shared) | ssa(reduction, width)"),
     "score": Arg(dict, {"name": "softmax"}, doc="score function: softmax | sigmoid | ..."),
     "pattern": Arg(dict, {"name": "full"}, doc="mask pattern: full | causal | window(k, d) | neighborhood(k, d) | neighborhood2d(k, d) | block_sparse(b, layout) | axial | axial_row | axial_col | strip(w) | halo(b, h) | circular(r) | shifted_sparse(g, sinks) | landmark(b, k) | token_select(k) | sparsifiner(k, rank) | routing(c) | combiner(b)"),
     "position": Arg(dict, {"name": "none"}, doc="positions: none | rope | alibi | rope_alibi | urpe | gpsa | positional"),
@@ -77,15 +111,15 @@ class Attention(Op):
     def __init__(self, shape: Shape, **args: Any):
         super().__init__()
         args = {**{k: a.default for k, a in ARGS.items()}, **args}
-        n, dim, grid, head_dim, maps, layout, score, pattern, position = _resolve(shape, **args)
+        n, dim, grid, head_dim, qk_dim, maps, layout, score, pattern, position = _resolve(shape, **args)
         self.grid, self.causal = grid, args["causal"]
         self.layout = layout[0](dim, args["heads"], args["kv_heads"], head_dim, **layout[1])
-        self.score = score[0].build(maps, head_dim, **score[1])
+        self.score = score[0].build(maps, qk_dim, **score[1])
         self.pattern = pattern
         pattern.causal = self.causal  # content-based patterns select among visible keys
-        self.pattern_module = pattern.module(maps, head_dim)  # learned parts, if any
-        self.position = position[0](maps, head_dim, **position[1])
-        self.scale = 1.0 / math.sqrt(head_dim)
+        self.pattern_module = pattern.module(maps, qk_dim)  # learned parts, if any
+        self.position = position[0](maps, qk_dim, **position[1])
+        self.scale = 1.0 / math.sqrt(qk_dim)
         self.summary = ", ".join(f"{k}={_show(args[k])}" for k in ARGS)
 
     @classmethod
@@ -95,10 +129,22 @@ class Attention(Op):
 
     @classmethod
     def flops(cls, shape, out, params, /, **args) -> int:
-        n, dim, _ = _geometry(shape)
-        heads = args.get("heads", 4)
-        head_dim = args.get("head_dim") or dim // heads
-        return 2 * params * shape[0] * n + 4 * shape[0] * heads * n * n * head_dim
+        """Projections (2 * params per token) plus the attention core as the score
+        counts it, over the maps the layout computes (SQA fewer, TPLA heads x shards),
+        the keys it attends to (SSA's reduced map) and its q/k width. Linear scores
+        declare O(n d^2). Projection FLOPs are charged on every token (an upper bound
+        for SSA, whose k/v projections see only the reduced map)."""
+        args = {**{k: a.default for k, a in ARGS.items()}, **args}
+        n, dim, grid = _geometry(shape)
+        heads = args["heads"]
+        head_dim = args["head_dim"] or dim // heads
+        layout_cls, layout_kw = LAYOUTS.resolve(args["layout"])
+        score_cls, score_kw = SCORES.resolve(args["score"])
+        core = score_cls.flops(
+            n, head_dim, layout_cls.attention_heads(heads, **layout_kw), shape[0],
+            keys=layout_cls.keys(n, grid, **layout_kw), qk_dim=layout_cls.qk_dim(head_dim, **layout_kw), **score_kw,
+        )
+        return 2 * params * shape[0] * n + core
 
     def mask(self, n: int, device, q=None, k=None) -> torch.Tensor | None:
         if self.pattern.data_dependent and q is not None:
@@ -121,9 +167,9 @@ class Attention(Op):
         n = x.shape[1]
         mask = self.mask(n, x.device, q, k)
         bias = self.position.bias(n, n, x.device)
-        reweight = self.pattern.bias_for(q, k, self.grid)  # pattern logits, e.g. Combiner's block summaries
-        if reweight is not None:
-            bias = reweight if bias is None else bias + reweight
+        pattern_bias = self.pattern.bias_for(q, k, self.grid)  # pattern logits, e.g. Combiner's block summaries
+        if pattern_bias is not None:
+            bias = pattern_bias if bias is None else bias + pattern_bias
         if self.position.reweights:  # URPE, GPSA: post-process the weights the score forms
             logits = self.score.logits(q, k, self.scale)
             if bias is not None:

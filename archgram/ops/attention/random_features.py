@@ -11,7 +11,7 @@ from torch import nn
 
 from archgram.errors import ShapeError
 from archgram.ops.attention.layouts import MHA
-from archgram.ops.attention.linear import EPS, full_or_causal, refuse_bias
+from archgram.ops.attention.linear import EPS, full_or_causal, linear_flops, refuse_bias
 from archgram.ops.attention.parts import LAYOUTS, SCORES
 from archgram.ops.attention.scores import Score
 
@@ -51,6 +51,15 @@ class KernelRPE(Score):
     name = "kernel_rpe"
     params = ("features", "max_distance", "seed")
     refs = ("S59",)
+    takes_bias = False
+
+    @classmethod
+    def flops(cls, n, head_dim, heads, batch, *, keys=None, qk_dim=None, features=64, **params):
+        """Random-feature linear attention plus the FFT Toeplitz products
+        (about 5 * 2n log2(2n) per column of phi(K) (x) [V, 1])."""
+        m = int(features)
+        fft = 5 * 2 * n * max(1, math.ceil(math.log2(2 * n))) * m * (head_dim + 1)
+        return linear_flops(n, n if keys is None else keys, m, head_dim, heads, batch) + batch * heads * fft
 
     def __init__(self, heads, features: int = 64, max_distance: int = 64, seed: int = 0):
         super().__init__(heads)
