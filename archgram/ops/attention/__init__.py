@@ -1,6 +1,18 @@
 """The attention family: one composite op whose axes are registries of parts
 (layouts.py, scores.py, patterns.py, positions.py). Importing registers them."""
-from archgram.ops.attention import aaren, layouts, linear, patterns, positions, random_features, scores  # noqa: F401  (registration)
+from archgram.ops.attention import (  # noqa: F401  (registration)
+    aaren,
+    hierarchical,
+    l2vit,
+    layouts,
+    linear,
+    patterns,
+    positions,
+    random_features,
+    reversed,
+    scores,
+    sinks,
+)
 from archgram.ops.attention.op import Attention
 from archgram.ops.attention.parts import LAYOUTS, PATTERNS, POSITIONS, SCORES
 

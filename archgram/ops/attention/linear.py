@@ -143,12 +143,9 @@ def full_or_causal(name: str, pattern) -> None:
         raise ShapeError(f"score '{name}' is linear attention: it serves patterns full and causal, not '{pattern.name}'")
 
 
-class KernelScore(Score):
-    """Base of the kernelized scores: a feature map, an optional per-head decay and
-    an optional normalisation; the three forms above do the rest."""
+class _LinearCost(Score):
+    """Scores that never form the n x n matrix: full or causal only, O(n d^2) cost."""
 
-    normalize = True
-    block = 64
     takes_bias = False
 
     @classmethod
@@ -158,6 +155,16 @@ class KernelScore(Score):
     @classmethod
     def flops(cls, n, head_dim, heads, batch, *, keys=None, qk_dim=None, **params):
         return linear_flops(n, n if keys is None else keys, qk_dim or head_dim, head_dim, heads, batch)
+
+
+class KernelScore(_LinearCost):
+    """Base of the kernelized scores: a feature map, an optional per-head decay and
+    an optional normalisation; the three forms above do the rest."""
+
+    normalize = True
+    block = 64
+    takes_bias = False
+
 
     def features(self, q: torch.Tensor, k: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
@@ -361,7 +368,7 @@ def flow_attention_causal(q, k, v) -> torch.Tensor:
 
 
 @SCORES.register
-class Flow(Score):
+class Flow(_LinearCost):
     """Flowformer flow-conserving linear attention (catalog S34): source
     competition (softmax over conserved outgoing flow reweights values) and sink
     allocation (sigmoid of conserved incoming flow gates results). Causal form
@@ -371,13 +378,6 @@ class Flow(Score):
     refs = ("S34",)
     takes_bias = False
 
-    @classmethod
-    def check(cls, pattern, causal, params):
-        full_or_causal(cls.name, pattern)
-
-    @classmethod
-    def flops(cls, n, head_dim, heads, batch, *, keys=None, qk_dim=None, **params):
-        return linear_flops(n, n if keys is None else keys, qk_dim or head_dim, head_dim, heads, batch)
 
     def attend(self, q, k, v, mask, bias, scale, causal=False):
         refuse_bias(self, bias)

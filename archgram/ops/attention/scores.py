@@ -291,8 +291,25 @@ class FourierKArAt(Score):
 
 
 # ------------------------------------------------- Deconstructing attention (S09)
+class _LengthLimited(Score):
+    """Scores whose cost or parameters grow with the token count: refused above ``max_len``."""
+
+    default_max_len = 64
+    too_long = "{n} tokens exceed max_len {m}"
+
+    @classmethod
+    def check(cls, pattern, causal, params):
+        m = params.get("max_len", cls.default_max_len)
+        _refuse(cls.name, isinstance(m, int) and m >= 1, f"max_len must be a positive integer, got {m!r}")
+
+    @classmethod
+    def check_shape(cls, n, head_dim, params):
+        m = params.get("max_len", cls.default_max_len)
+        _refuse(cls.name, n <= m, cls.too_long.format(m=m, n=n))
+
+
 @SCORES.register
-class FixedMixing(Score):
+class FixedMixing(_LengthLimited):
     """Input-independent token mixing (Xue et al. 2025, "Deconstructing Attention",
     catalog S09): the sequence-dependence relaxation. Each head learns an
     ``max_len`` x ``max_len`` logit table; weights = softmax(T_h[:N, :N] + bias)
@@ -309,15 +326,8 @@ class FixedMixing(Score):
         super().__init__(heads)
         self.table = nn.Parameter(torch.zeros(heads, max_len, max_len))
 
-    @classmethod
-    def check(cls, pattern, causal, params):
-        m = params.get("max_len", 64)
-        _refuse(cls.name, isinstance(m, int) and m >= 1, f"max_len must be a positive integer, got {m!r}")
-
-    @classmethod
-    def check_shape(cls, n, head_dim, params):
-        m = params.get("max_len", 64)
-        _refuse(cls.name, n <= m, f"learned {m} x {m} mixing weights cannot serve {n} tokens (raise max_len)")
+    default_max_len = 64
+    too_long = "learned {m} x {m} mixing weights cannot serve {n} tokens (raise max_len)"
 
     def logits(self, q, k, scale):
         n, m = q.shape[-2], k.shape[-2]
@@ -472,7 +482,7 @@ class PowerLaw(Score):
 
 # --------------------------------------------- third-order (Kronecker) attention (S63)
 @SCORES.register
-class TripleWise(Score):
+class TripleWise(_LengthLimited):
     """Third-order attention (Alman & Song 2024, "How to Capture Higher-order
     Correlations? Generalizing Matrix Softmax Attention to Kronecker
     Computation", catalog S63): each query attends to pairs of keys,
@@ -499,15 +509,8 @@ class TripleWise(Score):
     def build(cls, heads, head_dim, **params):
         return cls(heads, head_dim, **params)
 
-    @classmethod
-    def check(cls, pattern, causal, params):
-        m = params.get("max_len", 32)
-        _refuse(cls.name, isinstance(m, int) and m >= 1, f"max_len must be a positive integer, got {m!r}")
-
-    @classmethod
-    def check_shape(cls, n, head_dim, params):
-        m = params.get("max_len", 32)
-        _refuse(cls.name, n <= m, f"the naive O(N^3) form is limited to {m} tokens, got {n} (raise max_len)")
+    default_max_len = 32
+    too_long = "the naive O(N^3) form is limited to {m} tokens, got {n} (raise max_len)"
 
     def attend(self, q, k, v, mask, bias, scale, causal=False):
         k2, v2 = torch.matmul(k, self.key_map), torch.matmul(v, self.value_map)
