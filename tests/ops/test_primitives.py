@@ -295,6 +295,16 @@ EXAMPLES = {
     "concat": [([(2, 3, 4), (2, 5, 4)], (), {"dim": 1}), ([IMG, IMG], (), {"dim": 3})],
     "maxpool": [(IMG, (), {"k": 3, "s": 2, "p": 1})],
     "avgpool": [(IMG, (), {"k": 2, "s": 1, "p": 0})],
+    "spectral_conv": [(IMG, (), {"modes": 3, "out": 5}), (SEQ, (), {"modes": 2})],
+    "mgno": [(IMG, (), {"levels": 2, "smooth": 2}), (SEQ, (), {"levels": 3})],
+    "moe": [(IMG, (), {"experts": 3, "k": 2}), (SEQ, (), {})],
+    "dwconv2d": [(IMG, (), {"k": 3}), (IMG, (), {"k": 5, "s": 2, "d": 2, "bias": False})],
+    "conv1d": [(SEQ, (), {"out": 4, "k": 3, "d": 2, "groups": 2}), (SEQ, (), {"out": 8, "k": 4, "s": 2, "causal": True})],
+    "gated_cnn": [(IMG, (), {"k": 3}), (SEQ, (), {"k": 3, "conv_ratio": 0.5})],
+    "grassmann": [(SEQ, (), {"rank": 4, "offsets": (1, 3)})],
+    # vision (no required args; these exercise the non-default paths)
+    "outlook_attention": [(IMG, (), {"heads": 2, "kernel": 3, "stride": 2}), (IMG, (), {"kernel": 5})],
+    "i2correlation": [(IMG, (), {"fuse": "add", "references": 3}), (SEQ, (), {"heads": 4})],
 }
 
 

@@ -177,11 +177,41 @@ class Attention(Op):
             weights = self.position.reweight(self.score.weights(logits, mask), mask, self.grid)
             out = torch.matmul(weights, v)
         else:
-            out = self.score.attend(q, k, v, mask, bias, self.scale, causal=self.causal)
+            out = self._flash(q, k, v) if pattern_bias is None else None
+            if out is None:
+                out = self.score.attend(q, k, v, mask, bias, self.scale, causal=self.causal)
         y = self.layout.out(out, x)
         if image:
             y = y.transpose(1, 2).reshape(b, c, h, w)
         return y
+
+    def _flash(self, q, k, v) -> torch.Tensor | None:
+        """The fused flash kernel's output for softmax / sigmoid / softcap scores with
+        full / causal / window(dilation 1) patterns and none / ALiBi positions, on
+        CUDA, forward only; None otherwise (the PyTorch path runs, also whenever
+        gradients are needed: no backward kernel yet). ARCHGRAM_KERNELS=off disables."""
+        from archgram.kernels.flash import dispatch
+        from archgram.ops.attention.patterns import Causal, Full, Window
+        from archgram.ops.attention.positions import ALiBi, NoPosition
+        from archgram.ops.attention.scores import Sigmoid, SoftCap, Softmax
+
+        kinds = {Softmax: "softmax", Sigmoid: "sigmoid", SoftCap: "softcap"}
+        score = kinds.get(type(self.score))
+        pattern, position = type(self.pattern), type(self.position)
+        if score is None or position not in (NoPosition, ALiBi) or pattern not in (Full, Causal, Window):
+            return None
+        window = None
+        if pattern is Window:
+            if getattr(self.pattern, "dilation", 1) != 1:
+                return None
+            window = int(self.pattern.size) // 2
+        causal = self.causal or pattern is Causal
+        slopes = self.position.slopes() if position is ALiBi else None
+        return dispatch.attention(
+            q, k, v, score=score, causal=causal, window=window, alibi_slopes=slopes, scale=self.scale,
+            sigmoid_bias=getattr(self.score, "bias", None) if score == "sigmoid" else None,
+            cap=getattr(self.score, "cap", 50.0),
+        )
 
     def extra_repr(self) -> str:
         return self.summary

@@ -1,0 +1,1 @@
+"""Flash attention: ``reference`` (naive math), ``forward`` (Triton), ``dispatch``."""

@@ -1,0 +1,64 @@
+"""The Tensor Brain's semantic decoder (Tresp et al. 2021-2024; catalog S70).
+
+The representation layer q (here each token's D features, the "cognitive
+brain state") is decoded against an index layer of K concepts, each with an
+embedding a_i (one row of a learned memory A, K x D): p(i | q) = softmax_i(a_i . q + b_i).
+Decoding is fed back top-down: the representation moves towards the decoded
+concept's embedding, q' = q + sum_i p(i | q) a_i (the expected embedding, the
+differentiable form of sampling a concept and adding its embedding). The op
+returns q' (``mode='feedback'``, shape preserving) or the concept logits
+(``mode='logits'``, (B,N,K)).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from archgram.ops.registry import Arg, Op, check_rank, register_op
+from archgram.shapes import Shape
+
+
+@register_op(
+    "tensor_brain_decoder",
+    family="memory",
+    refs=("S70",),
+    args={
+        "concepts": Arg(int, 16, low=2, doc="K, entries of the concept (index) memory"),
+        "mode": Arg(str, "feedback", choices=("feedback", "logits")),
+    },
+)
+class TensorBrainDecoder(Op):
+    """Tensor Brain decoder: concept distribution from an embedding memory, fed back to the representation."""
+
+    def __init__(self, shape: Shape, concepts: int = 16, mode: str = "feedback"):
+        super().__init__()
+        d = shape[-1]
+        self.mode = mode
+        self.embeddings = nn.Parameter(torch.randn(concepts, d) / d**0.5)
+        self.bias = nn.Parameter(torch.zeros(concepts))
+
+    @classmethod
+    def output_shape(cls, shape: Shape, concepts: int = 16, mode: str = "feedback") -> Shape:
+        check_rank("tensor_brain_decoder", shape, 3)
+        return shape if mode == "feedback" else (shape[0], shape[1], concepts)
+
+    @classmethod
+    def count_params(cls, shape: Shape, /, concepts: int = 16, mode: str = "feedback") -> int:
+        return concepts * (shape[-1] + 1)
+
+    @classmethod
+    def flops(cls, shape, out, params, /, concepts: int = 16, mode: str = "feedback") -> int:
+        b, n, d = shape
+        return b * n * concepts * d * (4 if mode == "feedback" else 2)
+
+    def logits(self, q: torch.Tensor) -> torch.Tensor:
+        return q @ self.embeddings.T + self.bias
+
+    def forward(self, q: torch.Tensor) -> torch.Tensor:
+        logits = self.logits(q)
+        if self.mode == "logits":
+            return logits
+        return q + logits.softmax(-1) @ self.embeddings
+
+    def extra_repr(self) -> str:
+        return f"concepts={self.embeddings.shape[0]}, mode={self.mode}"

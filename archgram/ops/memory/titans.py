@@ -1,0 +1,101 @@
+"""Titans' neural long-term memory (Behrouz, Zhong & Mirrokni 2025; catalog S56).
+
+The memory is a small network M (a matrix, or a 2-layer MLP) whose *weights*
+are the state. Reading token t: keys k_t = x_t W_K, values v_t = x_t W_V,
+queries q_t = x_t W_Q. Writing is one gradient step on the associative loss
+l(M; x_t) = ||M(k_t) - v_t||^2, the "surprise", with momentum and forgetting:
+
+    S_t = eta * S_{t-1} - theta * grad l(M_{t-1}; x_t)     (momentary + past surprise)
+    M_t = (1 - alpha) * M_{t-1} + S_t                      (weight decay = forgetting)
+    y_t = M_t(q_t)                                         (retrieval)
+
+Each example in the batch has its own memory, starting from the learned M_0;
+eta, theta and alpha are op arguments (the paper makes them data-dependent
+gates; constants keep the op small and searchable). The gradient is written out
+in closed form, so the outer training loop differentiates through the updates.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from archgram.ops.registry import Arg, Op, check_rank, register_op
+from archgram.shapes import Shape
+
+Params = list[torch.Tensor]
+
+
+def memory_apply(params: Params, k: torch.Tensor) -> torch.Tensor:
+    """M(k) for batched memories: params are (B, ...) weights, k is (B, D)."""
+    if len(params) == 1:
+        return torch.einsum("bij,bj->bi", params[0], k)
+    w1, w2 = params
+    return torch.einsum("bij,bj->bi", w2, nn.functional.silu(torch.einsum("bij,bj->bi", w1, k)))
+
+
+def memory_grad(params: Params, k: torch.Tensor, v: torch.Tensor) -> Params:
+    """Gradient of ||M(k) - v||^2 (summed over features) w.r.t. each example's weights."""
+    if len(params) == 1:
+        r = 2 * (memory_apply(params, k) - v)
+        return [torch.einsum("bi,bj->bij", r, k)]
+    w1, w2 = params
+    z = torch.einsum("bij,bj->bi", w1, k)
+    s = torch.sigmoid(z)
+    a = z * s
+    r = 2 * (torch.einsum("bij,bj->bi", w2, a) - v)
+    dz = torch.einsum("bij,bi->bj", w2, r) * s * (1 + z * (1 - s))
+    return [torch.einsum("bi,bj->bij", dz, k), torch.einsum("bi,bj->bij", r, a)]
+
+
+@register_op(
+    "titans_memory",
+    family="memory",
+    refs=("S56",),
+    args={
+        "depth": Arg(int, 2, choices=(1, 2), doc="1: linear memory; 2: MLP memory (hidden = D)"),
+        "lr": Arg(float, 0.1, low=0.0, doc="theta, the surprise step size"),
+        "momentum": Arg(float, 0.9, low=0.0, high=1.0, doc="eta, weight of past surprise"),
+        "forget": Arg(float, 0.01, low=0.0, high=1.0, doc="alpha, weight decay of the memory"),
+    },
+)
+class TitansMemory(Op):
+    """Titans long-term memory: an MLP written at test time by surprise-driven gradient steps."""
+
+    def __init__(self, shape: Shape, depth: int = 2, lr: float = 0.1, momentum: float = 0.9, forget: float = 0.01):
+        super().__init__()
+        d = shape[-1]
+        self.lr, self.momentum, self.forget = lr, momentum, forget
+        self.q, self.k, self.v = (nn.Linear(d, d, bias=False) for _ in range(3))
+        self.init = nn.ParameterList(nn.Parameter(torch.randn(d, d) / d**0.5) for _ in range(depth))
+
+    @classmethod
+    def output_shape(cls, shape: Shape, **args) -> Shape:
+        check_rank("titans_memory", shape, 3)
+        return shape
+
+    @classmethod
+    def count_params(cls, shape: Shape, /, depth: int = 2, **args) -> int:
+        return (3 + depth) * shape[-1] ** 2
+
+    @classmethod
+    def flops(cls, shape, out, params, /, depth: int = 2, **args) -> int:
+        b, n, d = shape
+        return b * n * d * d * (6 + 8 * depth)
+
+    def step(self, params: Params, surprise: Params, k: torch.Tensor, v: torch.Tensor) -> tuple[Params, Params]:
+        """One write: momentum on the surprise, then forgetting plus the step."""
+        grads = memory_grad(params, k, v)
+        surprise = [self.momentum * s - self.lr * g for s, g in zip(surprise, grads, strict=True)]
+        params = [(1 - self.forget) * p + s for p, s in zip(params, surprise, strict=True)]
+        return params, surprise
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = x.shape[0]
+        q, k, v = self.q(x), self.k(x), self.v(x)
+        params = [p.expand(b, *p.shape) for p in self.init]
+        surprise = [torch.zeros_like(p) for p in params]
+        out = []
+        for t in range(x.shape[1]):
+            params, surprise = self.step(params, surprise, k[:, t], v[:, t])
+            out.append(memory_apply(params, q[:, t]))
+        return torch.stack(out, dim=1)

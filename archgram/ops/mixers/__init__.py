@@ -1,0 +1,8 @@
+"""Token mixers and MetaFormer-style blocks: MLP-Mixer, PoolFormer, gated CNN (MambaOut),
+GLU blocks (Activator), NiNformer, focal modulation, MetaMixer, Orchid, HyperZ.Z.W,
+ContMix (OverLoCK) and the causal Grassmann layer.
+
+Blocks (mlp_mixer, poolformer, gated_cnn, glu_block, ninformer) carry their own norms and
+residuals; the others are bare token mixers meant for ``clone(2) norm <mixer> identity add``.
+"""
+from archgram.ops.mixers import blocks, dynamic, geometric, modulation  # noqa: F401  (registers the ops)

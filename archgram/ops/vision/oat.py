@@ -1,0 +1,130 @@
+"""OAT object decoder (Fang, Yu, Zhang, van der Lans & Shi, ECCV 2024, "OAT:
+Object-Level Attention Transformer for Gaze Scanpath Prediction"; catalog S16).
+
+OAT predicts a gaze scanpath as a sequence of *object* fixations rather than a
+pixel saliency map. Objects are tokens (appearance + an encoding of where the
+object is); a transformer decoder reads the fixations so far, attends to the
+object tokens, and points at the next object to fixate:
+
+  objects   o_n = x_n + P(sincos(x_n[:2]))       channels 0, 1 of a token are read
+                                                 as its (x, y) position (coords=True)
+  decoder   h_1..t = LN(h + CrossAttn(h, o)),  h = LN(z + CausalSelfAttn(z)),
+            z = [start, o_f1, ..., o_f(t-1)] + step embeddings
+  pointer   f_t = argmax_n (W_p h_t) . o_n       the next fixated object
+  output    (B, steps, C): the decoder state of each fixation step
+
+Input: a sequence (B, N objects, C); output: (B, steps, C), one state per
+predicted fixation (a head can classify or regress from them).
+
+Deviations: fixations are decoded greedily (argmax, not sampled); the paper
+trains the pointer with a fixation loss, here a straight-through estimator
+(the argmax object forward, the softmax's gradient backward) lets a task loss
+reach it; the paper's
+distance-based 2-D positional encoding is approximated by a sine/cosine
+embedding of the object coordinates; no FFN sublayers (the grammar adds them).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from archgram.errors import ShapeError
+from archgram.ops.registry import Arg, Op, check_rank, register_op
+from archgram.ops.vision._common import divides
+from archgram.ops.vision.bvr import offset_embedding
+from archgram.shapes import Shape
+
+ARGS = {
+    "steps": Arg(int, 4, low=1, doc="fixations to predict"),
+    "heads": Arg(int, 2, low=1, doc="attention heads"),
+    "coords": Arg(bool, True, doc="read channels 0, 1 as object (x, y) and add their position encoding"),
+}
+FREQS = 4
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, causal: bool = False) -> torch.Tensor:
+    """Softmax attention (B, T, C) x (B, S, C) -> (B, T, C), optionally causal."""
+    b, t, c = q.shape
+    d = c // heads
+
+    def split(z: torch.Tensor) -> torch.Tensor:
+        return z.view(b, -1, heads, d).transpose(1, 2)
+
+    logits = split(q) @ split(k).transpose(-1, -2) * d**-0.5
+    if causal:
+        future = torch.ones(t, k.shape[1], dtype=torch.bool, device=q.device).triu(1)
+        logits = logits.masked_fill(future, float("-inf"))
+    return (torch.softmax(logits, dim=-1) @ split(v)).transpose(1, 2).reshape(b, t, c)
+
+
+@register_op("oat_decoder", family="vision", refs=("S16",), args=ARGS)
+class ObjectAttentionDecoder(Op):
+    """OAT decoder: object tokens with position encoding; a causal decoder points at the next fixated object."""
+
+    def __init__(self, shape: Shape, steps: int = 4, heads: int = 2, coords: bool = True):
+        super().__init__()
+        self.output_shape(shape, steps=steps, heads=heads, coords=coords)
+        c = shape[2]
+        self.steps, self.heads, self.coords = steps, heads, coords
+        self.position = nn.Linear(4 * FREQS, c) if coords else None
+        self.start = nn.Parameter(torch.randn(c) * 0.02)
+        self.step_embedding = nn.Parameter(torch.randn(steps, c) * 0.02)
+        self.self_qkv, self.self_out = nn.Linear(c, 3 * c), nn.Linear(c, c)
+        self.cross_q, self.cross_kv, self.cross_out = nn.Linear(c, c), nn.Linear(c, 2 * c), nn.Linear(c, c)
+        self.norm1, self.norm2 = nn.LayerNorm(c), nn.LayerNorm(c)
+        self.pointer = nn.Linear(c, c)
+        self.last_fixations: torch.Tensor | None = None
+
+    @classmethod
+    def output_shape(cls, shape: Shape, steps: int = 4, heads: int = 2, coords: bool = True) -> Shape:
+        check_rank("oat_decoder", shape, 3)
+        divides("oat_decoder", shape, shape[2], heads, "heads")
+        if coords and shape[2] < 2:
+            raise ShapeError(f"oat_decoder: coords=true reads channels 0 and 1 as (x, y), got {shape}")
+        return (shape[0], steps, shape[2])
+
+    @classmethod
+    def count_params(cls, shape: Shape, /, steps: int = 4, heads: int = 2, coords: bool = True) -> int:
+        c = shape[2]
+        position = 4 * FREQS * c + c if coords else 0
+        linears = (3 * c * c + 3 * c) + 4 * (c * c + c) + (2 * c * c + 2 * c)
+        return position + c + steps * c + linears + 4 * c
+
+    @classmethod
+    def flops(cls, shape, out, params, /, steps: int = 4, heads: int = 2, coords: bool = True) -> int:
+        b, n, c = shape
+        per_step = 2 * params + 4 * steps * c + 4 * n * c  # projections + attention over prefix and objects
+        return b * steps * steps * per_step
+
+    def objects(self, x: torch.Tensor) -> torch.Tensor:
+        """Object tokens with their position encoding (B, N, C)."""
+        if self.position is None:
+            return x
+        return x + self.position(offset_embedding(x[..., :2], FREQS))
+
+    def decode(self, z: torch.Tensor, objects: torch.Tensor) -> torch.Tensor:
+        """Decoder states (B, t, C) of the fixation inputs z (B, t, C)."""
+        z = z + self.step_embedding[: z.shape[1]]
+        q, k, v = self.self_qkv(z).chunk(3, dim=-1)
+        h = self.norm1(z + self.self_out(attention(q, k, v, self.heads, causal=True)))
+        k, v = self.cross_kv(objects).chunk(2, dim=-1)
+        return self.norm2(h + self.cross_out(attention(self.cross_q(h), k, v, self.heads)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        objects = self.objects(x)
+        b = x.shape[0]
+        z = self.start.expand(b, 1, -1)
+        fixations = []
+        for t in range(self.steps):
+            h = self.decode(z, objects)
+            if t == self.steps - 1:
+                break
+            scores = self.pointer(h[:, -1:]) @ objects.transpose(1, 2)  # (B, 1, N)
+            chosen = scores.argmax(dim=-1)  # (B, 1)
+            fixations.append(chosen)
+            # straight-through: the argmax object's features, with the softmax's gradient for the pointer
+            p = torch.softmax(scores, dim=-1)
+            hard = torch.zeros_like(p).scatter_(-1, chosen.unsqueeze(-1), 1.0)
+            z = torch.cat([z, (hard + p - p.detach()) @ objects], dim=1)
+        self.last_fixations = torch.cat(fixations, dim=1) if fixations else None
+        return h

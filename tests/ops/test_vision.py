@@ -1,0 +1,474 @@
+"""Vision attention modules (archgram/ops/vision) against independent references:
+each paper's formula written out with explicit loops or einsums on tiny inputs,
+using the weights of the built module, plus the properties the papers state."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from archgram.errors import ShapeError
+from archgram.ops import get_op
+
+torch.manual_seed(0)
+
+
+def build(name, shape, **args):
+    spec = get_op(name)
+    return spec.build(shape, spec.bind(args)).eval()
+
+
+def conv1x1(conv, z):
+    """Apply a 1x1 conv's weights to z (..., C_in) on the last axis."""
+    return z @ conv.weight[:, :, 0, 0].T + conv.bias
+
+
+# ------------------------------------------------------------ S65 coordinate attention
+@pytest.mark.catalog("S65")
+def test_coord_attention_gates_each_pixel_by_a_row_map_times_a_column_map():
+    x = torch.randn(2, 6, 3, 4)
+    m = build("coord_attention", tuple(x.shape), reduction=2, min_mid=2)
+    bn = m.bn
+    ref = torch.empty_like(x)
+    for b in range(2):
+        zh = [x[b, :, i, :].mean(dim=1) for i in range(3)]  # rows: mean over W
+        zw = [x[b, :, :, j].mean(dim=1) for j in range(4)]  # columns: mean over H
+
+        def transform(z):
+            f = conv1x1(m.shared, z)
+            f = (f - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps) * bn.weight + bn.bias
+            return F.hardswish(f)
+
+        gh = [torch.sigmoid(conv1x1(m.to_h, transform(z))) for z in zh]
+        gw = [torch.sigmoid(conv1x1(m.to_w, transform(z))) for z in zw]
+        for i in range(3):
+            for j in range(4):
+                ref[b, :, i, j] = x[b, :, i, j] * gh[i] * gw[j]
+    torch.testing.assert_close(m(x), ref)
+
+
+@pytest.mark.catalog("S65")
+def test_coord_attention_uses_the_papers_reduced_width_and_refuses_sequences():
+    m = build("coord_attention", (1, 64, 4, 4))
+    assert m.shared.out_channels == 8  # max(8, 64 // 32)
+    assert build("coord_attention", (1, 512, 2, 2)).shared.out_channels == 16
+    with pytest.raises(ShapeError, match="coord_attention"):
+        get_op("coord_attention").cls.output_shape((2, 6, 8))
+
+
+# ------------------------------------------------------------ S62 polarized self-attention
+def psa_reference(m, x, mode):
+    ch, sp = m.channel, m.spatial
+
+    def a_ch(x):
+        t = x.flatten(2).transpose(1, 2)  # (B, HW, C)
+        v = conv1x1(ch.wv, t)  # (B, HW, C/2)
+        q = torch.softmax(conv1x1(ch.wq, t)[..., 0], dim=1)  # (B, HW)
+        z = conv1x1(ch.wz, torch.einsum("bnc,bn->bc", v, q))
+        return torch.sigmoid(F.layer_norm(z, (z.shape[-1],), ch.ln.weight, ch.ln.bias))[:, :, None, None]
+
+    def a_sp(x):
+        t = x.flatten(2).transpose(1, 2)
+        q = torch.softmax(conv1x1(sp.wq, t).mean(dim=1), dim=-1)  # (B, C/2)
+        v = conv1x1(sp.wv, t)  # (B, HW, C/2)
+        return torch.sigmoid(torch.einsum("bc,bnc->bn", q, v)).view(x.shape[0], 1, *x.shape[2:])
+
+    if mode == "parallel":
+        return a_ch(x) * x + a_sp(x) * x
+    x1 = a_ch(x) * x
+    return a_sp(x1) * x1
+
+
+@pytest.mark.catalog("S62")
+@pytest.mark.parametrize("mode", ["parallel", "sequential"])
+def test_polarized_attention_matches_the_papers_branch_formulas(mode):
+    x = torch.randn(2, 6, 3, 5)
+    m = build("polarized_attention", tuple(x.shape), mode=mode)
+    torch.testing.assert_close(m(x), psa_reference(m, x, mode))
+
+
+@pytest.mark.catalog("S62")
+def test_polarized_branches_collapse_one_axis_each():
+    x = torch.randn(2, 8, 4, 4)
+    m = build("polarized_attention", tuple(x.shape))
+    assert m.channel(x).shape == (2, 8, 1, 1)  # spatial axis fully collapsed
+    assert m.spatial(x).shape == (2, 1, 4, 4)  # channel axis fully collapsed
+    assert m.channel.wv.out_channels == 4  # internal resolution C/2
+    with pytest.raises(ShapeError, match="polarized_attention"):
+        get_op("polarized_attention").cls.output_shape((2, 1, 4, 4))
+
+
+# ------------------------------------------------------------ S58 outlook attention
+def outlook_loop(m, x):
+    """Explicit per-anchor loop: weights from the anchor's feature, mix its KxK window, add back."""
+    b, c, h, w = x.shape
+    k, s, nh = m.kernel, m.stride, m.heads
+    d, p = c // nh, k // 2
+    v = x.permute(0, 2, 3, 1) @ m.v.weight.T  # (B, H, W, C)
+    pooled = F.avg_pool2d(x, s, s, ceil_mode=True).permute(0, 2, 3, 1)
+    out = torch.zeros(b, h, w, c)
+    for bi in range(b):
+        for ai in range(pooled.shape[1]):
+            for aj in range(pooled.shape[2]):
+                logits = (pooled[bi, ai, aj] @ m.attn.weight.T + m.attn.bias).view(nh, k * k, k * k)
+                a = torch.softmax(logits * m.scale, dim=-1)
+                cells = [(ai * s + di - p, aj * s + dj - p) for di in range(k) for dj in range(k)]
+                for head in range(nh):
+                    sl = slice(head * d, (head + 1) * d)
+                    win = torch.stack([v[bi, i, j, sl] if 0 <= i < h and 0 <= j < w else torch.zeros(d)
+                                       for i, j in cells])
+                    mixed = a[head] @ win  # (K^2, d)
+                    for (i, j), row in zip(cells, mixed):
+                        if 0 <= i < h and 0 <= j < w:
+                            out[bi, i, j, sl] += row
+    return (out @ m.proj.weight.T + m.proj.bias).permute(0, 3, 1, 2)
+
+
+@pytest.mark.catalog("S58")
+@pytest.mark.parametrize("heads, kernel, stride", [(1, 3, 1), (2, 3, 2), (2, 5, 1)])
+def test_outlook_attention_equals_an_explicit_per_anchor_window_loop(heads, kernel, stride):
+    x = torch.randn(1, 4, 4, 5)
+    m = build("outlook_attention", tuple(x.shape), heads=heads, kernel=kernel, stride=stride)
+    torch.testing.assert_close(m(x), outlook_loop(m, x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.catalog("S58")
+def test_outlook_attention_is_local_a_far_pixel_does_not_change_the_output():
+    x = torch.randn(1, 4, 9, 9)
+    m = build("outlook_attention", tuple(x.shape), kernel=3)
+    y = m(x)
+    x2 = x.clone()
+    x2[..., 8, 8] += 5.0
+    # with K = 3 an anchor reaches 1 pixel away and writes 1 pixel further: a 2-pixel reach
+    torch.testing.assert_close(m(x2)[..., :6, :6], y[..., :6, :6])
+    assert not torch.allclose(m(x2)[..., 7, 7], y[..., 7, 7])
+    with pytest.raises(ShapeError, match="outlook_attention"):
+        get_op("outlook_attention").cls.output_shape((1, 4, 9, 9), kernel=4)
+    with pytest.raises(ShapeError, match="outlook_attention"):
+        get_op("outlook_attention").cls.output_shape((1, 6, 9, 9), heads=4)
+
+
+# ------------------------------------------------------------ S12 DaViT channel group attention
+@pytest.mark.catalog("S12")
+def test_channel_attention_matches_softmax_of_q_transpose_k_per_group():
+    t = torch.randn(2, 5, 6)
+    m = build("channel_attention", tuple(t.shape), groups=3)
+    q, k, v = (t @ m.qkv.weight.T + m.qkv.bias).chunk(3, dim=-1)
+    out = torch.empty_like(t)
+    g = 2
+    for gi in range(3):
+        sl = slice(gi * g, (gi + 1) * g)
+        for b in range(2):
+            a = torch.softmax(q[b, :, sl].T @ k[b, :, sl] / g**0.5, dim=-1)  # (Cg, Cg)
+            out[b, :, sl] = (a @ v[b, :, sl].T).T
+    torch.testing.assert_close(m(t), out @ m.proj.weight.T + m.proj.bias)
+
+
+@pytest.mark.catalog("S12")
+def test_channel_attention_is_global_and_token_permutation_equivariant():
+    x = torch.randn(1, 4, 3, 3)
+    m = build("channel_attention", tuple(x.shape), groups=2)
+    perm = torch.randperm(9)
+    y = m(x).flatten(2)
+    y_perm = m(x.flatten(2)[..., perm].view_as(x)).flatten(2)
+    torch.testing.assert_close(y_perm, y[..., perm])
+    x2 = x.clone()
+    x2[..., 0, 0] += 3.0  # one corner token changes every token's output (global receptive field)
+    assert (m(x2) - m(x))[..., 2, 2].abs().max() > 1e-4
+    with pytest.raises(ShapeError, match="channel_attention"):
+        get_op("channel_attention").cls.output_shape((1, 5, 3, 3), groups=2)
+
+
+# ------------------------------------------------------------ S51 class-semantics attention
+@pytest.mark.catalog("S51")
+def test_csa_sums_channel_gated_and_time_point_gated_features():
+    t = torch.randn(2, 7, 8)
+    m = build("csa", tuple(t.shape), reduction=2, kernel=3)
+    ref = torch.empty_like(t)
+    w = m.temporal.weight[0]  # (2, 3)
+    for b in range(2):
+        a_c = torch.sigmoid(m.fc2(torch.relu(m.fc1(t[b].mean(0)))))  # (C,)
+        stats = torch.stack([t[b].mean(1), t[b].max(1).values])  # (2, T)
+        padded = F.pad(stats, (1, 1))
+        for i in range(7):
+            a_t = torch.sigmoid((padded[:, i:i + 3] * w).sum() + m.temporal.bias[0])
+            ref[b, i] = a_c * t[b, i] + a_t * t[b, i]
+    torch.testing.assert_close(m(t), ref)
+
+
+@pytest.mark.catalog("S51")
+def test_csa_scores_are_per_channel_and_per_time_point_in_unit_interval():
+    x = torch.randn(2, 4, 3, 5)
+    m = build("csa", tuple(x.shape))
+    a_c, a_t = m.scores(x.flatten(2).transpose(1, 2))
+    assert a_c.shape == (2, 1, 4) and a_t.shape == (2, 15, 1)
+    assert ((a_c > 0) & (a_c < 1)).all() and ((a_t > 0) & (a_t < 1)).all()
+    assert m(x).shape == x.shape
+    with pytest.raises(ShapeError, match="csa"):
+        get_op("csa").cls.output_shape((2, 7, 8), kernel=2)
+
+
+# ------------------------------------------------------------ S07 FOD I2Correlation
+def attend(q, k, v):
+    return torch.softmax(q @ k.T / q.shape[-1] ** 0.5, dim=-1) @ v
+
+
+@pytest.mark.catalog("S07")
+@pytest.mark.parametrize("fuse", ["concat", "add"])
+def test_i2correlation_fuses_self_attention_and_attention_to_the_reference(fuse):
+    t = torch.randn(2, 5, 4)
+    m = build("i2correlation", tuple(t.shape), heads=2, references=3, fuse=fuse)
+    wq, wk, wv = m.qkv.weight.chunk(3)
+    bq, bk, bv = m.qkv.bias.chunk(3)
+    wkr, wvr = m.kv_ref.weight.chunk(2)
+    bkr, bvr = m.kv_ref.bias.chunk(2)
+    r = m.reference
+    out = []
+    for b in range(2):
+        x = t[b]
+        q, k, v = x @ wq.T + bq, x @ wk.T + bk, x @ wv.T + bv
+        qi, kr, vr = m.q_inter(x), r @ wkr.T + bkr, r @ wvr.T + bvr
+        intra = torch.cat([attend(q[:, h:h + 2], k[:, h:h + 2], v[:, h:h + 2]) for h in (0, 2)], dim=1)
+        inter = torch.cat([attend(qi[:, h:h + 2], kr[:, h:h + 2], vr[:, h:h + 2]) for h in (0, 2)], dim=1)
+        fused = torch.cat([intra, inter], dim=1) if fuse == "concat" else intra + inter
+        out.append(m.out(fused))
+    torch.testing.assert_close(m(t), torch.stack(out))
+
+
+@pytest.mark.catalog("S07")
+def test_i2correlation_inter_branch_depends_only_on_each_token_and_the_reference():
+    t = torch.randn(1, 6, 4)
+    m = build("i2correlation", tuple(t.shape))
+    _, inter = m.branches(t)
+    t2 = t.clone()
+    t2[0, 5] += 2.0  # change another token: the inter-image correlation of token 0 is unchanged
+    _, inter2 = m.branches(t2)
+    torch.testing.assert_close(inter2[0, :5], inter[0, :5])
+    with pytest.raises(ShapeError, match="i2correlation"):
+        get_op("i2correlation").cls.output_shape((1, 6, 5), heads=2)
+
+
+# ------------------------------------------------------------ S20 TCPA
+@pytest.mark.catalog("S20")
+def test_tcpa_each_token_attends_to_tokens_plus_its_own_prompts():
+    t = torch.randn(2, 5, 4)
+    m = build("tcpa", tuple(t.shape), heads=1, cls_prompts=2, image_prompts=4, topk=2)
+    pc, pi, keys = m.cls_prompts, m.image_prompts, m.prompt_keys
+    ref = torch.empty_like(t)
+    for b in range(2):
+        for j in range(5):
+            if j == 0:
+                prompts = pc
+            else:
+                cos = torch.stack([F.cosine_similarity(t[b, j], keys[mi], dim=0) for mi in range(4)])
+                prompts = pi[cos.argsort(descending=True)[:2]]
+            seen = torch.cat([t[b], prompts])
+            q, _, _ = m.qkv(t[b, j]).chunk(3)
+            _, k, v = m.qkv(seen).chunk(3, dim=-1)
+            ref[b, j] = m.proj(attend(q[None], k, v)[0])
+    torch.testing.assert_close(m(t), ref)
+
+
+@pytest.mark.catalog("S20")
+def test_tcpa_cls_and_image_tokens_see_disjoint_prompts():
+    t = torch.randn(1, 6, 8)
+    m = build("tcpa", tuple(t.shape), cls_prompts=3, image_prompts=5, topk=2)
+    mask = m.key_mask(t)[0]  # (N, N + 3 + 5)
+    assert mask[0, 6:9].all() and not mask[0, 9:].any()  # CLS: its prompts only
+    assert not mask[1:, 6:9].any()  # image tokens never see CLS prompts
+    assert (mask[1:, 9:].sum(-1) == 2).all()  # each image token: its top-k pool prompts
+    for bad in [(1, 1, 8), (1, 6, 8, 2)]:
+        with pytest.raises(ShapeError, match="tcpa"):
+            get_op("tcpa").cls.output_shape(bad)
+    with pytest.raises(ShapeError, match="tcpa"):
+        get_op("tcpa").cls.output_shape((1, 6, 8), image_prompts=2, topk=3)
+
+
+# ------------------------------------------------------------ S39 RelationNet++ BVR
+@pytest.mark.catalog("S39")
+def test_bvr_each_pixel_attends_to_the_top_k_heatmap_points_with_geometry():
+    from archgram.ops.vision.bvr import offset_embedding
+
+    x = torch.randn(1, 4, 3, 4)
+    m = build("bvr", tuple(x.shape), heads=2, keys=3, embed=2)
+    heat = (x[0].permute(1, 2, 0) @ m.heat.weight[0, :, 0, 0] + m.heat.bias[0]).flatten()  # (12,)
+    order = heat.argsort(descending=True)[:3].tolist()
+    keys = [(i // 4, i % 4) for i in order]
+    feats = torch.stack([x[0, :, i, j] * torch.sigmoid(heat[i * 4 + j]) for i, j in keys])  # (3, C)
+    ref = x.clone()
+    for qi in range(3):
+        for qj in range(4):
+            xq = x[0, :, qi, qj]
+            q, kk, vv = m.q(xq), m.k(feats), m.v(feats)
+            heads = []
+            for hd in range(2):
+                sl = slice(2 * hd, 2 * hd + 2)
+                logits = torch.stack([
+                    q[sl] @ kk[n, sl] / 2**0.5
+                    + m.geometry(offset_embedding(torch.tensor([(qi - ki) / 3, (qj - kj) / 4]), 2))[hd]
+                    for n, (ki, kj) in enumerate(keys)])
+                heads.append(torch.softmax(logits, 0) @ vv[:, sl])
+            ref[0, :, qi, qj] += m.out(torch.cat(heads))
+    torch.testing.assert_close(m(x), ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.catalog("S39")
+def test_bvr_output_ignores_pixels_outside_the_sampled_keys():
+    x = torch.randn(1, 4, 4, 4)
+    m = build("bvr", tuple(x.shape), keys=2)
+    _, pos = m.sample_keys(x)
+    chosen = {tuple(p) for p in pos[0].tolist()}
+    i, j = next((i, j) for i in range(4) for j in range(4) if (i, j) not in chosen)
+    x2 = x.clone()
+    x2[0, :, i, j] += 1e-3 * torch.randn(4)  # a small change keeps the top-k set
+    _, pos2 = m.sample_keys(x2)
+    assert {tuple(p) for p in pos2[0].tolist()} == chosen
+    diff = (m(x2) - m(x))[0]
+    diff[:, i, j] -= x2[0, :, i, j] - x[0, :, i, j]  # the pixel's own residual and query change aside
+    mask = torch.ones(4, 4, dtype=torch.bool)
+    mask[i, j] = False
+    torch.testing.assert_close(diff[:, mask], torch.zeros(4, 15))
+    with pytest.raises(ShapeError, match="bvr"):
+        get_op("bvr").cls.output_shape((1, 4, 2, 2), keys=5)
+
+
+# ------------------------------------------------------------ S08 progressive masking
+@pytest.mark.catalog("S08")
+def test_mask_ratio_curriculum_is_zero_then_rises_linearly_to_the_maximum():
+    from archgram.ops.vision.progressive_mask import mask_ratio
+
+    assert mask_ratio(0, 100) == 0.0 and mask_ratio(10, 100) == 0.0
+    assert mask_ratio(55, 100, max_ratio=0.6) == pytest.approx(0.3)
+    assert mask_ratio(100, 100, max_ratio=0.6) == pytest.approx(0.6)
+    assert mask_ratio(500, 100, max_ratio=0.6) == pytest.approx(0.6)
+    values = [mask_ratio(s, 50) for s in range(51)]
+    assert values == sorted(values)
+    with pytest.raises(ValueError):
+        mask_ratio(1, 0)
+
+
+@pytest.mark.catalog("S08")
+def test_progressive_mask_attention_hides_patches_only_in_training():
+    from archgram.ops.vision.progressive_mask import patch_mask
+
+    x = torch.randn(2, 3, 6, 6)
+    m = build("progressive_mask_attention", tuple(x.shape), ratio=0.5, patch=2, hidden=4)
+    a = torch.sigmoid(F.conv2d(F.relu(F.conv2d(F.conv2d(x, m.reduce.weight, m.reduce.bias),
+                                               m.local.weight, m.local.bias, padding=1, groups=4)),
+                               m.score.weight, m.score.bias))
+    torch.testing.assert_close(m(x), x * a)  # eval: no mask
+    assert m.set_progress(100, 100) == pytest.approx(0.5)
+    m.train()
+    torch.manual_seed(3)
+    y = m(x)
+    torch.manual_seed(3)
+    keep = patch_mask(2, 6, 6, 2, 0.5)
+    assert keep.shape == (2, 1, 6, 6) and (keep == 0).sum() == 2 * 4 * 4  # 4 of 9 cells, 2x2 each
+    torch.testing.assert_close(y, x * m.attention(x * keep))
+    m.set_progress(0, 100)
+    torch.testing.assert_close(m(x), x * a)  # curriculum start: nothing hidden
+    with pytest.raises(ShapeError, match="progressive_mask_attention"):
+        get_op("progressive_mask_attention").cls.output_shape((1, 3, 2, 2), patch=3)
+
+
+# ------------------------------------------------------------ S33 FBLNet feedback memory
+@pytest.mark.catalog("S33")
+def test_fbl_memory_loops_read_then_write_from_the_stored_knowledge():
+    t = torch.randn(2, 5, 4)
+    m = build("fbl_memory", tuple(t.shape), slots=3, iterations=2)
+    with torch.no_grad():
+        m.knowledge.copy_(torch.randn(3, 4))
+        m.gate.fill_(0.3)
+    g = torch.sigmoid(torch.tensor(0.3))
+    ref = []
+    for b in range(2):
+        x, mem = t[b], m.knowledge.clone()
+        for _ in range(2):
+            a = torch.softmax(m.q(x) @ m.k(mem).T / 2, dim=-1)
+            x = x + m.o(a @ m.v(mem))
+            u = torch.softmax(m.slot_queries @ x.T / 2, dim=-1) @ x
+            mem = (1 - g) * mem + g * u
+        ref.append(x)
+    torch.testing.assert_close(m(t), torch.stack(ref))
+
+
+@pytest.mark.catalog("S33")
+def test_fbl_memory_accumulates_knowledge_across_inputs_only_in_training():
+    x = torch.randn(2, 4, 3, 3)
+    m = build("fbl_memory", tuple(x.shape), momentum=0.5)
+    y0 = m(x)
+    assert torch.count_nonzero(m.knowledge) == 0  # eval: read only
+    torch.testing.assert_close(m(x), y0)
+    m.train()
+    m(x)
+    first = m.knowledge.clone()
+    assert first.abs().sum() > 0  # the loop's knowledge was kept
+    m(x)
+    assert not torch.allclose(m.knowledge, first)  # and keeps accumulating
+    m.eval()
+    assert not torch.allclose(m(x), y0)  # fed back: the same input is now read differently
+
+
+# ------------------------------------------------------------ S16 OAT object decoder
+@pytest.mark.catalog("S16")
+def test_oat_decoder_greedily_points_at_objects_and_feeds_them_back():
+    from archgram.ops.vision.bvr import offset_embedding
+
+    x = torch.randn(1, 5, 4)
+    m = build("oat_decoder", tuple(x.shape), steps=3, heads=1)
+    objects = x[0] + m.position(offset_embedding(x[0, :, :2], 4))
+
+    def attend_rows(q, k, v, causal):
+        logits = q @ k.T / q.shape[-1] ** 0.5
+        if causal:
+            logits = logits + torch.full_like(logits, float("-inf")).triu(1)
+        return torch.softmax(logits, -1) @ v
+
+    inputs, chosen = [m.start], []
+    for t in range(3):
+        z = torch.stack(inputs) + m.step_embedding[: t + 1]
+        q, k, v = m.self_qkv(z).chunk(3, dim=-1)
+        h = F.layer_norm(z + m.self_out(attend_rows(q, k, v, True)), (4,), m.norm1.weight, m.norm1.bias)
+        k, v = m.cross_kv(objects).chunk(2, dim=-1)
+        h = F.layer_norm(h + m.cross_out(attend_rows(m.cross_q(h), k, v, False)), (4,), m.norm2.weight, m.norm2.bias)
+        nxt = int((m.pointer(h[-1]) @ objects.T).argmax())
+        chosen.append(nxt)
+        inputs.append(objects[nxt])
+    torch.testing.assert_close(m(x)[0], h)
+    assert m.last_fixations[0].tolist() == chosen[:2]
+
+
+@pytest.mark.catalog("S16")
+def test_oat_decoder_is_causal_and_declares_one_state_per_fixation():
+    x = torch.randn(2, 6, 8)
+    m = build("oat_decoder", tuple(x.shape), steps=4)
+    y = m(x)
+    assert y.shape == (2, 4, 8)
+    objects = m.objects(x)
+    z = torch.cat([m.start.expand(2, 1, -1), objects.gather(1, m.last_fixations.unsqueeze(-1).expand(-1, -1, 8))], 1)
+    torch.testing.assert_close(m.decode(z[:, :2], objects), y[:, :2])  # a prefix's states do not see later steps
+    with pytest.raises(ShapeError, match="oat_decoder"):
+        get_op("oat_decoder").cls.output_shape((2, 8, 4, 4))
+    with pytest.raises(ShapeError, match="oat_decoder"):
+        get_op("oat_decoder").cls.output_shape((2, 6, 7), heads=2)
+
+
+# ------------------------------------------------------------ all vision ops
+VISION = ["coord_attention", "polarized_attention", "outlook_attention", "channel_attention", "csa",
+          "i2correlation", "tcpa", "bvr", "oat_decoder", "fbl_memory", "progressive_mask_attention"]
+
+
+@pytest.mark.parametrize("name", VISION)
+def test_vision_op_trains_gradients_reach_every_parameter_and_the_input(name):
+    spec = get_op(name)
+    shape = (2, 8, 6, 6) if name not in ("tcpa", "oat_decoder") else (2, 6, 8)
+    m = spec.build(shape, spec.bind({})).train()
+    if name == "progressive_mask_attention":
+        m.set_progress(1, 1)
+    x = torch.randn(shape, requires_grad=True)
+    for _ in range(2):  # twice: stateful ops (fbl_memory) must survive their own update
+        m.zero_grad()
+        m(x).square().mean().backward()
+    assert [n for n, p in m.named_parameters() if p.grad is None] == []
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    assert spec.family == "vision" and spec.refs
