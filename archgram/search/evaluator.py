@@ -173,6 +173,18 @@ class TrialResult:
 
 
 # --------------------------------------------------------------- options
+def auxiliary_loss(model: nn.Module) -> torch.Tensor | float:
+    """Sum of the ``aux_loss`` tensors ops stored during the last forward. Only
+    instance attributes count, so a wrapper exposing its inner module's loss as a
+    property is not counted twice."""
+    total: torch.Tensor | float = 0.0
+    for m in model.modules():
+        aux = m.__dict__.get("aux_loss")
+        if isinstance(aux, torch.Tensor) and aux.requires_grad:
+            total = total + aux
+    return total
+
+
 @dataclass
 class TrainOptions:
     schedule: str = "cosine"  # 'cosine' | 'constant'
@@ -186,6 +198,9 @@ class TrainOptions:
     #: setting. Small models train many times faster on 1 thread per trial than
     #: with several trials' threads fighting over the cores.
     threads: int | None = None
+    #: Weight of the auxiliary losses ops leave in ``aux_loss`` (MoE load balance,
+    #: Sparsifiner's predictor); 0 ignores them.
+    aux_weight: float = 0.01
 
     @classmethod
     def from_dict(cls, options: dict[str, Any] | None) -> TrainOptions:
@@ -487,6 +502,7 @@ class _Run:
         self.opt = opt = OPTIMIZERS[self.optimizer](params, self.lr, opts) if params else None
         gen = torch.Generator().manual_seed(self.seed)
         losses: list[float] = []
+        curriculum = [m for m in model.modules() if callable(getattr(m, "set_progress", None))]
         model.train()
         t0 = time.perf_counter()
         step, perm = 0, None
@@ -504,7 +520,11 @@ class _Run:
             if opt is not None:
                 for group in opt.param_groups:
                     group["lr"] = self.lr * opts.factor(progress)
+            for m in curriculum:  # training curricula, e.g. progressive masking (S08)
+                m.set_progress(round(progress * 1000), 1000)
             loss = task.loss(model(xb), yb)
+            if opts.aux_weight:
+                loss = loss + opts.aux_weight * auxiliary_loss(model)
             value = float(loss.detach())
             if not math.isfinite(value):
                 raise _NonFinite(f"training loss became {value} at step {step}")
