@@ -67,6 +67,8 @@ class Term:
     #: ENUMERATE_LIMIT of them; None for larger spaces (a composite op's choice
     #: sets multiply), which the sampler draws argument by argument instead.
     combos: list[tuple[dict[str, Any], float]] | None = field(default_factory=list)
+    #: Whether any argument is a 'global' param (its choices then depend on earlier draws).
+    shared_args: bool = False
 
     @property
     def combo_count(self) -> int:
@@ -343,6 +345,7 @@ class Grammar:
             raise GrammarError("repeat count must be at least 1", it.loc)
         term = Term(spec, self._args(spec, it), it.repeat, it.loc)
         term.combos = _combos(term) if term.combo_count <= ENUMERATE_LIMIT else None
+        term.shared_args = any(space.shared for space in term.args.values())
         if spec.kind != "unary" and it.repeat != 1:
             raise GrammarError(f"{spec.kind} op '{spec.name}' cannot be repeated", it.loc)
         return term

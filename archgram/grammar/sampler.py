@@ -112,6 +112,8 @@ class Sampler:
                  chooser: Chooser | None = None):
         self.g, self.limits, self.rng = grammar, limits, rng
         self.chooser = chooser or Chooser(rng)
+        # Only a steering chooser needs choice-point names: skip building them otherwise.
+        self.steered = chooser is not None and type(chooser) is not Chooser
         self.path: list[str] = []  # where the sampler is, naming choice points for a chooser
         self.max_rejections = max_rejections
         self.used = _Budget()
@@ -150,6 +152,8 @@ class Sampler:
         return None
 
     def _allowed(self, combo: dict, term: Term) -> bool:
+        if not term.shared_args:
+            return True
         for name, space in term.args.items():
             if space.shared and space.shared in self.shared and self.shared[space.shared] != combo[name]:
                 return False
@@ -173,7 +177,9 @@ class Sampler:
         last = ""
         self.path.append(name)
         try:
-            for tries, i in enumerate(self.chooser.order(self.key(), probs, lambda: [p.text for p in prods])):
+            order = (self.chooser.order(self.key(), probs, lambda: [p.text for p in prods])
+                     if self.steered else weighted_order(self.rng, probs))
+            for tries, i in enumerate(order):
                 if tries == TRIES_PER_RULE:
                     break
                 found = self._try_production(name, prods[i], shape, ctx, depth, target, reserve)
@@ -274,11 +280,14 @@ class Sampler:
     def _combos_in_order(self, t: Term) -> Iterator[dict]:
         """Argument combinations to try: all of a small space in random order, or
         up to LARGE_TERM_DRAWS distinct draws made argument by argument."""
-        key = self.key(t.op.name)
+        key = self.key(t.op.name) if self.steered else ""
         if t.combos is not None:
-            probs = [p if self._allowed(c, t) else 0.0 for c, p in t.combos]
+            if t.shared_args:
+                probs = [p if self._allowed(c, t) else 0.0 for c, p in t.combos]
+            else:
+                probs = [p for _, p in t.combos]
             labels = lambda: [",".join(f"{k}={v}" for k, v in c.items()) for c, _ in t.combos]  # noqa: E731
-            for i in self.chooser.order(key, probs, labels):
+            for i in self.chooser.order(key, probs, labels) if self.steered else weighted_order(self.rng, probs):
                 yield t.combos[i][0]
             return
         tried: set = set()
@@ -287,7 +296,7 @@ class Sampler:
             for name, space in t.args.items():
                 drawn = self.shared.get(space.shared) if space.shared else None
                 probs = [p if drawn is None or v == drawn else 0.0 for v, p in zip(space.values, space.probs)]
-                if attempt == 0:  # the chooser (e.g. Optuna) steers the first draw of each argument
+                if attempt == 0 and self.steered:  # the chooser (e.g. Optuna) steers the first draw of each argument
                     order = self.chooser.order(f"{key}/{name}", probs, lambda s=space: [str(v) for v in s.values])
                 else:
                     order = weighted_order(self.rng, probs)
