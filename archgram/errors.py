@@ -40,10 +40,6 @@ class ShapeError(ArchgramError):
     """An op cannot accept the given input shape (or arguments)."""
 
 
-class BudgetError(ArchgramError):
-    """A sample would exceed a size, depth, parameter, FLOP or memory budget."""
-
-
 class SamplingError(ArchgramError):
     """The sampler found no valid derivation (with the reason and place)."""
 

@@ -60,10 +60,6 @@ class Network(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
-def _path(trail: list[str]) -> str:
-    return "/".join(trail) or "root"
-
-
 def _build(node: Node, ctx: tuple, trail: list[str]) -> tuple[nn.Module, tuple]:
     if isinstance(node, OpNode):
         spec = get_op(node.op)
