@@ -70,9 +70,7 @@ class Reversed(Score):
         self.controller_weight = nn.Parameter(torch.zeros(heads, head_dim))
         self.controller_bias = nn.Parameter(torch.zeros(()))
 
-    @classmethod
-    def build(cls, heads, head_dim, **params):
-        return cls(heads, head_dim, **params)
+    takes_head_dim = True
 
     @classmethod
     def check(cls, pattern, causal, params):

@@ -43,10 +43,13 @@ class Score(Part, nn.Module):
         qk_dim = head_dim if qk_dim is None else qk_dim
         return 2 * batch * heads * n * keys * (qk_dim + head_dim)
 
+    #: Scores whose weights are sized by the head dim take it in their constructor.
+    takes_head_dim: ClassVar[bool] = False
+
     @classmethod
     def build(cls, heads: int, head_dim: int, **params) -> Score:
-        """The module for one attention op; scores with per-head-dim weights override."""
-        return cls(heads, **params)
+        """The module for one attention op."""
+        return cls(heads, head_dim, **params) if cls.takes_head_dim else cls(heads, **params)
 
     @classmethod
     def check(cls, pattern, causal: bool, params: dict) -> None:
@@ -171,9 +174,7 @@ class GatedSoftmax(Score):
         self.gate_weight = nn.Parameter(torch.zeros(heads, head_dim))
         self.gate_bias = nn.Parameter(torch.zeros(heads))
 
-    @classmethod
-    def build(cls, heads, head_dim, **params):
-        return cls(heads, head_dim, **params)
+    takes_head_dim = True
 
     def weights(self, logits, mask):
         return masked_zero(torch.softmax(masked_fill_min(logits, mask), dim=-1), mask)
@@ -376,9 +377,7 @@ class Symmetric(Score):
         self.register_buffer("cols", cols, persistent=False)
         self.upper = nn.Parameter((rows == cols).to(torch.get_default_dtype()).repeat(heads, 1))
 
-    @classmethod
-    def build(cls, heads, head_dim, **params):
-        return cls(heads, head_dim, **params)
+    takes_head_dim = True
 
     def matrix(self) -> torch.Tensor:
         """(H, d, d) symmetric W."""
@@ -443,9 +442,7 @@ class PowerLaw(Score):
         self.coupling = nn.Parameter(nn.init.xavier_normal_(torch.empty(shape)))
         self.coupling_bias = nn.Parameter(torch.zeros(shape))
 
-    @classmethod
-    def build(cls, heads, head_dim, **params):
-        return cls(heads, head_dim, **params)
+    takes_head_dim = True
 
     @classmethod
     def check(cls, pattern, causal, params):
@@ -505,9 +502,7 @@ class TripleWise(_LengthLimited):
         self.key_map = nn.Parameter(eye.clone())
         self.value_map = nn.Parameter(eye.clone())
 
-    @classmethod
-    def build(cls, heads, head_dim, **params):
-        return cls(heads, head_dim, **params)
+    takes_head_dim = True
 
     default_max_len = 32
     too_long = "the naive O(N^3) form is limited to {m} tokens, got {n} (raise max_len)"
