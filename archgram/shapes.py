@@ -43,6 +43,12 @@ def numel(shape: Shape) -> int:
     return prod(shape)
 
 
+def conv_length(n: int, k: int, s: int = 1, d: int = 1, pad: int = 0) -> int:
+    """Output length of a convolution/pooling/unfold along one axis (PyTorch's
+    formula); ``pad`` is the total padding added to that axis."""
+    return (n + pad - d * (k - 1) - 1) // s + 1
+
+
 def parse_shape(text: str) -> Shape:
     """Parse '8,3,32,32' (or '8x3x32x32') into a shape, with a clear error."""
     from archgram.errors import ArchgramError

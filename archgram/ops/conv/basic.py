@@ -9,14 +9,9 @@ from torch import nn
 
 from archgram.errors import ShapeError
 from archgram.ops.registry import Arg, Op, check_rank, register_op
-from archgram.shapes import Shape, fmt
+from archgram.shapes import Shape, conv_length, fmt
 
 CONV = ("S57",)
-
-
-def conv_length(n: int, k: int, s: int, d: int, pad: int) -> int:
-    """Output length of a 1D convolution (PyTorch's formula)."""
-    return (n + pad - d * (k - 1) - 1) // s + 1
 
 
 @register_op(
@@ -115,4 +110,4 @@ class Conv1d(Op):
         return y.transpose(1, 2)
 
 
-__all__ = ["Conv1d", "DWConv2d", "conv_length"]
+__all__ = ["Conv1d", "DWConv2d"]

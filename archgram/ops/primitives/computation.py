@@ -9,7 +9,7 @@ from torch import nn
 
 from archgram.errors import ShapeError
 from archgram.ops.registry import Arg, Op, check_rank, register_op
-from archgram.shapes import IMAGE_RANK, Shape, channels, with_channels
+from archgram.shapes import IMAGE_RANK, Shape, channels, conv_length, with_channels
 
 EINSPACE = ("S57",)
 
@@ -188,7 +188,7 @@ def _pool_output(name: str, shape: Shape, k: int, s: int, p: int) -> Shape:
     b, c, h, w = shape
     if 2 * p > k:
         raise ShapeError(f"{name}: padding {p} exceeds half the kernel {k}")
-    ho, wo = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+    ho, wo = conv_length(h, k, s, pad=2 * p), conv_length(w, k, s, pad=2 * p)
     if ho < 1 or wo < 1:
         raise ShapeError(f"{name}(k={k}, s={s}, p={p}) does not fit a {h}x{w} input")
     return (b, c, ho, wo)
@@ -261,8 +261,7 @@ class Conv2d(Op):
         if c % groups or out % groups:
             raise ShapeError(f"conv2d: groups={groups} must divide in ({c}) and out ({out}) channels")
         pad = k // 2 * d if p < 0 else p
-        span = d * (k - 1) + 1
-        ho, wo = (h + 2 * pad - span) // s + 1, (w + 2 * pad - span) // s + 1
+        ho, wo = conv_length(h, k, s, d, 2 * pad), conv_length(w, k, s, d, 2 * pad)
         if ho < 1 or wo < 1:
             raise ShapeError(f"conv2d(k={k}, s={s}, d={d}) does not fit a {h}x{w} input")
         return (b, out, ho, wo)

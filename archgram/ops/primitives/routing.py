@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from archgram.errors import ShapeError
 from archgram.ops.registry import Arg, Op, check_rank, register_op
-from archgram.shapes import Shape, fmt
+from archgram.shapes import Shape, conv_length, fmt
 
 EINSPACE = ("S57",)
 GRID = "grid"
@@ -25,7 +25,7 @@ class _Free(Op):
 
 
 def _grid(h: int, w: int, k: int, s: int, p: int) -> tuple[int, int]:
-    return (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+    return conv_length(h, k, s, pad=2 * p), conv_length(w, k, s, pad=2 * p)
 
 
 @register_op(
