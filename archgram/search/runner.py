@@ -448,6 +448,29 @@ _TUNE_ENV = {
 }
 
 
+#: Ray gives its raylet a fixed 30 s to register; on a loaded 2-core machine that
+#: can pass, so a local start is tried this many times before giving up.
+RAY_START_ATTEMPTS = 3
+
+
+def _start_ray(ray, init: dict[str, Any], address: str | None) -> None:
+    """ray.init, retrying a local start that timed out under load; one-line errors."""
+    for attempt in range(1, RAY_START_ATTEMPTS + 1):
+        try:
+            ray.init(**init)
+            return
+        except ConnectionError as exc:
+            raise ArchgramError(f"cannot join the Ray cluster at {address}: {exc}") from None
+        except Exception as exc:
+            if address or "timed out during startup" not in str(exc):
+                raise
+            ray.shutdown()
+            if attempt == RAY_START_ATTEMPTS:
+                raise ArchgramError(f"local Ray did not start in {attempt} tries (the machine may be overloaded): "
+                                    f"{str(exc).splitlines()[0]}") from None
+            time.sleep(2 * attempt)
+
+
 def _run_ray(config, strategy, store, progress, remaining, on_update) -> None:
     for key, value in _TUNE_ENV.items():
         os.environ.setdefault(key, value)
@@ -463,10 +486,7 @@ def _run_ray(config, strategy, store, progress, remaining, on_update) -> None:
             init["num_cpus"] = max(1, int(config.workers * config.cpus_per_trial))
             if config.gpus_per_trial:
                 init["num_gpus"] = int(config.workers * config.gpus_per_trial)
-        try:
-            ray.init(**init)
-        except ConnectionError as exc:
-            raise ArchgramError(f"cannot join the Ray cluster at {config.address}: {exc}") from None
+        _start_ray(ray, init, config.address)
     try:
         errors = _ErrorLog()
         searcher = _searcher(strategy, store, config, progress, remaining, on_update, errors)

@@ -123,3 +123,39 @@ def test_a_crashed_worker_is_a_failed_error(tmp_path, ray_local, monkeypatch):
     for r in records:
         assert r.state == "FAIL" and r.attrs["failure"] == "error"
         assert "worker exploded on purpose" in r.attrs["message"]
+
+
+class _FlakyRay:
+    """Stands in for the ray module: ``init`` times out ``fails`` times, then works."""
+
+    def __init__(self, fails: int, message: str = "The current node timed out during startup. ..."):
+        self.fails, self.message, self.inits, self.shutdowns = fails, message, 0, 0
+
+    def init(self, **kwargs):
+        self.inits += 1
+        if self.inits <= self.fails:
+            raise Exception(self.message)
+
+    def shutdown(self):
+        self.shutdowns += 1
+
+
+def test_local_ray_start_is_retried_after_a_startup_timeout(monkeypatch):
+    from archgram.search import runner
+
+    monkeypatch.setattr(runner.time, "sleep", lambda s: None)
+    ray = _FlakyRay(fails=2)
+    runner._start_ray(ray, {}, None)
+    assert (ray.inits, ray.shutdowns) == (3, 2)
+
+    ray = _FlakyRay(fails=99)
+    with pytest.raises(ArchgramError, match="did not start in 3 tries"):
+        runner._start_ray(ray, {}, None)
+    # other failures, and any failure joining a cluster, are not retried
+    ray = _FlakyRay(fails=1, message="something else")
+    with pytest.raises(Exception, match="something else"):
+        runner._start_ray(ray, {}, None)
+    ray = _FlakyRay(fails=1)
+    with pytest.raises(Exception, match="timed out"):
+        runner._start_ray(ray, {}, "10.0.0.1:6379")
+    assert ray.inits == 1
