@@ -6,6 +6,7 @@
 """
 from archgram.compiler import compile
 from archgram.errors import ArchgramError, CompileError, GrammarError, SamplingError, ShapeError
+from archgram.export import export
 from archgram.grammar import Derivation, Grammar, Limits, load_grammar
 
 __version__ = "0.1.0"
@@ -20,5 +21,6 @@ __all__ = [
     "SamplingError",
     "ShapeError",
     "compile",
+    "export",
     "load_grammar",
 ]

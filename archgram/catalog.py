@@ -1,7 +1,7 @@
 """Live status of the catalog rows (S01..S78): what implements each, what tests it.
 
 Implementations are read from the registries (ops, attention parts, search
-strategies, tasks), each of which names its rows in ``refs``. Tests are read
+strategies, tasks, compiler passes), each of which names its rows in ``refs``. Tests are read
 from the test suite: a test covers a row when its name, docstring or a
 ``pytest.mark.catalog("S06")`` marker names the row, or when its file sets
 ``pytestmark = pytest.mark.catalog(...)``. Nothing here is a hand-kept list.
@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROWS_FILE = Path(__file__).with_name("catalog_rows.tsv")
+GRAMMARS_DIR = Path(__file__).with_name("grammars")
 REF = re.compile(r"\bS(\d\d)\b")
 
 
@@ -68,7 +69,41 @@ def implementations() -> dict[str, list[str]]:
         add(getattr(cls, "refs", ()), f"strategy:{name}")
     for cls in all_tasks():
         add(getattr(cls, "refs", ()), f"task:{cls.name}")
+    _add_kernels_and_benches(add)
+    from archgram.compiler.passes import all_passes
+
+    for spec in all_passes():
+        add(spec.refs, f"pass:{spec.name}")
+    from archgram import analysis, distributed
+    from archgram.search import multitask, training
+
+    # features and tools outside the registries name their rows in CATALOG_REFS {label: refs}
+    for module in (training, multitask, analysis, distributed):
+        for label, refs in module.CATALOG_REFS.items():
+            add(refs, label)
+    for path in sorted(GRAMMARS_DIR.glob("*.pcfg")):  # a shipped grammar names its rows in a '# catalog: S36' line
+        for line in path.read_text().splitlines():
+            if line.startswith("# catalog:"):
+                add([f"S{n}" for n in REF.findall(line)], f"grammar:{path.stem}")
     return found
+
+
+def _add_kernels_and_benches(add) -> None:
+    """Kernel families (each archgram/kernels/<family> package's ``REFS``) and
+    ``archgram bench`` suites (their ``refs``)."""
+    import importlib
+    import pkgutil
+
+    import archgram.kernels
+    from archgram.bench.base import SUITES
+    from archgram.bench.base import _load as load_suites
+
+    for info in pkgutil.iter_modules(archgram.kernels.__path__):
+        module = importlib.import_module(f"archgram.kernels.{info.name}")
+        add(getattr(module, "REFS", ()), f"kernel:{info.name}")
+    load_suites()
+    for name, cls in SUITES.items():
+        add(cls.refs, f"bench:{name}")
 
 
 def tests_by_ref(tests_dir: Path) -> dict[str, list[str]]:

@@ -627,11 +627,19 @@ def ops_cmd(
 
 # ------------------------------------------------------- search and show
 def _register_search() -> None:
+    from archgram.cli_analyze import register as register_analyze
+    from archgram.cli_bench import register as register_bench
     from archgram.cli_catalog import register as register_catalog
+    from archgram.cli_export import register as register_export
+    from archgram.cli_fuse import register as register_fuse
     from archgram.cli_search import register
 
     register(app)
     register_catalog(app)
+    register_export(app)
+    register_bench(app)
+    register_fuse(app)
+    register_analyze(app)
 
 
 _register_search()

@@ -276,7 +276,9 @@ def _dashboard_cmd(url: str) -> str:
 # ------------------------------------------------------------------ search
 def search(
     grammar: Annotated[str, typer.Argument(metavar="[GRAMMAR]", help="Grammar file (.pcfg) or shipped grammar name.")] = "einspace",
-    task: Annotated[str, typer.Option("--task", "-t", help="Task to train on (e.g. mnist1d, digits, mqar).")] = "digits",
+    task: Annotated[list[str] | None, typer.Option("--task", "-t", metavar="TASK", show_default=False,
+                                                   help="Task to train on (e.g. mnist1d, digits, mqar; default digits). "
+                                                        "Repeat it (or give a,b) for one multi-task search (S29).")] = None,
     strategy: Annotated[str, typer.Option("--strategy", help="random, evolution, pcfg-eda, tpe or nsga2.")] = "evolution",
     trials: Annotated[int, typer.Option("--trials", "-n", help="The study's total trials; a rerun continues to it.")] = 16,
     workers: Annotated[int, typer.Option("--workers", "-w", help="Trials evaluated at once.")] = 2,
@@ -301,6 +303,12 @@ def search(
                                                    help="Tournament size (evolution, default 5).")] = None,
     scheduler: Annotated[str, typer.Option("--scheduler", help="fifo, or asha to stop weak trials early.")] = "fifo",
     as_json: Annotated[bool, typer.Option("--json", help="No live display; print one JSON summary at the end.")] = False,
+    export_best: Annotated[bool, typer.Option("--export/--no-export", help="Export the best trial when the search "
+                                              "finishes (to <study>-best/; see `archgram export`).")] = True,
+    train_option: Annotated[list[str] | None, typer.Option("--train-option", metavar="OPT", show_default=False,
+                                                           help="Training: at or vat (adversarial training on the "
+                                                                "embedding, S74/S75), or KEY=VALUE such as adv_eps=0.05, "
+                                                                "adv_weight=1, schedule=constant; repeatable.")] = None,
 ) -> None:
     """Search GRAMMAR for architectures on a task; resumable, results in an Optuna study.
 
@@ -313,13 +321,22 @@ def search(
 
     ui = _ui()
     # ---- validate everything before Ray starts or the study file is touched
-    task_obj = get_task(task)  # unknown task: did-you-mean
+    from archgram.search.multitask import TaskSet
+    from archgram.search.training import parse_cli
+
+    task_set = TaskSet.parse(task or ["digits"])  # unknown task: did-you-mean
+    task = task_set.names[0]
+    task_obj = get_task(task)
+    train_options = parse_cli(train_option)
     get_strategy(strategy)
     from archgram.search.runner import SCHEDULERS
 
     if scheduler not in SCHEDULERS:
         raise ArchgramError(f"unknown scheduler '{scheduler}'; schedulers are: {', '.join(SCHEDULERS)}")
     objs = _objectives(objectives, strategy)
+    if task_set.multi and scheduler != "fifo":
+        raise ArchgramError(f"--scheduler {scheduler} compares one task's training loss; a multi-task search "
+                            f"({task_set.label}) runs with --scheduler fifo")
     budget_text = _budget(budget)
     for name, value, low in (("--trials", trials, 1), ("--workers", workers, 1), ("--batch-size", batch_size, 1)):
         if value < low:
@@ -361,6 +378,10 @@ def search(
     g = ui._load(grammar)
     shape = task_obj.body_input_shape(batch_size)
     _precheck_sampling(g, shape, task_obj.output_target(batch_size))
+    if task_set.multi:
+        from archgram.search.multitask import precheck
+
+        precheck(g, task_set, batch_size)
     names = _csv(seed_baselines)
     if names and strategy != "evolution":
         ui._warn(f"--seed-baselines seeds evolution only; ignored for '{strategy}'")
@@ -368,18 +389,18 @@ def search(
         seeds = _seeds(names, g, shape)
         if seeds:
             options["seeds"] = seeds
-    study_text = _study_path(study, task)
+    study_text = _study_path(study, task_set.label)
     from archgram.search.store import storage_url
 
     url = storage_url(study_text)  # refuses a directory, a text file, a foreign SQLite file (untouched)
 
     config = SearchConfig(
         grammar=grammar, task=task, study=study_text, strategy=strategy, trials=trials, workers=workers,
-        budget=budget_text, seed=seed, batch_size=batch_size, objectives=objs, address=address,
+        budget=budget_text, seed=seed, batch_size=batch_size, objectives=task_set.objectives(objs), address=address,
         cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, strategy_options=options,
-        scheduler=scheduler,
+        scheduler=scheduler, tasks=task_set.names if task_set.multi else (), train_options=train_options,
     )
-    header = f"{g.name} on {task} | {strategy} | budget {budget_text} | {workers} worker{'s' * (workers != 1)} | {study_text}"
+    header = f"{g.name} on {task_set.label} | {strategy} | budget {budget_text} | {workers} worker{'s' * (workers != 1)} | {study_text}"
     console = ui.err if as_json else ui.console
     display = _Display(console, live=console.is_terminal and not as_json, header=header)
     interrupted = False
@@ -417,6 +438,9 @@ def search(
         "stopped": stopped, "seconds": time.monotonic() - started, "leaderboard": rows,
         "show": show_cmd, "dashboard": _dashboard_cmd(url),
     }
+    exported = _export_best(study_text, ui.err if as_json else ui.console) if export_best and rows and not stopped else None
+    if exported is not None:
+        summary["export"] = exported.to_dict()
     if as_json:
         ui._emit_json(summary)
     if stopped:
@@ -429,6 +453,10 @@ def search(
     if not as_json:
         if rows:
             ui.console.print(leaderboard_table(rows, f"top {len(rows)} of {len(records)} trials ({_counts_text(counts)})"))
+        if exported is not None:
+            from archgram.cli_export import print_result
+
+            print_result(ui.console, exported)
         ui.console.print(Text.assemble(("next: ", "bold"), show_cmd, "   |   ", _dashboard_cmd(url)),
                          soft_wrap=True, highlight=False)
     if not rows:
@@ -439,6 +467,21 @@ def search(
         ui._error(f"every one of the {len(records)} trials failed (most often '{reason}', {n}x"
                   + (f": {str(message).splitlines()[0][:200]}" if message else "") + ")")
         raise typer.Exit(EXIT_FAILED)
+
+
+def _export_best(study: str, console):
+    """Export the best trial beside the study (``runs/digits.db`` -> ``runs/digits-best/``),
+    replacing an earlier export there; a failure is a warning, the search still succeeded."""
+    from archgram.export.exporter import default_out, export
+
+    out = default_out(study, None)
+    ours = (out / "model.py").is_file() and (out / "derivation.json").is_file()
+    console.print(Text(f"exporting the best trial to {out} ...", style="dim"), soft_wrap=True, highlight=False)
+    try:
+        return export(study, out, force=ours)
+    except ArchgramError as exc:
+        _ui()._warn(f"could not export the best trial: {exc} (try `archgram export {study} --out DIR`)")
+        return None
 
 
 # -------------------------------------------------------------------- show
@@ -466,6 +509,8 @@ def show(
     meta = store.meta
     costs = [c for c in ("params",) + tuple(o for o in store.objectives if o in ("latency", "flops"))]
     fronts = {c: [r.number for r in report.pareto_front(records, c)] for c in costs}
+    tasks = report.study_tasks(store.objectives)  # a multi-task study (S29)
+    per_task = report.task_report(records, tasks) if tasks else None
     written: list[str] = []
     if plots and records:
         out_dir = out if out is not None else _plots_dir(study)
@@ -479,10 +524,14 @@ def show(
         for c in costs:
             written.append(str(report.plot_pareto(records, out_dir / f"pareto_{c}.png", cost=c,
                                                    title=f"{name}: score vs {c} (Pareto front)")))
+        if len(tasks) >= 2:
+            written.append(str(report.plot_task_pareto(records, out_dir / "pareto_tasks.png", tasks,
+                                                       title=f"{name}: per-task scores (Pareto front)")))
     result = {
         "study": str(study), "url": store.url, "meta": meta, "objectives": list(store.objectives),
         "finished": len(records), "interrupted": interrupted, "running": running, "status": counts,
         "leaderboard": rows, "pareto": fronts, "plots": written,
+        **({"per_task": per_task} if per_task else {}),
     }
     if as_json:
         ui._emit_json(result)
@@ -496,12 +545,36 @@ def show(
         for c, nums in fronts.items():
             ui.console.print(Text.assemble((f"Pareto front (score vs {c}): ", "bold"),
                                            ", ".join(f"#{n}" for n in nums) or "-"), soft_wrap=True, highlight=False)
+        if per_task:
+            ui.console.print(_task_table(per_task))
     elif records:
         ui._warn("no trial succeeded yet")
     else:
         ui._warn("the study holds no finished trial yet")
     if written:
         ui.console.print(Text.assemble(("plots: ", "bold"), "  ".join(written)), soft_wrap=True, highlight=False)
+
+
+def _task_table(per_task: dict) -> Table:
+    """The per-task Pareto front of a multi-task study, then each task's best trial."""
+    from archgram.cli_util import human
+
+    tasks = per_task["tasks"]
+    table = Table(title="per-task Pareto front (no trial scores at least as well on every task)", title_justify="left",
+                  header_style="bold")
+    table.add_column("trial", justify="right")
+    for t in tasks:
+        table.add_column(escape(t), justify="right")
+    for col in ("mean", "params"):
+        table.add_column(col, justify="right")
+    table.add_column("hash", style="cyan", no_wrap=True)
+    for row in per_task["front"]:
+        table.add_row(str(row["trial"]), *(_score(row[t]) for t in tasks), _score(row["mean"]), human(row["params"]),
+                      str(row.get("hash") or "-")[:16])
+    best = per_task["best"]
+    table.caption = "best per task: " + ", ".join(
+        f"{t} #{best[t]['trial']} {_score(best[t]['score'])}" for t in tasks if t in best)
+    return table
 
 
 def _plots_dir(study: str) -> Path:

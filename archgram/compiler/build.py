@@ -83,9 +83,13 @@ def _build(node: Node, ctx: tuple, trail: list[str]) -> tuple[nn.Module, tuple]:
     return Branch(split, arms, merge), ctx
 
 
-def compile(derivation: Derivation, input_shape: Shape | None = None, head: nn.Module | None = None) -> Network:
+def compile(derivation: Derivation, input_shape: Shape | None = None, head: nn.Module | None = None,
+            fuse: bool | list[str] = False) -> Network:
     """Build the network of ``derivation``. ``input_shape`` defaults to the one it
-    was sampled for; a different one is re-checked against every shape rule."""
+    was sampled for; a different one is re-checked against every shape rule.
+    ``fuse=True`` runs every compiler pass (``archgram.compiler.passes``; e.g.
+    attention written with primitives becomes one fused attention call), a list
+    names the passes; parameters and state_dict keys stay the same."""
     name = derivation.hash()  # of the derivation as given, before any re-typing
     if input_shape is not None and tuple(input_shape) != tuple(derivation.input_shape):
         derivation = derivation.copy()
@@ -100,4 +104,9 @@ def compile(derivation: Derivation, input_shape: Shape | None = None, head: nn.M
         raise
     except Exception as exc:  # an op constructor failed: say which node
         raise CompileError(f"building derivation {name} failed: {type(exc).__name__}: {exc}") from exc
-    return Network(body, derivation, head)
+    network = Network(body, derivation, head)
+    if fuse:
+        from archgram.compiler.passes import run_passes
+
+        run_passes(network, derivation, None if fuse is True else list(fuse))
+    return network

@@ -201,6 +201,13 @@ class TrainOptions:
     #: Weight of the auxiliary losses ops leave in ``aux_loss`` (MoE load balance,
     #: Sparsifiner's predictor); 0 ignores them.
     aux_weight: float = 0.01
+    #: Adversarial training on the embedding (the stem's output): None, 'at' (S74)
+    #: or 'vat' (S75); see archgram/search/training/adversarial.py.
+    adversarial: str | None = None
+    adv_eps: float = 0.05  # perturbation size, a fraction of each example's embedding norm
+    adv_weight: float = 1.0  # weight of the adversarial loss term
+    vat_xi: float = 1e-3  # VAT: power-iteration step, a fraction of the embedding norm
+    vat_iters: int = 1  # VAT: power iterations
 
     @classmethod
     def from_dict(cls, options: dict[str, Any] | None) -> TrainOptions:
@@ -216,6 +223,14 @@ class TrainOptions:
             raise ArchgramError(f"train option threads must be at least 1, got {opts.threads}")
         if not 0 <= opts.warmup < 1:
             raise ArchgramError(f"train option warmup is a fraction in [0, 1), got {opts.warmup}")
+        if opts.adversarial is not None:
+            from archgram.search.training import get_method
+
+            get_method(opts.adversarial)
+            for name, ok, want in (("adv_eps", opts.adv_eps > 0, "positive"), ("adv_weight", opts.adv_weight >= 0, "0 or more"),
+                                   ("vat_xi", opts.vat_xi > 0, "positive"), ("vat_iters", opts.vat_iters >= 1, "at least 1")):
+                if not (ok and math.isfinite(getattr(opts, name))):
+                    raise ArchgramError(f"train option {name} must be {want}, got {getattr(opts, name)}")
         return opts
 
     def factor(self, progress: float) -> float:
@@ -390,6 +405,7 @@ def evaluate(
     timeout: float | None = None,
     on_step: Callable[[int, float], Any] | None = None,
     data_seed: int = 0,
+    weights: str | None = None,
 ) -> TrialResult:
     """Train ``derivation`` on ``task`` within ``budget`` and score it on the val split.
 
@@ -400,6 +416,8 @@ def evaluate(
     training step; returning True stops training early (a pruned trial is still
     scored). ``data_seed`` picks the generated data set (kept fixed across
     trials so their scores compare); ``seed`` drives initialisation and batches.
+    ``weights``: a path where a successful run keeps its trained state dict
+    (safetensors; ``archgram export`` reads it).
     """
     _warm_up()
     started = time.perf_counter()
@@ -432,6 +450,13 @@ def evaluate(
     try:
         with _alarm(deadline), _threads(opts.threads), _seeded(seed, device, opts.deterministic):
             run.execute()
+            if weights is not None:
+                from archgram.export.weights import save_weights
+
+                meta = {"hash": result.arch_hash, "score": result.score, "task": task.name, "seed": seed}
+                problem = save_weights(run.model, weights, meta)
+                if problem:
+                    result.extras["weights_error"] = problem
     except KeyboardInterrupt:
         raise
     except Exception as exc:
@@ -522,7 +547,12 @@ class _Run:
                     group["lr"] = self.lr * opts.factor(progress)
             for m in curriculum:  # training curricula, e.g. progressive masking (S08)
                 m.set_progress(round(progress * 1000), 1000)
-            loss = task.loss(model(xb), yb)
+            if opts.adversarial:  # AT / VAT on the embedding (S74, S75)
+                from archgram.search.training import training_loss
+
+                loss = training_loss(model, task, xb, yb, opts)
+            else:
+                loss = task.loss(model(xb), yb)
             if opts.aux_weight:
                 loss = loss + opts.aux_weight * auxiliary_loss(model)
             value = float(loss.detach())

@@ -148,6 +148,41 @@ def pareto_front(records: Iterable[TrialRecord], cost: str = "params") -> list[T
     return front
 
 
+# ------------------------------------------------------------ multi-task
+def study_tasks(objectives: Iterable[str]) -> list[str]:
+    """The tasks of a multi-task study (S29), from its ``score:<task>`` objectives."""
+    return [o.split(":", 1)[1] for o in objectives if o.startswith("score:")]
+
+
+def _task_scores(r: TrialRecord, tasks: Sequence[str]) -> list[float] | None:
+    values = [r.attrs.get(f"score:{t}") for t in tasks]
+    return values if all(_finite(v) for v in values) else None
+
+
+def task_pareto_front(records: Iterable[TrialRecord], tasks: Sequence[str]) -> list[TrialRecord]:
+    """Ok trials that no other trial matches or beats on every task's score while beating
+    it on one; best mean score first (ties: fewer params, earlier trial)."""
+    points = [(r, v) for r in ok_records(records) if (v := _task_scores(r, tasks)) is not None]
+    front = [r for r, v in points
+             if not any(all(o >= x for o, x in zip(w, v)) and any(o > x for o, x in zip(w, v)) for _, w in points)]
+    return sorted(front, key=lambda r: (-r.score, _num(r.attrs.get("params"), math.inf), r.number))
+
+
+def task_report(records: Iterable[TrialRecord], tasks: Sequence[str]) -> dict[str, Any]:
+    """Per-task report: the Pareto front over the task scores (rows) and each task's best trial."""
+    records = list(records)
+    rows = [{"trial": r.number, "mean": r.score, "params": r.attrs.get("params"), "hash": r.attrs.get("hash"),
+             **{t: r.attrs.get(f"score:{t}") for t in tasks}} for r in task_pareto_front(records, tasks)]
+    best = {}
+    for t in tasks:
+        scored = [r for r in ok_records(records) if _finite(r.attrs.get(f"score:{t}"))]
+        if scored:
+            top = max(scored, key=lambda r: (r.attrs[f"score:{t}"], -r.number))
+            best[t] = {"trial": top.number, "score": top.attrs[f"score:{t}"],
+                       "params": top.attrs.get(f"params:{t}"), "metric": top.attrs.get(f"metric:{t}")}
+    return {"tasks": list(tasks), "front": rows, "best": best}
+
+
 # -------------------------------------------------------------------- plots
 def _plt():
     import matplotlib
@@ -228,7 +263,36 @@ def _num(value: Any, default: float) -> float:
     return float(value) if _finite(value) else default
 
 
+def plot_task_pareto(records: Sequence[TrialRecord], path: str | Path, tasks: Sequence[str], title: str = "") -> Path:
+    """First two tasks' scores against each other, the per-task Pareto front highlighted."""
+    plt = _plt()
+    path = Path(path)
+    a, b = tasks[0], tasks[1]
+    fig, ax = plt.subplots(figsize=(5.5, 5), dpi=120)
+    points = [r for r in ok_records(records) if _task_scores(r, tasks) is not None]
+    front = task_pareto_front(points, tasks)
+    if points:
+        ax.scatter([r.attrs[f"score:{a}"] for r in points], [r.attrs[f"score:{b}"] for r in points], s=14,
+                   color="tab:blue", alpha=0.5, label="trial")
+    if front:
+        ax.scatter([r.attrs[f"score:{a}"] for r in front], [r.attrs[f"score:{b}"] for r in front], s=36,
+                   color="tab:red", zorder=3, label=f"Pareto front ({len(front)})")
+        for r in front:
+            ax.annotate(f"#{r.number}", (r.attrs[f"score:{a}"], r.attrs[f"score:{b}"]), textcoords="offset points",
+                        xytext=(4, -10), fontsize=7)
+    ax.set_xlabel(f"score on {a}")
+    ax.set_ylabel(f"score on {b}")
+    ax.set_title(title or f"{a} vs {b}")
+    ax.grid(alpha=0.3)
+    if points:
+        ax.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 __all__ = [
     "best_so_far", "interrupted_and_running", "leaderboard_rows", "open_study", "pareto_front", "plot_best_so_far",
-    "plot_pareto", "ranked", "status_counts",
+    "plot_pareto", "plot_task_pareto", "ranked", "status_counts", "study_tasks", "task_pareto_front", "task_report",
 ]

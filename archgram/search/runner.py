@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from archgram.errors import ArchgramError
+from archgram.export.weights import WeightKeeper, weights_file
 from archgram.grammar.derivation import Derivation
 from archgram.grammar.model import load_grammar
 from archgram.search.store import StudyStore
@@ -64,6 +65,10 @@ class SearchConfig:
     asha_reduction: float = 3.0
     #: ASHA: intermediate reports per trial (fewer when the budget has fewer steps)
     asha_reports: int = 10
+    #: multi-task run (S29): every task, ``task`` first; empty for one task
+    tasks: tuple[str, ...] = ()
+    #: evaluator train options (e.g. {"adversarial": "at"}), stored with the study
+    train_options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -158,22 +163,24 @@ def _trainable(config: dict[str, Any]) -> None:
             per_epoch = max(1, task.data(0).n_train // config["batch_size"])
             on_step = _Reporter(tune.report, budget, per_epoch, config["reports"])
         eval_start = time.time()
-        result = evaluate(
-            derivation,
-            task,
-            budget,
-            seed=config["seed"],
-            device=config.get("device", "cpu"),
-            batch_size=config["batch_size"],
-            train_options={"threads": max(1, int(config.get("cpus", 1)))},
-            on_step=on_step,
-        ).to_dict()
+        train_options = {**config.get("train_options", {}), "threads": max(1, int(config.get("cpus", 1)))}
+        if config.get("tasks"):  # multi-task (S29): the same derivation on every task
+            from archgram.search.multitask import evaluate_tasks
+
+            tasks = [_worker_task(name, {}) for name in config["tasks"]]
+            evaluation = evaluate_tasks(derivation, tasks, budget, seed=config["seed"], device=config.get("device", "cpu"),
+                                        batch_size=config["batch_size"], train_options=train_options, on_step=on_step)
+        else:
+            evaluation = evaluate(derivation, task, budget, seed=config["seed"], device=config.get("device", "cpu"),
+                                  batch_size=config["batch_size"], train_options=train_options, on_step=on_step,
+                                  weights=config.get("weights"))
+        result = evaluation.to_dict() | {k: v for k, v in evaluation.extras.items() if ":" in k}
         eval_end = time.time()
     except Exception as exc:  # noqa: BLE001 - a failure is a result, never a crash
         result = {"status": "failed", "failure": "error", "message": f"{type(exc).__name__}: {exc}"[:600]}
         eval_start = eval_end = time.time()
     timing = {"t_enter": started, "t_eval_start": eval_start, "t_eval_end": eval_end, "pid": os.getpid()}
-    metrics = {k: v for k, v in result.items() if v is not None and k in _RESULT_KEYS}
+    metrics = {k: v for k, v in result.items() if v is not None and (k in _RESULT_KEYS or ":" in k)}
     tune.report(metrics | {"progress": 100, "timing": timing})
 
 
@@ -210,8 +217,8 @@ def _outcome(result: dict | None, error: bool, errors: _ErrorLog, trial_id: str)
     if error or not result:
         return {"status": "failed", "failure": "error", "message": errors.message(trial_id)}
     errors.trials.pop(trial_id, None)
-    if "status" in result:
-        return {k: v for k, v in result.items() if k in _RESULT_KEYS}
+    if "status" in result:  # per-task values of a multi-task trial are named 'score:<task>' etc.
+        return {k: v for k, v in result.items() if k in _RESULT_KEYS or ":" in k}
     # the last result was an intermediate report: the scheduler stopped the trial
     return {
         "status": "pruned",
@@ -246,6 +253,7 @@ def _searcher(strategy, store: StudyStore, config: SearchConfig, progress: Progr
         def __init__(self):
             super().__init__(metric=None, mode=None)
             self.suggested = 0
+            self.keeper = WeightKeeper.for_url(store.url)  # the best trials' weight files
             self.pending: dict[str, tuple[Any, Derivation, dict[str, float]]] = {}
 
         def suggest(self, trial_id: str):
@@ -270,6 +278,9 @@ def _searcher(strategy, store: StudyStore, config: SearchConfig, progress: Progr
                 "derivation": proposal.derivation.to_json(indent=None),
                 "task": config.task,
                 "task_options": config.task_options,
+                "tasks": list(config.tasks),
+                "train_options": config.train_options,
+                "weights": None if config.tasks else weights_file(store.url, trial.number),  # for `archgram export`
                 "budget": config.budget,
                 "seed": config.seed + trial.number,
                 "batch_size": config.batch_size,
@@ -287,6 +298,7 @@ def _searcher(strategy, store: StudyStore, config: SearchConfig, progress: Progr
             outcome = _outcome(result, error, errors, trial_id)
             t0 = time.perf_counter()
             store.finish(trial, outcome)
+            self.keeper.add(trial.number, outcome.get("score") if outcome.get("status") == "ok" else None)
             timing["store_finish_s"] = time.perf_counter() - t0
             # Tune flattens nested results: the worker's stamps arrive as timing/<key>
             timing.update({k[7:]: v for k, v in (result or {}).items() if k.startswith("timing/")})
@@ -310,7 +322,7 @@ def _searcher(strategy, store: StudyStore, config: SearchConfig, progress: Progr
 
 _RESULT_KEYS = (
     "status", "score", "metric", "params", "flops", "latency_ms", "train_seconds", "steps", "failure", "message",
-    "train_loss", "val_loss", "total_seconds",
+    "train_loss", "val_loss", "total_seconds", "seed", "budget", "batch_size",  # seed..: to retrain on export
 )
 
 
@@ -395,11 +407,13 @@ def run_search(config: SearchConfig, on_update: Callable[[Progress], None] = lam
         config.study,
         objectives=config.objectives,
         meta={
-            "task": config.task,
+            "task": "+".join(config.tasks) if config.tasks else config.task,
             "input_shape": list(shape),
             "grammar": grammar.name,
             "grammar_sha256": grammar.sha256[:16],
             "objectives": list(config.objectives),
+            **({"tasks": list(config.tasks)} if config.tasks else {}),
+            **({"train_options": config.train_options} if config.train_options else {}),
         },
     )
     options = dict(config.strategy_options)

@@ -36,6 +36,16 @@ SQLITE_MAGIC = b"SQLite format 3\x00"
 OBJECTIVES = {"score": "maximize", "params": "minimize", "latency": "minimize", "flops": "minimize"}
 INTERRUPTED = "interrupted"
 
+
+def direction(objective: str) -> str:
+    """'maximize' or 'minimize'; ``score:<task>`` is one task's score in a multi-task study."""
+    if objective.startswith("score:") and len(objective) > len("score:"):
+        return "maximize"
+    if objective not in OBJECTIVES:
+        raise StudyError(f"unknown objective '{objective}'; objectives are: {', '.join(OBJECTIVES)} (and score:TASK)")
+    return OBJECTIVES[objective]
+
+
 optuna.logging.set_verbosity(logging.WARNING)
 
 
@@ -115,8 +125,7 @@ class StudyStore:
         name: str = STUDY_NAME,
     ):
         for obj in objectives:
-            if obj not in OBJECTIVES:
-                raise StudyError(f"unknown objective '{obj}'; objectives are: {', '.join(OBJECTIVES)}")
+            direction(obj)
         self.url = storage_url(study)
         self.objectives = tuple(objectives)
         try:
@@ -129,7 +138,7 @@ class StudyStore:
                 raise StudyError(f"no archgram study '{name}' in {study} (it holds: {', '.join(names) or 'nothing'})")
             if names:
                 raise StudyError(f"{study} holds other studies ({', '.join(names)}), not an archgram study '{name}'")
-        directions = [OBJECTIVES[o] for o in self.objectives]
+        directions = [direction(o) for o in self.objectives]
         self.study = optuna.create_study(storage=self.storage, study_name=name, directions=directions, load_if_exists=True)
         stored = [d.name.lower() for d in self.study.directions]
         if stored != directions:
@@ -144,7 +153,7 @@ class StudyStore:
         for key, value in meta.items():
             if key not in stored:
                 self.study.set_user_attr(key, value)
-            elif key in ("task", "input_shape", "objectives") and stored[key] != value:
+            elif key in ("task", "input_shape", "objectives", "tasks", "train_options") and stored[key] != value:
                 raise StudyError(
                     f"this study was run with {key}={stored[key]!r}, not {value!r}; use another --study file"
                 )

@@ -1,10 +1,13 @@
-"""Time the flash forward kernel against PyTorch SDPA (flash backend) and
-FlexAttention (torch.compile'd, equivalent score_mod/mask_mod) in one process.
+"""Time the flash kernels (forward, and forward+backward) against PyTorch SDPA
+(flash backend) and FlexAttention (torch.compile'd, equivalent
+score_mod/mask_mod) in one process.
 
-python experiments/kernels/bench_flash.py [--out DIR]
-bf16, batch * seq = 32768 tokens, 16 heads, head dims 64 and 128. Prints a
-markdown table (median ms from triton.testing.do_bench, TFLOP/s counting
-4 * B * H * visible_pairs * D) and the relative error of each against the kernel.
+python experiments/kernels/bench_flash.py [--out DIR] [--quick]
+bf16, B x N = 32768 tokens, 16 heads, head dims 64 and 128. Writes a markdown
+table (median ms from triton.testing.do_bench; TFLOP/s counts 4 * B * H *
+visible pairs * D forward, 2.5x that forward+backward) and the relative error
+of each output against the kernel's, plus a window-size sweep showing the
+kernel's cost grows with the window, not the length.
 """
 import argparse
 import json
@@ -18,12 +21,13 @@ import triton
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
-from archgram.kernels.flash.forward import flash_forward
+from archgram.kernels.flash import flash_attention
+from archgram.kernels.flash.reference import visible
 
 # one compile per (score_mod, block mask, head dim): raise dynamo's recompile limit (8 by
 # default), else later cases silently fall back to flex's unfused eager path
-torch._dynamo.config.recompile_limit = 64
-torch._dynamo.config.cache_size_limit = 64
+torch._dynamo.config.recompile_limit = 256
+torch._dynamo.config.cache_size_limit = 256
 flex = torch.compile(flex_attention, dynamic=False)
 CAP = 20.0
 
@@ -32,63 +36,124 @@ def rel(a, b):
     return ((a.float() - b.float()).norm() / b.float().norm()).item()
 
 
-def case(b, n, h, d, score, causal):
+def _natten(size, dil, n):
+    def mask(b, h, i, j):
+        g = i % dil
+        length = (n - g + dil - 1) // dil
+        start = torch.clamp(i // dil - size // 2, min=0)
+        start = torch.minimum(start, torch.clamp(length - size, min=0))
+        jl = j // dil
+        return (j % dil == g) & (jl >= start) & (jl < start + size)
+    return mask
+
+
+def mask_mod(kw, n):
+    mods = []
+    if kw.get("causal"):
+        mods.append(lambda b, h, i, j: i >= j)
+    if kw.get("window") is not None:
+        w = kw["window"]
+        mods.append(lambda b, h, i, j: (i - j).abs() <= w)
+    if kw.get("neighborhood") is not None:
+        mods.append(_natten(kw["neighborhood"], kw.get("dilation", 1), n))
+    if not mods:
+        return None
+
+    def both(b, h, i, j):
+        keep = mods[0](b, h, i, j)
+        for m in mods[1:]:
+            keep = keep & m(b, h, i, j)
+        return keep
+    return both
+
+
+def visible_pairs(kw, n):
+    if kw.get("neighborhood"):
+        return n * kw["neighborhood"]
+    if kw.get("window") is None:
+        return n * (n + 1) / 2 if kw.get("causal") else n * n
+    return visible(n, n, **{k: kw[k] for k in ("causal", "window") if k in kw}).sum().item() if n <= 8192 else \
+        n * (kw["window"] + 1 if kw.get("causal") else 2 * kw["window"] + 1)
+
+
+def timed(fn, backward, grad_out, inputs):
+    if backward:
+        def run():
+            out = fn()
+            torch.autograd.grad(out, inputs, grad_out)
+        return triton.testing.do_bench(run, warmup=25, rep=100, return_mode="median")
+    with torch.no_grad():
+        return triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
+
+
+def case(b, n, h, d, score, kw, backward=True, baselines=True):
     g = torch.Generator(device="cuda").manual_seed(0)
-    q, k, v = (torch.randn(b, h, n, d, device="cuda", dtype=torch.bfloat16, generator=g) for _ in range(3))
+    q, k, v = (torch.randn(b, h, n, d, device="cuda", dtype=torch.bfloat16, generator=g).requires_grad_()
+               for _ in range(3))
+    do = torch.randn(b, h, n, d, device="cuda", dtype=torch.bfloat16, generator=g)
     scale = 1 / math.sqrt(d)
     sig_b = -math.log(n)
-    pairs = n * (n + 1) / 2 if causal else n * n
-    flops = 4 * b * h * pairs * d
-    row = {"B": b, "N": n, "H": h, "D": d, "score": score, "causal": causal}
-
-    def kern():
-        return flash_forward(q, k, v, score=score, causal=causal, scale=scale, cap=CAP)[0]
-
-    ref = kern()
-    fns = {"kernel": kern}
-    if score == "softmax":
+    flops = 4 * b * h * visible_pairs(kw, n) * d
+    row = {"B": b, "N": n, "H": h, "D": d, "score": score, "mask": ",".join(f"{k_}={v_}" for k_, v_ in kw.items())}
+    fns = {"kernel": lambda: flash_attention(q, k, v, score=score, scale=scale, cap=CAP, **kw)}
+    mm = mask_mod(kw, n)
+    bm = create_block_mask(mm, None, None, n, n) if mm is not None else None
+    if baselines and score == "softmax" and set(kw) <= {"causal"}:
         def sdpa():
             with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
-                return F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale)
+                return F.scaled_dot_product_attention(q, k, v, is_causal=kw.get("causal", False), scale=scale)
         fns["sdpa_flash"] = sdpa
-    bm = create_block_mask(lambda b_, h_, i, j: i >= j, None, None, n, n) if causal else None
-    if score == "softmax":
+    if baselines and score == "softmax":
         fns["flex"] = lambda: flex(q, k, v, block_mask=bm, scale=scale)
-    elif score == "softcap":
+    elif baselines and score == "softcap":
         fns["flex"] = lambda: flex(q, k, v, score_mod=lambda s, b_, h_, i, j: CAP * torch.tanh(s / CAP),
                                    block_mask=bm, scale=scale)
-    else:  # sigmoid: softmax of logsigmoid(s + b) times exp(lse) = sum_j sigmoid(s_ij + b) v_j
+    elif baselines and score == "sigmoid":  # softmax of logsigmoid(s + b) times exp(lse) = sum_j sigmoid(s_ij + b) v_j
         def flex_sig():
             o, lse = flex(q, k, v, score_mod=lambda s, b_, h_, i, j: F.logsigmoid(s + sig_b),
                           block_mask=bm, scale=scale, return_lse=True)
             return o * lse.exp()[..., None].to(o.dtype)
         fns["flex"] = flex_sig
+    with torch.no_grad():
+        ref = fns["kernel"]()
     for name, fn in fns.items():
-        try:
-            out = fn()
-            torch.cuda.synchronize()
-            ms = triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
-            row[name + "_ms"] = ms
-            row[name + "_tflops"] = flops / ms / 1e9
-            if name != "kernel":
-                row[name + "_relerr"] = rel(out, ref)
-        except Exception as e:  # report, keep going
-            row[name + "_error"] = f"{type(e).__name__}: {str(e)[:200]}"
+        for phase in ("fwd", "fwdbwd") if backward else ("fwd",):
+            try:
+                with torch.no_grad():
+                    out = fn()
+                ms = timed(fn, phase == "fwdbwd", do, (q, k, v))
+                row[f"{name}_{phase}_ms"] = ms
+                row[f"{name}_{phase}_tflops"] = flops * (2.5 if phase == "fwdbwd" else 1) / ms / 1e9
+                if name != "kernel" and phase == "fwd":
+                    row[name + "_relerr"] = rel(out, ref)
+            except Exception as e:  # report, keep going
+                row[f"{name}_{phase}_error"] = f"{type(e).__name__}: {str(e)[:200]}"
     print(json.dumps(row), flush=True)
     return row
 
 
+def cell(r, n, phase):
+    if f"{n}_{phase}_ms" in r:
+        return f"{r[f'{n}_{phase}_ms']:.3f} ({r[f'{n}_{phase}_tflops']:.0f})"
+    return "error" if f"{n}_{phase}_error" in r else "n/a"
+
+
+def ratio(r, phase):
+    k, f = r.get(f"kernel_{phase}_ms"), r.get(f"flex_{phase}_ms")
+    return f"{f / k:.2f}x" if k and f else "-"
+
+
 def table(rows):
-    out = ["| D | score | causal | B x N | kernel ms (TFLOP/s) | SDPA flash ms (TFLOP/s) | Flex ms (TFLOP/s) | rel err SDPA / Flex vs kernel |",
-           "|---|---|---|---|---|---|---|---|"]
+    out = ["| D | score | mask | B x N | phase | kernel ms (TFLOP/s) | SDPA flash | Flex | Flex/kernel time | rel err SDPA / Flex |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        def cell(n, r=r):
-            if n + "_ms" in r:
-                return f"{r[n + '_ms']:.3f} ({r[n + '_tflops']:.0f})"
-            return "error" if n + "_error" in r else "n/a"
         errs = " / ".join(f"{r[n]:.1e}" if n in r else "-" for n in ("sdpa_flash_relerr", "flex_relerr"))
-        out.append(f"| {r['D']} | {r['score']} | {r['causal']} | {r['B']} x {r['N']} | {cell('kernel')} | "
-                   f"{cell('sdpa_flash')} | {cell('flex')} | {errs} |")
+        for phase in ("fwd", "fwdbwd"):
+            if f"kernel_{phase}_ms" not in r and f"kernel_{phase}_error" not in r:
+                continue
+            out.append(f"| {r['D']} | {r['score']} | {r['mask'] or 'full'} | {r['B']} x {r['N']} | {phase} | "
+                       f"{cell(r, 'kernel', phase)} | {cell(r, 'sdpa_flash', phase)} | {cell(r, 'flex', phase)} | "
+                       f"{ratio(r, phase)} | {errs if phase == 'fwd' else ''} |")
     return "\n".join(out)
 
 
@@ -96,23 +161,32 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=None)
     ap.add_argument("--seq", type=int, default=4096)
+    ap.add_argument("--quick", action="store_true", help="softmax rows only")
     args = ap.parse_args()
     n = args.seq
     b = 32768 // n
     rows = []
+    main_cases = [("softmax", {}), ("softmax", {"causal": True})]
+    extra = [("sigmoid", {}), ("softcap", {"causal": True}), ("softplus", {"causal": True}), ("clipped", {}),
+             ("softmax", {"causal": True, "window": 256}), ("softmax", {"neighborhood": 255}),
+             ("softmax", {"neighborhood": 63, "dilation": 4})]
     for d in (64, 128):
-        for score, causal in (("softmax", False), ("softmax", True), ("sigmoid", False), ("softcap", False), ("softcap", True)):
-            rows.append(case(b, n, 16, d, score, causal))
-    md = table(rows)
+        for score, kw in main_cases + ([] if args.quick else extra if d == 64 else extra[:2]):
+            rows.append(case(b, n, 16, d, score, kw))
+    sweep = []
+    for w in (128, 512, 2048, None):
+        kw = {"causal": True} if w is None else {"causal": True, "window": w}
+        sweep.append(case(2, 16384, 16, 64, "softmax", kw, backward=False))
     head = (f"device: {torch.cuda.get_device_name()} | torch {torch.__version__} | triton {triton.__version__} | "
             f"python {sys.version.split()[0]}")
-    print(head + "\n\n" + md)
+    md = head + "\n\n" + table(rows) + "\n\nWindow sweep (B x N = 2 x 16384, D=64, causal, forward):\n\n" + table(sweep)
+    print(md)
     if args.out:
         os.makedirs(args.out, exist_ok=True)
         with open(os.path.join(args.out, "bench.md"), "w") as f:
-            f.write(head + "\n\n" + md + "\n")
+            f.write(md + "\n")
         with open(os.path.join(args.out, "bench.json"), "w") as f:
-            json.dump(rows, f, indent=1)
+            json.dump(rows + sweep, f, indent=1)
 
 
 if __name__ == "__main__":

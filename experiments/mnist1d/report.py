@@ -18,7 +18,7 @@ def summarise(path: Path) -> dict:
     records = store.records()
     ok = ok_records(records)
     best = max(ok, key=lambda r: r.score) if ok else None
-    meta = store.meta() if hasattr(store, "meta") else {}
+    meta = store.meta
     return {
         "study": str(path), "strategy": meta.get("strategy", path.stem), "trials": len(records),
         "status": status_counts(records), "curve": best_so_far(records),

@@ -1,10 +1,8 @@
-"""When to use the flash kernel: ``attention`` returns the kernel's output for a
-supported configuration on CUDA, else None (the caller runs its reference /
-PyTorch path).
-
-Forward only: there is no backward kernel yet, so whenever autograd would
-record the call (grad enabled and any input requires grad) this returns None
-and training runs through PyTorch. ``ARCHGRAM_KERNELS=off`` always returns None.
+"""When to use the flash kernels: ``attention`` returns the differentiable
+kernel's output (``flash_attention``: forward and backward kernels, so
+training uses them too) for a supported configuration on CUDA, else None (the
+caller runs its reference / PyTorch path). ``ARCHGRAM_KERNELS=off`` always
+returns None.
 """
 from __future__ import annotations
 
@@ -12,7 +10,7 @@ import os
 
 import torch
 
-from archgram.kernels.flash.reference import SCORES
+from archgram.kernels.flash.spec import FlashArgumentError, make_spec
 
 
 def enabled() -> bool:
@@ -25,38 +23,28 @@ def on_device(*tensors) -> bool:
     return all(t.is_cuda for t in tensors)
 
 
-def supported(q, k, v, score: str) -> bool:
-    """Whether the forward kernel serves these tensors and score (device, dtype,
-    shapes, head dim, autograd)."""
-    from archgram.kernels.flash.forward import DTYPES, HEAD_DIMS
+def supported(q, k, v, **kw) -> bool:
+    """Whether the kernels serve these tensors and keywords (device, dtype,
+    shapes, head dim, score and mask)."""
+    from archgram.kernels.flash.forward import check_inputs
 
-    if score not in SCORES or not enabled():
+    if not enabled() or not on_device(q, k, v):
         return False
-    if not on_device(q, k, v):
+    try:
+        check_inputs(q, k, v)
+        make_spec(q.shape[2], k.shape[2], **kw)
+    except FlashArgumentError:
         return False
-    if q.dim() != 4 or k.dim() != 4 or k.shape != v.shape:
-        return False
-    if q.dtype not in DTYPES or not (q.dtype == k.dtype == v.dtype):
-        return False
-    if q.shape[-1] not in HEAD_DIMS or k.shape[-1] != q.shape[-1] or q.shape[0] != k.shape[0]:
-        return False
-    if q.shape[1] % k.shape[1]:
-        return False
-    if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
-        return False  # no backward kernel yet
     return True
 
 
-def attention(q, k, v, *, score: str = "softmax", causal: bool = False, window: int | None = None,
-              alibi_slopes: torch.Tensor | None = None, scale: float | None = None,
-              sigmoid_bias: float | None = None, cap: float = 50.0) -> torch.Tensor | None:
+def attention(q, k, v, *, alibi_slopes: torch.Tensor | None = None, **kw) -> torch.Tensor | None:
     """The kernel's output (B, H, Nq, D), or None where the kernel does not apply.
 
-    q (B, H, Nq, D), k/v (B, Hkv, Nk, D); see ``reference.attention`` for the math."""
-    if not supported(q, k, v, score):
+    q (B, H, Nq, D), k/v (B, Hkv, Nk, D); keywords as
+    ``archgram.kernels.flash.spec.Spec``, math as ``reference.attention``."""
+    if not supported(q, k, v, **kw):
         return None
-    from archgram.kernels.flash.forward import flash_forward
+    from archgram.kernels.flash.autograd import flash_attention
 
-    out, _ = flash_forward(q, k, v, score=score, causal=causal, window=window, alibi_slopes=alibi_slopes,
-                           scale=scale, sigmoid_bias=sigmoid_bias, cap=cap)
-    return out
+    return flash_attention(q, k, v, alibi_slopes=alibi_slopes, **kw)

@@ -1,158 +1,308 @@
-"""Flash attention forward in Triton: one program per (query block, batch*head),
-online softmax over key blocks, fp32 accumulation.
+"""Flash attention forward in Triton: one program per (query tile, batch*head),
+online softmax over key tiles in log2 units, fp32 accumulation.
 
 Compile-time options (``tl.constexpr``), as FlexAttention's score_mod/mask_mod:
+``SCORE`` (softmax, sigmoid, softcap, softplus, clipped: see ``spec``), the
+mask (``CAUSAL``, ``HAS_WINDOW``, ``NEIGHBOR``, ``DILATED``, ``BLOCK_SPARSE``),
+``HAS_ALIBI`` (bias -slope_h * |i - j|) and the head mapping (query head h
+reads key/value head h // GROUP: MHA, GQA, MQA; SQA is H query heads over
+Hkv <= H key/value heads, the same mapping).
 
-- ``SCORE``: 0 softmax, 1 sigmoid (bias b added before the sigmoid, no
-  normalisation), 2 softcap (cap * tanh(s / cap), then softmax);
-- ``CAUSAL`` (j <= i) and ``WINDOW`` (|i - j| <= window; -1 none), which also
-  narrow the range of key blocks each program visits;
-- ``HAS_ALIBI``: logit bias -slope_h * |i - j|;
-- head mapping: query head h reads key/value head h // GROUP (MHA, GQA, MQA);
-- any Nq, Nk (rows and columns out of range are masked), head dim a power of
-  two from 16 to 128; fp32/fp16/bf16 inputs.
+Each program visits only the key tiles its rows can see ([min a_i, max b_i]
+of the per-row visible interval), so causal / window / neighborhood cost
+grows with the visible band, not the length; tiles every row fully sees run
+without mask evaluation (the interior), the boundary tiles with it.
+Block-sparse masks visit only the tiles the block mask leaves visible.
+Clipped softmax needs the final normaliser before clipping: a statistics
+pass, then the weighted pass. Softplus counts each row's visible keys
+first (a mask-only pass, no loads).
 
-Returns the output (q's dtype) and the log-sum-exp per query (float32,
-natural log; softmax and softcap only) for a backward pass.
+Any Nq, Nk; head dim a power of two from 16 to 128; fp32/fp16/bf16.
 """
 from __future__ import annotations
-
-import math
-import os
 
 import torch
 import triton
 import triton.language as tl
 
-SCORE_IDS = {"softmax": 0, "sigmoid": 1, "softcap": 2}
+from archgram.kernels.flash.common import (
+    LOG2E,
+    cap_logits,
+    element_mask,
+    fwd_config,
+    interpreting,
+    row_bounds,
+    softplus_parts,
+    tile_lists,
+)
+from archgram.kernels.flash.spec import SCORE_IDS, FlashArgumentError, Spec, make_spec
+
 HEAD_DIMS = (16, 32, 64, 128)
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 @triton.jit
+def key_ranges(a, b, row_ok, NK, BLOCK_N: tl.constexpr, SPLIT: tl.constexpr):
+    """(lo, full_lo, full_hi, hi): key tiles [lo, hi) hold every visible key of the
+    rows; [full_lo, full_hi) those all rows see entirely (empty unless SPLIT)."""
+    lo = (tl.min(tl.where(row_ok, a, NK)) // BLOCK_N) * BLOCK_N
+    hi = tl.max(tl.where(row_ok, b, -1)) + 1
+    full_lo = hi
+    full_hi = hi
+    if SPLIT:
+        f_lo = ((tl.max(tl.where(row_ok, a, 0)) + BLOCK_N - 1) // BLOCK_N) * BLOCK_N
+        f_hi = ((tl.min(tl.where(row_ok, b, NK)) + 1) // BLOCK_N) * BLOCK_N
+        full_lo = tl.where(f_hi > f_lo, f_lo, hi)
+        full_hi = tl.where(f_hi > f_lo, f_hi, hi)
+    return lo, full_lo, full_hi, hi
+
+
+@triton.jit
+def _fwd_tile(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd, start_n, rows, offs_n, offs_d,
+              a, b, NK, dil, BMASK, nbq, nbk, bq, bk, slope2, qk_scale, sig_b2, cap, czeta, gamma, power, logn, lse2,
+              SCORE: tl.constexpr, STAGE: tl.constexpr, MASKED: tl.constexpr, DILATED: tl.constexpr,
+              BLOCK_SPARSE: tl.constexpr, HAS_ALIBI: tl.constexpr, PRECISION: tl.constexpr, FAST_TANH: tl.constexpr):
+    """One key tile. STAGE 0: count visible keys into l_i; 1: softmax statistics
+    only (clipped's first pass); 2: accumulate the output."""
+    cols = start_n + offs_n
+    if MASKED:
+        keep = element_mask(rows[:, None], cols[None, :], a[:, None], b[:, None], dil, BMASK, nbq, nbk, bq, bk,
+                            DILATED, BLOCK_SPARSE)
+    if STAGE == 0:
+        if MASKED:
+            l_i += tl.sum(keep.to(tl.float32), 1)
+        else:
+            l_i += _width(offs_n)
+    else:
+        if MASKED:
+            k = tl.load(k_base + cols[None, :] * skn + offs_d[:, None] * skd, mask=(cols < NK)[None, :], other=0.0)
+        else:
+            k = tl.load(k_base + cols[None, :] * skn + offs_d[:, None] * skd)
+        s2 = tl.dot(q, k, input_precision=PRECISION) * qk_scale
+        if HAS_ALIBI:
+            s2 = s2 - slope2 * tl.abs(rows[:, None] - cols[None, :]).to(tl.float32)
+        if SCORE == 2:
+            s2, _t = cap_logits(s2, cap, FAST_TANH)
+        if STAGE == 1 or SCORE == 0 or SCORE == 2:  # online softmax
+            if MASKED:
+                s2 = tl.where(keep, s2, float("-inf"))
+                m_new = tl.maximum(m_i, tl.max(s2, 1))
+                m_use = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows with nothing visible yet
+            else:
+                m_new = tl.maximum(m_i, tl.max(s2, 1))
+                m_use = m_new
+            alpha = tl.exp2(m_i - m_use)
+            p = tl.exp2(s2 - m_use[:, None])
+            l_i = l_i * alpha + tl.sum(p, 1)
+            m_i = m_new
+            if STAGE == 2:
+                if MASKED:
+                    v = tl.load(v_base + cols[:, None] * svn + offs_d[None, :] * svd, mask=(cols < NK)[:, None], other=0.0)
+                else:
+                    v = tl.load(v_base + cols[:, None] * svn + offs_d[None, :] * svd)
+                acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
+        else:
+            if SCORE == 1:  # sigmoid
+                w = 1.0 / (1.0 + tl.exp2(-(s2 + sig_b2)))
+            elif SCORE == 3:  # softplus ** power, normalised at the end
+                sp, _sig = softplus_parts(s2, logn[:, None])
+                w = tl.exp2(power * tl.log2(sp))
+            else:  # clipped, with the final lse of the statistics pass
+                w = tl.minimum(tl.maximum(czeta * tl.exp2(s2 - lse2[:, None]) + gamma, 0.0), 1.0)
+            if MASKED:
+                w = tl.where(keep, w, 0.0)
+                v = tl.load(v_base + cols[:, None] * svn + offs_d[None, :] * svd, mask=(cols < NK)[:, None], other=0.0)
+            else:
+                v = tl.load(v_base + cols[:, None] * svn + offs_d[None, :] * svd)
+            if SCORE == 3:
+                l_i += tl.sum(w, 1)
+            acc += tl.dot(w.to(v.dtype), v, input_precision=PRECISION)
+    return acc, l_i, m_i
+
+
+@triton.jit
+def _width(offs_n):
+    return tl.sum((offs_n >= 0).to(tl.float32), 0)
+
+
+@triton.jit
+def _sweep(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd, rows, offs_n, offs_d, a, b, NK, dil,
+           BMASK, nbq, nbk, bq, bk, TILES, n_tiles, pid_m, slope2, qk_scale, sig_b2, cap, czeta, gamma, power,
+           logn, lse2, lo, full_lo, full_hi, hi,
+           SCORE: tl.constexpr, STAGE: tl.constexpr, DILATED: tl.constexpr, BLOCK_SPARSE: tl.constexpr,
+           HAS_ALIBI: tl.constexpr, PRECISION: tl.constexpr, FAST_TANH: tl.constexpr, BLOCK_N: tl.constexpr):
+    """All key tiles of one query tile: masked boundary, unmasked interior,
+    masked boundary; or the block-sparse list."""
+    if BLOCK_SPARSE:
+        row = TILES + pid_m * (n_tiles + 1)  # [count, tile indices...] per query tile
+        for t in range(0, tl.load(row)):
+            start_n = tl.load(row + 1 + t) * BLOCK_N
+            acc, l_i, m_i = _fwd_tile(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd, start_n, rows, offs_n,
+                                      offs_d, a, b, NK, dil, BMASK, nbq, nbk, bq, bk, slope2, qk_scale, sig_b2, cap,
+                                      czeta, gamma, power, logn, lse2, SCORE, STAGE, True, DILATED, BLOCK_SPARSE,
+                                      HAS_ALIBI, PRECISION, FAST_TANH)
+    else:
+        for start_n in range(lo, full_lo, BLOCK_N):
+            acc, l_i, m_i = _fwd_tile(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd, start_n, rows, offs_n,
+                                      offs_d, a, b, NK, dil, BMASK, nbq, nbk, bq, bk, slope2, qk_scale, sig_b2, cap,
+                                      czeta, gamma, power, logn, lse2, SCORE, STAGE, True, DILATED, BLOCK_SPARSE,
+                                      HAS_ALIBI, PRECISION, FAST_TANH)
+        for start_n in range(full_lo, full_hi, BLOCK_N):
+            acc, l_i, m_i = _fwd_tile(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd, start_n, rows, offs_n,
+                                      offs_d, a, b, NK, dil, BMASK, nbq, nbk, bq, bk, slope2, qk_scale, sig_b2, cap,
+                                      czeta, gamma, power, logn, lse2, SCORE, STAGE, False, DILATED, BLOCK_SPARSE,
+                                      HAS_ALIBI, PRECISION, FAST_TANH)
+        for start_n in range(full_hi, hi, BLOCK_N):
+            acc, l_i, m_i = _fwd_tile(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd, start_n, rows, offs_n,
+                                      offs_d, a, b, NK, dil, BMASK, nbq, nbk, bq, bk, slope2, qk_scale, sig_b2, cap,
+                                      czeta, gamma, power, logn, lse2, SCORE, STAGE, True, DILATED, BLOCK_SPARSE,
+                                      HAS_ALIBI, PRECISION, FAST_TANH)
+    return acc, l_i, m_i
+
+
+@triton.jit
 def _flash_fwd(
-    Q, K, V, Out, LSE, SLOPES,
-    sqb, sqh, sqm, sqd,
-    skb, skh, skn, skd,
-    svb, svh, svn, svd,
-    sob, soh, som, sod,
-    H, NQ, NK, scale, sig_bias, cap, window,
+    Q, K, V, Out, LSE, AUX, SLOPES, BMASK, TILES,
+    sqb, sqh, sqm, sqd, skb, skh, skn, skd, svb, svh, svn, svd, sob, soh, som, sod,
+    H, NQ, NK, qk_scale, sig_b2, cap, czeta, gamma, power, window, dil, nbhd, nbq, nbk, bq, bk, n_tiles,
     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, SCORE: tl.constexpr,
-    CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_ALIBI: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
+    CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, NEIGHBOR: tl.constexpr, DILATED: tl.constexpr,
+    BLOCK_SPARSE: tl.constexpr, HAS_ALIBI: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr, FAST_TANH: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
-    b = pid_bh // H
+    b_idx = pid_bh // H
     h = pid_bh % H
     kvh = h // GROUP
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, HEAD_DIM)
-    row_ok = offs_m < NQ
+    row_ok = rows < NQ
 
-    q_ptrs = Q + b * sqb + h * sqh + offs_m[:, None] * sqm + offs_d[None, :] * sqd
-    q = tl.load(q_ptrs, mask=row_ok[:, None], other=0.0)
-    k_base = K + b * skb + kvh * skh
-    v_base = V + b * svb + kvh * svh
+    q = tl.load(Q + b_idx * sqb + h * sqh + rows[:, None] * sqm + offs_d[None, :] * sqd, mask=row_ok[:, None], other=0.0)
+    k_base = K + b_idx * skb + kvh * skh
+    v_base = V + b_idx * svb + kvh * svh
+    slope2 = 0.0
+    if HAS_ALIBI:
+        slope2 = tl.load(SLOPES + h)
+    a, b = row_bounds(rows, NK, window, dil, nbhd, CAUSAL, HAS_WINDOW, NEIGHBOR)
+    lo, full_lo, full_hi, hi = key_ranges(a, b, row_ok, NK, BLOCK_N, not DILATED and not BLOCK_SPARSE)
 
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
-    if HAS_ALIBI:
-        slope = tl.load(SLOPES + h)
+    logn = l_i
+    lse2 = l_i
+    if SCORE == 3:  # softplus: log of each row's visible key count
+        _a, cnt, _m = _sweep(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd, rows, offs_n, offs_d, a, b, NK,
+                             dil, BMASK, nbq, nbk, bq, bk, TILES, n_tiles, pid_m, slope2, qk_scale, sig_b2, cap, czeta,
+                             gamma, power, logn, lse2, lo, full_lo, full_hi, hi, SCORE, 0, DILATED, BLOCK_SPARSE,
+                             HAS_ALIBI, PRECISION, FAST_TANH, BLOCK_N)
+        logn = tl.log(tl.maximum(cnt, 1.0))
+    if SCORE == 4:  # clipped: the final lse first
+        _a, l1, m1 = _sweep(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd, rows, offs_n, offs_d, a, b, NK,
+                            dil, BMASK, nbq, nbk, bq, bk, TILES, n_tiles, pid_m, slope2, qk_scale, sig_b2, cap, czeta,
+                            gamma, power, logn, lse2, lo, full_lo, full_hi, hi, SCORE, 1, DILATED, BLOCK_SPARSE,
+                            HAS_ALIBI, PRECISION, FAST_TANH, BLOCK_N)
+        lse2 = tl.where(l1 == 0.0, float("-inf"), m1 + tl.log2(tl.where(l1 == 0.0, 1.0, l1)))
+    acc, l_i, m_i = _sweep(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd, rows, offs_n, offs_d, a, b, NK,
+                           dil, BMASK, nbq, nbk, bq, bk, TILES, n_tiles, pid_m, slope2, qk_scale, sig_b2, cap, czeta,
+                           gamma, power, logn, lse2, lo, full_lo, full_hi, hi, SCORE, 2, DILATED, BLOCK_SPARSE,
+                           HAS_ALIBI, PRECISION, FAST_TANH, BLOCK_N)
 
-    # key range this query block can see
-    lo = 0
-    hi = NK
-    if CAUSAL:
-        hi = tl.minimum(NK, (pid_m + 1) * BLOCK_M)
-    if HAS_WINDOW:
-        lo = tl.maximum(0, pid_m * BLOCK_M - window)
-        lo = (lo // BLOCK_N) * BLOCK_N
-        hi = tl.minimum(hi, (pid_m + 1) * BLOCK_M + window)
-
-    for start_n in range(lo, hi, BLOCK_N):
-        cols = start_n + offs_n
-        col_ok = cols < NK
-        k = tl.load(k_base + cols[None, :] * skn + offs_d[:, None] * skd, mask=col_ok[None, :], other=0.0)
-        s = tl.dot(q, k, input_precision=PRECISION) * scale
-        diff = offs_m[:, None] - cols[None, :]
-        if HAS_ALIBI:
-            s = s - slope * tl.abs(diff).to(tl.float32)
-        keep = col_ok[None, :] & row_ok[:, None]
-        if CAUSAL:
-            keep = keep & (diff >= 0)
-        if HAS_WINDOW:
-            keep = keep & (tl.abs(diff) <= window)
-        v = tl.load(v_base + cols[:, None] * svn + offs_d[None, :] * svd, mask=col_ok[:, None], other=0.0)
-        if SCORE == 1:
-            p = tl.where(keep, tl.sigmoid(s + sig_bias), 0.0)
-            acc += tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
-        else:
-            if SCORE == 2:
-                s = cap * (2.0 * tl.sigmoid(2.0 * s / cap) - 1.0)  # cap * tanh(s / cap)
-            s = tl.where(keep, s, float("-inf"))
-            m_new = tl.maximum(m_i, tl.max(s, 1))
-            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows with nothing visible yet
-            alpha = tl.exp(m_i - m_safe)
-            p = tl.exp(s - m_safe[:, None])
-            l_i = l_i * alpha + tl.sum(p, 1)
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
-            m_i = m_new
-
-    if SCORE != 1:
+    stat_ptr = pid_bh * NQ + rows
+    if SCORE == 0 or SCORE == 2:
         l_safe = tl.where(l_i == 0.0, 1.0, l_i)
         acc = acc / l_safe[:, None]
-        lse = tl.where(l_i == 0.0, float("-inf"), m_i + tl.log(l_safe))
-        tl.store(LSE + pid_bh * NQ + offs_m, lse, mask=row_ok)
-    o_ptrs = Out + b * sob + h * soh + offs_m[:, None] * som + offs_d[None, :] * sod
-    tl.store(o_ptrs, acc.to(Out.dtype.element_ty), mask=row_ok[:, None])
+        lse = tl.where(l_i == 0.0, float("-inf"), (m_i + tl.log2(l_safe)) * 0.6931471805599453)
+        tl.store(LSE + stat_ptr, lse, mask=row_ok)
+    if SCORE == 3:
+        acc = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]
+        tl.store(LSE + stat_ptr, l_i, mask=row_ok)
+        tl.store(AUX + stat_ptr, logn, mask=row_ok)
+    if SCORE == 4:
+        tl.store(LSE + stat_ptr, lse2 * 0.6931471805599453, mask=row_ok)
+    tl.store(Out + b_idx * sob + h * soh + rows[:, None] * som + offs_d[None, :] * sod,
+             acc.to(Out.dtype.element_ty), mask=row_ok[:, None])
 
 
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+def check_inputs(q, k, v) -> None:
+    """FlashArgumentError unless q (B, H, Nq, D), k = v (B, Hkv, Nk, D) fit the kernels."""
+    if q.dim() != 4 or k.dim() != 4 or k.shape != v.shape:
+        raise FlashArgumentError(f"flash attention: need q (B, H, Nq, D), k = v (B, Hkv, Nk, D); got "
+                                 f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+    bsz, h, _, d = q.shape
+    if k.shape[0] != bsz or k.shape[3] != d or h % k.shape[1]:
+        raise FlashArgumentError(f"flash attention: k/v {tuple(k.shape)} do not match q {tuple(q.shape)} "
+                                 "(same batch and head dim; kv heads must divide query heads)")
+    if d not in HEAD_DIMS:
+        raise FlashArgumentError(f"flash attention: head dim {d} not in {HEAD_DIMS}")
+    if q.dtype not in DTYPES or not (q.dtype == k.dtype == v.dtype):
+        raise FlashArgumentError(f"flash attention: dtypes {q.dtype}, {k.dtype}, {v.dtype}; need one of {DTYPES}")
 
 
-def _config(head_dim: int) -> tuple[int, int, int, int]:
-    """(BLOCK_M, BLOCK_N, num_warps, num_stages)."""
-    if _interpreting():
-        return 16, 16, 1, 1
-    if head_dim <= 64:
-        return 128, 64, 4, 3
-    return 128, 64, 8, 3
+def mask_args(spec: Spec, nq: int, nk: int, bm: int, bn: int, device, transpose: bool = False):
+    """Runtime mask scalars and tensors the kernels take, plus constexpr flags."""
+    dummy = torch.empty(1, device=device, dtype=torch.int32)
+    if spec.block_mask is not None:
+        idx, cnt = tile_lists(spec, nq, nk, bm, bn, device, transpose)
+        tiles = torch.cat([cnt[:, None], idx], 1).flatten().contiguous()  # per row: count, then indices
+        bmask = spec.block_mask.to(device=device, dtype=torch.int8).contiguous()
+        nbq, nbk = bmask.shape
+        bq, bk = spec.block
+        n_tiles = idx.shape[1]
+    else:
+        tiles, bmask, nbq, nbk, bq, bk, n_tiles = dummy, dummy, 1, 1, 1, 1, 1
+    args = dict(window=-1 if spec.window is None else int(spec.window), dil=int(spec.dilation),
+                nbhd=int(spec.neighborhood or 1), nbq=nbq, nbk=nbk, bq=bq, bk=bk, n_tiles=n_tiles)
+    flags = dict(CAUSAL=bool(spec.causal), HAS_WINDOW=spec.window is not None, NEIGHBOR=spec.neighborhood is not None,
+                 DILATED=spec.dilation > 1, BLOCK_SPARSE=spec.block_mask is not None)
+    return bmask, tiles, args, flags
 
 
-def flash_forward(q, k, v, *, score: str = "softmax", causal: bool = False, window: int | None = None,
-                  alibi_slopes: torch.Tensor | None = None, scale: float | None = None,
-                  sigmoid_bias: float | None = None, cap: float = 50.0, block: tuple[int, int] | None = None):
-    """(out (B, H, Nq, D) in q's dtype, lse (B, H, Nq) float32 or None for sigmoid).
+def score_args(spec: Spec, nk: int, d: int) -> dict:
+    scale, sig_b = spec.resolved(nk, d)
+    return dict(qk_scale=scale * LOG2E, sig_b2=sig_b * LOG2E, cap=float(spec.cap),
+                czeta=float(spec.zeta - spec.gamma), gamma=float(spec.gamma), power=float(spec.power))
 
-    q (B, H, Nq, D); k, v (B, Hkv, Nk, D), H % Hkv == 0. Semantics as
-    ``archgram.kernels.flash.reference.attention``. Inputs must be on a CUDA
-    device, or on the CPU under ``TRITON_INTERPRET=1``."""
+
+def forward(q, k, v, spec: Spec, alibi_slopes=None, block=None):
+    """(out, lse, aux): lse (B, H, Nq) float32 natural log-sum-exp (softmax, softcap,
+    clipped) or the normaliser z (softplus); aux: log N_i (softplus)."""
     bsz, h, nq, d = q.shape
     hkv, nk = k.shape[1], k.shape[2]
-    if h % hkv or k.shape != v.shape or k.shape[0] != bsz or k.shape[3] != d:
-        raise ValueError(f"bad shapes q {tuple(q.shape)} k {tuple(k.shape)} v {tuple(v.shape)}")
-    if d not in HEAD_DIMS or q.dtype not in DTYPES or not (q.dtype == k.dtype == v.dtype):
-        raise ValueError(f"unsupported head dim {d} or dtypes {q.dtype}, {k.dtype}, {v.dtype}")
-    scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
-    sig_bias = -math.log(nk) if sigmoid_bias is None else float(sigmoid_bias)
     out = torch.empty_like(q)
     lse = torch.empty(bsz, h, nq, device=q.device, dtype=torch.float32)
-    slopes = alibi_slopes.to(device=q.device, dtype=torch.float32).contiguous() if alibi_slopes is not None else lse
-    bm, bn, warps, stages = _config(d)
+    aux = torch.empty_like(lse) if spec.score == "softplus" else lse
+    slopes = (alibi_slopes.to(device=q.device, dtype=torch.float32) * LOG2E).contiguous() \
+        if alibi_slopes is not None else lse
+    bm, bn, warps, stages = fwd_config(d)
     if block is not None:
         bm, bn = block
+    bmask, tiles, margs, flags = mask_args(spec, nq, nk, bm, bn, q.device)
     grid = (triton.cdiv(nq, bm), bsz * h)
     _flash_fwd[grid](
-        q, k, v, out, lse, slopes,
+        q, k, v, out, lse, aux, slopes, bmask, tiles,
         *q.stride(), *k.stride(), *v.stride(), *out.stride(),
-        h, nq, nk, scale, sig_bias, float(cap), -1 if window is None else int(window),
-        GROUP=h // hkv, HEAD_DIM=d, SCORE=SCORE_IDS[score],
-        CAUSAL=bool(causal), HAS_WINDOW=window is not None, HAS_ALIBI=alibi_slopes is not None,
+        h, nq, nk, **score_args(spec, nk, d), **margs,
+        GROUP=h // hkv, HEAD_DIM=d, SCORE=SCORE_IDS[spec.score], HAS_ALIBI=alibi_slopes is not None, **flags,
         BLOCK_M=bm, BLOCK_N=bn, PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
+        FAST_TANH=q.dtype != torch.float32 and not interpreting(),
         num_warps=warps, num_stages=stages,
     )
-    return out, (None if score == "sigmoid" else lse)
+    return out, lse, aux
+
+
+def flash_forward(q, k, v, *, alibi_slopes: torch.Tensor | None = None, block_tile: tuple[int, int] | None = None,
+                  **kw):
+    """(out (B, H, Nq, D) in q's dtype, lse (B, H, Nq) float32 or None).
+
+    q (B, H, Nq, D); k, v (B, Hkv, Nk, D), H % Hkv == 0. Keywords as
+    ``archgram.kernels.flash.spec.Spec``; semantics as
+    ``archgram.kernels.flash.reference.attention``. Inputs on a CUDA device, or
+    on the CPU under ``TRITON_INTERPRET=1``. No autograd: see ``flash_attention``."""
+    check_inputs(q, k, v)
+    spec = make_spec(q.shape[2], k.shape[2], **kw)
+    out, lse, _ = forward(q, k, v, spec, alibi_slopes, block_tile)
+    return out, (lse if spec.score in ("softmax", "softcap", "clipped") else None)

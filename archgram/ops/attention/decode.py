@@ -77,6 +77,8 @@ def step(attn: Attention, x_t: torch.Tensor, state: DecodeState | None = None) -
         out = out[..., None, :]
     else:
         recurrent = None
+        out = _split_kv(attn, q_t, keys_rot, values)
+    if out is None:
         mask = attn.mask(t + 1, x_t.device)
         mask_row = None if mask is None else mask[t : t + 1]
         bias = attn.position.bias(t + 1, t + 1, x_t.device)
@@ -86,6 +88,20 @@ def step(attn: Attention, x_t: torch.Tensor, state: DecodeState | None = None) -
         out = torch.matmul(attn.score.weights(logits, mask_row), values)
     y = attn.layout.out(out, x_t)
     return y, DecodeState(t + 1, keys, values, recurrent)
+
+
+def _split_kv(attn: Attention, q_t, keys, values) -> torch.Tensor | None:
+    """The split-KV Triton kernel (archgram/kernels/decode, S25) for plain softmax
+    over the whole cache (pattern full or causal, no logit bias) on CUDA; None
+    where it does not apply (the readable path below runs)."""
+    from archgram.kernels.decode import dispatch
+    from archgram.ops.attention.scores import Softmax
+
+    if type(attn.score) is not Softmax or attn.pattern.name not in ("full", "causal"):
+        return None
+    if attn.position.bias(1, 1, q_t.device) is not None:
+        return None
+    return dispatch.attention(q_t, keys, values, scale=attn.scale)
 
 
 def decode(attn: Attention, x: torch.Tensor) -> torch.Tensor:

@@ -82,14 +82,23 @@ def chunked_causal(fq, fk, v, block: int, decay=None) -> torch.Tensor:
     return torch.cat(outs, dim=-2)
 
 
+def causal_fast(fq, fk, v, block: int, decay=None) -> torch.Tensor:
+    """``chunked_causal`` through the chunked Triton kernel where it applies (CUDA,
+    archgram/kernels/linear; it has a backward), else the PyTorch tiling above."""
+    from archgram.kernels.linear import dispatch
+
+    out = dispatch.causal(fq, fk, v, decay)
+    return chunked_causal(fq, fk, v, block, decay) if out is None else out
+
+
 def bidirectional(fq, fk, v, block: int, decay=None) -> torch.Tensor:
     """Non-causal decayed form sum_j lambda^|i-j| (q_i . k_j) v_j: a causal pass,
     an anti-causal pass (the causal pass on the reversed sequence), minus the
     diagonal both counted."""
     if decay is None:
         return fq @ (fk.transpose(-1, -2) @ v)
-    forward = chunked_causal(fq, fk, v, block, decay)
-    backward = chunked_causal(fq.flip(-2), fk.flip(-2), v.flip(-2), block, decay).flip(-2)
+    forward = causal_fast(fq, fk, v, block, decay)
+    backward = causal_fast(fq.flip(-2), fk.flip(-2), v.flip(-2), block, decay).flip(-2)
     return forward + backward - (fq * fk).sum(-1, keepdim=True) * v
 
 
@@ -100,7 +109,7 @@ def kernel_attention(fq, fk, v, *, causal: bool, decay=None, normalize: bool = T
     an extra all-ones value column, so every form computes it the same way)."""
     if normalize:
         v = torch.cat((v, torch.ones_like(v[..., :1])), dim=-1)
-    out = chunked_causal(fq, fk, v, block, decay) if causal else bidirectional(fq, fk, v, block, decay)
+    out = causal_fast(fq, fk, v, block, decay) if causal else bidirectional(fq, fk, v, block, decay)
     if normalize:
         out = out[..., :-1] / (out[..., -1:] + EPS)
     return out
@@ -111,13 +120,19 @@ def recurrent_step(state, fq_t, fk_t, v_t, decay=None, normalize: bool = True):
     Shapes: fq_t, fk_t (B, H, F), v_t (B, H, Dv); state (B, H, F, Dv[+1]) or None."""
     if normalize:
         v_t = torch.cat((v_t, torch.ones_like(v_t[..., :1])), dim=-1)
-    update = fk_t[..., :, None] * v_t[..., None, :]
-    if state is None:
-        state = torch.zeros_like(update)
-    if decay is not None:
-        state = decay.to(state).view(1, -1, 1, 1) * state
-    state = state + update
-    out = (fq_t[..., None, :] @ state)[..., 0, :]
+    from archgram.kernels.linear import dispatch
+
+    fast = dispatch.step(state, fq_t, fk_t, v_t, decay)  # the fused Triton step on CUDA, else None
+    if fast is not None:
+        out, state = fast
+    else:
+        update = fk_t[..., :, None] * v_t[..., None, :]
+        if state is None:
+            state = torch.zeros_like(update)
+        if decay is not None:
+            state = decay.to(state).view(1, -1, 1, 1) * state
+        state = state + update
+        out = (fq_t[..., None, :] @ state)[..., 0, :]
     if normalize:
         out = out[..., :-1] / (out[..., -1:] + EPS)
     return out, state

@@ -21,6 +21,12 @@ from archgram.ops.attention.scores import Score
 from archgram.ops.registry import Arg, Op, check_rank, register_op
 from archgram.shapes import IMAGE_RANK, Shape
 
+#: Opt-in analysis hook (``archgram.analysis.capture`` sets it while capturing):
+#: ``hook(op, out, q, k, v, mask, bias)`` sees the per-head outputs (B, H, N, d)
+#: before the output projection and returns the ones to use (e.g. with heads
+#: masked). None, the default, costs one global lookup per forward.
+ANALYSIS_HOOK = None
+
 
 def _geometry(shape: Shape) -> tuple[int, int, tuple[int, int] | None]:
     """(tokens, channels, grid) of an input shape."""
@@ -180,38 +186,24 @@ class Attention(Op):
             out = self._flash(q, k, v) if pattern_bias is None else None
             if out is None:
                 out = self.score.attend(q, k, v, mask, bias, self.scale, causal=self.causal)
+        if ANALYSIS_HOOK is not None:
+            out = ANALYSIS_HOOK(self, out, q, k, v, mask, bias)
         y = self.layout.out(out, x)
         if image:
             y = y.transpose(1, 2).reshape(b, c, h, w)
         return y
 
     def _flash(self, q, k, v) -> torch.Tensor | None:
-        """The fused flash kernel's output for softmax / sigmoid / softcap scores with
-        full / causal / window(dilation 1) patterns and none / ALiBi positions, on
-        CUDA, forward only; None otherwise (the PyTorch path runs, also whenever
-        gradients are needed: no backward kernel yet). ARCHGRAM_KERNELS=off disables."""
-        from archgram.kernels.flash import dispatch
-        from archgram.ops.attention.patterns import Causal, Full, Window
-        from archgram.ops.attention.positions import ALiBi, NoPosition
-        from archgram.ops.attention.scores import Sigmoid, SoftCap, Softmax
+        """The fused flash kernels' output (forward and backward) where they serve
+        this op's score / pattern / position (``archgram.kernels.flash.op_bridge``),
+        on CUDA; None otherwise (the PyTorch path runs). ARCHGRAM_KERNELS=off disables."""
+        from archgram.kernels.flash import dispatch, op_bridge
 
-        kinds = {Softmax: "softmax", Sigmoid: "sigmoid", SoftCap: "softcap"}
-        score = kinds.get(type(self.score))
-        pattern, position = type(self.pattern), type(self.position)
-        if score is None or position not in (NoPosition, ALiBi) or pattern not in (Full, Causal, Window):
+        kw = op_bridge.kernel_kwargs(self, q.shape[-2], q.device)
+        if kw is None:
             return None
-        window = None
-        if pattern is Window:
-            if getattr(self.pattern, "dilation", 1) != 1:
-                return None
-            window = int(self.pattern.size) // 2
-        causal = self.causal or pattern is Causal
-        slopes = self.position.slopes() if position is ALiBi else None
-        return dispatch.attention(
-            q, k, v, score=score, causal=causal, window=window, alibi_slopes=slopes, scale=self.scale,
-            sigmoid_bias=getattr(self.score, "bias", None) if score == "sigmoid" else None,
-            cap=getattr(self.score, "cap", 50.0),
-        )
+        k, v = op_bridge.shared_kv(self.layout, k), op_bridge.shared_kv(self.layout, v)
+        return dispatch.attention(q, k, v, **kw)
 
     def extra_repr(self) -> str:
         return self.summary

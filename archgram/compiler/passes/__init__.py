@@ -1,0 +1,61 @@
+"""Compiler passes over a compiled network and its derivation.
+
+A pass finds patterns in the derivation (plain data, easy to match) and
+rewrites the matching modules of the compiled ``Network`` in place, keeping
+every parameter where it was: the rewritten network has the same state_dict
+keys and tensors as the plain one, so weights load into either.
+``archgram.compile(d, fuse=True)`` runs every registered pass.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from archgram.errors import CompileError
+
+
+@dataclass(frozen=True)
+class PassSpec:
+    """One pass: what it finds (``find(derivation) -> matches``) and how it
+    rewrites (``apply(network, derivation) -> matches applied``)."""
+
+    name: str
+    find: Callable
+    apply: Callable
+    refs: tuple[str, ...] = ()
+    doc: str = ""
+
+
+PASSES: dict[str, PassSpec] = {}
+
+
+def register_pass(name: str, *, find: Callable, refs: tuple[str, ...] = ()):
+    """Decorator registering ``apply`` as the pass ``name``."""
+
+    def deco(apply: Callable) -> Callable:
+        PASSES[name] = PassSpec(name, find, apply, tuple(refs), (apply.__doc__ or "").strip().split("\n")[0])
+        return apply
+
+    return deco
+
+
+def get_pass(name: str) -> PassSpec:
+    _load()
+    if name not in PASSES:
+        raise CompileError(f"unknown compiler pass {name!r}; known: {', '.join(sorted(PASSES))}")
+    return PASSES[name]
+
+
+def all_passes() -> list[PassSpec]:
+    _load()
+    return [PASSES[k] for k in sorted(PASSES)]
+
+
+def run_passes(network, derivation, names: list[str] | None = None) -> dict[str, list]:
+    """Apply the named passes (default: all) to ``network``; {pass: matches applied}."""
+    specs = all_passes() if names is None else [get_pass(n) for n in names]
+    return {spec.name: spec.apply(network, derivation) for spec in specs}
+
+
+def _load() -> None:
+    from archgram.compiler.passes import lower  # noqa: F401  (registers fuse_attention)

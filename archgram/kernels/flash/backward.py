@@ -1,0 +1,322 @@
+"""Flash attention backward in Triton (FlashAttention-2 layout), for every score
+and mask the forward serves.
+
+- delta_i = rowsum(dO_i * O_i) (softmax, softcap, softplus: the weights are
+  row-normalised, so sum_j w_ij dP_ij = dO_i . O_i);
+- dQ kernel: one program per (query tile, batch*head), loops over the key
+  tiles its rows see. For clipped softmax it first computes
+  D'_i = sum_j p_ij dp_ij (the clip breaks delta = dO . O) and stores it for
+  the dK/dV kernel, which therefore runs second;
+- dK/dV kernel: one program per (key tile, batch*kv-head), loops over the
+  query heads of its group (GQA: dK, dV summed over them, no atomics) and the
+  query tiles that see the tile.
+
+Sigmoid keeps no statistics (w = sigmoid(s + b)); softplus keeps its
+normaliser z and log N_i from the forward.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from archgram.kernels.flash.common import LOG2E, bwd_config, element_mask, interpreting, row_bounds, weights_and_grad
+from archgram.kernels.flash.forward import key_ranges, mask_args, score_args
+from archgram.kernels.flash.spec import SCORE_IDS, Spec
+
+
+@triton.jit
+def _row_stats(LSE, AUX, DELTA, ptr, row_ok, SCORE: tl.constexpr):
+    """(lse2, delta, logn, z) of some rows; unused ones are zeros."""
+    lse2 = tl.zeros(ptr.shape, dtype=tl.float32)
+    delta = lse2
+    logn = lse2
+    z = lse2 + 1.0
+    if SCORE != 1:
+        delta = tl.load(DELTA + ptr, mask=row_ok, other=0.0)
+    if SCORE == 0 or SCORE == 2 or SCORE == 4:
+        lse2 = tl.load(LSE + ptr, mask=row_ok, other=0.0) * 1.4426950408889634
+        lse2 = tl.where(lse2 == float("-inf"), 0.0, lse2)  # rows seeing nothing: all weights masked anyway
+    if SCORE == 3:
+        z = tl.load(LSE + ptr, mask=row_ok, other=1.0)
+        z = tl.where(z == 0.0, 1.0, z)
+        logn = tl.load(AUX + ptr, mask=row_ok, other=0.0)
+    return lse2, delta, logn, z
+
+
+@triton.jit
+def _dq_tile(dq, dsum, q, do, k_base, v_base, skn, skd, svn, svd, start_n, rows, offs_n, offs_d, a, b, NK, dil,
+             BMASK, nbq, nbk, bq, bk, slope2, qk_scale, sig_b2, cap, czeta, gamma, power, lse2, delta, logn, z,
+             SCORE: tl.constexpr, STAGE: tl.constexpr, MASKED: tl.constexpr, DILATED: tl.constexpr,
+             BLOCK_SPARSE: tl.constexpr, HAS_ALIBI: tl.constexpr, PRECISION: tl.constexpr, FAST_TANH: tl.constexpr):
+    """STAGE 1: accumulate D' (clipped) into dsum; STAGE 2: accumulate dQ (unscaled)."""
+    cols = start_n + offs_n
+    keep = cols[None, :] >= 0
+    if MASKED:
+        keep = element_mask(rows[:, None], cols[None, :], a[:, None], b[:, None], dil, BMASK, nbq, nbk, bq, bk,
+                            DILATED, BLOCK_SPARSE)
+        kt = tl.load(k_base + cols[None, :] * skn + offs_d[:, None] * skd, mask=(cols < NK)[None, :], other=0.0)
+        vt = tl.load(v_base + cols[None, :] * svn + offs_d[:, None] * svd, mask=(cols < NK)[None, :], other=0.0)
+    else:
+        kt = tl.load(k_base + cols[None, :] * skn + offs_d[:, None] * skd)
+        vt = tl.load(v_base + cols[None, :] * svn + offs_d[:, None] * svd)
+    s2 = tl.dot(q, kt, input_precision=PRECISION) * qk_scale
+    if HAS_ALIBI:
+        s2 = s2 - slope2 * tl.abs(rows[:, None] - cols[None, :]).to(tl.float32)
+    dp = tl.dot(do, vt, input_precision=PRECISION)
+    if STAGE == 1:  # clipped: D' = sum_j p c 1[0 <= c p + gamma <= 1] dp
+        p = tl.exp2(s2 - lse2[:, None])
+        y = czeta * p + gamma
+        inside = (y >= 0.0) & (y <= 1.0) & keep
+        dsum += tl.sum(tl.where(inside, p * czeta * dp, 0.0), 1)
+    else:
+        _w, ds = weights_and_grad(s2, keep, dp, lse2[:, None], delta[:, None], logn[:, None], z[:, None], sig_b2,
+                                  cap, czeta, gamma, power, SCORE, MASKED, FAST_TANH)
+        dq += tl.dot(ds.to(kt.dtype), tl.trans(kt), input_precision=PRECISION)
+    return dq, dsum
+
+
+@triton.jit
+def _dq_sweep(dq, dsum, q, do, k_base, v_base, skn, skd, svn, svd, rows, offs_n, offs_d, a, b, NK, dil,
+              BMASK, nbq, nbk, bq, bk, TILES, n_tiles, pid_m, slope2, qk_scale, sig_b2, cap, czeta, gamma, power,
+              lse2, delta, logn, z, lo, full_lo, full_hi, hi,
+              SCORE: tl.constexpr, STAGE: tl.constexpr, DILATED: tl.constexpr, BLOCK_SPARSE: tl.constexpr,
+              HAS_ALIBI: tl.constexpr, PRECISION: tl.constexpr, FAST_TANH: tl.constexpr, BLOCK_N: tl.constexpr):
+    if BLOCK_SPARSE:
+        row = TILES + pid_m * (n_tiles + 1)
+        for t in range(0, tl.load(row)):
+            start_n = tl.load(row + 1 + t) * BLOCK_N
+            dq, dsum = _dq_tile(dq, dsum, q, do, k_base, v_base, skn, skd, svn, svd, start_n, rows, offs_n, offs_d,
+                                a, b, NK, dil, BMASK, nbq, nbk, bq, bk, slope2, qk_scale, sig_b2, cap, czeta, gamma,
+                                power, lse2, delta, logn, z, SCORE, STAGE, True, DILATED, BLOCK_SPARSE, HAS_ALIBI,
+                                PRECISION, FAST_TANH)
+    else:
+        for start_n in range(lo, full_lo, BLOCK_N):
+            dq, dsum = _dq_tile(dq, dsum, q, do, k_base, v_base, skn, skd, svn, svd, start_n, rows, offs_n, offs_d,
+                                a, b, NK, dil, BMASK, nbq, nbk, bq, bk, slope2, qk_scale, sig_b2, cap, czeta, gamma,
+                                power, lse2, delta, logn, z, SCORE, STAGE, True, DILATED, BLOCK_SPARSE, HAS_ALIBI,
+                                PRECISION, FAST_TANH)
+        for start_n in range(full_lo, full_hi, BLOCK_N):
+            dq, dsum = _dq_tile(dq, dsum, q, do, k_base, v_base, skn, skd, svn, svd, start_n, rows, offs_n, offs_d,
+                                a, b, NK, dil, BMASK, nbq, nbk, bq, bk, slope2, qk_scale, sig_b2, cap, czeta, gamma,
+                                power, lse2, delta, logn, z, SCORE, STAGE, False, DILATED, BLOCK_SPARSE, HAS_ALIBI,
+                                PRECISION, FAST_TANH)
+        for start_n in range(full_hi, hi, BLOCK_N):
+            dq, dsum = _dq_tile(dq, dsum, q, do, k_base, v_base, skn, skd, svn, svd, start_n, rows, offs_n, offs_d,
+                                a, b, NK, dil, BMASK, nbq, nbk, bq, bk, slope2, qk_scale, sig_b2, cap, czeta, gamma,
+                                power, lse2, delta, logn, z, SCORE, STAGE, True, DILATED, BLOCK_SPARSE, HAS_ALIBI,
+                                PRECISION, FAST_TANH)
+    return dq, dsum
+
+
+@triton.jit
+def _flash_bwd_dq(
+    Q, K, V, DO, DQ, LSE, AUX, DELTA, SLOPES, BMASK, TILES,
+    sqb, sqh, sqm, sqd, skb, skh, skn, skd, svb, svh, svn, svd, sdb, sdh, sdm, sdd, sgb, sgh, sgm, sgd,
+    H, NQ, NK, scale, qk_scale, sig_b2, cap, czeta, gamma, power, window, dil, nbhd, nbq, nbk, bq, bk, n_tiles,
+    GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, SCORE: tl.constexpr,
+    CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, NEIGHBOR: tl.constexpr, DILATED: tl.constexpr,
+    BLOCK_SPARSE: tl.constexpr, HAS_ALIBI: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr, FAST_TANH: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b_idx = pid_bh // H
+    h = pid_bh % H
+    kvh = h // GROUP
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, HEAD_DIM)
+    row_ok = rows < NQ
+    q = tl.load(Q + b_idx * sqb + h * sqh + rows[:, None] * sqm + offs_d[None, :] * sqd, mask=row_ok[:, None], other=0.0)
+    do = tl.load(DO + b_idx * sdb + h * sdh + rows[:, None] * sdm + offs_d[None, :] * sdd, mask=row_ok[:, None],
+                 other=0.0)
+    k_base = K + b_idx * skb + kvh * skh
+    v_base = V + b_idx * svb + kvh * svh
+    slope2 = 0.0
+    if HAS_ALIBI:
+        slope2 = tl.load(SLOPES + h)
+    a, b = row_bounds(rows, NK, window, dil, nbhd, CAUSAL, HAS_WINDOW, NEIGHBOR)
+    lo, full_lo, full_hi, hi = key_ranges(a, b, row_ok, NK, BLOCK_N, not DILATED and not BLOCK_SPARSE)
+    stat = pid_bh * NQ + rows
+    lse2, delta, logn, z = _row_stats(LSE, AUX, DELTA, stat, row_ok, SCORE)
+    dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+    if SCORE == 4:
+        _dq, delta = _dq_sweep(dq, delta * 0.0, q, do, k_base, v_base, skn, skd, svn, svd, rows, offs_n, offs_d, a, b,
+                               NK, dil, BMASK, nbq, nbk, bq, bk, TILES, n_tiles, pid_m, slope2, qk_scale, sig_b2, cap,
+                               czeta, gamma, power, lse2, delta, logn, z, lo, full_lo, full_hi, hi, SCORE, 1, DILATED,
+                               BLOCK_SPARSE, HAS_ALIBI, PRECISION, FAST_TANH, BLOCK_N)
+        tl.store(DELTA + stat, delta, mask=row_ok)
+    dq, _d = _dq_sweep(dq, delta, q, do, k_base, v_base, skn, skd, svn, svd, rows, offs_n, offs_d, a, b,
+                       NK, dil, BMASK, nbq, nbk, bq, bk, TILES, n_tiles, pid_m, slope2, qk_scale, sig_b2, cap,
+                       czeta, gamma, power, lse2, delta, logn, z, lo, full_lo, full_hi, hi, SCORE, 2, DILATED,
+                       BLOCK_SPARSE, HAS_ALIBI, PRECISION, FAST_TANH, BLOCK_N)
+    tl.store(DQ + b_idx * sgb + h * sgh + rows[:, None] * sgm + offs_d[None, :] * sgd,
+             (dq * scale).to(DQ.dtype.element_ty), mask=row_ok[:, None])
+
+
+@triton.jit
+def _dkdv_tile(dk, dv, k, v, q_base, do_base, sqm, sqd, sdm, sdd, stat_base, LSE, AUX, DELTA, start_m, offs_m, offs_d,
+               cols, NQ, NK, window, dil, nbhd, BMASK, nbq, nbk, bq, bk, slope2, qk_scale, sig_b2, cap, czeta, gamma,
+               power, SCORE: tl.constexpr, MASKED: tl.constexpr, CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr,
+               NEIGHBOR: tl.constexpr, DILATED: tl.constexpr, BLOCK_SPARSE: tl.constexpr, HAS_ALIBI: tl.constexpr,
+               PRECISION: tl.constexpr, FAST_TANH: tl.constexpr):
+    """One query tile against this program's key tile, transposed: (keys, queries)."""
+    rows = start_m + offs_m
+    row_ok = rows < NQ
+    if MASKED:
+        q = tl.load(q_base + rows[:, None] * sqm + offs_d[None, :] * sqd, mask=row_ok[:, None], other=0.0)
+        do = tl.load(do_base + rows[:, None] * sdm + offs_d[None, :] * sdd, mask=row_ok[:, None], other=0.0)
+    else:
+        q = tl.load(q_base + rows[:, None] * sqm + offs_d[None, :] * sqd)
+        do = tl.load(do_base + rows[:, None] * sdm + offs_d[None, :] * sdd)
+    keep = cols[:, None] >= 0
+    if MASKED:
+        a, b = row_bounds(rows, NK, window, dil, nbhd, CAUSAL, HAS_WINDOW, NEIGHBOR)
+        keep = element_mask(rows[None, :], cols[:, None], a[None, :], b[None, :], dil, BMASK, nbq, nbk, bq, bk,
+                            DILATED, BLOCK_SPARSE) & row_ok[None, :]
+    lse2, delta, logn, z = _row_stats(LSE, AUX, DELTA, stat_base + rows, row_ok, SCORE)
+    s2 = tl.dot(k, tl.trans(q), input_precision=PRECISION) * qk_scale
+    if HAS_ALIBI:
+        s2 = s2 - slope2 * tl.abs(rows[None, :] - cols[:, None]).to(tl.float32)
+    dp = tl.dot(v, tl.trans(do), input_precision=PRECISION)
+    w, ds = weights_and_grad(s2, keep, dp, lse2[None, :], delta[None, :], logn[None, :], z[None, :], sig_b2, cap,
+                             czeta, gamma, power, SCORE, MASKED, FAST_TANH)
+    dv += tl.dot(w.to(do.dtype), do, input_precision=PRECISION)
+    dk += tl.dot(ds.to(q.dtype), q, input_precision=PRECISION)
+    return dk, dv
+
+
+@triton.jit
+def query_ranges(c0, c1, NQ, NK, window, dil, nbhd, CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr,
+                 NEIGHBOR: tl.constexpr, BLOCK_M: tl.constexpr, SPLIT: tl.constexpr):
+    """(lo, full_lo, full_hi, hi) over query rows for keys [c0, c1]: rows in
+    [lo, hi) may see them, rows in [full_lo, full_hi) see all of them."""
+    lo = c0 * 0
+    hi = c0 * 0 + NQ
+    if CAUSAL:
+        lo = tl.maximum(lo, c0)
+    if HAS_WINDOW:
+        lo = tl.maximum(lo, c0 - window)
+        hi = tl.minimum(hi, c1 + window + 1)
+    if NEIGHBOR:  # a query's neighbours lie within (nbhd - 1) * dil of it (Nq == Nk)
+        lo = tl.maximum(lo, c0 - (nbhd - 1) * dil)
+        hi = tl.minimum(hi, c1 + (nbhd - 1) * dil + 1)
+    lo = (lo // BLOCK_M) * BLOCK_M
+    full_lo = hi
+    full_hi = hi
+    if SPLIT:  # monotone bands only: rows with b_i >= c1 and a_i <= c0, all in range
+        f_lo = c0 * 0
+        f_hi = c0 * 0 + NQ
+        if CAUSAL:
+            f_lo = tl.maximum(f_lo, c1)
+        if HAS_WINDOW:
+            f_lo = tl.maximum(f_lo, c1 - window)
+            f_hi = tl.minimum(f_hi, c0 + window + 1)
+        f_lo = tl.maximum(((f_lo + BLOCK_M - 1) // BLOCK_M) * BLOCK_M, lo)
+        f_hi = tl.minimum((f_hi // BLOCK_M) * BLOCK_M, hi)
+        ok = (f_hi > f_lo) & (c1 < NK)
+        full_lo = tl.where(ok, f_lo, hi)
+        full_hi = tl.where(ok, f_hi, hi)
+    return lo, full_lo, full_hi, hi
+
+
+@triton.jit
+def _flash_bwd_dkdv(
+    Q, K, V, DO, DK, DV, LSE, AUX, DELTA, SLOPES, BMASK, TILES,
+    sqb, sqh, sqm, sqd, skb, skh, skn, skd, svb, svh, svn, svd, sdb, sdh, sdm, sdd,
+    skgb, skgh, skgn, skgd, svgb, svgh, svgn, svgd,
+    H, HKV, NQ, NK, scale, qk_scale, sig_b2, cap, czeta, gamma, power, window, dil, nbhd, nbq, nbk, bq, bk, n_tiles,
+    GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, SCORE: tl.constexpr,
+    CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, NEIGHBOR: tl.constexpr, DILATED: tl.constexpr,
+    BLOCK_SPARSE: tl.constexpr, HAS_ALIBI: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr, FAST_TANH: tl.constexpr,
+):
+    pid_n = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b_idx = pid_bh // HKV
+    kvh = pid_bh % HKV
+    cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    col_ok = cols < NK
+    k = tl.load(K + b_idx * skb + kvh * skh + cols[:, None] * skn + offs_d[None, :] * skd, mask=col_ok[:, None], other=0.0)
+    v = tl.load(V + b_idx * svb + kvh * svh + cols[:, None] * svn + offs_d[None, :] * svd, mask=col_ok[:, None], other=0.0)
+    c0 = pid_n * BLOCK_N
+    c1 = c0 + BLOCK_N - 1
+    lo, full_lo, full_hi, hi = query_ranges(c0, c1, NQ, NK, window, dil, nbhd, CAUSAL, HAS_WINDOW, NEIGHBOR, BLOCK_M,
+                                            not DILATED and not BLOCK_SPARSE and not NEIGHBOR)
+    dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
+    dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
+    for g in range(0, GROUP):
+        h = kvh * GROUP + g
+        q_base = Q + b_idx * sqb + h * sqh
+        do_base = DO + b_idx * sdb + h * sdh
+        stat_base = (b_idx * H + h) * NQ
+        slope2 = 0.0
+        if HAS_ALIBI:
+            slope2 = tl.load(SLOPES + h)
+        if BLOCK_SPARSE:
+            row = TILES + pid_n * (n_tiles + 1)
+            for t in range(0, tl.load(row)):
+                start_m = tl.load(row + 1 + t) * BLOCK_M
+                dk, dv = _dkdv_tile(dk, dv, k, v, q_base, do_base, sqm, sqd, sdm, sdd, stat_base, LSE, AUX, DELTA,
+                                    start_m, offs_m, offs_d, cols, NQ, NK, window, dil, nbhd, BMASK, nbq, nbk, bq, bk,
+                                    slope2, qk_scale, sig_b2, cap, czeta, gamma, power, SCORE, True, CAUSAL,
+                                    HAS_WINDOW, NEIGHBOR, DILATED, BLOCK_SPARSE, HAS_ALIBI, PRECISION, FAST_TANH)
+        else:
+            for start_m in range(lo, full_lo, BLOCK_M):
+                dk, dv = _dkdv_tile(dk, dv, k, v, q_base, do_base, sqm, sqd, sdm, sdd, stat_base, LSE, AUX, DELTA,
+                                    start_m, offs_m, offs_d, cols, NQ, NK, window, dil, nbhd, BMASK, nbq, nbk, bq, bk,
+                                    slope2, qk_scale, sig_b2, cap, czeta, gamma, power, SCORE, True, CAUSAL,
+                                    HAS_WINDOW, NEIGHBOR, DILATED, BLOCK_SPARSE, HAS_ALIBI, PRECISION, FAST_TANH)
+            for start_m in range(full_lo, full_hi, BLOCK_M):
+                dk, dv = _dkdv_tile(dk, dv, k, v, q_base, do_base, sqm, sqd, sdm, sdd, stat_base, LSE, AUX, DELTA,
+                                    start_m, offs_m, offs_d, cols, NQ, NK, window, dil, nbhd, BMASK, nbq, nbk, bq, bk,
+                                    slope2, qk_scale, sig_b2, cap, czeta, gamma, power, SCORE, False, CAUSAL,
+                                    HAS_WINDOW, NEIGHBOR, DILATED, BLOCK_SPARSE, HAS_ALIBI, PRECISION, FAST_TANH)
+            for start_m in range(full_hi, hi, BLOCK_M):
+                dk, dv = _dkdv_tile(dk, dv, k, v, q_base, do_base, sqm, sqd, sdm, sdd, stat_base, LSE, AUX, DELTA,
+                                    start_m, offs_m, offs_d, cols, NQ, NK, window, dil, nbhd, BMASK, nbq, nbk, bq, bk,
+                                    slope2, qk_scale, sig_b2, cap, czeta, gamma, power, SCORE, True, CAUSAL,
+                                    HAS_WINDOW, NEIGHBOR, DILATED, BLOCK_SPARSE, HAS_ALIBI, PRECISION, FAST_TANH)
+    tl.store(DK + b_idx * skgb + kvh * skgh + cols[:, None] * skgn + offs_d[None, :] * skgd,
+             (dk * scale).to(DK.dtype.element_ty), mask=col_ok[:, None])
+    tl.store(DV + b_idx * svgb + kvh * svgh + cols[:, None] * svgn + offs_d[None, :] * svgd,
+             dv.to(DV.dtype.element_ty), mask=col_ok[:, None])
+
+
+def backward(do, q, k, v, out, lse, aux, spec: Spec, alibi_slopes=None, block=None):
+    """(dq, dk, dv) in the inputs' dtypes, from the forward's out, lse, aux."""
+    bsz, h, nq, d = q.shape
+    hkv, nk = k.shape[1], k.shape[2]
+    score = SCORE_IDS[spec.score]
+    if spec.score in ("sigmoid", "clipped"):  # none / computed by the dQ kernel
+        delta = torch.zeros(bsz, h, nq, device=q.device, dtype=torch.float32)
+    else:
+        delta = (do.float() * out.float()).sum(-1).contiguous()
+    dq, dk, dv = (torch.empty(t.shape, device=t.device, dtype=t.dtype) for t in (q, k, v))
+    slopes = (alibi_slopes.to(device=q.device, dtype=torch.float32) * LOG2E).contiguous() \
+        if alibi_slopes is not None else delta
+    scale, _ = spec.resolved(nk, d)
+    sargs = score_args(spec, nk, d)
+    kv_cfg, q_cfg = bwd_config(d)
+    if block is not None:
+        kv_cfg, q_cfg = (*block, *kv_cfg[2:]), (*block, *q_cfg[2:])
+    common = dict(GROUP=h // hkv, HEAD_DIM=d, SCORE=score, HAS_ALIBI=alibi_slopes is not None,
+                  PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
+                  FAST_TANH=q.dtype != torch.float32 and not interpreting())
+    strides = (*q.stride(), *k.stride(), *v.stride(), *do.stride())
+    bm, bn, warps, stages = q_cfg
+    bmask, tiles, margs, flags = mask_args(spec, nq, nk, bm, bn, q.device)
+    _flash_bwd_dq[(triton.cdiv(nq, bm), bsz * h)](
+        q, k, v, do, dq, lse, aux, delta, slopes, bmask, tiles, *strides, *dq.stride(),
+        h, nq, nk, scale, **sargs, **margs, **flags, **common, BLOCK_M=bm, BLOCK_N=bn,
+        num_warps=warps, num_stages=stages)
+    bm, bn, warps, stages = kv_cfg
+    bmask, tiles, margs, flags = mask_args(spec, nq, nk, bm, bn, q.device, transpose=True)
+    _flash_bwd_dkdv[(triton.cdiv(nk, bn), bsz * hkv)](
+        q, k, v, do, dk, dv, lse, aux, delta, slopes, bmask, tiles, *strides, *dk.stride(), *dv.stride(),
+        h, hkv, nq, nk, scale, **sargs, **margs, **flags, **common, BLOCK_M=bm, BLOCK_N=bn,
+        num_warps=warps, num_stages=stages)
+    return dq, dk, dv

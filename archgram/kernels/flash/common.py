@@ -1,0 +1,166 @@
+"""Pieces shared by the forward and backward flash kernels: the per-row visible
+key interval, the element mask, the score's weights and logit gradient, the
+block-sparse tile lists, and the tile configurations.
+
+Logits are kept in log2 units (s2 = s * log2(e), log2(e) folded into the scale
+and the ALiBi slopes on the host) so every exponential is an ``exp2``.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+LOG2E = 1.4426950408889634
+LN2 = 0.6931471805599453
+
+
+def interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+@triton.jit
+def _tanh(x, FAST_TANH: tl.constexpr):
+    if FAST_TANH:  # one MUFU op; ~2^-11 relative error, used for fp16/bf16 inputs only
+        return tl.inline_asm_elementwise("tanh.approx.f32 $0, $1;", "=f,f", [x], dtype=tl.float32,
+                                         is_pure=True, pack=1)
+    else:
+        return 2.0 / (1.0 + tl.exp2(-2.0 * 1.4426950408889634 * x)) - 1.0
+
+
+@triton.jit
+def row_bounds(rows, NK, window, dil, nbhd,
+               CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, NEIGHBOR: tl.constexpr):
+    """First and last key (a_i, b_i) each row may see; a_i > b_i: none. Both
+    nondecreasing in i unless a dilated neighborhood interleaves groups."""
+    a = rows * 0
+    b = rows * 0 + (NK - 1)
+    if NEIGHBOR:  # NATTEN 1D: `nbhd` members of i's dilation group, shifted inward at the ends
+        g = rows % dil
+        length = (NK - g + dil - 1) // dil
+        start = tl.maximum(rows // dil - nbhd // 2, 0)
+        start = tl.minimum(start, tl.maximum(length - nbhd, 0))
+        a = g + start * dil
+        b = tl.minimum(g + (start + nbhd - 1) * dil, NK - 1)
+    if HAS_WINDOW:
+        a = tl.maximum(a, rows - window)
+        b = tl.minimum(b, rows + window)
+    if CAUSAL:
+        b = tl.minimum(b, rows)
+    return a, b
+
+
+@triton.jit
+def element_mask(r, c, a, b, dil, BMASK, nbq, nbk, bq, bk,
+                 DILATED: tl.constexpr, BLOCK_SPARSE: tl.constexpr):
+    """Visible (row r, key c) pairs; r, a, b and c broadcast to the tile (either orientation)."""
+    keep = (c >= a) & (c <= b)
+    if DILATED:
+        keep = keep & ((r - c) % dil == 0)
+    if BLOCK_SPARSE:
+        rb = r // bq
+        cb = c // bk
+        bm = tl.load(BMASK + rb * nbk + cb, mask=(rb < nbq) & (cb < nbk), other=0)
+        keep = keep & (bm != 0)
+    return keep
+
+
+@triton.jit
+def softplus_parts(s2, logn):
+    """(softplus(x), sigmoid(x)) for x = log(N_i) * s, from s2 = s * log2(e)."""
+    x2 = logn * s2
+    sp = tl.where(x2 > 30.0, x2 * 0.6931471805599453,
+                  tl.where(x2 < -20.0, tl.exp2(x2), 0.6931471805599453 * tl.log2(1.0 + tl.exp2(x2))))
+    return sp, 1.0 / (1.0 + tl.exp2(-x2))
+
+
+@triton.jit
+def cap_logits(s2, cap, FAST_TANH: tl.constexpr):
+    """Soft-capped log2-unit logits and tanh(s / cap) (for the gradient)."""
+    t = _tanh(s2 * (0.6931471805599453 / cap), FAST_TANH)
+    return (cap * 1.4426950408889634) * t, t
+
+
+@triton.jit
+def weights_and_grad(s2, keep, dp, lse2, delta, logn, z, sig_b2, cap, czeta, gamma, power,
+                     SCORE: tl.constexpr, MASKED: tl.constexpr, FAST_TANH: tl.constexpr):
+    """Backward pieces of one tile: the weights w (for dV) and dL/ds (for dQ, dK),
+    s the natural-unit logit after the bias. Row statistics come broadcast to
+    the tile: lse2 (log2 units), delta (rowsum(dO * O), or D' for clipped),
+    logn and z (softplus). dp = dO . v."""
+    if SCORE == 1:  # sigmoid
+        w = 1.0 / (1.0 + tl.exp2(-(s2 + sig_b2)))
+        if MASKED:
+            w = tl.where(keep, w, 0.0)
+        ds = dp * w * (1.0 - w)
+    elif SCORE == 3:  # softplus: w = f / z, f = softplus(x) ** power
+        sp, sig = softplus_parts(s2, logn)
+        w = tl.exp2(power * tl.log2(sp)) / z
+        if MASKED:
+            w = tl.where(keep, w, 0.0)
+        ds = tl.where(sp > 0.0, (dp - delta) * w * power * sig * logn / sp, 0.0)
+    else:
+        if SCORE == 2:
+            s2, t = cap_logits(s2, cap, FAST_TANH)
+        p = tl.exp2(s2 - lse2)
+        if MASKED:
+            p = tl.where(keep, p, 0.0)
+        if SCORE == 4:  # clipped: w = clip(c p + gamma, 0, 1)
+            y = czeta * p + gamma
+            w = tl.minimum(tl.maximum(y, 0.0), 1.0)
+            inside = (y >= 0.0) & (y <= 1.0)
+            if MASKED:
+                w = tl.where(keep, w, 0.0)
+                inside = inside & keep
+            ds = p * (tl.where(inside, czeta * dp, 0.0) - delta)
+        else:
+            w = p
+            ds = p * (dp - delta)
+        if SCORE == 2:
+            ds = ds * (1.0 - t * t)
+    return w, ds
+
+
+def tile_lists(spec, nq: int, nk: int, bm: int, bn: int, device, transpose: bool = False):
+    """Block-sparse schedule at kernel tiles (bm, bn): (indices, counts). Row r of
+    ``indices`` lists, ascending and first, the key tiles (query tiles when
+    ``transpose``) holding any visible pair of a visible token block; counts[r]
+    how many. Tiles that causal / window exclude are dropped too."""
+    bq, bk = spec.block
+    mask = spec.block_mask.to(device=device, dtype=torch.int32)
+    ps = torch.nn.functional.pad(mask.cumsum(0).cumsum(1), (1, 0, 1, 0))
+    mt, nt = torch.arange(triton.cdiv(nq, bm), device=device), torch.arange(triton.cdiv(nk, bn), device=device)
+    r0, r1 = mt * bm, torch.clamp((mt + 1) * bm, max=nq) - 1
+    c0, c1 = nt * bn, torch.clamp((nt + 1) * bn, max=nk) - 1
+    br0, br1, bc0, bc1 = r0 // bq, r1 // bq + 1, c0 // bk, c1 // bk + 1
+    count = ps[br1][:, bc1] - ps[br0][:, bc1] - ps[br1][:, bc0] + ps[br0][:, bc0]
+    any_ = count > 0
+    if spec.causal:
+        any_ &= c0[None, :] <= r1[:, None]
+    if spec.window is not None:
+        any_ &= (c0[None, :] <= r1[:, None] + spec.window) & (c1[None, :] >= r0[:, None] - spec.window)
+    if transpose:
+        any_ = any_.t()
+    order = torch.argsort((~any_).to(torch.int8), dim=1, stable=True).to(torch.int32).contiguous()
+    return order, any_.sum(1).to(torch.int32).contiguous()
+
+
+# (BLOCK_M, BLOCK_N, num_warps, num_stages), picked on an H100 (bench_flash.py, tune_flash.py)
+FWD_CONFIGS = {64: (128, 64, 4, 3), 128: (128, 64, 8, 3)}
+#: per head dim: (dK/dV kernel config, dQ kernel config)
+BWD_CONFIGS = {64: ((64, 64, 4, 2), (64, 64, 4, 2)), 128: ((64, 128, 8, 2), (128, 64, 8, 2))}
+
+
+def fwd_config(d: int) -> tuple[int, int, int, int]:
+    if interpreting():
+        return 16, 16, 1, 1
+    return FWD_CONFIGS.get(d, FWD_CONFIGS[64] if d < 64 else FWD_CONFIGS[128])
+
+
+def bwd_config(d: int):
+    """((BLOCK_M, BLOCK_N, warps, stages) of the dK/dV kernel, the same of the dQ kernel)."""
+    if interpreting():
+        return (16, 16, 1, 1), (16, 16, 1, 1)
+    return BWD_CONFIGS.get(d, BWD_CONFIGS[64] if d < 64 else BWD_CONFIGS[128])

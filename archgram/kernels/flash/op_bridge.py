@@ -1,0 +1,69 @@
+"""Which attention-op configurations the flash kernels serve, and the kernel
+keywords for each: registries from the op's score / pattern / position classes
+to kernel arguments. A part missing from its registry (or a mapper returning
+None) means the op runs its PyTorch path.
+
+The op's softmax gives a query that sees no key uniform weights; the kernels
+give zeros. Every pattern served here lets each query see itself, so no row is
+ever empty (block-sparse layouts must include their diagonal).
+"""
+from __future__ import annotations
+
+import torch
+
+from archgram.ops.attention import layouts, patterns, positions, scores
+
+SCORES = {
+    scores.Softmax: lambda s: {"score": "softmax"},
+    scores.Sigmoid: lambda s: {"score": "sigmoid", "sigmoid_bias": s.bias},
+    scores.SoftCap: lambda s: {"score": "softcap", "cap": s.cap},
+    scores.SoftplusReweight: lambda s: {"score": "softplus", "power": s.power},
+    scores.ClippedSoftmax: lambda s: {"score": "clipped", "gamma": s.gamma, "zeta": s.zeta},
+}
+
+
+def _block_sparse(p, n: int, device):
+    nb = -(-n // p.block)
+    layout = p.layout(nb, device)
+    if not bool(layout.diagonal().all()):
+        return None  # a query block that sees no key block: the op's softmax differs
+    return {"block_mask": layout, "block": (p.block, p.block)}
+
+
+PATTERNS = {
+    patterns.Full: lambda p, n, device: {},
+    patterns.Causal: lambda p, n, device: {"causal": True},
+    patterns.Window: lambda p, n, device: {"window": p.size // 2 * p.dilation, "dilation": p.dilation},
+    patterns.Neighborhood: lambda p, n, device: {"neighborhood": p.size, "dilation": p.dilation},
+    patterns.BlockSparse: _block_sparse,
+}
+
+# positions applied before the kernel (rotations) or as its ALiBi bias
+POSITIONS = {
+    positions.NoPosition: lambda p: {},
+    positions.RoPE: lambda p: {},
+    positions.ALiBi: lambda p: {"alibi_slopes": p.slopes()},
+    positions.RoPEALiBi: lambda p: {"alibi_slopes": p.slopes()},
+}
+
+
+def kernel_kwargs(op, n: int, device) -> dict | None:
+    """Keywords for ``dispatch.attention`` serving this op, or None."""
+    score, pattern, position = SCORES.get(type(op.score)), PATTERNS.get(type(op.pattern)), POSITIONS.get(type(op.position))
+    if score is None or pattern is None or position is None:
+        return None
+    mask = pattern(op.pattern, n, device)
+    if mask is None:
+        return None
+    kw = {**score(op.score), **mask, **position(op.position), "scale": op.scale}
+    if op.causal:
+        kw["causal"] = True
+    return kw
+
+
+def shared_kv(layout, kv: torch.Tensor) -> torch.Tensor:
+    """Undo the layout's GQA repeat (a strided view, no copy), so the kernel reads
+    each key/value head once and sums its gradient over the group."""
+    if type(layout).expand is layouts.Layout.expand and layout.kv != layout.heads:
+        return kv[:, :: layout.heads // layout.kv]
+    return kv

@@ -1,0 +1,180 @@
+"""archgram analyze (S69): head ablation, attention maps, distances, files, CLI."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import archgram
+from archgram.analysis.capture import AnalysisError, attention_layers, attention_map, capture
+from archgram.analysis.distance import distance_matrix, row_distances
+from archgram.ops.attention import op as attention_op
+
+pytestmark = pytest.mark.catalog("S69")
+
+SHAPE = (2, 64, 32)  # mqar's body input at batch 2
+SOFTMAX_SEED = 7  # attention.pcfg at SHAPE: two 4-head softmax layers, neighborhood(9) pattern
+LINEAR_SEED = 11  # four layers of causal linear attention (random_qk layout)
+
+
+def _derivation(seed: int, batch: int = 2):
+    from archgram.tasks import get_task
+
+    task = get_task("mqar")
+    return archgram.load_grammar("attention").sample(task.body_input_shape(batch), seed=seed, target=task.output_target(batch))
+
+
+def _model(seed: int):
+    torch.manual_seed(0)
+    return archgram.compile(_derivation(seed)).eval()
+
+
+def test_head_mask_equals_zeroing_the_head_by_hand():
+    """Masking head 1 of layer 0 through the capture equals zeroing that head's
+    slice of the output projection's input with a plain forward pre-hook."""
+    model = _model(SOFTMAX_SEED)
+    (name, op), *_ = attention_layers(model)
+    heads, d = op.layout.heads, op.layout.head_dim
+    x = torch.randn(SHAPE, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        base = model(x)
+        mask = torch.ones(heads)
+        mask[1] = 0
+        with capture(model, maps=False, head_mask={name: mask}):
+            ablated = model(x)
+
+        def zero_head(module, args):
+            (inp,) = args
+            inp = inp.clone()
+            inp[..., 1 * d:2 * d] = 0
+            return (inp,)
+
+        handle = op.layout.o.register_forward_pre_hook(zero_head)
+        try:
+            manual = model(x)
+        finally:
+            handle.remove()
+        after = model(x)
+    assert attention_op.ANALYSIS_HOOK is None
+    assert torch.equal(ablated, manual)
+    assert not torch.allclose(ablated, base)
+    assert torch.equal(after, base)  # no capture: untouched
+
+
+@pytest.mark.parametrize("seed", [SOFTMAX_SEED, LINEAR_SEED])
+def test_maps_reproduce_the_head_outputs(seed):
+    """The captured map times v is the op's own head output (softmax weights, and
+    the implied map of linear attention), rows of causal maps see no future."""
+    model = _model(seed)
+    checked = []
+
+    def hook(op, out, q, k, v, mask, bias):
+        w, how = attention_map(op, q, k, v, mask, bias)
+        torch.testing.assert_close(w @ v, out, atol=1e-5, rtol=1e-5, msg=how)
+        if op.causal or op.pattern.name == "causal":
+            assert torch.all(w.triu(1) == 0)
+        checked.append(how)
+        return out
+
+    attention_op.ANALYSIS_HOOK = hook
+    try:
+        with torch.no_grad():
+            model(torch.randn(SHAPE))
+    finally:
+        attention_op.ANALYSIS_HOOK = None
+    assert len(checked) == len(attention_layers(model))
+
+
+def test_distances_hand_computed():
+    d = distance_matrix(3, 3, None)
+    assert d.tolist() == [[0, 1, 2], [1, 0, 1], [2, 1, 0]]
+    w = torch.tensor([[[[1.0, 0, 0], [0.5, 0.5, 0], [0, 0, 0]]]])
+    rows = row_distances(w, d)
+    assert rows[0, 0, :2].tolist() == [0.0, 0.5] and torch.isnan(rows[0, 0, 2])  # an empty row is no data
+    g = distance_matrix(4, 4, (2, 2))  # pixels (0,0) (0,1) (1,0) (1,1)
+    assert g[0, 3].item() == pytest.approx(2 ** 0.5) and g[1, 2].item() == pytest.approx(2 ** 0.5) and g[0, 2].item() == 1
+    n = 9  # uniform attention over a sequence: mean |i - j| = (n^2 - 1) / (3 n)
+    uniform = torch.full((1, 1, n, n), 1.0 / n)
+    assert row_distances(uniform, distance_matrix(n, n, None)).mean().item() == pytest.approx((n * n - 1) / (3 * n))
+    assert distance_matrix(4, 2, None) is None
+
+
+def test_capture_collects_distances_and_refuses_bad_masks():
+    model = _model(SOFTMAX_SEED)
+    layers = attention_layers(model)
+    with capture(model) as cap, torch.no_grad():
+        model(torch.randn(SHAPE))
+    dist = cap.mean_distance()
+    assert set(dist) == {n for n, _ in layers}
+    # neighborhood(9): no head looks further than 4 tokens on average
+    assert all(0 < v <= 4 for heads in dist.values() for v in heads)
+    assert cap.example[layers[0][0]].shape == (4, 64, 64)
+    with pytest.raises(AnalysisError, match="2 heads|has 4 heads"):
+        with capture(model, head_mask={layers[0][0]: torch.ones(2)}):
+            pass
+    with pytest.raises(AnalysisError, match="unknown attention layer"):
+        with capture(model, head_mask={"nope": torch.ones(4)}):
+            pass
+
+
+def _run(args):
+    from archgram.cli import run
+
+    return run(args)
+
+
+def test_analyze_cli_writes_report(tmp_path):
+    """A derivation + task: trained a few steps, analysed, every file written."""
+    src = tmp_path / "arch.json"
+    src.write_text(_derivation(SOFTMAX_SEED, batch=8).to_json())
+    out = tmp_path / "report"
+    code = _run(["analyze", str(src), "--task", "mqar", "--budget", "3steps", "--max-val", "16", "--out", str(out)])
+    assert code == 0
+    for f in ("index.html", "analysis.json", "importance.png", "distance.png", "attention_L0.png", "attention_L1.png"):
+        assert (out / f).stat().st_size > 0, f
+    result = json.loads((out / "analysis.json").read_text())
+    assert [len(v) for v in result["importance"]["loss_delta"].values()] == [4, 4]
+    assert result["val_examples"] == 16 and result["distance_unit"] == "tokens"
+    html = (out / "index.html").read_text()
+    assert "attention_L1.png" in html and "importance.png" in html
+
+
+def test_analyze_export_folder(tmp_path):
+    """An export folder (derivation.json + weights.safetensors) is loaded, not retrained."""
+    from safetensors.torch import save_file
+
+    from archgram.analysis.source import load
+    from archgram.search.evaluator import build_model
+    from archgram.tasks import get_task
+
+    d = _derivation(SOFTMAX_SEED, batch=8)
+    torch.manual_seed(3)
+    model = build_model(d, get_task("mqar"), 8)[0]
+    (tmp_path / "derivation.json").write_text(d.to_json())
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "weights.safetensors"))
+    loaded = load(str(tmp_path), task="mqar")
+    for (k, a), b in zip(model.state_dict().items(), loaded.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+    with pytest.raises(AnalysisError, match="--task"):
+        load(str(tmp_path))
+
+
+def test_model_without_attention_is_bad_input(tmp_path, capsys):
+    from archgram.tasks import get_task
+
+    task = get_task("mqar")
+    g = archgram.load_grammar("mixers")
+    for seed in range(40):
+        d = g.sample(task.body_input_shape(8), seed=seed, target=task.output_target(8))
+        if not attention_layers(archgram.compile(d)):
+            break
+    else:
+        pytest.fail("no attention-free mixers sample")
+    src = tmp_path / "mixer.json"
+    src.write_text(d.to_json())
+    code = _run(["analyze", str(src), "--task", "mqar", "--budget", "2steps", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and "no attention layer" in err
+    assert not (tmp_path / "o").exists()
