@@ -374,7 +374,8 @@ def search(
         options["population"] = max(2, min(20, trials // 2))
         options.setdefault("tournament", max(1, min(5, options["population"] // 2)))
     if strategy in ("tpe", "nsga2"):
-        options["objectives"] = objs
+        # multi-task (S29): optimise each task's score (not their mean) next to the costs
+        options["objectives"] = tuple(o for o in task_set.objectives(objs) if o != "score") if task_set.multi else objs
     g = ui._load(grammar)
     shape = task_obj.body_input_shape(batch_size)
     _precheck_sampling(g, shape, task_obj.output_target(batch_size))

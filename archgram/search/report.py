@@ -223,36 +223,44 @@ def plot_best_so_far(records: Sequence[TrialRecord], path: str | Path, title: st
     return path
 
 
+def _scatter_front(ax, points, front, x, y, step: bool) -> None:
+    """Every trial as a faint point, the front in red and labelled with trial numbers."""
+    if points:
+        ax.scatter([x(r) for r in points], [y(r) for r in points], s=14, color="tab:blue", alpha=0.5, label="trial")
+    if front:
+        if step:
+            ax.step([x(r) for r in front], [y(r) for r in front], where="post", color="tab:red", lw=1.5)
+        ax.scatter([x(r) for r in front], [y(r) for r in front], s=36, color="tab:red", zorder=3,
+                   label=f"Pareto front ({len(front)})")
+        for r in front:
+            ax.annotate(f"#{r.number}", (x(r), y(r)), textcoords="offset points", xytext=(4, -10), fontsize=7)
+
+
+def _save(fig, ax, path: Path, xlabel: str, ylabel: str, title: str, legend: str | None) -> Path:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if legend:
+        ax.legend(loc=legend, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    _plt().close(fig)
+    return path
+
+
 def plot_pareto(records: Sequence[TrialRecord], path: str | Path, cost: str = "params", title: str = "") -> Path:
     """Score against ``cost`` (log axis) for every ok trial, the Pareto front
     (max score, min cost) highlighted and labelled with trial numbers."""
     plt = _plt()
-    path = Path(path)
     key = COST_KEYS.get(cost, cost)
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
     points = [r for r in ok_records(records) if _finite(r.attrs.get(key))]
-    front = pareto_front(points, key)
-    if points:
-        ax.scatter([r.attrs[key] for r in points], [r.score for r in points], s=14, color="tab:blue", alpha=0.5,
-                   label="trial")
-    if front:
-        ax.step([r.attrs[key] for r in front], [r.score for r in front], where="post", color="tab:red", lw=1.5)
-        ax.scatter([r.attrs[key] for r in front], [r.score for r in front], s=36, color="tab:red", zorder=3,
-                   label=f"Pareto front ({len(front)})")
-        for r in front:
-            ax.annotate(f"#{r.number}", (r.attrs[key], r.score), textcoords="offset points", xytext=(4, -10), fontsize=7)
+    _scatter_front(ax, points, pareto_front(points, key), lambda r: r.attrs[key], lambda r: r.score, step=True)
     if points and min(r.attrs[key] for r in points) > 0:
         ax.set_xscale("log")
-    ax.set_xlabel(COST_LABELS.get(key, key))
-    ax.set_ylabel("score")
-    ax.set_title(title or f"score vs {COST_LABELS.get(key, key)}")
-    ax.grid(alpha=0.3)
-    if points:
-        ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    label = COST_LABELS.get(key, key)
+    return _save(fig, ax, Path(path), label, "score", title or f"score vs {label}", "lower right" if points else None)
 
 
 def _finite(value: Any) -> bool:
@@ -266,30 +274,13 @@ def _num(value: Any, default: float) -> float:
 def plot_task_pareto(records: Sequence[TrialRecord], path: str | Path, tasks: Sequence[str], title: str = "") -> Path:
     """First two tasks' scores against each other, the per-task Pareto front highlighted."""
     plt = _plt()
-    path = Path(path)
     a, b = tasks[0], tasks[1]
     fig, ax = plt.subplots(figsize=(5.5, 5), dpi=120)
     points = [r for r in ok_records(records) if _task_scores(r, tasks) is not None]
-    front = task_pareto_front(points, tasks)
-    if points:
-        ax.scatter([r.attrs[f"score:{a}"] for r in points], [r.attrs[f"score:{b}"] for r in points], s=14,
-                   color="tab:blue", alpha=0.5, label="trial")
-    if front:
-        ax.scatter([r.attrs[f"score:{a}"] for r in front], [r.attrs[f"score:{b}"] for r in front], s=36,
-                   color="tab:red", zorder=3, label=f"Pareto front ({len(front)})")
-        for r in front:
-            ax.annotate(f"#{r.number}", (r.attrs[f"score:{a}"], r.attrs[f"score:{b}"]), textcoords="offset points",
-                        xytext=(4, -10), fontsize=7)
-    ax.set_xlabel(f"score on {a}")
-    ax.set_ylabel(f"score on {b}")
-    ax.set_title(title or f"{a} vs {b}")
-    ax.grid(alpha=0.3)
-    if points:
-        ax.legend(loc="lower left", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    _scatter_front(ax, points, task_pareto_front(points, tasks), lambda r: r.attrs[f"score:{a}"],
+                   lambda r: r.attrs[f"score:{b}"], step=False)
+    return _save(fig, ax, Path(path), f"score on {a}", f"score on {b}", title or f"{a} vs {b}",
+                 "lower left" if points else None)
 
 
 __all__ = [

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from archgram.errors import ShapeError
 from archgram.ops import get_op
 from archgram.ops.memory import memory_apply
+from archgram.ops.memory.titans import memory_grad
 from archgram.ops.moe import FFN, DenseParallelBlock, RoutedMoE, balance_loss, upcycle
 from archgram.tasks.heads import PointerHead
 
@@ -261,9 +262,10 @@ def test_pointer_head_op_is_the_task_pointer_head():
 @pytest.mark.catalog("S56")
 @pytest.mark.parametrize("depth", [1, 2])
 def test_titans_one_write_is_a_momentum_gradient_step_with_forgetting(depth):
-    m = build("titans_memory", (1, 1, 4), depth=depth, lr=0.3, momentum=0.9, forget=0.1).double()
+    m = build("titans_memory", (1, 1, 4), depth=depth, lr=0.3, momentum=0.9, forget=0.1, clip=0.0).double()
     x = torch.randn(1, 1, 4, dtype=torch.float64)
-    k, v, q = m.k(x)[:, 0], m.v(x)[:, 0], m.q(x)[:, 0]
+    q, k, v = (t[:, 0] for t in m.project(x))
+    torch.testing.assert_close(k.norm(dim=-1), torch.ones(1, dtype=torch.float64))  # unit keys, as in the paper
     m0 = [p.detach().clone().requires_grad_(True) for p in m.init]
     loss = ((memory_apply([p[None] for p in m0], k.detach()) - v.detach()) ** 2).sum()
     grads = torch.autograd.grad(loss, m0)  # the surprise, by autograd
@@ -276,9 +278,9 @@ def test_titans_one_write_is_a_momentum_gradient_step_with_forgetting(depth):
 @pytest.mark.catalog("S56")
 def test_titans_memory_recalls_a_repeated_key_better_after_writing_it():
     """Surprise falls when the same association is written again: memorisation at test time."""
-    m = build("titans_memory", (1, 6, 4), depth=1, lr=0.05, momentum=0.5, forget=0.0).double()
+    m = build("titans_memory", (1, 6, 4), depth=1, lr=0.05, momentum=0.5, forget=0.0, clip=0.0).double()
     x = torch.randn(1, 1, 4, dtype=torch.float64).expand(1, 6, 4)
-    k, v = m.k(x)[0, 0], m.v(x)[0, 0]
+    _, k, v = (t[0, 0] for t in m.project(x))
     params = [p[None] for p in m.init]
     surprise = [torch.zeros_like(p) for p in params]
     errors = []
@@ -286,6 +288,32 @@ def test_titans_memory_recalls_a_repeated_key_better_after_writing_it():
         errors.append(float(((memory_apply(params, k[None]) - v) ** 2).sum().detach()))
         params, surprise = m.step(params, surprise, k[None], v[None])
     assert errors[-1] < errors[0]
+
+
+@pytest.mark.catalog("S56")
+def test_titans_write_clips_the_gradient_norm():
+    m = build("titans_memory", (1, 1, 4), depth=2, lr=1.0, momentum=0.0, forget=0.0, clip=0.01).double()
+    x = 5 * torch.randn(1, 1, 4, dtype=torch.float64)
+    _, k, v = (t[:, 0] for t in m.project(x))
+    params = [p.detach()[None] for p in m.init]
+    raw = memory_grad(params, k.detach(), v.detach())
+    new, _ = m.step(params, [torch.zeros_like(p) for p in params], k.detach(), v.detach())
+    step = [a - b for a, b in zip(new, params, strict=True)]  # = -lr * clipped gradient
+    norm = torch.sqrt(sum(s.square().sum() for s in step))
+    assert float(norm) == pytest.approx(0.01) and float(torch.sqrt(sum(g.square().sum() for g in raw))) > 0.01
+    for s_, g in zip(step, raw, strict=True):  # same direction as the raw gradient
+        torch.testing.assert_close(s_ / norm, -g / torch.sqrt(sum(r.square().sum() for r in raw)))
+
+
+@pytest.mark.catalog("S56")
+@pytest.mark.parametrize("depth", [1, 2])
+def test_titans_memory_stays_finite_at_width_64_over_many_tokens(depth):
+    """Unnormalised keys (and an unscaled MLP hidden layer) made the write step grow
+    with the width: NaN within 64 tokens."""
+    torch.manual_seed(0)
+    m = build("titans_memory", (1, 256, 64), depth=depth)
+    y = m(3 * torch.randn(1, 256, 64))
+    assert torch.isfinite(y).all() and y.abs().max() < 1e3
 
 
 @pytest.mark.catalog("S56")

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+import archgram
 from archgram import cli
 from archgram.errors import ArchgramError, DerivationError
 from archgram.grammar.model import Grammar
@@ -176,3 +177,14 @@ def test_cli_multi_task_search_with_adversarial_training_and_per_task_report(cap
     assert code == 0 and shown["per_task"]["tasks"] == ["digits", "mnist1d"] and shown["per_task"]["front"]
     code, out, _ = invoke(capsys, "show", study, "--out", tmp_path / "plots")
     assert "per-task Pareto front" in out and (tmp_path / "plots" / "pareto_tasks.png").exists()
+
+
+@pytest.mark.catalog("S29")
+def test_nsga2_maximises_each_task_score_and_reads_it_from_the_metrics():
+    from archgram.search.strategies import get_strategy
+
+    g = archgram.load_grammar("einspace")
+    strategy = get_strategy("nsga2")(g, (8, 40, 1), seed=0, objectives=("score:digits", "score:mnist1d", "params"))
+    assert strategy.study_directions() == ["maximize", "maximize", "minimize"]
+    values = strategy._values(0.5, {"score:digits": 0.9, "score:mnist1d": 0.1, "params": 10})
+    assert values == [0.9, 0.1, 10.0]

@@ -9,6 +9,14 @@ l(M; x_t) = ||M(k_t) - v_t||^2, the "surprise", with momentum and forgetting:
     M_t = (1 - alpha) * M_{t-1} + S_t                      (weight decay = forgetting)
     y_t = M_t(q_t)                                         (retrieval)
 
+The paper's theta_t, eta_t, alpha_t are data-dependent gates; with constants
+instead, two things keep the memory finite: each write's gradient is clipped
+to norm ``clip`` (our addition), and keys and queries are L2-normalised, as in the paper: the write is then a
+gradient step of size at most ~2 theta ||k||^2 = 2 theta, so it cannot blow up
+with the width or the input scale (unnormalised, a width-64 memory diverged to
+NaN within 64 tokens at theta = 0.1; the MLP memory also scales its hidden
+layer, see ``memory_apply``).
+
 Each example in the batch has its own memory, starting from the learned M_0;
 eta, theta and alpha are op arguments (the paper makes them data-dependent
 gates; constants keep the op small and searchable). The gradient is written out
@@ -26,11 +34,14 @@ Params = list[torch.Tensor]
 
 
 def memory_apply(params: Params, k: torch.Tensor) -> torch.Tensor:
-    """M(k) for batched memories: params are (B, ...) weights, k is (B, D)."""
+    """M(k) for batched memories: params are (B, ...) weights, k is (B, D). The MLP's
+    hidden activations are scaled by 1/sqrt(width) so that a write's step on W2
+    (theta * ||hidden||^2) does not grow with the width."""
     if len(params) == 1:
         return torch.einsum("bij,bj->bi", params[0], k)
     w1, w2 = params
-    return torch.einsum("bij,bj->bi", w2, nn.functional.silu(torch.einsum("bij,bj->bi", w1, k)))
+    hidden = nn.functional.silu(torch.einsum("bij,bj->bi", w1, k)) * w1.shape[1] ** -0.5
+    return torch.einsum("bij,bj->bi", w2, hidden)
 
 
 def memory_grad(params: Params, k: torch.Tensor, v: torch.Tensor) -> Params:
@@ -39,11 +50,12 @@ def memory_grad(params: Params, k: torch.Tensor, v: torch.Tensor) -> Params:
         r = 2 * (memory_apply(params, k) - v)
         return [torch.einsum("bi,bj->bij", r, k)]
     w1, w2 = params
+    scale = w1.shape[1] ** -0.5
     z = torch.einsum("bij,bj->bi", w1, k)
     s = torch.sigmoid(z)
-    a = z * s
+    a = z * s * scale
     r = 2 * (torch.einsum("bij,bj->bi", w2, a) - v)
-    dz = torch.einsum("bij,bi->bj", w2, r) * s * (1 + z * (1 - s))
+    dz = torch.einsum("bij,bi->bj", w2, r) * s * (1 + z * (1 - s)) * scale
     return [torch.einsum("bi,bj->bij", dz, k), torch.einsum("bi,bj->bij", r, a)]
 
 
@@ -56,15 +68,17 @@ def memory_grad(params: Params, k: torch.Tensor, v: torch.Tensor) -> Params:
         "lr": Arg(float, 0.1, low=0.0, doc="theta, the surprise step size"),
         "momentum": Arg(float, 0.9, low=0.0, high=1.0, doc="eta, weight of past surprise"),
         "forget": Arg(float, 0.01, low=0.0, high=1.0, doc="alpha, weight decay of the memory"),
+        "clip": Arg(float, 1.0, low=0.0, doc="largest norm of one write's gradient (0: no clipping)"),
     },
 )
 class TitansMemory(Op):
     """Titans long-term memory: an MLP written at test time by surprise-driven gradient steps."""
 
-    def __init__(self, shape: Shape, depth: int = 2, lr: float = 0.1, momentum: float = 0.9, forget: float = 0.01):
+    def __init__(self, shape: Shape, depth: int = 2, lr: float = 0.1, momentum: float = 0.9, forget: float = 0.01,
+                 clip: float = 1.0):
         super().__init__()
         d = shape[-1]
-        self.lr, self.momentum, self.forget = lr, momentum, forget
+        self.lr, self.momentum, self.forget, self.clip = lr, momentum, forget, clip
         self.q, self.k, self.v = (nn.Linear(d, d, bias=False) for _ in range(3))
         self.init = nn.ParameterList(nn.Parameter(torch.randn(d, d) / d**0.5) for _ in range(depth))
 
@@ -85,13 +99,22 @@ class TitansMemory(Op):
     def step(self, params: Params, surprise: Params, k: torch.Tensor, v: torch.Tensor) -> tuple[Params, Params]:
         """One write: momentum on the surprise, then forgetting plus the step."""
         grads = memory_grad(params, k, v)
+        if self.clip:  # per example, over all layers: bounded writes keep M finite (M <= clip*lr/((1-eta)*alpha))
+            norm = torch.sqrt(sum(g.flatten(1).square().sum(1) for g in grads))
+            factor = (self.clip / norm.clamp_min(1e-12)).clamp(max=1.0)
+            grads = [g * factor.view(-1, *([1] * (g.dim() - 1))) for g in grads]
         surprise = [self.momentum * s - self.lr * g for s, g in zip(surprise, grads, strict=True)]
         params = [(1 - self.forget) * p + s for p, s in zip(params, surprise, strict=True)]
         return params, surprise
 
+    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(q, k, v) of every token; q and k on the unit sphere."""
+        normalize = nn.functional.normalize
+        return normalize(self.q(x), dim=-1), normalize(self.k(x), dim=-1), self.v(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b = x.shape[0]
-        q, k, v = self.q(x), self.k(x), self.v(x)
+        q, k, v = self.project(x)
         params = [p.expand(b, *p.shape) for p in self.init]
         surprise = [torch.zeros_like(p) for p in params]
         out = []

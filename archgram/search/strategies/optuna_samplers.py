@@ -132,7 +132,8 @@ class _OptunaStrategy(Strategy):
         raise NotImplementedError
 
     def study_directions(self) -> list[str]:
-        return ["maximize" if o == "score" else "minimize" for o in self.objective_names]
+        # 'score' and a multi-task study's per-task 'score:<task>' are maximised; costs minimised
+        return ["maximize" if o == "score" or o.startswith("score:") else "minimize" for o in self.objective_names]
 
     def propose(self) -> Proposal:
         trial = self.study.ask()
