@@ -310,3 +310,155 @@ def test_large_shapes_forward_and_backward_on_gpu(kind, score, mask):
         blocks = torch.rand(8, 8, generator=torch.Generator().manual_seed(0)) < 0.5
         kw["block_mask"] = blocks.fill_diagonal_(True)
     _check_grads(q, k, v, dtype=dtype, **kw)
+
+
+# ------------------------------------------------- 2D neighborhood (NATTEN 2D, S37)
+# (grid (H, W), kernel k, dilation, score, heads, kv heads): odd grids, dilation 1 and 2, GQA 2
+GRID_CASES = [
+    ((5, 7), 3, 1, "softmax", 4, 2),
+    ((5, 7), 3, 2, "softmax", 4, 2),
+    ((6, 5), 5, 2, "sigmoid", 2, 1),  # k > a dilation group's length: the whole group
+]
+
+
+@pytest.mark.catalog("S37")
+@pytest.mark.parametrize("grid,size,dil,score,h,hkv", GRID_CASES, ids=[f"{g[0]}x{g[1]}-k{s}-d{d}-{sc}-g{h // hk}"
+                                                                        for g, s, d, sc, h, hk in GRID_CASES])
+def test_neighborhood2d_forward_and_gradients_match_reference(grid, size, dil, score, h, hkv):
+    q, k, v = _inputs(1, h, hkv, grid[0] * grid[1], 32, seed=size + dil, grad=True)
+    kw = _kw(score, {"neighborhood": size, "dilation": dil, "grid": grid}, h)
+    _check_grads(q, k, v, **kw)
+    if score == "softmax":
+        with torch.no_grad():
+            _check_forward(q, k, v, **kw)
+
+
+@pytest.mark.catalog("S37")
+def test_neighborhood2d_visible_pairs_by_hand_and_vs_the_op_pattern():
+    from archgram.ops.attention.patterns import Neighborhood2D
+
+    nb = visible(20, 20, neighborhood=3, grid=(4, 5))  # token (r, c) = 5 r + c
+    assert nb[0].nonzero().flatten().tolist() == [0, 1, 2, 5, 6, 7, 10, 11, 12]  # corner: shifted inward
+    assert nb[19].nonzero().flatten().tolist() == [7, 8, 9, 12, 13, 14, 17, 18, 19]
+    nb = visible(25, 25, neighborhood=3, dilation=2, grid=(5, 5))
+    assert nb[6].nonzero().flatten().tolist() == [6, 8, 16, 18]  # (1, 1): groups {1, 3} per axis
+    assert nb[12].nonzero().flatten().tolist() == [0, 2, 4, 10, 12, 14, 20, 22, 24]  # (2, 2)
+    for grid, size, dil in [((5, 7), 3, 2), ((6, 5), 5, 2), ((4, 9), 3, 3), ((3, 3), 7, 1)]:
+        n = grid[0] * grid[1]
+        op_mask = Neighborhood2D(size=size, dilation=dil).mask(n, grid, "cpu")
+        assert torch.equal(visible(n, n, neighborhood=size, dilation=dil, grid=grid), op_mask), (grid, size, dil)
+
+
+@pytest.mark.catalog("S37")
+def test_neighborhood2d_visits_only_the_image_rows_it_sees():
+    """4 x 16 grid, 16-token tiles (one image row each), k = 3: query row 0
+    sees image rows 0-2 (shifted inward) and key row 3 is seen by rows 1-3.
+    Kernels must visit exactly those: a NaN value / query outside poisons
+    (0 * NaN) any visited tile, and a missed one breaks the gradients."""
+    if not INTERPRET:
+        pytest.skip("tile sizes are the interpreter's 16 x 16")
+    kw = dict(neighborhood=3, grid=(4, 16))
+    q, k, v = _inputs(1, 2, 1, 64, 32, seed=11, grad=True)
+    _check_grads(q, k, v, **kw)  # query row 0 <- key row 2, query row 3 <- key row 1: two tiles away
+    q, k, v = (t.detach() for t in (q, k, v))
+    ref, _ = reference(q, k, v, **kw)
+    v_nan = v.clone()
+    v_nan[:, :, 48:] = float("nan")
+    out, _ = flash_forward(q, k, v_nan, **kw)
+    assert _rel(out[:, :, :16], ref[:, :, :16]) < 1e-5
+    q_nan = q.clone()
+    q_nan[:, :, :16] = float("nan")
+    qg, kg, vg = (t.clone().requires_grad_() for t in (q_nan, k, v))
+    do = torch.randn(q.shape, generator=torch.Generator().manual_seed(2))
+    dk, dv = torch.autograd.grad(flash_attention(qg, kg, vg, **kw), (kg, vg), do)
+    q64, k64, v64 = (t.double().requires_grad_() for t in (q, k, v))
+    want_dk, want_dv = torch.autograd.grad(reference(q64, k64, v64, **kw)[0], (k64, v64), do.double())
+    assert _rel(dk[:, :, 48:], want_dk[:, :, 48:]) < 2e-5 and _rel(dv[:, :, 48:], want_dv[:, :, 48:]) < 2e-5
+
+
+@pytest.mark.parametrize("kw,msg", [
+    ({"grid": (3, 3)}, "set neighborhood too"),
+    ({"grid": (2, 4), "neighborhood": 3}, "holds 8 tokens"),
+    ({"grid": (3, 3), "neighborhood": 3, "causal": True}, "does not combine"),
+    ({"grid": (3, 3), "neighborhood": 3, "window": 2}, "does not combine"),
+    ({"grid": [3, 3], "neighborhood": 3}, "pair"),
+])
+def test_neighborhood2d_bad_arguments_raise_actionable_errors(kw, msg):
+    q, k, v = _inputs(1, 2, 2, 9, 32)
+    with pytest.raises(FlashArgumentError, match=msg):
+        flash_forward(q, k, v, **kw)
+
+
+@pytest.mark.catalog("S37")
+@pytest.mark.parametrize("args", [
+    pytest.param({"pattern": {"name": "neighborhood2d", "size": 3}, "layout": {"name": "gqa"}, "kv_heads": 2},
+                 id="k3-d1-gqa2"),
+    pytest.param({"pattern": {"name": "neighborhood2d", "size": 3, "dilation": 2}, "position": {"name": "alibi"}},
+                 id="k3-d2-alibi"),
+])
+def test_attention_op_neighborhood2d_kernel_path_matches_pytorch_path(monkeypatch, args):
+    """The op's neighborhood2d pattern on a 5 x 7 image through the kernels:
+    forward and every gradient equal its PyTorch path (ARCHGRAM_KERNELS=off)."""
+    import archgram.kernels.flash.autograd as autograd_mod
+    from archgram.ops.attention.op import Attention
+
+    calls, real = [], autograd_mod.flash_attention
+    monkeypatch.setattr(autograd_mod, "flash_attention", lambda *a, **kw: calls.append(kw) or real(*a, **kw))
+    if not CUDA:
+        monkeypatch.setattr(dispatch, "on_device", lambda *t: True)
+    torch.manual_seed(0)
+    op = Attention((1, 64, 5, 7), heads=2, **args).to(DEVICE)
+    x = torch.randn(1, 64, 5, 7, device=DEVICE)
+
+    def run():
+        xx = x.clone().requires_grad_()
+        y = op(xx)
+        weights = torch.linspace(-1, 1, y.numel(), device=DEVICE).view_as(y)
+        return y, torch.autograd.grad((y * weights).sum(), [xx, *op.parameters()], allow_unused=True)
+
+    fast, fast_grads = run()
+    assert calls and calls[0]["grid"] == (5, 7), "the op did not use the kernel's 2D neighborhood"
+    monkeypatch.setenv("ARCHGRAM_KERNELS", "off")
+    slow, slow_grads = run()
+    assert _rel(fast, slow) < 1e-4
+    for got, want in zip(fast_grads, slow_grads):
+        if want is not None:
+            assert (got - want).norm() <= 1e-4 * want.norm() + 1e-6
+
+
+# ------------------------------------------------- learned relative position bias
+@pytest.mark.parametrize("score,mask,batch,r", [
+    ("softmax", {"causal": True}, 2, 3),  # batch 2: dBias sums over batch and GQA group members
+    ("sigmoid", {"window": 4}, 1, 2),
+    ("clipped", {"neighborhood": 3, "dilation": 2, "grid": (3, 5)}, 1, 20),  # R >= N: nothing clipped
+], ids=["softmax-causal-b2", "sigmoid-window", "clipped-nbhd2d-unclipped"])
+def test_relative_bias_forward_and_gradients_match_reference(score, mask, batch, r):
+    n = 15 if "grid" in mask else 17
+    q, k, v = _inputs(batch, 4, 2, n, 32, seed=r, grad=True)
+    table = torch.randn(4, 2 * r + 1, generator=torch.Generator().manual_seed(r)).to(DEVICE).requires_grad_()
+    kw = dict(score=score, gamma=-0.1, zeta=1.1, **mask)
+    do = torch.randn(q.shape, generator=torch.Generator().manual_seed(1)).to(DEVICE)
+    out = flash_attention(q, k, v, rel_bias=table, **kw)
+    grads = torch.autograd.grad(out, (q, k, v, table), do)
+    ins = [t.detach().double().requires_grad_() for t in (q, k, v, table)]
+    ref, _ = reference(*ins[:3], rel_bias=ins[3], **kw)
+    want = torch.autograd.grad(ref, ins, do.double())
+    assert _rel(out, ref) < TOL[torch.float32]
+    for name, got, ref_grad in zip(("q", "k", "v", "rel_bias"), grads, want):
+        assert got.shape == ref_grad.shape and _rel(got, ref_grad) < GRAD_TOL[torch.float32], f"d{name}"
+    assert want[3].abs().sum() > 0  # the table's gradient is not trivially zero
+
+
+def test_relative_bias_shifts_logits_like_an_explicit_offset_table():
+    """Hand-made case: R = 0 adds one constant per head, which softmax ignores."""
+    q, k, v = _inputs(1, 2, 2, 9, 32)
+    plain, _ = flash_forward(q, k, v, causal=True)
+    shifted, _ = flash_forward(q, k, v, causal=True, rel_bias=torch.tensor([[3.0], [-2.0]], device=DEVICE))
+    assert _rel(shifted, plain) < 1e-6
+
+
+@pytest.mark.parametrize("table", [torch.zeros(2, 4), torch.zeros(3, 5), torch.zeros(2, 5, dtype=torch.long)])
+def test_relative_bias_bad_tables_raise_actionable_errors(table):
+    q, k, v = _inputs(1, 2, 2, 9, 32)
+    with pytest.raises(FlashArgumentError, match="rel_bias must be"):
+        flash_attention(q, k, v, rel_bias=table.to(DEVICE))

@@ -20,8 +20,16 @@ import torch
 import triton
 import triton.language as tl
 
-from archgram.kernels.flash.common import LOG2E, bwd_config, element_mask, interpreting, row_bounds, weights_and_grad
-from archgram.kernels.flash.forward import key_ranges, mask_args, score_args
+from archgram.kernels.flash.common import (
+    LOG2E,
+    bwd_config,
+    element_mask,
+    interpreting,
+    rel_index,
+    row_bounds,
+    weights_and_grad,
+)
+from archgram.kernels.flash.forward import key_ranges, mask_args, rel_bias_args, score_args
 from archgram.kernels.flash.spec import SCORE_IDS, Spec
 
 
@@ -45,16 +53,19 @@ def _row_stats(LSE, AUX, DELTA, ptr, row_ok, SCORE: tl.constexpr):
 
 
 @triton.jit
-def _dq_tile(dq, dsum, q, do, k_base, v_base, skn, skd, svn, svd, start_n, rows, offs_n, offs_d, a, b, NK, dil,
-             BMASK, nbq, nbk, bq, bk, slope2, qk_scale, sig_b2, cap, czeta, gamma, power, lse2, delta, logn, z,
+def _dq_tile(dq, dsum, q, do, k_base, v_base, skn, skd, svn, svd, start_n, rows, offs_n, offs_d, a, b, NK, dil, gw,
+             BMASK, nbq, nbk, bq, bk, slope2, rb_base, db_base, rmax, qk_scale, sig_b2, cap, czeta, gamma, power,
+             lse2, delta, logn, z,
              SCORE: tl.constexpr, STAGE: tl.constexpr, MASKED: tl.constexpr, DILATED: tl.constexpr,
-             BLOCK_SPARSE: tl.constexpr, HAS_ALIBI: tl.constexpr, PRECISION: tl.constexpr, FAST_TANH: tl.constexpr):
+             GRID2D: tl.constexpr,
+             BLOCK_SPARSE: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_RELB: tl.constexpr, PRECISION: tl.constexpr,
+             FAST_TANH: tl.constexpr):
     """STAGE 1: accumulate D' (clipped) into dsum; STAGE 2: accumulate dQ (unscaled)."""
     cols = start_n + offs_n
     keep = cols[None, :] >= 0
     if MASKED:
-        keep = element_mask(rows[:, None], cols[None, :], a[:, None], b[:, None], dil, BMASK, nbq, nbk, bq, bk,
-                            DILATED, BLOCK_SPARSE)
+        keep = element_mask(rows[:, None], cols[None, :], a[:, None], b[:, None], dil, gw, BMASK, nbq, nbk, bq, bk,
+                            DILATED, GRID2D, BLOCK_SPARSE)
         kt = tl.load(k_base + cols[None, :] * skn + offs_d[:, None] * skd, mask=(cols < NK)[None, :], other=0.0)
         vt = tl.load(v_base + cols[None, :] * svn + offs_d[:, None] * svd, mask=(cols < NK)[None, :], other=0.0)
     else:
@@ -63,6 +74,8 @@ def _dq_tile(dq, dsum, q, do, k_base, v_base, skn, skd, svn, svd, start_n, rows,
     s2 = tl.dot(q, kt, input_precision=PRECISION) * qk_scale
     if HAS_ALIBI:
         s2 = s2 - slope2 * tl.abs(rows[:, None] - cols[None, :]).to(tl.float32)
+    if HAS_RELB:
+        s2 = s2 + tl.load(rb_base + rel_index(rows[:, None], cols[None, :], rmax))
     dp = tl.dot(do, vt, input_precision=PRECISION)
     if STAGE == 1:  # clipped: D' = sum_j p c 1[0 <= c p + gamma <= 1] dp
         p = tl.exp2(s2 - lse2[:, None])
@@ -73,50 +86,65 @@ def _dq_tile(dq, dsum, q, do, k_base, v_base, skn, skd, svn, svd, start_n, rows,
         _w, ds = weights_and_grad(s2, keep, dp, lse2[:, None], delta[:, None], logn[:, None], z[:, None], sig_b2,
                                   cap, czeta, gamma, power, SCORE, MASKED, FAST_TANH)
         dq += tl.dot(ds.to(kt.dtype), tl.trans(kt), input_precision=PRECISION)
+        if HAS_RELB:  # dBias[h, t] = sum of ds over the pairs at clipped offset t (atomics: rows of all tiles)
+            tl.atomic_add(db_base + rel_index(rows[:, None], cols[None, :], rmax), ds,
+                          mask=(rows >= 0)[:, None] & (cols < NK)[None, :])
     return dq, dsum
 
 
 @triton.jit
-def _dq_sweep(dq, dsum, q, do, k_base, v_base, skn, skd, svn, svd, rows, offs_n, offs_d, a, b, NK, dil,
-              BMASK, nbq, nbk, bq, bk, TILES, n_tiles, pid_m, slope2, qk_scale, sig_b2, cap, czeta, gamma, power,
+def _dq_sweep(dq, dsum, q, do, k_base, v_base, skn, skd, svn, svd, rows, offs_n, offs_d, a, b, NK, dil, gw,
+              BMASK, nbq, nbk, bq, bk, TILES, n_tiles, pid_m, slope2, rb_base, db_base, rmax, qk_scale, sig_b2, cap,
+              czeta, gamma, power,
               lse2, delta, logn, z, lo, full_lo, full_hi, hi,
-              SCORE: tl.constexpr, STAGE: tl.constexpr, DILATED: tl.constexpr, BLOCK_SPARSE: tl.constexpr,
-              HAS_ALIBI: tl.constexpr, PRECISION: tl.constexpr, FAST_TANH: tl.constexpr, BLOCK_N: tl.constexpr):
+              SCORE: tl.constexpr, STAGE: tl.constexpr, DILATED: tl.constexpr, GRID2D: tl.constexpr,
+              BLOCK_SPARSE: tl.constexpr,
+              HAS_ALIBI: tl.constexpr, HAS_RELB: tl.constexpr, PRECISION: tl.constexpr, FAST_TANH: tl.constexpr,
+              BLOCK_N: tl.constexpr):
     if BLOCK_SPARSE:
         row = TILES + pid_m * (n_tiles + 1)
         for t in range(0, tl.load(row)):
             start_n = tl.load(row + 1 + t) * BLOCK_N
             dq, dsum = _dq_tile(dq, dsum, q, do, k_base, v_base, skn, skd, svn, svd, start_n, rows, offs_n, offs_d,
-                                a, b, NK, dil, BMASK, nbq, nbk, bq, bk, slope2, qk_scale, sig_b2, cap, czeta, gamma,
-                                power, lse2, delta, logn, z, SCORE, STAGE, True, DILATED, BLOCK_SPARSE, HAS_ALIBI,
+                                a, b, NK, dil, gw, BMASK, nbq, nbk, bq, bk, slope2, rb_base, db_base, rmax, qk_scale,
+                                sig_b2, cap, czeta, gamma,
+                                power, lse2, delta, logn, z, SCORE, STAGE, True, DILATED, GRID2D, BLOCK_SPARSE,
+                                HAS_ALIBI, HAS_RELB,
                                 PRECISION, FAST_TANH)
     else:
         for start_n in range(lo, full_lo, BLOCK_N):
             dq, dsum = _dq_tile(dq, dsum, q, do, k_base, v_base, skn, skd, svn, svd, start_n, rows, offs_n, offs_d,
-                                a, b, NK, dil, BMASK, nbq, nbk, bq, bk, slope2, qk_scale, sig_b2, cap, czeta, gamma,
-                                power, lse2, delta, logn, z, SCORE, STAGE, True, DILATED, BLOCK_SPARSE, HAS_ALIBI,
+                                a, b, NK, dil, gw, BMASK, nbq, nbk, bq, bk, slope2, rb_base, db_base, rmax, qk_scale,
+                                sig_b2, cap, czeta, gamma,
+                                power, lse2, delta, logn, z, SCORE, STAGE, True, DILATED, GRID2D, BLOCK_SPARSE,
+                                HAS_ALIBI, HAS_RELB,
                                 PRECISION, FAST_TANH)
         for start_n in range(full_lo, full_hi, BLOCK_N):
             dq, dsum = _dq_tile(dq, dsum, q, do, k_base, v_base, skn, skd, svn, svd, start_n, rows, offs_n, offs_d,
-                                a, b, NK, dil, BMASK, nbq, nbk, bq, bk, slope2, qk_scale, sig_b2, cap, czeta, gamma,
-                                power, lse2, delta, logn, z, SCORE, STAGE, False, DILATED, BLOCK_SPARSE, HAS_ALIBI,
+                                a, b, NK, dil, gw, BMASK, nbq, nbk, bq, bk, slope2, rb_base, db_base, rmax, qk_scale,
+                                sig_b2, cap, czeta, gamma,
+                                power, lse2, delta, logn, z, SCORE, STAGE, False, DILATED, GRID2D, BLOCK_SPARSE,
+                                HAS_ALIBI, HAS_RELB,
                                 PRECISION, FAST_TANH)
         for start_n in range(full_hi, hi, BLOCK_N):
             dq, dsum = _dq_tile(dq, dsum, q, do, k_base, v_base, skn, skd, svn, svd, start_n, rows, offs_n, offs_d,
-                                a, b, NK, dil, BMASK, nbq, nbk, bq, bk, slope2, qk_scale, sig_b2, cap, czeta, gamma,
-                                power, lse2, delta, logn, z, SCORE, STAGE, True, DILATED, BLOCK_SPARSE, HAS_ALIBI,
+                                a, b, NK, dil, gw, BMASK, nbq, nbk, bq, bk, slope2, rb_base, db_base, rmax, qk_scale,
+                                sig_b2, cap, czeta, gamma,
+                                power, lse2, delta, logn, z, SCORE, STAGE, True, DILATED, GRID2D, BLOCK_SPARSE,
+                                HAS_ALIBI, HAS_RELB,
                                 PRECISION, FAST_TANH)
     return dq, dsum
 
 
 @triton.jit
 def _flash_bwd_dq(
-    Q, K, V, DO, DQ, LSE, AUX, DELTA, SLOPES, BMASK, TILES,
+    Q, K, V, DO, DQ, LSE, AUX, DELTA, SLOPES, RELB, DRELB, BMASK, TILES,
     sqb, sqh, sqm, sqd, skb, skh, skn, skd, svb, svh, svn, svd, sdb, sdh, sdm, sdd, sgb, sgh, sgm, sgd,
-    H, NQ, NK, scale, qk_scale, sig_b2, cap, czeta, gamma, power, window, dil, nbhd, nbq, nbk, bq, bk, n_tiles,
+    H, NQ, NK, scale, qk_scale, sig_b2, cap, czeta, gamma, power, window, dil, nbhd, gw, nbq, nbk, bq, bk, n_tiles,
+    rmax,
     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, SCORE: tl.constexpr,
-    CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, NEIGHBOR: tl.constexpr, DILATED: tl.constexpr,
-    BLOCK_SPARSE: tl.constexpr, HAS_ALIBI: tl.constexpr,
+    CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, NEIGHBOR: tl.constexpr, DILATED: tl.constexpr, GRID2D: tl.constexpr,
+    BLOCK_SPARSE: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_RELB: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr, FAST_TANH: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
@@ -134,32 +162,41 @@ def _flash_bwd_dq(
     k_base = K + b_idx * skb + kvh * skh
     v_base = V + b_idx * svb + kvh * svh
     slope2 = 0.0
+    rb_base = RELB + h * (2 * rmax + 1)  # this head\'s bias table and its gradient
+    db_base = DRELB + h * (2 * rmax + 1)
     if HAS_ALIBI:
         slope2 = tl.load(SLOPES + h)
-    a, b = row_bounds(rows, NK, window, dil, nbhd, CAUSAL, HAS_WINDOW, NEIGHBOR)
-    lo, full_lo, full_hi, hi = key_ranges(a, b, row_ok, NK, BLOCK_N, not DILATED and not BLOCK_SPARSE)
+    a, b = row_bounds(rows, NK, window, dil, nbhd, gw, CAUSAL, HAS_WINDOW, NEIGHBOR, GRID2D)
+    lo, full_lo, full_hi, hi = key_ranges(a, b, row_ok, NK, BLOCK_N, not DILATED and not BLOCK_SPARSE and not GRID2D)
     stat = pid_bh * NQ + rows
     lse2, delta, logn, z = _row_stats(LSE, AUX, DELTA, stat, row_ok, SCORE)
     dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
     if SCORE == 4:
         _dq, delta = _dq_sweep(dq, delta * 0.0, q, do, k_base, v_base, skn, skd, svn, svd, rows, offs_n, offs_d, a, b,
-                               NK, dil, BMASK, nbq, nbk, bq, bk, TILES, n_tiles, pid_m, slope2, qk_scale, sig_b2, cap,
-                               czeta, gamma, power, lse2, delta, logn, z, lo, full_lo, full_hi, hi, SCORE, 1, DILATED,
-                               BLOCK_SPARSE, HAS_ALIBI, PRECISION, FAST_TANH, BLOCK_N)
+                               NK, dil, gw, BMASK, nbq, nbk, bq, bk, TILES, n_tiles, pid_m, slope2, rb_base, db_base,
+                               rmax, qk_scale, sig_b2,
+                               cap,
+                               czeta, gamma, power, lse2, delta, logn, z, lo, full_lo, full_hi, hi, SCORE, 1,
+                               DILATED, GRID2D,
+                               BLOCK_SPARSE, HAS_ALIBI, HAS_RELB, PRECISION, FAST_TANH, BLOCK_N)
         tl.store(DELTA + stat, delta, mask=row_ok)
     dq, _d = _dq_sweep(dq, delta, q, do, k_base, v_base, skn, skd, svn, svd, rows, offs_n, offs_d, a, b,
-                       NK, dil, BMASK, nbq, nbk, bq, bk, TILES, n_tiles, pid_m, slope2, qk_scale, sig_b2, cap,
-                       czeta, gamma, power, lse2, delta, logn, z, lo, full_lo, full_hi, hi, SCORE, 2, DILATED,
-                       BLOCK_SPARSE, HAS_ALIBI, PRECISION, FAST_TANH, BLOCK_N)
+                       NK, dil, gw, BMASK, nbq, nbk, bq, bk, TILES, n_tiles, pid_m, slope2, rb_base, db_base, rmax,
+                       qk_scale, sig_b2, cap,
+                       czeta, gamma, power, lse2, delta, logn, z, lo, full_lo, full_hi, hi, SCORE, 2, DILATED, GRID2D,
+                       BLOCK_SPARSE, HAS_ALIBI, HAS_RELB, PRECISION, FAST_TANH, BLOCK_N)
     tl.store(DQ + b_idx * sgb + h * sgh + rows[:, None] * sgm + offs_d[None, :] * sgd,
              (dq * scale).to(DQ.dtype.element_ty), mask=row_ok[:, None])
 
 
 @triton.jit
 def _dkdv_tile(dk, dv, k, v, q_base, do_base, sqm, sqd, sdm, sdd, stat_base, LSE, AUX, DELTA, start_m, offs_m, offs_d,
-               cols, NQ, NK, window, dil, nbhd, BMASK, nbq, nbk, bq, bk, slope2, qk_scale, sig_b2, cap, czeta, gamma,
+               cols, NQ, NK, window, dil, nbhd, gw, BMASK, nbq, nbk, bq, bk, slope2, rb_base, db_base, rmax,
+               qk_scale, sig_b2, cap, czeta,
+               gamma,
                power, SCORE: tl.constexpr, MASKED: tl.constexpr, CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr,
-               NEIGHBOR: tl.constexpr, DILATED: tl.constexpr, BLOCK_SPARSE: tl.constexpr, HAS_ALIBI: tl.constexpr,
+               NEIGHBOR: tl.constexpr, DILATED: tl.constexpr, GRID2D: tl.constexpr, BLOCK_SPARSE: tl.constexpr,
+               HAS_ALIBI: tl.constexpr, HAS_RELB: tl.constexpr,
                PRECISION: tl.constexpr, FAST_TANH: tl.constexpr):
     """One query tile against this program's key tile, transposed: (keys, queries)."""
     rows = start_m + offs_m
@@ -172,13 +209,15 @@ def _dkdv_tile(dk, dv, k, v, q_base, do_base, sqm, sqd, sdm, sdd, stat_base, LSE
         do = tl.load(do_base + rows[:, None] * sdm + offs_d[None, :] * sdd)
     keep = cols[:, None] >= 0
     if MASKED:
-        a, b = row_bounds(rows, NK, window, dil, nbhd, CAUSAL, HAS_WINDOW, NEIGHBOR)
-        keep = element_mask(rows[None, :], cols[:, None], a[None, :], b[None, :], dil, BMASK, nbq, nbk, bq, bk,
-                            DILATED, BLOCK_SPARSE) & row_ok[None, :]
+        a, b = row_bounds(rows, NK, window, dil, nbhd, gw, CAUSAL, HAS_WINDOW, NEIGHBOR, GRID2D)
+        keep = element_mask(rows[None, :], cols[:, None], a[None, :], b[None, :], dil, gw, BMASK, nbq, nbk, bq, bk,
+                            DILATED, GRID2D, BLOCK_SPARSE) & row_ok[None, :]
     lse2, delta, logn, z = _row_stats(LSE, AUX, DELTA, stat_base + rows, row_ok, SCORE)
     s2 = tl.dot(k, tl.trans(q), input_precision=PRECISION) * qk_scale
     if HAS_ALIBI:
         s2 = s2 - slope2 * tl.abs(rows[None, :] - cols[:, None]).to(tl.float32)
+    if HAS_RELB:
+        s2 = s2 + tl.load(rb_base + rel_index(rows[None, :], cols[:, None], rmax))
     dp = tl.dot(v, tl.trans(do), input_precision=PRECISION)
     w, ds = weights_and_grad(s2, keep, dp, lse2[None, :], delta[None, :], logn[None, :], z[None, :], sig_b2, cap,
                              czeta, gamma, power, SCORE, MASKED, FAST_TANH)
@@ -188,8 +227,8 @@ def _dkdv_tile(dk, dv, k, v, q_base, do_base, sqm, sqd, sdm, sdd, stat_base, LSE
 
 
 @triton.jit
-def query_ranges(c0, c1, NQ, NK, window, dil, nbhd, CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr,
-                 NEIGHBOR: tl.constexpr, BLOCK_M: tl.constexpr, SPLIT: tl.constexpr):
+def query_ranges(c0, c1, NQ, NK, window, dil, nbhd, gw, CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr,
+                 NEIGHBOR: tl.constexpr, GRID2D: tl.constexpr, BLOCK_M: tl.constexpr, SPLIT: tl.constexpr):
     """(lo, full_lo, full_hi, hi) over query rows for keys [c0, c1]: rows in
     [lo, hi) may see them, rows in [full_lo, full_hi) see all of them."""
     lo = c0 * 0
@@ -199,9 +238,13 @@ def query_ranges(c0, c1, NQ, NK, window, dil, nbhd, CAUSAL: tl.constexpr, HAS_WI
     if HAS_WINDOW:
         lo = tl.maximum(lo, c0 - window)
         hi = tl.minimum(hi, c1 + window + 1)
-    if NEIGHBOR:  # a query's neighbours lie within (nbhd - 1) * dil of it (Nq == Nk)
-        lo = tl.maximum(lo, c0 - (nbhd - 1) * dil)
-        hi = tl.minimum(hi, c1 + (nbhd - 1) * dil + 1)
+    if NEIGHBOR:  # a query's neighbours lie within (nbhd - 1) * dil of it (Nq == Nk), per axis in 2D
+        if GRID2D:  # the image rows within that many rows of the keys' rows
+            lo = tl.maximum(lo, (c0 // gw - (nbhd - 1) * dil) * gw)
+            hi = tl.minimum(hi, (c1 // gw + (nbhd - 1) * dil + 1) * gw)
+        else:
+            lo = tl.maximum(lo, c0 - (nbhd - 1) * dil)
+            hi = tl.minimum(hi, c1 + (nbhd - 1) * dil + 1)
     lo = (lo // BLOCK_M) * BLOCK_M
     full_lo = hi
     full_hi = hi
@@ -223,13 +266,14 @@ def query_ranges(c0, c1, NQ, NK, window, dil, nbhd, CAUSAL: tl.constexpr, HAS_WI
 
 @triton.jit
 def _flash_bwd_dkdv(
-    Q, K, V, DO, DK, DV, LSE, AUX, DELTA, SLOPES, BMASK, TILES,
+    Q, K, V, DO, DK, DV, LSE, AUX, DELTA, SLOPES, RELB, DRELB, BMASK, TILES,
     sqb, sqh, sqm, sqd, skb, skh, skn, skd, svb, svh, svn, svd, sdb, sdh, sdm, sdd,
     skgb, skgh, skgn, skgd, svgb, svgh, svgn, svgd,
-    H, HKV, NQ, NK, scale, qk_scale, sig_b2, cap, czeta, gamma, power, window, dil, nbhd, nbq, nbk, bq, bk, n_tiles,
+    H, HKV, NQ, NK, scale, qk_scale, sig_b2, cap, czeta, gamma, power, window, dil, nbhd, gw, nbq, nbk, bq, bk,
+    n_tiles, rmax,
     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, SCORE: tl.constexpr,
-    CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, NEIGHBOR: tl.constexpr, DILATED: tl.constexpr,
-    BLOCK_SPARSE: tl.constexpr, HAS_ALIBI: tl.constexpr,
+    CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, NEIGHBOR: tl.constexpr, DILATED: tl.constexpr, GRID2D: tl.constexpr,
+    BLOCK_SPARSE: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_RELB: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr, FAST_TANH: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
@@ -244,7 +288,8 @@ def _flash_bwd_dkdv(
     v = tl.load(V + b_idx * svb + kvh * svh + cols[:, None] * svn + offs_d[None, :] * svd, mask=col_ok[:, None], other=0.0)
     c0 = pid_n * BLOCK_N
     c1 = c0 + BLOCK_N - 1
-    lo, full_lo, full_hi, hi = query_ranges(c0, c1, NQ, NK, window, dil, nbhd, CAUSAL, HAS_WINDOW, NEIGHBOR, BLOCK_M,
+    lo, full_lo, full_hi, hi = query_ranges(c0, c1, NQ, NK, window, dil, nbhd, gw, CAUSAL, HAS_WINDOW, NEIGHBOR,
+                                            GRID2D, BLOCK_M,
                                             not DILATED and not BLOCK_SPARSE and not NEIGHBOR)
     dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
@@ -254,6 +299,8 @@ def _flash_bwd_dkdv(
         do_base = DO + b_idx * sdb + h * sdh
         stat_base = (b_idx * H + h) * NQ
         slope2 = 0.0
+        rb_base = RELB + h * (2 * rmax + 1)  # this head\'s bias table and its gradient
+        db_base = DRELB + h * (2 * rmax + 1)
         if HAS_ALIBI:
             slope2 = tl.load(SLOPES + h)
         if BLOCK_SPARSE:
@@ -261,33 +308,45 @@ def _flash_bwd_dkdv(
             for t in range(0, tl.load(row)):
                 start_m = tl.load(row + 1 + t) * BLOCK_M
                 dk, dv = _dkdv_tile(dk, dv, k, v, q_base, do_base, sqm, sqd, sdm, sdd, stat_base, LSE, AUX, DELTA,
-                                    start_m, offs_m, offs_d, cols, NQ, NK, window, dil, nbhd, BMASK, nbq, nbk, bq, bk,
-                                    slope2, qk_scale, sig_b2, cap, czeta, gamma, power, SCORE, True, CAUSAL,
-                                    HAS_WINDOW, NEIGHBOR, DILATED, BLOCK_SPARSE, HAS_ALIBI, PRECISION, FAST_TANH)
+                                    start_m, offs_m, offs_d, cols, NQ, NK, window, dil, nbhd, gw, BMASK, nbq, nbk,
+                                    bq, bk,
+                                    slope2, rb_base, db_base, rmax, qk_scale, sig_b2, cap, czeta, gamma, power,
+                                    SCORE, True, CAUSAL,
+                                    HAS_WINDOW, NEIGHBOR, DILATED, GRID2D, BLOCK_SPARSE, HAS_ALIBI, HAS_RELB, PRECISION,
+                                    FAST_TANH)
         else:
             for start_m in range(lo, full_lo, BLOCK_M):
                 dk, dv = _dkdv_tile(dk, dv, k, v, q_base, do_base, sqm, sqd, sdm, sdd, stat_base, LSE, AUX, DELTA,
-                                    start_m, offs_m, offs_d, cols, NQ, NK, window, dil, nbhd, BMASK, nbq, nbk, bq, bk,
-                                    slope2, qk_scale, sig_b2, cap, czeta, gamma, power, SCORE, True, CAUSAL,
-                                    HAS_WINDOW, NEIGHBOR, DILATED, BLOCK_SPARSE, HAS_ALIBI, PRECISION, FAST_TANH)
+                                    start_m, offs_m, offs_d, cols, NQ, NK, window, dil, nbhd, gw, BMASK, nbq, nbk,
+                                    bq, bk,
+                                    slope2, rb_base, db_base, rmax, qk_scale, sig_b2, cap, czeta, gamma, power,
+                                    SCORE, True, CAUSAL,
+                                    HAS_WINDOW, NEIGHBOR, DILATED, GRID2D, BLOCK_SPARSE, HAS_ALIBI, HAS_RELB, PRECISION,
+                                    FAST_TANH)
             for start_m in range(full_lo, full_hi, BLOCK_M):
                 dk, dv = _dkdv_tile(dk, dv, k, v, q_base, do_base, sqm, sqd, sdm, sdd, stat_base, LSE, AUX, DELTA,
-                                    start_m, offs_m, offs_d, cols, NQ, NK, window, dil, nbhd, BMASK, nbq, nbk, bq, bk,
-                                    slope2, qk_scale, sig_b2, cap, czeta, gamma, power, SCORE, False, CAUSAL,
-                                    HAS_WINDOW, NEIGHBOR, DILATED, BLOCK_SPARSE, HAS_ALIBI, PRECISION, FAST_TANH)
+                                    start_m, offs_m, offs_d, cols, NQ, NK, window, dil, nbhd, gw, BMASK, nbq, nbk,
+                                    bq, bk,
+                                    slope2, rb_base, db_base, rmax, qk_scale, sig_b2, cap, czeta, gamma, power,
+                                    SCORE, False, CAUSAL,
+                                    HAS_WINDOW, NEIGHBOR, DILATED, GRID2D, BLOCK_SPARSE, HAS_ALIBI, HAS_RELB, PRECISION,
+                                    FAST_TANH)
             for start_m in range(full_hi, hi, BLOCK_M):
                 dk, dv = _dkdv_tile(dk, dv, k, v, q_base, do_base, sqm, sqd, sdm, sdd, stat_base, LSE, AUX, DELTA,
-                                    start_m, offs_m, offs_d, cols, NQ, NK, window, dil, nbhd, BMASK, nbq, nbk, bq, bk,
-                                    slope2, qk_scale, sig_b2, cap, czeta, gamma, power, SCORE, True, CAUSAL,
-                                    HAS_WINDOW, NEIGHBOR, DILATED, BLOCK_SPARSE, HAS_ALIBI, PRECISION, FAST_TANH)
+                                    start_m, offs_m, offs_d, cols, NQ, NK, window, dil, nbhd, gw, BMASK, nbq, nbk,
+                                    bq, bk,
+                                    slope2, rb_base, db_base, rmax, qk_scale, sig_b2, cap, czeta, gamma, power,
+                                    SCORE, True, CAUSAL,
+                                    HAS_WINDOW, NEIGHBOR, DILATED, GRID2D, BLOCK_SPARSE, HAS_ALIBI, HAS_RELB, PRECISION,
+                                    FAST_TANH)
     tl.store(DK + b_idx * skgb + kvh * skgh + cols[:, None] * skgn + offs_d[None, :] * skgd,
              (dk * scale).to(DK.dtype.element_ty), mask=col_ok[:, None])
     tl.store(DV + b_idx * svgb + kvh * svgh + cols[:, None] * svgn + offs_d[None, :] * svgd,
              dv.to(DV.dtype.element_ty), mask=col_ok[:, None])
 
 
-def backward(do, q, k, v, out, lse, aux, spec: Spec, alibi_slopes=None, block=None):
-    """(dq, dk, dv) in the inputs' dtypes, from the forward's out, lse, aux."""
+def backward(do, q, k, v, out, lse, aux, spec: Spec, alibi_slopes=None, block=None, rel_bias=None):
+    """(dq, dk, dv, d rel_bias or None) in the inputs' dtypes, from the forward's out, lse, aux."""
     bsz, h, nq, d = q.shape
     hkv, nk = k.shape[1], k.shape[2]
     score = SCORE_IDS[spec.score]
@@ -303,20 +362,23 @@ def backward(do, q, k, v, out, lse, aux, spec: Spec, alibi_slopes=None, block=No
     kv_cfg, q_cfg = bwd_config(d)
     if block is not None:
         kv_cfg, q_cfg = (*block, *kv_cfg[2:]), (*block, *q_cfg[2:])
+    relb, rmax = rel_bias_args(rel_bias, delta)
+    drelb = torch.zeros(relb.shape, device=q.device, dtype=torch.float32) if rel_bias is not None else delta
     common = dict(GROUP=h // hkv, HEAD_DIM=d, SCORE=score, HAS_ALIBI=alibi_slopes is not None,
+                  HAS_RELB=rel_bias is not None, rmax=rmax,
                   PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
                   FAST_TANH=q.dtype != torch.float32 and not interpreting())
     strides = (*q.stride(), *k.stride(), *v.stride(), *do.stride())
     bm, bn, warps, stages = q_cfg
     bmask, tiles, margs, flags = mask_args(spec, nq, nk, bm, bn, q.device)
     _flash_bwd_dq[(triton.cdiv(nq, bm), bsz * h)](
-        q, k, v, do, dq, lse, aux, delta, slopes, bmask, tiles, *strides, *dq.stride(),
+        q, k, v, do, dq, lse, aux, delta, slopes, relb, drelb, bmask, tiles, *strides, *dq.stride(),
         h, nq, nk, scale, **sargs, **margs, **flags, **common, BLOCK_M=bm, BLOCK_N=bn,
         num_warps=warps, num_stages=stages)
     bm, bn, warps, stages = kv_cfg
     bmask, tiles, margs, flags = mask_args(spec, nq, nk, bm, bn, q.device, transpose=True)
     _flash_bwd_dkdv[(triton.cdiv(nk, bn), bsz * hkv)](
-        q, k, v, do, dk, dv, lse, aux, delta, slopes, bmask, tiles, *strides, *dk.stride(), *dv.stride(),
+        q, k, v, do, dk, dv, lse, aux, delta, slopes, relb, relb, bmask, tiles, *strides, *dk.stride(), *dv.stride(),
         h, hkv, nq, nk, scale, **sargs, **margs, **flags, **common, BLOCK_M=bm, BLOCK_N=bn,
         num_warps=warps, num_stages=stages)
-    return dq, dk, dv
+    return dq, dk, dv, (drelb.to(rel_bias.dtype) if rel_bias is not None else None)

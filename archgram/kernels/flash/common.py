@@ -31,19 +31,34 @@ def _tanh(x, FAST_TANH: tl.constexpr):
 
 
 @triton.jit
-def row_bounds(rows, NK, window, dil, nbhd,
-               CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, NEIGHBOR: tl.constexpr):
+def axis_bounds(x, n, size, dil):
+    """NATTEN's 1D rule on an axis of n positions: first and last of the ``size``
+    members of x's dilation group centred on x, shifted inward at the ends (the
+    last clipped to n - 1, so the dilation test must still apply)."""
+    g = x % dil
+    length = (n - g + dil - 1) // dil
+    start = tl.maximum(x // dil - size // 2, 0)
+    start = tl.minimum(start, tl.maximum(length - size, 0))
+    return g + start * dil, tl.minimum(g + (start + size - 1) * dil, n - 1)
+
+
+@triton.jit
+def row_bounds(rows, NK, window, dil, nbhd, gw,
+               CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, NEIGHBOR: tl.constexpr, GRID2D: tl.constexpr):
     """First and last key (a_i, b_i) each row may see; a_i > b_i: none. Both
-    nondecreasing in i unless a dilated neighborhood interleaves groups."""
+    nondecreasing in i unless a dilated neighborhood interleaves groups. 2D
+    neighborhood on a grid of width gw: a = ar * gw + ac, b = br * gw + bc
+    from the per-axis bounds (exact, so ``element_mask`` decodes them back)."""
     a = rows * 0
     b = rows * 0 + (NK - 1)
-    if NEIGHBOR:  # NATTEN 1D: `nbhd` members of i's dilation group, shifted inward at the ends
-        g = rows % dil
-        length = (NK - g + dil - 1) // dil
-        start = tl.maximum(rows // dil - nbhd // 2, 0)
-        start = tl.minimum(start, tl.maximum(length - nbhd, 0))
-        a = g + start * dil
-        b = tl.minimum(g + (start + nbhd - 1) * dil, NK - 1)
+    if NEIGHBOR:
+        if GRID2D:
+            ar, br = axis_bounds(rows // gw, NK // gw, nbhd, dil)
+            ac, bc = axis_bounds(rows % gw, gw, nbhd, dil)
+            a = ar * gw + ac
+            b = br * gw + bc
+        else:  # NATTEN 1D: `nbhd` members of i's dilation group, shifted inward at the ends
+            a, b = axis_bounds(rows, NK, nbhd, dil)
     if HAS_WINDOW:
         a = tl.maximum(a, rows - window)
         b = tl.minimum(b, rows + window)
@@ -53,12 +68,27 @@ def row_bounds(rows, NK, window, dil, nbhd,
 
 
 @triton.jit
-def element_mask(r, c, a, b, dil, BMASK, nbq, nbk, bq, bk,
-                 DILATED: tl.constexpr, BLOCK_SPARSE: tl.constexpr):
-    """Visible (row r, key c) pairs; r, a, b and c broadcast to the tile (either orientation)."""
-    keep = (c >= a) & (c <= b)
-    if DILATED:
-        keep = keep & ((r - c) % dil == 0)
+def rel_index(r, c, rmax):
+    """Column of the relative-bias table for (query r, key c): clip(c - r, -R, R) + R."""
+    return tl.minimum(tl.maximum(c - r, -rmax), rmax) + rmax
+
+
+@triton.jit
+def element_mask(r, c, a, b, dil, gw, BMASK, nbq, nbk, bq, bk,
+                 DILATED: tl.constexpr, GRID2D: tl.constexpr, BLOCK_SPARSE: tl.constexpr):
+    """Visible (row r, key c) pairs; r, a, b and c broadcast to the tile (either
+    orientation). GRID2D: per axis of the gw-wide grid, inside the decoded
+    bounds and in r's dilation group."""
+    if GRID2D:
+        kr = c // gw
+        kc = c % gw
+        keep = (kr >= a // gw) & (kr <= b // gw) & (kc >= a % gw) & (kc <= b % gw)
+        if DILATED:
+            keep = keep & ((r // gw - kr) % dil == 0) & ((r % gw - kc) % dil == 0)
+    else:
+        keep = (c >= a) & (c <= b)
+        if DILATED:
+            keep = keep & ((r - c) % dil == 0)
     if BLOCK_SPARSE:
         rb = r // bq
         cb = c // bk

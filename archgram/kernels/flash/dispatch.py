@@ -38,7 +38,8 @@ def supported(q, k, v, **kw) -> bool:
     return True
 
 
-def attention(q, k, v, *, alibi_slopes: torch.Tensor | None = None, **kw) -> torch.Tensor | None:
+def attention(q, k, v, *, alibi_slopes: torch.Tensor | None = None, rel_bias: torch.Tensor | None = None,
+              **kw) -> torch.Tensor | None:
     """The kernel's output (B, H, Nq, D), or None where the kernel does not apply.
 
     q (B, H, Nq, D), k/v (B, Hkv, Nk, D); keywords as
@@ -47,4 +48,4 @@ def attention(q, k, v, *, alibi_slopes: torch.Tensor | None = None, **kw) -> tor
         return None
     from archgram.kernels.flash.autograd import flash_attention
 
-    return flash_attention(q, k, v, alibi_slopes=alibi_slopes, **kw)
+    return flash_attention(q, k, v, alibi_slopes=alibi_slopes, rel_bias=rel_bias, **kw)

@@ -3,7 +3,7 @@ online softmax over key tiles in log2 units, fp32 accumulation.
 
 Compile-time options (``tl.constexpr``), as FlexAttention's score_mod/mask_mod:
 ``SCORE`` (softmax, sigmoid, softcap, softplus, clipped: see ``spec``), the
-mask (``CAUSAL``, ``HAS_WINDOW``, ``NEIGHBOR``, ``DILATED``, ``BLOCK_SPARSE``),
+mask (``CAUSAL``, ``HAS_WINDOW``, ``NEIGHBOR``, ``DILATED``, ``GRID2D``, ``BLOCK_SPARSE``),
 ``HAS_ALIBI`` (bias -slope_h * |i - j|) and the head mapping (query head h
 reads key/value head h // GROUP: MHA, GQA, MQA; SQA is H query heads over
 Hkv <= H key/value heads, the same mapping).
@@ -11,7 +11,10 @@ Hkv <= H key/value heads, the same mapping).
 Each program visits only the key tiles its rows can see ([min a_i, max b_i]
 of the per-row visible interval), so causal / window / neighborhood cost
 grows with the visible band, not the length; tiles every row fully sees run
-without mask evaluation (the interior), the boundary tiles with it.
+without mask evaluation (the interior), the boundary tiles with it. A 2D
+neighborhood visits the token range of the image rows its rows see (cost
+grows with the window, not the image), always masked: those rows' tokens
+outside the window's columns are hidden.
 Block-sparse masks visit only the tiles the block mask leaves visible.
 Clipped softmax needs the final normaliser before clipping: a statistics
 pass, then the weighted pass. Softplus counts each row's visible keys
@@ -31,6 +34,7 @@ from archgram.kernels.flash.common import (
     element_mask,
     fwd_config,
     interpreting,
+    rel_index,
     row_bounds,
     softplus_parts,
     tile_lists,
@@ -59,15 +63,19 @@ def key_ranges(a, b, row_ok, NK, BLOCK_N: tl.constexpr, SPLIT: tl.constexpr):
 
 @triton.jit
 def _fwd_tile(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd, start_n, rows, offs_n, offs_d,
-              a, b, NK, dil, BMASK, nbq, nbk, bq, bk, slope2, qk_scale, sig_b2, cap, czeta, gamma, power, logn, lse2,
+              a, b, NK, dil, gw, BMASK, nbq, nbk, bq, bk, slope2, rb_base, db_base, rmax, qk_scale, sig_b2, cap,
+              czeta, gamma, power, logn,
+              lse2,
               SCORE: tl.constexpr, STAGE: tl.constexpr, MASKED: tl.constexpr, DILATED: tl.constexpr,
-              BLOCK_SPARSE: tl.constexpr, HAS_ALIBI: tl.constexpr, PRECISION: tl.constexpr, FAST_TANH: tl.constexpr):
+              GRID2D: tl.constexpr,
+              BLOCK_SPARSE: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_RELB: tl.constexpr, PRECISION: tl.constexpr,
+              FAST_TANH: tl.constexpr):
     """One key tile. STAGE 0: count visible keys into l_i; 1: softmax statistics
     only (clipped's first pass); 2: accumulate the output."""
     cols = start_n + offs_n
     if MASKED:
-        keep = element_mask(rows[:, None], cols[None, :], a[:, None], b[:, None], dil, BMASK, nbq, nbk, bq, bk,
-                            DILATED, BLOCK_SPARSE)
+        keep = element_mask(rows[:, None], cols[None, :], a[:, None], b[:, None], dil, gw, BMASK, nbq, nbk, bq, bk,
+                            DILATED, GRID2D, BLOCK_SPARSE)
     if STAGE == 0:
         if MASKED:
             l_i += tl.sum(keep.to(tl.float32), 1)
@@ -81,6 +89,8 @@ def _fwd_tile(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd, start_n, row
         s2 = tl.dot(q, k, input_precision=PRECISION) * qk_scale
         if HAS_ALIBI:
             s2 = s2 - slope2 * tl.abs(rows[:, None] - cols[None, :]).to(tl.float32)
+        if HAS_RELB:
+            s2 = s2 + tl.load(rb_base + rel_index(rows[:, None], cols[None, :], rmax))
         if SCORE == 2:
             s2, _t = cap_logits(s2, cap, FAST_TANH)
         if STAGE == 1 or SCORE == 0 or SCORE == 2:  # online softmax
@@ -126,11 +136,14 @@ def _width(offs_n):
 
 
 @triton.jit
-def _sweep(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd, rows, offs_n, offs_d, a, b, NK, dil,
-           BMASK, nbq, nbk, bq, bk, TILES, n_tiles, pid_m, slope2, qk_scale, sig_b2, cap, czeta, gamma, power,
+def _sweep(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd, rows, offs_n, offs_d, a, b, NK, dil, gw,
+           BMASK, nbq, nbk, bq, bk, TILES, n_tiles, pid_m, slope2, rb_base, db_base, rmax, qk_scale, sig_b2, cap,
+           czeta, gamma, power,
            logn, lse2, lo, full_lo, full_hi, hi,
-           SCORE: tl.constexpr, STAGE: tl.constexpr, DILATED: tl.constexpr, BLOCK_SPARSE: tl.constexpr,
-           HAS_ALIBI: tl.constexpr, PRECISION: tl.constexpr, FAST_TANH: tl.constexpr, BLOCK_N: tl.constexpr):
+           SCORE: tl.constexpr, STAGE: tl.constexpr, DILATED: tl.constexpr, GRID2D: tl.constexpr,
+           BLOCK_SPARSE: tl.constexpr,
+           HAS_ALIBI: tl.constexpr, HAS_RELB: tl.constexpr, PRECISION: tl.constexpr, FAST_TANH: tl.constexpr,
+           BLOCK_N: tl.constexpr):
     """All key tiles of one query tile: masked boundary, unmasked interior,
     masked boundary; or the block-sparse list."""
     if BLOCK_SPARSE:
@@ -138,36 +151,44 @@ def _sweep(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd, rows, offs_n, o
         for t in range(0, tl.load(row)):
             start_n = tl.load(row + 1 + t) * BLOCK_N
             acc, l_i, m_i = _fwd_tile(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd, start_n, rows, offs_n,
-                                      offs_d, a, b, NK, dil, BMASK, nbq, nbk, bq, bk, slope2, qk_scale, sig_b2, cap,
-                                      czeta, gamma, power, logn, lse2, SCORE, STAGE, True, DILATED, BLOCK_SPARSE,
-                                      HAS_ALIBI, PRECISION, FAST_TANH)
+                                      offs_d, a, b, NK, dil, gw, BMASK, nbq, nbk, bq, bk, slope2, rb_base, db_base,
+                                      rmax, qk_scale, sig_b2, cap,
+                                      czeta, gamma, power, logn, lse2, SCORE, STAGE, True, DILATED, GRID2D,
+                                      BLOCK_SPARSE,
+                                      HAS_ALIBI, HAS_RELB, PRECISION, FAST_TANH)
     else:
         for start_n in range(lo, full_lo, BLOCK_N):
             acc, l_i, m_i = _fwd_tile(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd, start_n, rows, offs_n,
-                                      offs_d, a, b, NK, dil, BMASK, nbq, nbk, bq, bk, slope2, qk_scale, sig_b2, cap,
-                                      czeta, gamma, power, logn, lse2, SCORE, STAGE, True, DILATED, BLOCK_SPARSE,
-                                      HAS_ALIBI, PRECISION, FAST_TANH)
+                                      offs_d, a, b, NK, dil, gw, BMASK, nbq, nbk, bq, bk, slope2, rb_base, db_base,
+                                      rmax, qk_scale, sig_b2, cap,
+                                      czeta, gamma, power, logn, lse2, SCORE, STAGE, True, DILATED, GRID2D,
+                                      BLOCK_SPARSE,
+                                      HAS_ALIBI, HAS_RELB, PRECISION, FAST_TANH)
         for start_n in range(full_lo, full_hi, BLOCK_N):
             acc, l_i, m_i = _fwd_tile(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd, start_n, rows, offs_n,
-                                      offs_d, a, b, NK, dil, BMASK, nbq, nbk, bq, bk, slope2, qk_scale, sig_b2, cap,
-                                      czeta, gamma, power, logn, lse2, SCORE, STAGE, False, DILATED, BLOCK_SPARSE,
-                                      HAS_ALIBI, PRECISION, FAST_TANH)
+                                      offs_d, a, b, NK, dil, gw, BMASK, nbq, nbk, bq, bk, slope2, rb_base, db_base,
+                                      rmax, qk_scale, sig_b2, cap,
+                                      czeta, gamma, power, logn, lse2, SCORE, STAGE, False, DILATED, GRID2D,
+                                      BLOCK_SPARSE,
+                                      HAS_ALIBI, HAS_RELB, PRECISION, FAST_TANH)
         for start_n in range(full_hi, hi, BLOCK_N):
             acc, l_i, m_i = _fwd_tile(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd, start_n, rows, offs_n,
-                                      offs_d, a, b, NK, dil, BMASK, nbq, nbk, bq, bk, slope2, qk_scale, sig_b2, cap,
-                                      czeta, gamma, power, logn, lse2, SCORE, STAGE, True, DILATED, BLOCK_SPARSE,
-                                      HAS_ALIBI, PRECISION, FAST_TANH)
+                                      offs_d, a, b, NK, dil, gw, BMASK, nbq, nbk, bq, bk, slope2, rb_base, db_base,
+                                      rmax, qk_scale, sig_b2, cap,
+                                      czeta, gamma, power, logn, lse2, SCORE, STAGE, True, DILATED, GRID2D,
+                                      BLOCK_SPARSE,
+                                      HAS_ALIBI, HAS_RELB, PRECISION, FAST_TANH)
     return acc, l_i, m_i
 
 
 @triton.jit
 def _flash_fwd(
-    Q, K, V, Out, LSE, AUX, SLOPES, BMASK, TILES,
+    Q, K, V, Out, LSE, AUX, SLOPES, RELB, DRELB, BMASK, TILES,
     sqb, sqh, sqm, sqd, skb, skh, skn, skd, svb, svh, svn, svd, sob, soh, som, sod,
-    H, NQ, NK, qk_scale, sig_b2, cap, czeta, gamma, power, window, dil, nbhd, nbq, nbk, bq, bk, n_tiles,
+    H, NQ, NK, qk_scale, sig_b2, cap, czeta, gamma, power, window, dil, nbhd, gw, nbq, nbk, bq, bk, n_tiles, rmax,
     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, SCORE: tl.constexpr,
-    CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, NEIGHBOR: tl.constexpr, DILATED: tl.constexpr,
-    BLOCK_SPARSE: tl.constexpr, HAS_ALIBI: tl.constexpr,
+    CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, NEIGHBOR: tl.constexpr, DILATED: tl.constexpr, GRID2D: tl.constexpr,
+    BLOCK_SPARSE: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_RELB: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr, FAST_TANH: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
@@ -184,10 +205,12 @@ def _flash_fwd(
     k_base = K + b_idx * skb + kvh * skh
     v_base = V + b_idx * svb + kvh * svh
     slope2 = 0.0
+    rb_base = RELB + h * (2 * rmax + 1)  # this head\'s bias table and its gradient
+    db_base = DRELB + h * (2 * rmax + 1)
     if HAS_ALIBI:
         slope2 = tl.load(SLOPES + h)
-    a, b = row_bounds(rows, NK, window, dil, nbhd, CAUSAL, HAS_WINDOW, NEIGHBOR)
-    lo, full_lo, full_hi, hi = key_ranges(a, b, row_ok, NK, BLOCK_N, not DILATED and not BLOCK_SPARSE)
+    a, b = row_bounds(rows, NK, window, dil, nbhd, gw, CAUSAL, HAS_WINDOW, NEIGHBOR, GRID2D)
+    lo, full_lo, full_hi, hi = key_ranges(a, b, row_ok, NK, BLOCK_N, not DILATED and not BLOCK_SPARSE and not GRID2D)
 
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
@@ -196,20 +219,27 @@ def _flash_fwd(
     lse2 = l_i
     if SCORE == 3:  # softplus: log of each row's visible key count
         _a, cnt, _m = _sweep(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd, rows, offs_n, offs_d, a, b, NK,
-                             dil, BMASK, nbq, nbk, bq, bk, TILES, n_tiles, pid_m, slope2, qk_scale, sig_b2, cap, czeta,
-                             gamma, power, logn, lse2, lo, full_lo, full_hi, hi, SCORE, 0, DILATED, BLOCK_SPARSE,
-                             HAS_ALIBI, PRECISION, FAST_TANH, BLOCK_N)
+                             dil, gw, BMASK, nbq, nbk, bq, bk, TILES, n_tiles, pid_m, slope2, rb_base, db_base, rmax,
+                             qk_scale, sig_b2, cap,
+                             czeta,
+                             gamma, power, logn, lse2, lo, full_lo, full_hi, hi, SCORE, 0, DILATED, GRID2D,
+                             BLOCK_SPARSE,
+                             HAS_ALIBI, HAS_RELB, PRECISION, FAST_TANH, BLOCK_N)
         logn = tl.log(tl.maximum(cnt, 1.0))
     if SCORE == 4:  # clipped: the final lse first
         _a, l1, m1 = _sweep(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd, rows, offs_n, offs_d, a, b, NK,
-                            dil, BMASK, nbq, nbk, bq, bk, TILES, n_tiles, pid_m, slope2, qk_scale, sig_b2, cap, czeta,
-                            gamma, power, logn, lse2, lo, full_lo, full_hi, hi, SCORE, 1, DILATED, BLOCK_SPARSE,
-                            HAS_ALIBI, PRECISION, FAST_TANH, BLOCK_N)
+                            dil, gw, BMASK, nbq, nbk, bq, bk, TILES, n_tiles, pid_m, slope2, rb_base, db_base, rmax,
+                            qk_scale, sig_b2, cap,
+                            czeta,
+                            gamma, power, logn, lse2, lo, full_lo, full_hi, hi, SCORE, 1, DILATED, GRID2D, BLOCK_SPARSE,
+                            HAS_ALIBI, HAS_RELB, PRECISION, FAST_TANH, BLOCK_N)
         lse2 = tl.where(l1 == 0.0, float("-inf"), m1 + tl.log2(tl.where(l1 == 0.0, 1.0, l1)))
     acc, l_i, m_i = _sweep(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd, rows, offs_n, offs_d, a, b, NK,
-                           dil, BMASK, nbq, nbk, bq, bk, TILES, n_tiles, pid_m, slope2, qk_scale, sig_b2, cap, czeta,
-                           gamma, power, logn, lse2, lo, full_lo, full_hi, hi, SCORE, 2, DILATED, BLOCK_SPARSE,
-                           HAS_ALIBI, PRECISION, FAST_TANH, BLOCK_N)
+                           dil, gw, BMASK, nbq, nbk, bq, bk, TILES, n_tiles, pid_m, slope2, rb_base, db_base, rmax,
+                           qk_scale, sig_b2, cap,
+                           czeta,
+                           gamma, power, logn, lse2, lo, full_lo, full_hi, hi, SCORE, 2, DILATED, GRID2D, BLOCK_SPARSE,
+                           HAS_ALIBI, HAS_RELB, PRECISION, FAST_TANH, BLOCK_N)
 
     stat_ptr = pid_bh * NQ + rows
     if SCORE == 0 or SCORE == 2:
@@ -255,10 +285,29 @@ def mask_args(spec: Spec, nq: int, nk: int, bm: int, bn: int, device, transpose:
     else:
         tiles, bmask, nbq, nbk, bq, bk, n_tiles = dummy, dummy, 1, 1, 1, 1, 1
     args = dict(window=-1 if spec.window is None else int(spec.window), dil=int(spec.dilation),
-                nbhd=int(spec.neighborhood or 1), nbq=nbq, nbk=nbk, bq=bq, bk=bk, n_tiles=n_tiles)
+                nbhd=int(spec.neighborhood or 1), gw=int(spec.grid[1]) if spec.grid else 1, nbq=nbq, nbk=nbk, bq=bq,
+                bk=bk, n_tiles=n_tiles)
     flags = dict(CAUSAL=bool(spec.causal), HAS_WINDOW=spec.window is not None, NEIGHBOR=spec.neighborhood is not None,
-                 DILATED=spec.dilation > 1, BLOCK_SPARSE=spec.block_mask is not None)
+                 DILATED=spec.dilation > 1, GRID2D=spec.grid is not None, BLOCK_SPARSE=spec.block_mask is not None)
     return bmask, tiles, args, flags
+
+
+def rel_bias_args(rel_bias, dummy):
+    """(table in log2 units, clip distance R) of a (H, 2R + 1) relative bias, or (dummy, 0)."""
+    if rel_bias is None:
+        return dummy, 0
+    return (rel_bias.detach().to(device=dummy.device, dtype=torch.float32) * LOG2E).contiguous(), \
+        (rel_bias.shape[1] - 1) // 2
+
+
+def check_rel_bias(rel_bias, h: int) -> None:
+    """FlashArgumentError unless rel_bias is None or an (H, 2R + 1) floating table."""
+    if rel_bias is None:
+        return
+    if rel_bias.dim() != 2 or rel_bias.shape[0] != h or rel_bias.shape[1] % 2 == 0 or \
+            not rel_bias.is_floating_point():
+        raise FlashArgumentError(f"flash attention: rel_bias must be a float (heads={h}, 2R + 1) table over "
+                                 f"clipped offsets -R..R, got {tuple(rel_bias.shape)} {rel_bias.dtype}")
 
 
 def score_args(spec: Spec, nk: int, d: int) -> dict:
@@ -267,7 +316,7 @@ def score_args(spec: Spec, nk: int, d: int) -> dict:
                 czeta=float(spec.zeta - spec.gamma), gamma=float(spec.gamma), power=float(spec.power))
 
 
-def forward(q, k, v, spec: Spec, alibi_slopes=None, block=None):
+def forward(q, k, v, spec: Spec, alibi_slopes=None, block=None, rel_bias=None):
     """(out, lse, aux): lse (B, H, Nq) float32 natural log-sum-exp (softmax, softcap,
     clipped) or the normaliser z (softplus); aux: log N_i (softplus)."""
     bsz, h, nq, d = q.shape
@@ -277,16 +326,18 @@ def forward(q, k, v, spec: Spec, alibi_slopes=None, block=None):
     aux = torch.empty_like(lse) if spec.score == "softplus" else lse
     slopes = (alibi_slopes.to(device=q.device, dtype=torch.float32) * LOG2E).contiguous() \
         if alibi_slopes is not None else lse
+    relb, rmax = rel_bias_args(rel_bias, lse)
     bm, bn, warps, stages = fwd_config(d)
     if block is not None:
         bm, bn = block
     bmask, tiles, margs, flags = mask_args(spec, nq, nk, bm, bn, q.device)
     grid = (triton.cdiv(nq, bm), bsz * h)
     _flash_fwd[grid](
-        q, k, v, out, lse, aux, slopes, bmask, tiles,
+        q, k, v, out, lse, aux, slopes, relb, relb, bmask, tiles,
         *q.stride(), *k.stride(), *v.stride(), *out.stride(),
         h, nq, nk, **score_args(spec, nk, d), **margs,
         GROUP=h // hkv, HEAD_DIM=d, SCORE=SCORE_IDS[spec.score], HAS_ALIBI=alibi_slopes is not None, **flags,
+        HAS_RELB=rel_bias is not None, rmax=rmax,
         BLOCK_M=bm, BLOCK_N=bn, PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
         FAST_TANH=q.dtype != torch.float32 and not interpreting(),
         num_warps=warps, num_stages=stages,
@@ -295,7 +346,7 @@ def forward(q, k, v, spec: Spec, alibi_slopes=None, block=None):
 
 
 def flash_forward(q, k, v, *, alibi_slopes: torch.Tensor | None = None, block_tile: tuple[int, int] | None = None,
-                  **kw):
+                  rel_bias: torch.Tensor | None = None, **kw):
     """(out (B, H, Nq, D) in q's dtype, lse (B, H, Nq) float32 or None).
 
     q (B, H, Nq, D); k, v (B, Hkv, Nk, D), H % Hkv == 0. Keywords as
@@ -303,6 +354,7 @@ def flash_forward(q, k, v, *, alibi_slopes: torch.Tensor | None = None, block_ti
     ``archgram.kernels.flash.reference.attention``. Inputs on a CUDA device, or
     on the CPU under ``TRITON_INTERPRET=1``. No autograd: see ``flash_attention``."""
     check_inputs(q, k, v)
+    check_rel_bias(rel_bias, q.shape[1])
     spec = make_spec(q.shape[2], k.shape[2], **kw)
-    out, lse, _ = forward(q, k, v, spec, alibi_slopes, block_tile)
+    out, lse, _ = forward(q, k, v, spec, alibi_slopes, block_tile, rel_bias)
     return out, (lse if spec.score in ("softmax", "softcap", "clipped") else None)

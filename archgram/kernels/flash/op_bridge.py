@@ -22,7 +22,7 @@ SCORES = {
 }
 
 
-def _block_sparse(p, n: int, device):
+def _block_sparse(p, n: int, grid, device):
     nb = -(-n // p.block)
     layout = p.layout(nb, device)
     if not bool(layout.diagonal().all()):
@@ -30,11 +30,14 @@ def _block_sparse(p, n: int, device):
     return {"block_mask": layout, "block": (p.block, p.block)}
 
 
+# (pattern, tokens, image grid (H, W) or None, device) -> kernel mask keywords
 PATTERNS = {
-    patterns.Full: lambda p, n, device: {},
-    patterns.Causal: lambda p, n, device: {"causal": True},
-    patterns.Window: lambda p, n, device: {"window": p.size // 2 * p.dilation, "dilation": p.dilation},
-    patterns.Neighborhood: lambda p, n, device: {"neighborhood": p.size, "dilation": p.dilation},
+    patterns.Full: lambda p, n, grid, device: {},
+    patterns.Causal: lambda p, n, grid, device: {"causal": True},
+    patterns.Window: lambda p, n, grid, device: {"window": p.size // 2 * p.dilation, "dilation": p.dilation},
+    patterns.Neighborhood: lambda p, n, grid, device: {"neighborhood": p.size, "dilation": p.dilation},
+    patterns.Neighborhood2D: lambda p, n, grid, device: {"neighborhood": p.size, "dilation": p.dilation,
+                                                         "grid": (int(grid[0]), int(grid[1]))},
     patterns.BlockSparse: _block_sparse,
 }
 
@@ -52,7 +55,7 @@ def kernel_kwargs(op, n: int, device) -> dict | None:
     score, pattern, position = SCORES.get(type(op.score)), PATTERNS.get(type(op.pattern)), POSITIONS.get(type(op.position))
     if score is None or pattern is None or position is None:
         return None
-    mask = pattern(op.pattern, n, device)
+    mask = pattern(op.pattern, n, getattr(op, "grid", None), device)
     if mask is None:
         return None
     kw = {**score(op.score), **mask, **position(op.position), "scale": op.scale}

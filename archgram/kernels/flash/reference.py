@@ -6,7 +6,8 @@ float64 gradients as the truth for the backward kernels).
 Shapes: q (B, H, Nq, D), k and v (B, Hkv, Nk, D) with H % Hkv == 0; query head
 h reads key/value head h // (H // Hkv) (MHA: Hkv = H, MQA: Hkv = 1).
 
-Logits s_ij = scale * q_i . k_j - slope_h * |i - j| (ALiBi, optional). Masks
+Logits s_ij = scale * q_i . k_j - slope_h * |i - j| (ALiBi, optional)
++ rel_bias[h, clip(j - i, -R, R) + R] (a learned (H, 2R + 1) table, optional). Masks
 and scores: see ``archgram.kernels.flash.spec``. lse is the natural
 log-sum-exp of the (capped) logits over visible keys for softmax, softcap
 and clipped; None otherwise.
@@ -29,9 +30,18 @@ def _neighbors(i: int, n: int, size: int, dilation: int) -> list[int]:
     return group[start:start + size]
 
 
+def _grid_neighbors(i: int, grid: tuple[int, int], size: int, dilation: int) -> list[int]:
+    """Keys of token i of the row-major (H, W) grid under NATTEN's 2D rule,
+    enumerated: every (row, column) pair of its 1D row and column neighbours."""
+    h, w = grid
+    rows = _neighbors(i // w, h, size, dilation)
+    cols = _neighbors(i % w, w, size, dilation)
+    return [r * w + c for r in rows for c in cols]
+
+
 def visible(nq: int, nk: int, causal: bool = False, window: int | None = None, device=None, *,
             dilation: int = 1, neighborhood: int | None = None, block_mask: torch.Tensor | None = None,
-            block: tuple[int, int] | None = None) -> torch.Tensor:
+            block: tuple[int, int] | None = None, grid: tuple[int, int] | None = None) -> torch.Tensor:
     """(nq, nk) bool: which keys each query sees."""
     diff = torch.arange(nq, device=device)[:, None] - torch.arange(nk, device=device)[None, :]
     keep = torch.ones(nq, nk, dtype=torch.bool, device=device)
@@ -42,7 +52,9 @@ def visible(nq: int, nk: int, causal: bool = False, window: int | None = None, d
     if neighborhood is not None:
         near = torch.zeros(nq, nk, dtype=torch.bool)
         for i in range(nq):
-            near[i, _neighbors(i, nk, neighborhood, dilation)] = True
+            keys = _neighbors(i, nk, neighborhood, dilation) if grid is None else \
+                _grid_neighbors(i, grid, neighborhood, dilation)
+            near[i, keys] = True
         keep &= near.to(keep.device)
     if block_mask is not None:
         rows = torch.arange(nq, device=device) // block[0]
@@ -51,7 +63,8 @@ def visible(nq: int, nk: int, causal: bool = False, window: int | None = None, d
     return keep
 
 
-def attention(q, k, v, *, alibi_slopes: torch.Tensor | None = None, dtype=torch.float64, **kw):
+def attention(q, k, v, *, alibi_slopes: torch.Tensor | None = None, rel_bias: torch.Tensor | None = None,
+              dtype=torch.float64, **kw):
     """(out in q's dtype, lse float32 (B, H, Nq) or None), computed in ``dtype``.
     Keywords as ``archgram.kernels.flash.spec.Spec``."""
     b, h, nq, d = q.shape
@@ -67,8 +80,12 @@ def attention(q, k, v, *, alibi_slopes: torch.Tensor | None = None, dtype=torch.
     if alibi_slopes is not None:
         dist = (torch.arange(nq, device=q.device)[:, None] - torch.arange(nk, device=q.device)[None, :]).abs()
         s = s - alibi_slopes.to(device=q.device, dtype=dtype)[None, :, None, None] * dist.to(dtype)
+    if rel_bias is not None:
+        r = (rel_bias.shape[1] - 1) // 2
+        offset = torch.arange(nk, device=q.device)[None, :] - torch.arange(nq, device=q.device)[:, None]
+        s = s + rel_bias.to(dtype)[:, offset.clamp(-r, r) + r][None]
     keep = visible(nq, nk, spec.causal, spec.window, q.device, dilation=spec.dilation,
-                   neighborhood=spec.neighborhood, block_mask=spec.block_mask, block=spec.block)
+                   neighborhood=spec.neighborhood, block_mask=spec.block_mask, block=spec.block, grid=spec.grid)
     zero = torch.zeros((), dtype=dtype, device=q.device)
     lse = None
     if spec.score == "sigmoid":

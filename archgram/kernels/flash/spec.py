@@ -11,7 +11,11 @@ softmax(s) + gamma, 0, 1), masked keys 0).
 Masks, intersected: ``causal`` (j <= i); ``window`` (|i - j| <= window) with
 ``dilation`` d (d divides i - j: Longformer's dilated window);
 ``neighborhood`` k (NATTEN/DiNAT 1D, catalog S37: k keys of i's dilation
-group, the window shifted inward at the borders; needs Nq == Nk);
+group, the window shifted inward at the borders; needs Nq == Nk); with
+``grid`` (H, W) the neighborhood is 2D (NATTEN 2D, S37): tokens are the H x W
+grid flattened row-major and (r, c) sees the k x k keys whose row is among
+r's 1D row neighbours and column among c's column neighbours (the same rule
+per axis, same dilation; needs Nq = Nk = H * W, no ``window`` or ``causal``);
 ``block_mask`` (Nq / bq, Nk / bk) bool over token blocks of ``block`` = (bq,
 bk), whose empty tiles the kernels skip.
 """
@@ -39,6 +43,7 @@ class Spec:
     window: int | None = None
     dilation: int = 1
     neighborhood: int | None = None
+    grid: tuple[int, int] | None = None
     block_mask: torch.Tensor | None = None
     block: tuple[int, int] | None = None
     scale: float | None = None
@@ -61,6 +66,18 @@ def _positive_int(name: str, value, low: int = 1) -> int:
     return value
 
 
+def _check_grid(spec: Spec, n: int) -> None:
+    if spec.neighborhood is None:
+        raise FlashArgumentError("flash attention: grid (H, W) shapes a 2D neighborhood; set neighborhood too")
+    if not isinstance(spec.grid, tuple) or len(spec.grid) != 2:
+        raise FlashArgumentError(f"flash attention: grid must be a pair (H, W), got {spec.grid!r}")
+    gh, gw = (_positive_int("grid", g) for g in spec.grid)
+    if gh * gw != n:
+        raise FlashArgumentError(f"flash attention: grid {spec.grid} holds {gh * gw} tokens, the sequence has {n}")
+    if spec.window is not None or spec.causal:
+        raise FlashArgumentError("flash attention: a 2D neighborhood (grid) does not combine with window or causal")
+
+
 def make_spec(nq: int, nk: int, **kw) -> Spec:
     """A validated Spec for Nq queries and Nk keys; FlashArgumentError says what is wrong."""
     unknown = set(kw) - set(Spec.__dataclass_fields__)
@@ -76,6 +93,8 @@ def make_spec(nq: int, nk: int, **kw) -> Spec:
         _positive_int("neighborhood", spec.neighborhood)
         if nq != nk:
             raise FlashArgumentError(f"flash attention: neighborhood needs as many queries as keys, got {nq} and {nk}")
+    if spec.grid is not None:
+        _check_grid(spec, nq)
     if spec.dilation > 1 and spec.window is None and spec.neighborhood is None:
         raise FlashArgumentError("flash attention: dilation applies to a window or a neighborhood; set one")
     if (spec.block_mask is None) != (spec.block is None):
