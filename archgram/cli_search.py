@@ -295,6 +295,8 @@ def search(
     cpus_per_trial: Annotated[float, typer.Option("--cpus-per-trial", help="CPUs each trial reserves.")] = 1.0,
     gpus_per_trial: Annotated[float, typer.Option("--gpus-per-trial", help="GPUs each trial reserves.")] = 0.0,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Training batch size.")] = 32,
+    lr: Annotated[float, typer.Option("--lr", help="Learning rate of every trial's training.")] = 1e-3,
+    optimizer: Annotated[str, typer.Option("--optimizer", help="adamw, adam or sgd.")] = "adamw",
     seed_baselines: Annotated[str | None, typer.Option("--seed-baselines", metavar="LIST", show_default=False,
                                                        help="Seed evolution with baselines, e.g. resnet,vit.")] = None,
     population: Annotated[int | None, typer.Option("--population", show_default=False,
@@ -397,7 +399,8 @@ def search(
 
     config = SearchConfig(
         grammar=grammar, task=task, study=study_text, strategy=strategy, trials=trials, workers=workers,
-        budget=budget_text, seed=seed, batch_size=batch_size, objectives=task_set.objectives(objs), address=address,
+        budget=budget_text, seed=seed, batch_size=batch_size, lr=lr, optimizer=optimizer,
+        objectives=task_set.objectives(objs), address=address,
         cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, strategy_options=options,
         scheduler=scheduler, tasks=task_set.names if task_set.multi else (), train_options=train_options,
     )

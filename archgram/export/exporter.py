@@ -115,8 +115,9 @@ def _study_weights(store, record, model: nn.Module) -> str | None:
     return path
 
 
-def _retrain(record, task, batch_size: int, model: nn.Module) -> str:
-    """Fallback: train the trial again (deterministic on CPU for step budgets only)."""
+def _retrain(record, task, batch_size: int, model: nn.Module, meta: dict[str, Any]) -> str:
+    """Fallback: train the trial again (deterministic on CPU for step budgets only),
+    with the study's optimizer settings and train options."""
     from archgram.export.weights import load_weights
     from archgram.search.evaluator import Budget, evaluate
 
@@ -131,8 +132,10 @@ def _retrain(record, task, batch_size: int, model: nn.Module) -> str:
     seed = int(attrs.get("seed", record.number))
     with tempfile.TemporaryDirectory(prefix="archgram-retrain-") as tmp:
         path = str(Path(tmp) / "w.safetensors")
+        training = meta.get("training", {})
         result = evaluate(record.derivation, task, Budget.parse(budget), seed=seed, batch_size=batch_size,
-                          weights=path)
+                          lr=float(training.get("lr", 1e-3)), optimizer=training.get("optimizer", "adamw"),
+                          train_options=meta.get("train_options") or None, weights=path)
         if not result.ok:
             raise ExportError(f"retraining trial {record.number} failed: {result.message}")
         model.load_state_dict(load_weights(path), strict=True)
@@ -283,7 +286,7 @@ def export(study: str | Path, out: str | Path | None = None, *, trial: int | Non
     if source is None:
         if not retrain:
             raise ExportError(f"the search kept no weights for trial {record.number}; allow retraining to export it")
-        weights_note, weights_source = _retrain(record, task, batch_size, model), "retrained"
+        weights_note, weights_source = _retrain(record, task, batch_size, model, meta), "retrained"
     else:
         weights_note, weights_source = f"trained by the search (kept in {source})", "study"
     model.eval()

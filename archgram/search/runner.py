@@ -50,6 +50,9 @@ class SearchConfig:
     budget: str = "10s"
     seed: int = 0
     batch_size: int = 32
+    #: learning rate and optimizer of every trial's training (evaluator.OPTIMIZERS)
+    lr: float = 1e-3
+    optimizer: str = "adamw"
     objectives: tuple[str, ...] = ("score",)
     address: str | None = None
     cpus_per_trial: float = 1.0
@@ -143,6 +146,11 @@ class _Reporter:
             self.report({"train_loss": mean, "step": step, "progress": round(100 * (self.next - 1) / self.reports)})
 
 
+def _training(config: dict[str, Any]) -> dict[str, Any]:
+    """The optimizer settings a trial config carries (defaults for older configs)."""
+    return {"lr": float(config.get("lr", 1e-3)), "optimizer": config.get("optimizer", "adamw")}
+
+
 def _trainable(config: dict[str, Any]) -> None:
     """Runs on a Ray worker: evaluate one derivation, report its metrics.
 
@@ -169,11 +177,12 @@ def _trainable(config: dict[str, Any]) -> None:
 
             tasks = [_worker_task(name, {}) for name in config["tasks"]]
             evaluation = evaluate_tasks(derivation, tasks, budget, seed=config["seed"], device=config.get("device", "cpu"),
-                                        batch_size=config["batch_size"], train_options=train_options, on_step=on_step)
+                                        batch_size=config["batch_size"], train_options=train_options, on_step=on_step,
+                                        **_training(config))
         else:
             evaluation = evaluate(derivation, task, budget, seed=config["seed"], device=config.get("device", "cpu"),
                                   batch_size=config["batch_size"], train_options=train_options, on_step=on_step,
-                                  weights=config.get("weights"))
+                                  weights=config.get("weights"), **_training(config))
         result = evaluation.to_dict() | {k: v for k, v in evaluation.extras.items() if ":" in k}
         eval_end = time.time()
     except Exception as exc:  # noqa: BLE001 - a failure is a result, never a crash
@@ -284,6 +293,8 @@ def _searcher(strategy, store: StudyStore, config: SearchConfig, progress: Progr
                 "budget": config.budget,
                 "seed": config.seed + trial.number,
                 "batch_size": config.batch_size,
+                "lr": config.lr,
+                "optimizer": config.optimizer,
                 "device": _device(config),
                 "cpus": config.cpus_per_trial,
                 "reports": reports,
@@ -391,6 +402,17 @@ def _reports(config: SearchConfig) -> int:
     return min(config.asha_reports, budget.steps) if budget.steps is not None else config.asha_reports
 
 
+def _check_training(config: SearchConfig) -> None:
+    import math
+
+    from archgram.search.evaluator import OPTIMIZERS
+
+    if config.optimizer not in OPTIMIZERS:
+        raise ArchgramError(f"unknown optimizer '{config.optimizer}'; known: {', '.join(OPTIMIZERS)}")
+    if not (isinstance(config.lr, (int, float)) and config.lr > 0 and math.isfinite(config.lr)):
+        raise ArchgramError(f"--lr must be a positive number, got {config.lr}")
+
+
 def run_search(config: SearchConfig, on_update: Callable[[Progress], None] = lambda p: None) -> StudyStore:
     """Run (or resume) the search described by ``config``; return its store."""
     from archgram.search.evaluator import Budget
@@ -400,6 +422,7 @@ def run_search(config: SearchConfig, on_update: Callable[[Progress], None] = lam
         raise ArchgramError("--trials and --workers must be at least 1")
     _check_scheduler(config)
     Budget.parse(config.budget)  # an unreadable budget fails here, not in every worker
+    _check_training(config)
     grammar = load_grammar(config.grammar)
     task = get_task(config.task, **config.task_options)
     shape = task.body_input_shape(config.batch_size)
@@ -414,6 +437,7 @@ def run_search(config: SearchConfig, on_update: Callable[[Progress], None] = lam
             "objectives": list(config.objectives),
             **({"tasks": list(config.tasks)} if config.tasks else {}),
             **({"train_options": config.train_options} if config.train_options else {}),
+            "training": {"lr": config.lr, "optimizer": config.optimizer},
         },
     )
     options = dict(config.strategy_options)

@@ -153,7 +153,7 @@ class StudyStore:
         for key, value in meta.items():
             if key not in stored:
                 self.study.set_user_attr(key, value)
-            elif key in ("task", "input_shape", "objectives", "tasks", "train_options") and stored[key] != value:
+            elif key in ("task", "input_shape", "objectives", "tasks", "train_options", "training") and stored[key] != value:
                 raise StudyError(
                     f"this study was run with {key}={stored[key]!r}, not {value!r}; use another --study file"
                 )

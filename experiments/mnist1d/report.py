@@ -30,7 +30,22 @@ def summarise(path: Path) -> dict:
     }
 
 
-def table(studies: list[dict]) -> str:
+def reference_rows(path: Path) -> list[str]:
+    """The CNN reference (cnn_reference.py), mean and spread over its seeds per recipe."""
+    if not path.exists():
+        return []
+    import statistics
+
+    runs = json.loads(path.read_text())["rows"]
+    out = []
+    for recipe in dict.fromkeys(r["recipe"] for r in runs):
+        accs = [r["accuracy"] for r in runs if r["recipe"] == recipe and r["accuracy"] is not None]
+        out.append(f"| CNN through archgram, {recipe} | {statistics.mean(accs):.3f} +- {statistics.pstdev(accs):.3f} "
+                   f"({len(accs)} seeds) | cnn_reference.py |")
+    return out
+
+
+def table(studies: list[dict], extra: list[str] = ()) -> str:
     lines = ["| model | test accuracy | source |", "|---|---|---|"]
     published = get_task("mnist1d").published
     for name in ("logistic_regression", "mlp", "cnn", "gru", "human"):
@@ -41,7 +56,7 @@ def table(studies: list[dict]) -> str:
         counts = ", ".join(f"{k} {v}" for k, v in s["status"].items())
         lines.append(f"| archgram {s['strategy']}, best of {s['trials']} | {acc} | this study ({counts}; "
                      f"median ok trial {s['median_ok']:.3f}) |")
-    return "\n".join(lines)
+    return "\n".join(lines + list(extra))
 
 
 def plot(studies: list[dict], path: Path) -> None:
@@ -75,10 +90,11 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     studies = [summarise(s) for s in args.studies]
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "table.md").write_text(table(studies) + "\n")
+    extra = reference_rows(args.out / "cnn_reference.json")
+    (args.out / "table.md").write_text(table(studies, extra) + "\n")
     (args.out / "results.json").write_text(json.dumps(studies, indent=1, default=str))
     plot(studies, args.out / "best_so_far.png")
-    print(table(studies))
+    print(table(studies, extra))
 
 
 if __name__ == "__main__":

@@ -98,6 +98,8 @@ def test_plots_are_written(tmp_path):
         (["--task", "digits", "--trials", "0"], "--trials"),
         (["--task", "digits", "--population", "8", "--tournament", "9"], "--tournament"),
         (["--task", "digits", "--seed-baselines", "resnt"], "did you mean 'resnet'"),
+        (["--task", "digits", "--optimizer", "adamax"], "unknown optimizer 'adamax'"),
+        (["--task", "digits", "--lr", "-0.1"], "--lr must be a positive number"),
     ],
 )
 def test_search_bad_input_is_one_line_exit_2(capsys, tmp_path, args, message):

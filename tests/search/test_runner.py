@@ -159,3 +159,27 @@ def test_local_ray_start_is_retried_after_a_startup_timeout(monkeypatch):
     with pytest.raises(Exception, match="timed out"):
         runner._start_ray(ray, {}, "10.0.0.1:6379")
     assert ray.inits == 1
+
+
+def test_a_trial_trains_with_the_search_learning_rate_and_optimizer(monkeypatch):
+    """lr/optimizer travel in the trial config to evaluate (and default for older configs)."""
+    ray_tune = pytest.importorskip("ray.tune")
+    from archgram.search import evaluator
+
+    seen, reported = {}, []
+
+    def fake_evaluate(derivation, task, budget, **kwargs):
+        seen.update(kwargs)
+        return evaluator.TrialResult(status="failed", failure="error", message="stop here")
+
+    monkeypatch.setattr(evaluator, "evaluate", fake_evaluate)
+    monkeypatch.setattr(ray_tune, "report", reported.append)
+    d = Grammar.from_text("start n\nn : linear(out=4)").sample((2, 3, 5), seed=0)
+    config = {"derivation": d.to_json(), "task": "digits", "budget": "1steps", "seed": 3, "batch_size": 2,
+              "lr": 0.02, "optimizer": "sgd"}
+    runner._trainable(config)
+    assert (seen["lr"], seen["optimizer"], seen["seed"]) == (0.02, "sgd", 3)
+    del config["lr"], config["optimizer"]
+    runner._trainable(config)
+    assert (seen["lr"], seen["optimizer"]) == (1e-3, "adamw")
+    assert reported and reported[-1]["status"] == "failed"

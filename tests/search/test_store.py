@@ -81,3 +81,11 @@ def test_a_study_of_another_task_is_refused(tmp_path, samples):
     StudyStore(tmp_path / "s.db", meta={"task": "digits"})
     with pytest.raises(StudyError, match="task"):
         StudyStore(tmp_path / "s.db", meta={"task": "mnist1d"})
+
+
+def test_a_rerun_with_other_training_settings_is_refused(tmp_path):
+    path = tmp_path / "s.db"
+    StudyStore(path, meta={"task": "digits", "training": {"lr": 0.001, "optimizer": "adamw"}})
+    StudyStore(path, meta={"task": "digits", "training": {"lr": 0.001, "optimizer": "adamw"}})  # same: resumes
+    with pytest.raises(StudyError, match="training"):
+        StudyStore(path, meta={"task": "digits", "training": {"lr": 0.01, "optimizer": "adamw"}})
