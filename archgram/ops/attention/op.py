@@ -199,6 +199,8 @@ class Attention(Op):
         on CUDA; None otherwise (the PyTorch path runs). ARCHGRAM_KERNELS=off disables."""
         from archgram.kernels.flash import dispatch, op_bridge
 
+        if not (dispatch.enabled() and dispatch.on_device(q, k, v)):
+            return None  # before building kernel arguments: this runs on every CPU training step
         kw = op_bridge.kernel_kwargs(self, q.shape[-2], q.device)
         if kw is None:
             return None
