@@ -251,6 +251,15 @@ OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
 }
 
 
+def check_training(lr: Any, optimizer: str, lr_name: str = "learning rate") -> None:
+    """Raise ArchgramError for an unknown optimizer or a learning rate that is not a
+    positive finite number (``lr_name`` names it as the caller's user knows it)."""
+    if optimizer not in OPTIMIZERS:
+        raise ArchgramError(f"unknown optimizer '{optimizer}'; known: {', '.join(OPTIMIZERS)}")
+    if isinstance(lr, bool) or not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
+        raise ArchgramError(f"{lr_name} must be a positive number, got {lr}")
+
+
 # ---------------------------------------------------------------- failures
 class _Timeout(Exception):
     """The wall-clock cap passed."""
@@ -424,10 +433,7 @@ def evaluate(
     task = get_task(task) if isinstance(task, str) else task
     budget = Budget.parse(budget)
     opts = TrainOptions.from_dict(train_options)
-    if optimizer not in OPTIMIZERS:
-        raise ArchgramError(f"unknown optimizer '{optimizer}'; known: {', '.join(OPTIMIZERS)}")
-    if not (lr > 0 and math.isfinite(lr)):
-        raise ArchgramError(f"learning rate must be positive, got {lr}")
+    check_training(lr, optimizer)
     batch_size = int(batch_size or derivation.input_shape[0])
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():

@@ -148,7 +148,7 @@ class _Reporter:
 
 def _training(config: dict[str, Any]) -> dict[str, Any]:
     """The optimizer settings a trial config carries (defaults for older configs)."""
-    return {"lr": float(config.get("lr", 1e-3)), "optimizer": config.get("optimizer", "adamw")}
+    return {"lr": float(config.get("lr", SearchConfig.lr)), "optimizer": config.get("optimizer", SearchConfig.optimizer)}
 
 
 def _trainable(config: dict[str, Any]) -> None:
@@ -402,27 +402,16 @@ def _reports(config: SearchConfig) -> int:
     return min(config.asha_reports, budget.steps) if budget.steps is not None else config.asha_reports
 
 
-def _check_training(config: SearchConfig) -> None:
-    import math
-
-    from archgram.search.evaluator import OPTIMIZERS
-
-    if config.optimizer not in OPTIMIZERS:
-        raise ArchgramError(f"unknown optimizer '{config.optimizer}'; known: {', '.join(OPTIMIZERS)}")
-    if not (isinstance(config.lr, (int, float)) and config.lr > 0 and math.isfinite(config.lr)):
-        raise ArchgramError(f"--lr must be a positive number, got {config.lr}")
-
-
 def run_search(config: SearchConfig, on_update: Callable[[Progress], None] = lambda p: None) -> StudyStore:
     """Run (or resume) the search described by ``config``; return its store."""
-    from archgram.search.evaluator import Budget
+    from archgram.search.evaluator import Budget, check_training
     from archgram.tasks import get_task
 
     if config.trials < 1 or config.workers < 1:
         raise ArchgramError("--trials and --workers must be at least 1")
     _check_scheduler(config)
     Budget.parse(config.budget)  # an unreadable budget fails here, not in every worker
-    _check_training(config)
+    check_training(config.lr, config.optimizer, lr_name="--lr")
     grammar = load_grammar(config.grammar)
     task = get_task(config.task, **config.task_options)
     shape = task.body_input_shape(config.batch_size)
