@@ -67,6 +67,26 @@ class Case:
         self.name, self.mask, self.make, self.needs_cuda, self.missing, self.vs = name, mask, make, needs_cuda, missing, vs
 
 
+def _graphed(fn):
+    """fn captured once in a CUDA graph; timing its replay measures the GPU work
+    without Python's launch cost (what a serving loop that graphs its decode
+    step pays). Only for forward-only calls."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        fn()  # compile and warm up outside the capture
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return graph.replay
+
+
+def _graph_case(make, n, cfg):
+    fn, flops = make(n, cfg)
+    return _graphed(fn), flops
+
+
 def _qkv(b, h, n, d, cfg, grad=False, hkv=None):
     g = torch.Generator(device=cfg.device).manual_seed(n)
     q = torch.randn(b, h, n, d, device=cfg.device, dtype=cfg.dtype, generator=g)
@@ -175,6 +195,9 @@ def cases(cfg: BenchConfig) -> list[Case]:
         Case("linear (ours) fwd+bwd", "causal, decay", lambda n, c: linear(n, c, True)),
         Case("sdpa decode", "decode 1 token, GQA 4", sdpa_decode, needs_cuda=False),
         Case("split-KV decode (ours)", "decode 1 token, GQA 4", decode, vs="sdpa decode"),
+        Case("sdpa decode, graphed", "decode 1 token, GQA 4", lambda n, c: _graph_case(sdpa_decode, n, c)),
+        Case("split-KV decode (ours), graphed", "decode 1 token, GQA 4", lambda n, c: _graph_case(decode, n, c),
+             vs="sdpa decode, graphed"),
     ]
     return out
 

@@ -21,6 +21,7 @@ import triton
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
+from archgram.bench.base import environment
 from archgram.kernels.flash import flash_attention
 from archgram.kernels.flash.reference import visible
 
@@ -157,6 +158,23 @@ def table(rows):
     return "\n".join(out)
 
 
+def score_overheads(rows):
+    """Each non-softmax score's time over our softmax's, same head dim and mask
+    (target: within 15%, i.e. <= 1.15)."""
+    soft = {(r["D"], r["mask"]): r for r in rows if r["score"] == "softmax"}
+    out = ["| D | score | mask | fwd / softmax fwd | fwd+bwd / softmax fwd+bwd |", "|---|---|---|---|---|"]
+    for r in rows:
+        base = soft.get((r["D"], r["mask"]))
+        if r["score"] == "softmax" or base is None:
+            continue
+        cells = []
+        for phase in ("fwd", "fwdbwd"):
+            a, b = r.get(f"kernel_{phase}_ms"), base.get(f"kernel_{phase}_ms")
+            cells.append(f"{a / b:.2f}x" if a and b else "-")
+        out.append(f"| {r['D']} | {r['score']} | {r['mask'] or 'full'} | {cells[0]} | {cells[1]} |")
+    return "\n".join(out)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=None)
@@ -177,9 +195,11 @@ def main():
     for w in (128, 512, 2048, None):
         kw = {"causal": True} if w is None else {"causal": True, "window": w}
         sweep.append(case(2, 16384, 16, 64, "softmax", kw, backward=False))
-    head = (f"device: {torch.cuda.get_device_name()} | torch {torch.__version__} | triton {triton.__version__} | "
-            f"python {sys.version.split()[0]}")
-    md = head + "\n\n" + table(rows) + "\n\nWindow sweep (B x N = 2 x 16384, D=64, causal, forward):\n\n" + table(sweep)
+    env = environment(torch.device("cuda"))
+    head = (f"device: {env['device']} | torch {env['torch']} | triton {env['triton']} | python {env['python']} | "
+            f"command: python3 {' '.join(sys.argv)}")
+    md = head + "\n\n" + table(rows) + "\n\nOther scores against our softmax (same D and mask):\n\n" + \
+        score_overheads(rows) + "\n\nWindow sweep (B x N = 2 x 16384, D=64, causal, forward):\n\n" + table(sweep)
     print(md)
     if args.out:
         os.makedirs(args.out, exist_ok=True)

@@ -1,11 +1,15 @@
 """Linear attention time per token over length (constant expected, S04/S48)
-against our softmax flash forward (quadratic: time per token grows with N).
+against our softmax flash forward (quadratic: time per token grows with N) and
+flash-linear-attention's chunk_simple_gla (same math) where ``fla`` imports.
 
 python3 experiments/kernels/bench_linear.py [--out DIR] [--lengths 1k,...,64k]
 
 bf16, causal, 16 heads, head dim 64 and 128, batch x N = 64k tokens per call,
 per-head decay (Lightning / RetNet). Median ms from triton.testing.do_bench.
-Writes bench_linear.md / .json / .png. Target: linear faster beyond 4k tokens.
+Columns: ``linear`` (our kernel, path chosen by ``choose_path``), ``fused``
+(the serial walk forced: the pre-split kernel), ``fla``, ``flash`` (softmax).
+Writes bench_linear.md / .json / .png. Target: linear faster beyond 4k tokens,
+constant time per token.
 """
 import argparse
 import json
@@ -15,9 +19,14 @@ import sys
 import torch
 import triton
 
-from archgram.bench.base import parse_lengths
+from archgram.bench.base import environment, parse_lengths
 from archgram.kernels.flash.forward import flash_forward
-from archgram.kernels.linear.chunk import chunk_forward, linear_attention
+from archgram.kernels.linear.chunk import choose_path, chunk_forward, linear_attention
+
+try:
+    from fla.ops.simple_gla import chunk_simple_gla
+except ImportError:  # not in the GPU image unless carried as a wheel
+    chunk_simple_gla = None
 
 TOKENS = 65536
 HEADS = 16
@@ -34,17 +43,24 @@ def case(n, d, grad):
     g = torch.Generator(device="cuda").manual_seed(n)
     q, k, v = (torch.randn(b, HEADS, n, d, device="cuda", dtype=torch.bfloat16, generator=g) for _ in range(3))
     lam = torch.log(1 - torch.exp2(-5.0 - torch.arange(HEADS, dtype=torch.float32, device="cuda")))
-    row = {"N": n, "B": b, "D": d, "mode": "fwd+bwd" if grad else "fwd"}
+    row = {"N": n, "B": b, "D": d, "mode": "fwd+bwd" if grad else "fwd",
+           "path": choose_path(b, HEADS, n, d, d, 64, 64, q.device)}
+    scale = d ** -0.5
+    qt, kt, vt = (t.transpose(1, 2).contiguous() for t in (q, k, v))  # fla wants (B, N, H, D)
+    g_tok = lam.view(1, 1, HEADS).expand(b, n, HEADS).contiguous()
     if grad:
-        for t in (q, k, v):
+        for t in (q, k, v, qt, kt, vt):
             t.requires_grad_(True)
-
-        def lin():
-            linear_attention(q, k, v, log_decay=lam, scale=d ** -0.5).sum().backward()
-        fns = {"linear": lin}
+        fns = {"linear": lambda: linear_attention(q, k, v, log_decay=lam, scale=scale).sum().backward(),
+               "fused": lambda: linear_attention(q, k, v, log_decay=lam, scale=scale, path="fused").sum().backward()}
+        if chunk_simple_gla is not None:
+            fns["fla"] = lambda: chunk_simple_gla(qt, kt, vt, g=g_tok, scale=scale)[0].sum().backward()
     else:
-        fns = {"linear": lambda: chunk_forward(q, k, v, log_decay=lam, scale=d ** -0.5)[0],
+        fns = {"linear": lambda: chunk_forward(q, k, v, log_decay=lam, scale=scale)[0],
+               "fused": lambda: chunk_forward(q, k, v, log_decay=lam, scale=scale, path="fused")[0],
                "flash": lambda: flash_forward(q, k, v, causal=True)[0]}
+        if chunk_simple_gla is not None:
+            fns["fla"] = lambda: chunk_simple_gla(qt, kt, vt, g=g_tok, scale=scale)[0]
     for name, fn in fns.items():
         try:
             ms = time_ms(fn)
@@ -56,13 +72,20 @@ def case(n, d, grad):
     return row
 
 
+NAMES = ("linear", "fused", "fla", "flash")
+
+
 def table(rows):
-    out = ["| D | mode | N | B | linear ms (µs/token) | flash softmax ms (µs/token) | linear speed-up |", "|---|---|---|---|---|---|---|"]
+    out = ["| D | mode | N | B | path | " + " | ".join(f"{n} ms (µs/token)" for n in NAMES) + " | flash / linear | fla / linear |",
+           "|---|---|---|---|---|" + "---|" * (len(NAMES) + 2)]
     for r in rows:
         def c(n, r=r):
             return f"{r[n + '_ms']:.3f} ({r[n + '_us_per_token']:.4f})" if n + "_ms" in r else ("error" if n + "_error" in r else "-")
-        up = f"{r['flash_ms'] / r['linear_ms']:.2f}x" if "flash_ms" in r and "linear_ms" in r else "-"
-        out.append(f"| {r['D']} | {r['mode']} | {r['N']} | {r['B']} | {c('linear')} | {c('flash')} | {up} |")
+
+        def ratio(n, r=r):
+            return f"{r[n + '_ms'] / r['linear_ms']:.2f}x" if n + "_ms" in r and "linear_ms" in r else "-"
+        out.append(f"| {r['D']} | {r['mode']} | {r['N']} | {r['B']} | {r['path']} | "
+                   + " | ".join(c(n) for n in NAMES) + f" | {ratio('flash')} | {ratio('fla')} |")
     return "\n".join(out)
 
 
@@ -74,7 +97,7 @@ def plot(rows, path):
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for d in sorted({r["D"] for r in rows}):
-        for name, mode in (("linear", "fwd"), ("flash", "fwd"), ("linear", "fwd+bwd")):
+        for name, mode in (("linear", "fwd"), ("fla", "fwd"), ("flash", "fwd"), ("linear", "fwd+bwd"), ("fla", "fwd+bwd")):
             pts = [(r["N"], r[name + "_us_per_token"]) for r in rows if r["D"] == d and r["mode"] == mode and name + "_ms" in r]
             if pts:
                 ax.plot(*zip(*pts), marker="o", label=f"{name} {mode} D={d}")
@@ -100,8 +123,13 @@ def main():
             rows.append(case(n, d, grad=False))
         for n in parse_lengths(args.lengths):
             rows.append(case(n, d, grad=True))
-    head = (f"device: {torch.cuda.get_device_name()} | torch {torch.__version__} | triton {triton.__version__} | "
-            f"python {sys.version.split()[0]} | command: python3 {' '.join(sys.argv)}")
+    env = environment(torch.device("cuda"))
+    fla_version = "not importable"
+    if chunk_simple_gla is not None:
+        from importlib.metadata import version
+        fla_version = version("fla-core")
+    head = (f"device: {env['device']} | torch {env['torch']} | triton {env['triton']} | fla-core {fla_version} | "
+            f"python {env['python']} | command: python3 {' '.join(sys.argv)}")
     md = head + "\n\n" + table(rows)
     print(md)
     if args.out:

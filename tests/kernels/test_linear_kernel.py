@@ -40,20 +40,25 @@ def _rel(out, want):
     return ((out.double() - want.double()).norm() / want.double().norm()).item()
 
 
+PATHS = ["fused", "split"]
+
+
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("mode", DECAYS)
 @pytest.mark.parametrize("n,dk,dv", [(37, 32, 24), (16, 16, 40)])
-def test_chunked_linear_attention_matches_naive_masked_formula(mode, n, dk, dv):
+def test_chunked_linear_attention_matches_naive_masked_formula(mode, n, dk, dv, path):
     q, k, v, lam, gate = _inputs(2, 2, n, dk, dv, mode, seed=n)
-    out, state = chunk_forward(q, k, v, log_decay=lam, gate=gate, scale=0.7, return_state=True)
+    out, state = chunk_forward(q, k, v, log_decay=lam, gate=gate, scale=0.7, return_state=True, path=path)
     assert out.shape == v.shape and out.dtype == q.dtype
     assert _rel(out, ref.attention(q, k, v, log_decay=lam, gate=gate, scale=0.7)) < TOL[torch.float32]
     assert _rel(state, ref.final_state(k, v, log_decay=lam, gate=gate)) < TOL[torch.float32]
 
 
-def test_reverse_pass_is_the_anti_causal_sum():
+@pytest.mark.parametrize("path", PATHS)
+def test_reverse_pass_is_the_anti_causal_sum(path):
     """REVERSE: out_j = sum_{i >= j} exp(sum_{t=j+1..i} a_t) (q_j . k_i) v_i."""
     q, k, v, lam, gate = _inputs(1, 2, 21, 16, 16, "both", seed=3)
-    out, _ = chunk_forward(q, k, v, log_decay=lam, gate=gate, reverse=True)
+    out, _ = chunk_forward(q, k, v, log_decay=lam, gate=gate, reverse=True, path=path)
     a = ref.log_decays(21, 2, 1, lam, gate, device=q.device)
     c = a.cumsum(-1)
     w = torch.where(torch.ones(21, 21, dtype=torch.bool, device=q.device).triu(),
@@ -62,13 +67,14 @@ def test_reverse_pass_is_the_anti_causal_sum():
     assert _rel(out, want) < 1e-5
 
 
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("mode", DECAYS)
-def test_linear_attention_backward_matches_float64_autograd(mode):
+def test_linear_attention_backward_matches_float64_autograd(mode, path):
     q, k, v, lam, gate = _inputs(1, 2, 29, 16, 24, mode, seed=5)
     leaves = [t.clone().requires_grad_() for t in (q, k, v)]
     extra = {"log_decay": None if lam is None else lam.clone().requires_grad_(),
              "gate": None if gate is None else gate.clone().requires_grad_()}
-    out = linear_attention(*leaves, scale=0.5, **extra)
+    out = linear_attention(*leaves, scale=0.5, path=path, **extra)
     do = torch.randn_like(out)
     wrt = leaves + [t for t in extra.values() if t is not None]
     got = torch.autograd.grad(out, wrt, do)
@@ -103,6 +109,27 @@ def test_recurrent_step_equals_chunked_form_token_by_token(mode):
     chunked, final = chunk_forward(q, k, v, log_decay=lam, gate=gate, scale=0.5, return_state=True)
     assert _rel(torch.stack(outs, -2), chunked) < 1e-5
     assert _rel(state, final) < 1e-5
+
+
+def test_split_and_fused_paths_agree_over_many_chunks():
+    """The chunk-parallel scan carries the state across 8 chunks exactly as the
+    fused walk does (both ways, with decay and gate), final state included."""
+    q, k, v, lam, gate = _inputs(1, 1, 16 * 8 - 3, 16, 16, "both", seed=11)
+    for reverse in (False, True):
+        fused, s1 = chunk_forward(q, k, v, log_decay=lam, gate=gate, reverse=reverse, return_state=True, path="fused")
+        split, s2 = chunk_forward(q, k, v, log_decay=lam, gate=gate, reverse=reverse, return_state=True, path="split")
+        assert _rel(split, fused) < 1e-6 and _rel(s2, s1) < 1e-6
+    with pytest.raises(ValueError, match="path"):
+        chunk_forward(q, k, v, path="parallel")
+
+
+def test_path_choice_splits_only_when_programs_are_few_and_chunks_many():
+    from archgram.kernels.linear.chunk import choose_path
+    cpu = torch.device("cpu")  # counts as 4 SMs
+    assert choose_path(1, 1, 4096, 64, 64, 64, 64, cpu) == "split"
+    assert choose_path(8, 16, 4096, 64, 64, 64, 64, cpu) == "fused"  # 128 programs fill it
+    assert choose_path(1, 1, 128, 64, 64, 64, 64, cpu) == "fused"  # 2 chunks: nothing to spread
+    assert choose_path(1, 2, 1 << 24, 256, 256, 64, 64, cpu) == "fused"  # states would take 8 GiB
 
 
 def test_reference_agrees_with_the_ops_parallel_and_chunked_forms():
@@ -191,12 +218,13 @@ def test_op_decoding_uses_the_recurrent_kernel(monkeypatch):
 
 
 @needs_cuda
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("mode,dtype,dk,dv", [(m, torch.bfloat16, 128, 128) for m in DECAYS]
                          + [("both", torch.float16, 64, 64), ("gate", torch.float32, 64, 96)])
-def test_linear_large_shapes_on_gpu(mode, dtype, dk, dv):
+def test_linear_large_shapes_on_gpu(mode, dtype, dk, dv, path):
     q, k, v, lam, gate = _inputs(2, 4, 1000, dk, dv, mode, dtype=dtype, seed=dk)
     leaves = [t.clone().requires_grad_() for t in (q, k, v)]
-    out = linear_attention(*leaves, log_decay=lam, gate=gate)
+    out = linear_attention(*leaves, log_decay=lam, gate=gate, path=path)
     assert _rel(out, ref.attention(q, k, v, log_decay=lam, gate=gate)) < TOL[dtype]
     do = torch.randn_like(out)
     got = torch.autograd.grad(out, leaves, do)

@@ -15,6 +15,7 @@ Semantics: ``reference``.
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 
@@ -33,15 +34,18 @@ def _decode_partial(
     sqb, sqh, sqm, sqd,
     skb, skh, skn, skd,
     svb, svh, svn, svd,
-    HKV, NQ, D, SPLIT, NSPLIT, scale,
+    HKV, NQ, NK, D, SPLIT, NSPLIT, scale,
     GROUP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-    PRECISION: tl.constexpr,
+    PRECISION: tl.constexpr, HAS_LENGTHS: tl.constexpr,
 ):
     pid_s = tl.program_id(0)
     pid_bg = tl.program_id(1)
     b = pid_bg // HKV
     kvh = pid_bg % HKV
-    length = tl.load(LENS + b)
+    if HAS_LENGTHS:
+        length = tl.load(LENS + b)
+    else:
+        length = NK
     rows = tl.arange(0, BLOCK_M)
     t = rows % NQ
     h = kvh * GROUP + rows // NQ
@@ -110,7 +114,8 @@ def _pow2(n: int, low: int = 16) -> int:
     return max(low, triton.next_power_of_2(n))
 
 
-def _programs(device) -> int:
+@functools.cache
+def _programs(device: torch.device) -> int:
     """How many programs keep the device busy (two waves of its SMs)."""
     if device.type == "cuda":
         return 2 * torch.cuda.get_device_properties(device).multi_processor_count
@@ -154,9 +159,9 @@ def decode_attention(q, k, v, lengths=None, *, scale: float | None = None, split
     bsz, h, nq, d = q.shape
     hkv, nk = k.shape[1], k.shape[2]
     group = h // hkv
-    if lengths is None:
-        lengths = torch.full((bsz,), nk, device=q.device, dtype=torch.int32)
-    lengths = lengths.to(device=q.device, dtype=torch.int32).contiguous()
+    has_lengths = lengths is not None
+    if has_lengths:
+        lengths = lengths.to(device=q.device, dtype=torch.int32).contiguous()
     scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
     block_n = 16 if _interpreting() else 64
     split, n_split = plan(nk, bsz * hkv, block_n, q.device, splits)
@@ -164,11 +169,11 @@ def decode_attention(q, k, v, lengths=None, *, scale: float | None = None, split
     part_lse = torch.empty(bsz, h, nq, n_split, device=q.device, dtype=torch.float32)
     block_d = _pow2(d)
     _decode_partial[(n_split, bsz * hkv)](
-        q, k, v, lengths, part_o, part_lse,
+        q, k, v, lengths if has_lengths else part_lse, part_o, part_lse,
         *q.stride(), *k.stride(), *v.stride(),
-        hkv, nq, d, split, n_split, scale,
+        hkv, nq, nk, d, split, n_split, scale,
         GROUP=group, BLOCK_M=_pow2(group * nq), BLOCK_N=block_n, BLOCK_D=block_d,
-        PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
+        PRECISION="ieee" if q.dtype == torch.float32 else "tf32", HAS_LENGTHS=has_lengths,
         num_warps=1 if _interpreting() else 4, num_stages=1 if _interpreting() else 2,
     )
     out = torch.empty(bsz, h, nq, d, device=q.device, dtype=q.dtype)

@@ -12,7 +12,8 @@ and mask the forward serves.
   query tiles that see the tile.
 
 Sigmoid keeps no statistics (w = sigmoid(s + b)); softplus keeps its
-normaliser z and log N_i from the forward.
+log-normaliser (as lse: softplus ** power is a softmax over log2 of
+itself) and log N_i from the forward.
 """
 from __future__ import annotations
 
@@ -34,28 +35,52 @@ from archgram.kernels.flash.spec import SCORE_IDS, Spec
 
 
 @triton.jit
+def _row_dot(A, B, Out, sab, sah, san, sad, sbb, sbh, sbn, sbd, H, N, D,
+             BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Out[bh, i] = sum_d A[b, h, i, d] B[b, h, i, d] in fp32, reading each input once."""
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // H
+    h = pid_bh % H
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    ok = (rows < N)[:, None] & (offs_d < D)[None, :]
+    a = tl.load(A + b * sab + h * sah + rows[:, None] * san + offs_d[None, :] * sad, mask=ok, other=0.0)
+    c = tl.load(B + b * sbb + h * sbh + rows[:, None] * sbn + offs_d[None, :] * sbd, mask=ok, other=0.0)
+    tl.store(Out + pid_bh * N + rows, tl.sum(a.to(tl.float32) * c.to(tl.float32), 1), mask=rows < N)
+
+
+def row_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """delta = rowsum(dO * O) as (B, H, N) float32, one fused pass (the torch
+    expression materialises two fp32 copies of both tensors first)."""
+    bsz, h, n, d = a.shape
+    out = torch.empty(bsz, h, n, device=a.device, dtype=torch.float32)
+    bm = 16 if interpreting() else 64
+    _row_dot[(triton.cdiv(n, bm), bsz * h)](a, b, out, *a.stride(), *b.stride(), h, n, d,
+                                           BLOCK_M=bm, BLOCK_D=max(16, triton.next_power_of_2(d)))
+    return out
+
+
+@triton.jit
 def _row_stats(LSE, AUX, DELTA, ptr, row_ok, SCORE: tl.constexpr):
-    """(lse2, delta, logn, z) of some rows; unused ones are zeros."""
+    """(lse2, delta, logn) of some rows; unused ones are zeros."""
     lse2 = tl.zeros(ptr.shape, dtype=tl.float32)
     delta = lse2
     logn = lse2
-    z = lse2 + 1.0
     if SCORE != 1:
         delta = tl.load(DELTA + ptr, mask=row_ok, other=0.0)
-    if SCORE == 0 or SCORE == 2 or SCORE == 4:
+    if SCORE != 1:
         lse2 = tl.load(LSE + ptr, mask=row_ok, other=0.0) * 1.4426950408889634
         lse2 = tl.where(lse2 == float("-inf"), 0.0, lse2)  # rows seeing nothing: all weights masked anyway
     if SCORE == 3:
-        z = tl.load(LSE + ptr, mask=row_ok, other=1.0)
-        z = tl.where(z == 0.0, 1.0, z)
         logn = tl.load(AUX + ptr, mask=row_ok, other=0.0)
-    return lse2, delta, logn, z
+    return lse2, delta, logn
 
 
 @triton.jit
 def _dq_tile(dq, dsum, q, do, k_base, v_base, skn, skd, svn, svd, start_n, rows, offs_n, offs_d, a, b, NK, dil, gw,
              BMASK, nbq, nbk, bq, bk, slope2, rb_base, db_base, rmax, qk_scale, sig_b2, cap, czeta, gamma, power,
-             lse2, delta, logn, z,
+             lse2, delta, logn,
              SCORE: tl.constexpr, STAGE: tl.constexpr, MASKED: tl.constexpr, DILATED: tl.constexpr,
              GRID2D: tl.constexpr,
              BLOCK_SPARSE: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_RELB: tl.constexpr, PRECISION: tl.constexpr,
@@ -83,7 +108,7 @@ def _dq_tile(dq, dsum, q, do, k_base, v_base, skn, skd, svn, svd, start_n, rows,
         inside = (y >= 0.0) & (y <= 1.0) & keep
         dsum += tl.sum(tl.where(inside, p * czeta * dp, 0.0), 1)
     else:
-        _w, ds = weights_and_grad(s2, keep, dp, lse2[:, None], delta[:, None], logn[:, None], z[:, None], sig_b2,
+        _w, ds = weights_and_grad(s2, keep, dp, lse2[:, None], delta[:, None], logn[:, None], sig_b2,
                                   cap, czeta, gamma, power, SCORE, MASKED, FAST_TANH)
         dq += tl.dot(ds.to(kt.dtype), tl.trans(kt), input_precision=PRECISION)
         if HAS_RELB:  # dBias[h, t] = sum of ds over the pairs at clipped offset t (atomics: rows of all tiles)
@@ -96,7 +121,7 @@ def _dq_tile(dq, dsum, q, do, k_base, v_base, skn, skd, svn, svd, start_n, rows,
 def _dq_sweep(dq, dsum, q, do, k_base, v_base, skn, skd, svn, svd, rows, offs_n, offs_d, a, b, NK, dil, gw,
               BMASK, nbq, nbk, bq, bk, TILES, n_tiles, pid_m, slope2, rb_base, db_base, rmax, qk_scale, sig_b2, cap,
               czeta, gamma, power,
-              lse2, delta, logn, z, lo, full_lo, full_hi, hi,
+              lse2, delta, logn, lo, full_lo, full_hi, hi,
               SCORE: tl.constexpr, STAGE: tl.constexpr, DILATED: tl.constexpr, GRID2D: tl.constexpr,
               BLOCK_SPARSE: tl.constexpr,
               HAS_ALIBI: tl.constexpr, HAS_RELB: tl.constexpr, PRECISION: tl.constexpr, FAST_TANH: tl.constexpr,
@@ -108,7 +133,7 @@ def _dq_sweep(dq, dsum, q, do, k_base, v_base, skn, skd, svn, svd, rows, offs_n,
             dq, dsum = _dq_tile(dq, dsum, q, do, k_base, v_base, skn, skd, svn, svd, start_n, rows, offs_n, offs_d,
                                 a, b, NK, dil, gw, BMASK, nbq, nbk, bq, bk, slope2, rb_base, db_base, rmax, qk_scale,
                                 sig_b2, cap, czeta, gamma,
-                                power, lse2, delta, logn, z, SCORE, STAGE, True, DILATED, GRID2D, BLOCK_SPARSE,
+                                power, lse2, delta, logn, SCORE, STAGE, True, DILATED, GRID2D, BLOCK_SPARSE,
                                 HAS_ALIBI, HAS_RELB,
                                 PRECISION, FAST_TANH)
     else:
@@ -116,21 +141,21 @@ def _dq_sweep(dq, dsum, q, do, k_base, v_base, skn, skd, svn, svd, rows, offs_n,
             dq, dsum = _dq_tile(dq, dsum, q, do, k_base, v_base, skn, skd, svn, svd, start_n, rows, offs_n, offs_d,
                                 a, b, NK, dil, gw, BMASK, nbq, nbk, bq, bk, slope2, rb_base, db_base, rmax, qk_scale,
                                 sig_b2, cap, czeta, gamma,
-                                power, lse2, delta, logn, z, SCORE, STAGE, True, DILATED, GRID2D, BLOCK_SPARSE,
+                                power, lse2, delta, logn, SCORE, STAGE, True, DILATED, GRID2D, BLOCK_SPARSE,
                                 HAS_ALIBI, HAS_RELB,
                                 PRECISION, FAST_TANH)
         for start_n in range(full_lo, full_hi, BLOCK_N):
             dq, dsum = _dq_tile(dq, dsum, q, do, k_base, v_base, skn, skd, svn, svd, start_n, rows, offs_n, offs_d,
                                 a, b, NK, dil, gw, BMASK, nbq, nbk, bq, bk, slope2, rb_base, db_base, rmax, qk_scale,
                                 sig_b2, cap, czeta, gamma,
-                                power, lse2, delta, logn, z, SCORE, STAGE, False, DILATED, GRID2D, BLOCK_SPARSE,
+                                power, lse2, delta, logn, SCORE, STAGE, False, DILATED, GRID2D, BLOCK_SPARSE,
                                 HAS_ALIBI, HAS_RELB,
                                 PRECISION, FAST_TANH)
         for start_n in range(full_hi, hi, BLOCK_N):
             dq, dsum = _dq_tile(dq, dsum, q, do, k_base, v_base, skn, skd, svn, svd, start_n, rows, offs_n, offs_d,
                                 a, b, NK, dil, gw, BMASK, nbq, nbk, bq, bk, slope2, rb_base, db_base, rmax, qk_scale,
                                 sig_b2, cap, czeta, gamma,
-                                power, lse2, delta, logn, z, SCORE, STAGE, True, DILATED, GRID2D, BLOCK_SPARSE,
+                                power, lse2, delta, logn, SCORE, STAGE, True, DILATED, GRID2D, BLOCK_SPARSE,
                                 HAS_ALIBI, HAS_RELB,
                                 PRECISION, FAST_TANH)
     return dq, dsum
@@ -169,21 +194,21 @@ def _flash_bwd_dq(
     a, b = row_bounds(rows, NK, window, dil, nbhd, gw, CAUSAL, HAS_WINDOW, NEIGHBOR, GRID2D)
     lo, full_lo, full_hi, hi = key_ranges(a, b, row_ok, NK, BLOCK_N, not DILATED and not BLOCK_SPARSE and not GRID2D)
     stat = pid_bh * NQ + rows
-    lse2, delta, logn, z = _row_stats(LSE, AUX, DELTA, stat, row_ok, SCORE)
+    lse2, delta, logn = _row_stats(LSE, AUX, DELTA, stat, row_ok, SCORE)
     dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
     if SCORE == 4:
         _dq, delta = _dq_sweep(dq, delta * 0.0, q, do, k_base, v_base, skn, skd, svn, svd, rows, offs_n, offs_d, a, b,
                                NK, dil, gw, BMASK, nbq, nbk, bq, bk, TILES, n_tiles, pid_m, slope2, rb_base, db_base,
                                rmax, qk_scale, sig_b2,
                                cap,
-                               czeta, gamma, power, lse2, delta, logn, z, lo, full_lo, full_hi, hi, SCORE, 1,
+                               czeta, gamma, power, lse2, delta, logn, lo, full_lo, full_hi, hi, SCORE, 1,
                                DILATED, GRID2D,
                                BLOCK_SPARSE, HAS_ALIBI, HAS_RELB, PRECISION, FAST_TANH, BLOCK_N)
         tl.store(DELTA + stat, delta, mask=row_ok)
     dq, _d = _dq_sweep(dq, delta, q, do, k_base, v_base, skn, skd, svn, svd, rows, offs_n, offs_d, a, b,
                        NK, dil, gw, BMASK, nbq, nbk, bq, bk, TILES, n_tiles, pid_m, slope2, rb_base, db_base, rmax,
                        qk_scale, sig_b2, cap,
-                       czeta, gamma, power, lse2, delta, logn, z, lo, full_lo, full_hi, hi, SCORE, 2, DILATED, GRID2D,
+                       czeta, gamma, power, lse2, delta, logn, lo, full_lo, full_hi, hi, SCORE, 2, DILATED, GRID2D,
                        BLOCK_SPARSE, HAS_ALIBI, HAS_RELB, PRECISION, FAST_TANH, BLOCK_N)
     tl.store(DQ + b_idx * sgb + h * sgh + rows[:, None] * sgm + offs_d[None, :] * sgd,
              (dq * scale).to(DQ.dtype.element_ty), mask=row_ok[:, None])
@@ -212,14 +237,14 @@ def _dkdv_tile(dk, dv, k, v, q_base, do_base, sqm, sqd, sdm, sdd, stat_base, LSE
         a, b = row_bounds(rows, NK, window, dil, nbhd, gw, CAUSAL, HAS_WINDOW, NEIGHBOR, GRID2D)
         keep = element_mask(rows[None, :], cols[:, None], a[None, :], b[None, :], dil, gw, BMASK, nbq, nbk, bq, bk,
                             DILATED, GRID2D, BLOCK_SPARSE) & row_ok[None, :]
-    lse2, delta, logn, z = _row_stats(LSE, AUX, DELTA, stat_base + rows, row_ok, SCORE)
+    lse2, delta, logn = _row_stats(LSE, AUX, DELTA, stat_base + rows, row_ok, SCORE)
     s2 = tl.dot(k, tl.trans(q), input_precision=PRECISION) * qk_scale
     if HAS_ALIBI:
         s2 = s2 - slope2 * tl.abs(rows[None, :] - cols[:, None]).to(tl.float32)
     if HAS_RELB:
         s2 = s2 + tl.load(rb_base + rel_index(rows[None, :], cols[:, None], rmax))
     dp = tl.dot(v, tl.trans(do), input_precision=PRECISION)
-    w, ds = weights_and_grad(s2, keep, dp, lse2[None, :], delta[None, :], logn[None, :], z[None, :], sig_b2, cap,
+    w, ds = weights_and_grad(s2, keep, dp, lse2[None, :], delta[None, :], logn[None, :], sig_b2, cap,
                              czeta, gamma, power, SCORE, MASKED, FAST_TANH)
     dv += tl.dot(w.to(do.dtype), do, input_precision=PRECISION)
     dk += tl.dot(ds.to(q.dtype), q, input_precision=PRECISION)
@@ -353,13 +378,13 @@ def backward(do, q, k, v, out, lse, aux, spec: Spec, alibi_slopes=None, block=No
     if spec.score in ("sigmoid", "clipped"):  # none / computed by the dQ kernel
         delta = torch.zeros(bsz, h, nq, device=q.device, dtype=torch.float32)
     else:
-        delta = (do.float() * out.float()).sum(-1).contiguous()
+        delta = row_dot(do, out)
     dq, dk, dv = (torch.empty(t.shape, device=t.device, dtype=t.dtype) for t in (q, k, v))
     slopes = (alibi_slopes.to(device=q.device, dtype=torch.float32) * LOG2E).contiguous() \
         if alibi_slopes is not None else delta
     scale, _ = spec.resolved(nk, d)
     sargs = score_args(spec, nk, d)
-    kv_cfg, q_cfg = bwd_config(d)
+    kv_cfg, q_cfg = bwd_config(d, spec.masked)
     if block is not None:
         kv_cfg, q_cfg = (*block, *kv_cfg[2:]), (*block, *q_cfg[2:])
     relb, rmax = rel_bias_args(rel_bias, delta)

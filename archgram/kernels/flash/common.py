@@ -107,6 +107,27 @@ def softplus_parts(s2, logn):
 
 
 @triton.jit
+def softplus_logit2(s2, logn, power):
+    """log2(softplus(x) ** power), finite for every finite s2: the softplus
+    weights are a softmax over these logits, so they share its online max and
+    stay in range when cast to fp16 (raw softplus ** 2 of far keys underflows)."""
+    x2 = logn * s2
+    sp_log2 = tl.where(x2 > 30.0, tl.log2(tl.maximum(x2, 30.0) * 0.6931471805599453),
+                       tl.where(x2 < -20.0, x2, tl.log2(0.6931471805599453 * tl.log2(1.0 + tl.exp2(x2)))))
+    return power * sp_log2
+
+
+@triton.jit
+def sigmoid2(x2, FAST_TANH: tl.constexpr):
+    """sigmoid(x) from x2 = x * log2(e): one tanh.approx (1 MUFU op) for half
+    precision inputs, exp2 and a division otherwise."""
+    if FAST_TANH:
+        return 0.5 + 0.5 * _tanh(x2 * (0.5 * 0.6931471805599453), FAST_TANH)
+    else:
+        return 1.0 / (1.0 + tl.exp2(-x2))
+
+
+@triton.jit
 def cap_logits(s2, cap, FAST_TANH: tl.constexpr):
     """Soft-capped log2-unit logits and tanh(s / cap) (for the gradient)."""
     t = _tanh(s2 * (0.6931471805599453 / cap), FAST_TANH)
@@ -114,20 +135,20 @@ def cap_logits(s2, cap, FAST_TANH: tl.constexpr):
 
 
 @triton.jit
-def weights_and_grad(s2, keep, dp, lse2, delta, logn, z, sig_b2, cap, czeta, gamma, power,
+def weights_and_grad(s2, keep, dp, lse2, delta, logn, sig_b2, cap, czeta, gamma, power,
                      SCORE: tl.constexpr, MASKED: tl.constexpr, FAST_TANH: tl.constexpr):
     """Backward pieces of one tile: the weights w (for dV) and dL/ds (for dQ, dK),
     s the natural-unit logit after the bias. Row statistics come broadcast to
     the tile: lse2 (log2 units), delta (rowsum(dO * O), or D' for clipped),
-    logn and z (softplus). dp = dO . v."""
+    logn (softplus). dp = dO . v."""
     if SCORE == 1:  # sigmoid
-        w = 1.0 / (1.0 + tl.exp2(-(s2 + sig_b2)))
+        w = sigmoid2(s2 + sig_b2, FAST_TANH)
         if MASKED:
             w = tl.where(keep, w, 0.0)
         ds = dp * w * (1.0 - w)
-    elif SCORE == 3:  # softplus: w = f / z, f = softplus(x) ** power
+    elif SCORE == 3:  # softplus: w = f / z, f = softplus(x) ** power, lse2 = log2 z
         sp, sig = softplus_parts(s2, logn)
-        w = tl.exp2(power * tl.log2(sp)) / z
+        w = tl.exp2(softplus_logit2(s2, logn, power) - lse2)
         if MASKED:
             w = tl.where(keep, w, 0.0)
         ds = tl.where(sp > 0.0, (dp - delta) * w * power * sig * logn / sp, 0.0)
@@ -177,20 +198,29 @@ def tile_lists(spec, nq: int, nk: int, bm: int, bn: int, device, transpose: bool
     return order, any_.sum(1).to(torch.int32).contiguous()
 
 
-# (BLOCK_M, BLOCK_N, num_warps, num_stages), picked on an H100 (bench_flash.py, tune_flash.py)
-FWD_CONFIGS = {64: (128, 64, 4, 3), 128: (128, 64, 8, 3)}
-#: per head dim: (dK/dV kernel config, dQ kernel config)
-BWD_CONFIGS = {64: ((64, 64, 4, 2), (64, 64, 4, 2)), 128: ((64, 128, 8, 2), (128, 64, 8, 2))}
+# (BLOCK_M, BLOCK_N, num_warps, num_stages) per (head dim, masked), picked on an H100
+# (experiments/kernels/tune_flash.py); "masked": causal, window, neighborhood or block-sparse,
+# whose tiles are mostly partly visible or skipped, as opposed to full attention.
+FWD_CONFIGS = {(64, False): (128, 128, 4, 3), (64, True): (64, 64, 4, 3),
+               (128, False): (128, 128, 8, 3), (128, True): (128, 64, 8, 3)}
+#: per (head dim, masked): (dK/dV kernel config, dQ kernel config)
+BWD_CONFIGS = {(64, False): ((64, 64, 4, 3), (64, 64, 4, 2)), (64, True): ((64, 64, 4, 2), (64, 64, 4, 3)),
+               (128, False): ((64, 128, 8, 2), (128, 64, 8, 3)), (128, True): ((64, 128, 8, 3), (128, 64, 8, 3))}
 
 
-def fwd_config(d: int) -> tuple[int, int, int, int]:
+def _tuned_key(d: int, masked: bool) -> tuple[int, bool]:
+    """The tuned head dim nearest below-or-at d (64 for d < 64, 128 above)."""
+    return (64 if d <= 64 else 128), bool(masked)
+
+
+def fwd_config(d: int, masked: bool = False) -> tuple[int, int, int, int]:
     if interpreting():
         return 16, 16, 1, 1
-    return FWD_CONFIGS.get(d, FWD_CONFIGS[64] if d < 64 else FWD_CONFIGS[128])
+    return FWD_CONFIGS[_tuned_key(d, masked)]
 
 
-def bwd_config(d: int):
+def bwd_config(d: int, masked: bool = False):
     """((BLOCK_M, BLOCK_N, warps, stages) of the dK/dV kernel, the same of the dQ kernel)."""
     if interpreting():
         return (16, 16, 1, 1), (16, 16, 1, 1)
-    return BWD_CONFIGS.get(d, BWD_CONFIGS[64] if d < 64 else BWD_CONFIGS[128])
+    return BWD_CONFIGS[_tuned_key(d, masked)]

@@ -36,7 +36,8 @@ from archgram.kernels.flash.common import (
     interpreting,
     rel_index,
     row_bounds,
-    softplus_parts,
+    sigmoid2,
+    softplus_logit2,
     tile_lists,
 )
 from archgram.kernels.flash.spec import SCORE_IDS, FlashArgumentError, Spec, make_spec
@@ -93,7 +94,9 @@ def _fwd_tile(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd, start_n, row
             s2 = s2 + tl.load(rb_base + rel_index(rows[:, None], cols[None, :], rmax))
         if SCORE == 2:
             s2, _t = cap_logits(s2, cap, FAST_TANH)
-        if STAGE == 1 or SCORE == 0 or SCORE == 2:  # online softmax
+        if SCORE == 3:  # softplus ** power = exp2(logit): a softmax over these logits
+            s2 = softplus_logit2(s2, logn[:, None], power)
+        if STAGE == 1 or SCORE == 0 or SCORE == 2 or SCORE == 3:  # online softmax
             if MASKED:
                 s2 = tl.where(keep, s2, float("-inf"))
                 m_new = tl.maximum(m_i, tl.max(s2, 1))
@@ -113,10 +116,7 @@ def _fwd_tile(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd, start_n, row
                 acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
         else:
             if SCORE == 1:  # sigmoid
-                w = 1.0 / (1.0 + tl.exp2(-(s2 + sig_b2)))
-            elif SCORE == 3:  # softplus ** power, normalised at the end
-                sp, _sig = softplus_parts(s2, logn[:, None])
-                w = tl.exp2(power * tl.log2(sp))
+                w = sigmoid2(s2 + sig_b2, FAST_TANH)
             else:  # clipped, with the final lse of the statistics pass
                 w = tl.minimum(tl.maximum(czeta * tl.exp2(s2 - lse2[:, None]) + gamma, 0.0), 1.0)
             if MASKED:
@@ -124,8 +124,6 @@ def _fwd_tile(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd, start_n, row
                 v = tl.load(v_base + cols[:, None] * svn + offs_d[None, :] * svd, mask=(cols < NK)[:, None], other=0.0)
             else:
                 v = tl.load(v_base + cols[:, None] * svn + offs_d[None, :] * svd)
-            if SCORE == 3:
-                l_i += tl.sum(w, 1)
             acc += tl.dot(w.to(v.dtype), v, input_precision=PRECISION)
     return acc, l_i, m_i
 
@@ -217,7 +215,7 @@ def _flash_fwd(
     acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
     logn = l_i
     lse2 = l_i
-    if SCORE == 3:  # softplus: log of each row's visible key count
+    if SCORE == 3 and (DILATED or GRID2D or BLOCK_SPARSE):  # softplus: log of each row's visible key count
         _a, cnt, _m = _sweep(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd, rows, offs_n, offs_d, a, b, NK,
                              dil, gw, BMASK, nbq, nbk, bq, bk, TILES, n_tiles, pid_m, slope2, rb_base, db_base, rmax,
                              qk_scale, sig_b2, cap,
@@ -226,6 +224,8 @@ def _flash_fwd(
                              BLOCK_SPARSE,
                              HAS_ALIBI, HAS_RELB, PRECISION, FAST_TANH, BLOCK_N)
         logn = tl.log(tl.maximum(cnt, 1.0))
+    elif SCORE == 3:  # a contiguous interval [a, b]: counted without a sweep
+        logn = tl.log(tl.maximum(b - a + 1, 1).to(tl.float32))
     if SCORE == 4:  # clipped: the final lse first
         _a, l1, m1 = _sweep(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd, rows, offs_n, offs_d, a, b, NK,
                             dil, gw, BMASK, nbq, nbk, bq, bk, TILES, n_tiles, pid_m, slope2, rb_base, db_base, rmax,
@@ -242,14 +242,12 @@ def _flash_fwd(
                            HAS_ALIBI, HAS_RELB, PRECISION, FAST_TANH, BLOCK_N)
 
     stat_ptr = pid_bh * NQ + rows
-    if SCORE == 0 or SCORE == 2:
+    if SCORE == 0 or SCORE == 2 or SCORE == 3:
         l_safe = tl.where(l_i == 0.0, 1.0, l_i)
         acc = acc / l_safe[:, None]
         lse = tl.where(l_i == 0.0, float("-inf"), (m_i + tl.log2(l_safe)) * 0.6931471805599453)
         tl.store(LSE + stat_ptr, lse, mask=row_ok)
     if SCORE == 3:
-        acc = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]
-        tl.store(LSE + stat_ptr, l_i, mask=row_ok)
         tl.store(AUX + stat_ptr, logn, mask=row_ok)
     if SCORE == 4:
         tl.store(LSE + stat_ptr, lse2 * 0.6931471805599453, mask=row_ok)
@@ -318,7 +316,7 @@ def score_args(spec: Spec, nk: int, d: int) -> dict:
 
 def forward(q, k, v, spec: Spec, alibi_slopes=None, block=None, rel_bias=None):
     """(out, lse, aux): lse (B, H, Nq) float32 natural log-sum-exp (softmax, softcap,
-    clipped) or the normaliser z (softplus); aux: log N_i (softplus)."""
+    clipped) or of log2 softplus ** power (softplus); aux: log N_i (softplus)."""
     bsz, h, nq, d = q.shape
     hkv, nk = k.shape[1], k.shape[2]
     out = torch.empty_like(q)
@@ -327,7 +325,7 @@ def forward(q, k, v, spec: Spec, alibi_slopes=None, block=None, rel_bias=None):
     slopes = (alibi_slopes.to(device=q.device, dtype=torch.float32) * LOG2E).contiguous() \
         if alibi_slopes is not None else lse
     relb, rmax = rel_bias_args(rel_bias, lse)
-    bm, bn, warps, stages = fwd_config(d)
+    bm, bn, warps, stages = fwd_config(d, spec.masked)
     if block is not None:
         bm, bn = block
     bmask, tiles, margs, flags = mask_args(spec, nq, nk, bm, bn, q.device)

@@ -53,6 +53,12 @@ class Spec:
     gamma: float = -0.025
     zeta: float = 1.0
 
+    @property
+    def masked(self) -> bool:
+        """Whether any mask pattern applies (picks the tile config)."""
+        return bool(self.causal) or self.window is not None or self.neighborhood is not None \
+            or self.block_mask is not None
+
     def resolved(self, nk: int, d: int) -> tuple[float, float]:
         """(scale, sigmoid bias) with their defaults 1/sqrt(d), -log(nk)."""
         scale = 1.0 / math.sqrt(d) if self.scale is None else float(self.scale)

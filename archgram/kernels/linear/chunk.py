@@ -17,9 +17,21 @@ pointer arithmetic alone; the backward pass is three runs of this one kernel:
   dq = fwd(do, v, k)                         causal
   dk = fwd(v, do, q),  dv = fwd(k, q, do)    anti-causal (REVERSE)
   da_t = sum_{m >= t} (q_m . dq_m - k_m . dk_m)   the decay/gate gradient.
+
+That walk is serial over chunks: with few (batch x head) programs, as at one
+64k-token sequence, most of the GPU idles. The *split* path spreads the same
+math over three launches, two of them parallel over chunks:
+
+  states  U_c = (K_c (.) exp(b_last - b))^T V_c            one program per chunk
+  scan    S_c = exp(b_last(c-1)) S_(c-1) + U_(c-1)         serial, but elementwise
+  output  O_c = intra + (Q_c (.) exp(b)) S_c               one program per chunk
+
+``chunk_forward`` picks the fused walk when it already fills the device and
+the split path otherwise (``path=`` forces one).
 """
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -28,6 +40,21 @@ import triton.language as tl
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 MAX_KEY_DIM = 256  # the state block Dk x BV lives in registers
+
+
+@triton.jit
+def _chunk_decay(G, pid_bh, N, pos, ok, loglam, BT: tl.constexpr, HAS_GATE: tl.constexpr, REVERSE: tl.constexpr):
+    """(cum, total): the chunk-local inclusive cumulative log decay and its sum.
+    Reversed, token t's gate sits between t-1 and t, so it is read one ahead."""
+    a = tl.zeros([BT], dtype=tl.float32) + loglam
+    if HAS_GATE:
+        if REVERSE:
+            gpos = pos + 1
+        else:
+            gpos = pos
+        a += tl.load(G + pid_bh * N + gpos, mask=ok & (gpos < N), other=0.0)
+    a = tl.where(ok, a, 0.0)
+    return tl.cumsum(a, 0), tl.sum(a, 0)
 
 
 @triton.jit
@@ -72,16 +99,7 @@ def _chunk_fwd(
         v = tl.load(v_base + pos[:, None] * svn + offs_v[None, :] * svd, mask=ok[:, None] & v_ok[None, :], other=0.0)
         qk = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale
         if HAS_DECAY or HAS_GATE:
-            a = tl.zeros([BT], dtype=tl.float32) + loglam
-            if HAS_GATE:
-                if REVERSE:
-                    gpos = pos + 1  # reversed, token t's gate sits between t-1 and t
-                else:
-                    gpos = pos
-                a += tl.load(G + pid_bh * N + gpos, mask=ok & (gpos < N), other=0.0)
-            a = tl.where(ok, a, 0.0)
-            cum = tl.cumsum(a, 0)
-            total = tl.sum(a, 0)
+            cum, total = _chunk_decay(G, pid_bh, N, pos, ok, loglam, BT, HAS_GATE, REVERSE)
             qk = qk * tl.exp(tl.where(causal, cum[:, None] - cum[None, :], float("-inf")))
             q_in = q.to(tl.float32) * (tl.exp(cum) * scale)[:, None]
             k_in = k.to(tl.float32) * tl.exp(total - cum)[:, None]
@@ -99,6 +117,151 @@ def _chunk_fwd(
     if STORE_STATE:
         s_ptrs = S_OUT + pid_bh * DK * DV + offs_k[:, None] * DV + offs_v[None, :]
         tl.store(s_ptrs, state, mask=k_ok[:, None] & v_ok[None, :])
+
+
+@triton.jit
+def _chunk_rows(c, N, BT: tl.constexpr, REVERSE: tl.constexpr):
+    """(positions, in-range) of chunk c's tokens in walking order."""
+    rows = c * BT + tl.arange(0, BT)
+    ok = rows < N
+    if REVERSE:
+        pos = N - 1 - rows
+    else:
+        pos = rows
+    return pos, ok
+
+
+@triton.jit
+def _split_states(
+    K, V, G, LOGLAM, U, TOT,
+    skb, skh, skn, skd,
+    svb, svh, svn, svd,
+    H, N, NC, DK, DV,
+    BK: tl.constexpr, BV: tl.constexpr, BT: tl.constexpr,
+    HAS_DECAY: tl.constexpr, HAS_GATE: tl.constexpr, REVERSE: tl.constexpr, PRECISION: tl.constexpr,
+):
+    """U[bh, c + 1] = (K_c (.) exp(total - cum))^T V_c, U[bh, 0] = 0; TOT[bh, c] = total."""
+    pid_v = tl.program_id(0)
+    c = tl.program_id(1)
+    pid_bh = tl.program_id(2)
+    b = pid_bh // H
+    h = pid_bh % H
+    offs_k = tl.arange(0, BK)
+    offs_v = pid_v * BV + tl.arange(0, BV)
+    k_ok = offs_k < DK
+    v_ok = offs_v < DV
+    pos, ok = _chunk_rows(c, N, BT, REVERSE)
+    k = tl.load(K + b * skb + h * skh + pos[:, None] * skn + offs_k[None, :] * skd,
+                mask=ok[:, None] & k_ok[None, :], other=0.0)
+    v = tl.load(V + b * svb + h * svh + pos[:, None] * svn + offs_v[None, :] * svd,
+                mask=ok[:, None] & v_ok[None, :], other=0.0)
+    if HAS_DECAY or HAS_GATE:
+        loglam = 0.0
+        if HAS_DECAY:
+            loglam = tl.load(LOGLAM + h)
+        cum, total = _chunk_decay(G, pid_bh, N, pos, ok, loglam, BT, HAS_GATE, REVERSE)
+        k = (k.to(tl.float32) * tl.exp(total - cum)[:, None]).to(v.dtype)
+        if pid_v == 0:
+            tl.store(TOT + pid_bh * NC + c, total)
+    u = tl.dot(tl.trans(k), v, input_precision=PRECISION)
+    tile = offs_k[:, None] * DV + offs_v[None, :]
+    tile_ok = k_ok[:, None] & v_ok[None, :]
+    base = U + pid_bh * (NC + 1) * DK * DV
+    tl.store(base + (c + 1) * DK * DV + tile, u.to(U.dtype.element_ty), mask=tile_ok)
+    if c == 0:  # the state before the first chunk
+        tl.store(base + tile, tl.zeros([BK, BV], dtype=U.dtype.element_ty), mask=tile_ok)
+
+
+@triton.jit
+def _decay_combine(a1, x1, a2, x2):
+    """(log decay, state) pairs compose: first (a1, x1), then (a2, x2)."""
+    return a1 + a2, x1 * tl.exp(a2) + x2
+
+
+@triton.jit
+def _split_scan(U, TOT, S_OUT, NC, DK, DV,
+                BT_: tl.constexpr, BV: tl.constexpr, G: tl.constexpr, DECAYS: tl.constexpr,
+                STORE_STATE: tl.constexpr):
+    """In place over U's slots 1..NC: U_c becomes A_c = exp(TOT[c]) A_(c-1) + U_c,
+    the state after chunk c (= before chunk c + 1). A program owns a tile of
+    BT_ x BV state entries and takes G chunks per step with an associative
+    scan, so the serial chain is NC / G steps long, not NC."""
+    pid_v = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    pid_bh = tl.program_id(2)
+    offs_k = pid_k * BT_ + tl.arange(0, BT_)
+    offs_v = pid_v * BV + tl.arange(0, BV)
+    tile = tl.reshape(offs_k[:, None] * DV + offs_v[None, :], [BT_ * BV])
+    tile_ok = tl.reshape((offs_k < DK)[:, None] & (offs_v < DV)[None, :], [BT_ * BV])
+    offs_g = tl.arange(0, G)
+    base = U + pid_bh * (NC + 1) * DK * DV
+    carry = tl.zeros([BT_ * BV], dtype=tl.float32)
+    for c0 in range(0, NC, G):
+        chunks = c0 + offs_g
+        ok = (chunks < NC)[:, None] & tile_ok[None, :]
+        ptrs = base + (chunks + 1)[:, None] * DK * DV + tile[None, :]
+        x = tl.load(ptrs, mask=ok, other=0.0).to(tl.float32)
+        if DECAYS:
+            a = tl.load(TOT + pid_bh * NC + chunks, mask=chunks < NC, other=0.0)
+            a = a[:, None] + tl.zeros([G, BT_ * BV], dtype=tl.float32)
+            a, x = tl.associative_scan((a, x), 0, _decay_combine)
+            x += tl.exp(a) * carry[None, :]
+        else:
+            x = tl.cumsum(x, 0) + carry[None, :]
+        tl.store(ptrs, x.to(U.dtype.element_ty), mask=ok)
+        last = tl.minimum(NC - c0, G) - 1
+        carry = tl.sum(tl.where(offs_g[:, None] == last, x, 0.0), 0)
+    if STORE_STATE:
+        tl.store(S_OUT + pid_bh * DK * DV + tile, carry, mask=tile_ok)
+
+
+@triton.jit
+def _split_output(
+    Q, K, V, G, LOGLAM, S, Out,
+    sqb, sqh, sqn, sqd,
+    skb, skh, skn, skd,
+    svb, svh, svn, svd,
+    sob, soh, son, sod,
+    H, N, NC, DK, DV, scale,
+    BK: tl.constexpr, BV: tl.constexpr, BT: tl.constexpr,
+    HAS_DECAY: tl.constexpr, HAS_GATE: tl.constexpr, REVERSE: tl.constexpr, PRECISION: tl.constexpr,
+):
+    """O_c = [(Q_c K_c^T) (.) W_c] V_c + (Q_c (.) exp(cum)) S_c, one program per chunk."""
+    pid_v = tl.program_id(0)
+    c = tl.program_id(1)
+    pid_bh = tl.program_id(2)
+    b = pid_bh // H
+    h = pid_bh % H
+    offs_t = tl.arange(0, BT)
+    offs_k = tl.arange(0, BK)
+    offs_v = pid_v * BV + tl.arange(0, BV)
+    k_ok = offs_k < DK
+    v_ok = offs_v < DV
+    causal = offs_t[:, None] >= offs_t[None, :]
+    pos, ok = _chunk_rows(c, N, BT, REVERSE)
+    q = tl.load(Q + b * sqb + h * sqh + pos[:, None] * sqn + offs_k[None, :] * sqd,
+                mask=ok[:, None] & k_ok[None, :], other=0.0)
+    k = tl.load(K + b * skb + h * skh + pos[:, None] * skn + offs_k[None, :] * skd,
+                mask=ok[:, None] & k_ok[None, :], other=0.0)
+    v = tl.load(V + b * svb + h * svh + pos[:, None] * svn + offs_v[None, :] * svd,
+                mask=ok[:, None] & v_ok[None, :], other=0.0)
+    state = tl.load(S + (pid_bh * (NC + 1) + c) * DK * DV + offs_k[:, None] * DV + offs_v[None, :],
+                    mask=k_ok[:, None] & v_ok[None, :], other=0.0)
+    qk = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale
+    if HAS_DECAY or HAS_GATE:
+        loglam = 0.0
+        if HAS_DECAY:
+            loglam = tl.load(LOGLAM + h)
+        cum, total = _chunk_decay(G, pid_bh, N, pos, ok, loglam, BT, HAS_GATE, REVERSE)
+        qk = qk * tl.exp(tl.where(causal, cum[:, None] - cum[None, :], float("-inf")))
+        q_in = q.to(tl.float32) * (tl.exp(cum) * scale)[:, None]
+    else:
+        qk = tl.where(causal, qk, 0.0)
+        q_in = q.to(tl.float32) * scale
+    out = tl.dot(qk.to(v.dtype), v, input_precision=PRECISION)
+    out += tl.dot(q_in.to(v.dtype), state.to(v.dtype), input_precision=PRECISION)
+    tl.store(Out + b * sob + h * soh + pos[:, None] * son + offs_v[None, :] * sod, out.to(Out.dtype.element_ty),
+             mask=ok[:, None] & v_ok[None, :])
 
 
 def _interpreting() -> bool:
@@ -132,12 +295,39 @@ def check_inputs(q, k, v, log_decay=None, gate=None) -> None:
         raise ValueError(f"gate must be (B, H, N) = {tuple(q.shape[:3])}, got {tuple(gate.shape)}")
 
 
+PATHS = ("auto", "fused", "split")
+SPLIT_STATE_BYTES = 2 << 30  # the split path's per-chunk states; above this, the fused walk
+
+
+@functools.cache
+def _sm_count(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return 4
+
+
+def choose_path(bsz: int, h: int, n: int, dk: int, dv: int, bt: int, bv: int, device) -> str:
+    """"fused" when one program per (value block, batch*head) already fills half
+    the device, the sequence is a few chunks long, or the per-chunk states would
+    not fit; "split" otherwise (few programs, many chunks)."""
+    programs = bsz * h * triton.cdiv(dv, bv)
+    chunks = triton.cdiv(n, bt)
+    if 2 * programs > _sm_count(torch.device(device)) or chunks < 4:  # H100: they tie at 64 of 132
+        return "fused"
+    if bsz * h * (chunks + 1) * dk * dv * 4 > SPLIT_STATE_BYTES:
+        return "fused"
+    return "split"
+
+
 def chunk_forward(q, k, v, *, log_decay=None, gate=None, scale: float = 1.0, reverse: bool = False,
-                  return_state: bool = False, out_dtype=None, chunk: int | None = None):
+                  return_state: bool = False, out_dtype=None, chunk: int | None = None, path: str = "auto"):
     """(out (B, H, N, Dv), final state (B, H, Dk, Dv) float32 or None). No autograd:
     see ``linear_attention``. ``reverse`` computes the anti-causal sum over i >= j
-    (the gate shifted by one token, as the backward pass needs)."""
+    (the gate shifted by one token, as the backward pass needs). ``path`` forces
+    the fused walk or the chunk-parallel split launches (see ``choose_path``)."""
     check_inputs(q, k, v, log_decay, gate)
+    if path not in PATHS:
+        raise ValueError(f"path must be one of {PATHS}, got {path!r}")
     bsz, h, n, dk = q.shape
     dv = v.shape[-1]
     out = torch.empty(bsz, h, n, dv, device=q.device, dtype=out_dtype or q.dtype)
@@ -146,17 +336,50 @@ def chunk_forward(q, k, v, *, log_decay=None, gate=None, scale: float = 1.0, rev
     g = gate.to(device=q.device, dtype=torch.float32).contiguous() if gate is not None else out
     bt, bv, warps, stages = _config(dk, dv)
     bt = chunk or bt
-    grid = (triton.cdiv(dv, bv), bsz * h)
-    _chunk_fwd[grid](
-        q, k, v, g, lam, out, state,
-        *q.stride(), *k.stride(), *v.stride(), *out.stride(),
-        h, n, dk, dv, float(scale),
-        BK=_pow2(dk), BV=bv, BT=bt,
-        HAS_DECAY=log_decay is not None, HAS_GATE=gate is not None, REVERSE=bool(reverse),
-        STORE_STATE=bool(return_state), PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
-        num_warps=warps, num_stages=stages,
-    )
+    if path == "auto":
+        path = choose_path(bsz, h, n, dk, dv, bt, bv, q.device)
+    flags = dict(HAS_DECAY=log_decay is not None, HAS_GATE=gate is not None, REVERSE=bool(reverse),
+                 PRECISION="ieee" if q.dtype == torch.float32 else "tf32")
+    if path == "fused":
+        grid = (triton.cdiv(dv, bv), bsz * h)
+        _chunk_fwd[grid](
+            q, k, v, g, lam, out, state,
+            *q.stride(), *k.stride(), *v.stride(), *out.stride(),
+            h, n, dk, dv, float(scale),
+            BK=_pow2(dk), BV=bv, BT=bt, STORE_STATE=bool(return_state), **flags,
+            num_warps=warps, num_stages=stages,
+        )
+    else:
+        _split_forward(q, k, v, g, lam, out, state, float(scale), bt, bv, warps, bool(return_state), flags)
     return out, (state if return_state else None)
+
+
+def _split_forward(q, k, v, g, lam, out, state, scale, bt, bv, warps, return_state, flags):
+    """The three launches of the chunk-parallel path (see the module docstring).
+    Per-chunk states are kept in v's dtype (the output matmul reads them in it
+    anyway); the scan itself accumulates in fp32."""
+    bsz, h, n, dk = q.shape
+    dv = v.shape[-1]
+    nc = triton.cdiv(n, bt)
+    states = torch.empty(bsz * h, nc + 1, dk, dv, device=q.device, dtype=v.dtype)
+    totals = torch.empty(bsz * h, nc, device=q.device, dtype=torch.float32)
+    nv = triton.cdiv(dv, bv)
+    _split_states[(nv, nc, bsz * h)](
+        k, v, g, lam, states, totals, *k.stride(), *v.stride(), h, n, nc, dk, dv,
+        BK=_pow2(dk), BV=bv, BT=bt, **flags, num_warps=warps, num_stages=1,
+    )
+    rows, group = (16, 4) if _interpreting() else (4, 16)  # a (rows x bv) tile, G chunks a step
+    _split_scan[(nv, triton.cdiv(dk, rows), bsz * h)](
+        states, totals, state, nc, dk, dv, BT_=rows, BV=bv, G=group,
+        DECAYS=flags["HAS_DECAY"] or flags["HAS_GATE"], STORE_STATE=return_state,
+        num_warps=1 if _interpreting() else 4, num_stages=1,
+    )
+    _split_output[(nv, nc, bsz * h)](
+        q, k, v, g, lam, states, out,
+        *q.stride(), *k.stride(), *v.stride(), *out.stride(),
+        h, n, nc, dk, dv, scale,
+        BK=_pow2(dk), BV=bv, BT=bt, **flags, num_warps=warps, num_stages=1,
+    )
 
 
 class LinearAttentionFn(torch.autograd.Function):
@@ -164,16 +387,16 @@ class LinearAttentionFn(torch.autograd.Function):
     log decay and the per-token log gate."""
 
     @staticmethod
-    def forward(ctx, q, k, v, log_decay, gate, scale):
-        out, _ = chunk_forward(q, k, v, log_decay=log_decay, gate=gate, scale=scale)
+    def forward(ctx, q, k, v, log_decay, gate, scale, path):
+        out, _ = chunk_forward(q, k, v, log_decay=log_decay, gate=gate, scale=scale, path=path)
         ctx.save_for_backward(q, k, v, log_decay, gate)
-        ctx.scale = scale
+        ctx.scale, ctx.path = scale, path
         return out
 
     @staticmethod
     def backward(ctx, do):
         q, k, v, log_decay, gate = ctx.saved_tensors
-        kw = {"log_decay": log_decay, "gate": gate, "scale": ctx.scale}
+        kw = {"log_decay": log_decay, "gate": gate, "scale": ctx.scale, "path": ctx.path}
         decays = log_decay is not None or gate is not None
         do = do.to(q.dtype)
         acc = torch.float32 if decays else None  # the decay gradient reads dq, dk: keep them in fp32
@@ -188,12 +411,14 @@ class LinearAttentionFn(torch.autograd.Function):
                 d_gate = da.to(gate.dtype)
             if log_decay is not None and ctx.needs_input_grad[3]:
                 d_lam = da.sum((0, 2)).to(log_decay.dtype)
-        return dq.to(q.dtype), dk.to(k.dtype), dv, d_lam, d_gate, None
+        return dq.to(q.dtype), dk.to(k.dtype), dv, d_lam, d_gate, None, None
 
 
-def linear_attention(q, k, v, *, log_decay=None, gate=None, scale: float = 1.0) -> torch.Tensor:
+def linear_attention(q, k, v, *, log_decay=None, gate=None, scale: float = 1.0, path: str = "auto") -> torch.Tensor:
     """Causal (decayed, gated) linear attention, differentiable; see ``reference``
     for the formula. q, k (B, H, N, Dk), v (B, H, N, Dv), log_decay (H,),
-    gate (B, H, N) log forget gates (<= 0)."""
+    gate (B, H, N) log forget gates (<= 0). ``path``: see ``chunk_forward``."""
     check_inputs(q, k, v, log_decay, gate)
-    return LinearAttentionFn.apply(q, k, v, log_decay, gate, float(scale))
+    if path not in PATHS:
+        raise ValueError(f"path must be one of {PATHS}, got {path!r}")
+    return LinearAttentionFn.apply(q, k, v, log_decay, gate, float(scale), path)
