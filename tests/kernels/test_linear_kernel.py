@@ -127,9 +127,10 @@ def test_path_choice_splits_only_when_programs_are_few_and_chunks_many():
     from archgram.kernels.linear.chunk import choose_path
     cpu = torch.device("cpu")  # counts as 4 SMs
     assert choose_path(1, 1, 4096, 64, 64, 64, 64, cpu) == "split"
+    assert choose_path(2, 1, 4096, 64, 64, 64, 64, cpu) == "fused"  # 2 programs: over a quarter of 4
     assert choose_path(8, 16, 4096, 64, 64, 64, 64, cpu) == "fused"  # 128 programs fill it
     assert choose_path(1, 1, 128, 64, 64, 64, 64, cpu) == "fused"  # 2 chunks: nothing to spread
-    assert choose_path(1, 2, 1 << 24, 256, 256, 64, 64, cpu) == "fused"  # states would take 8 GiB
+    assert choose_path(1, 1, 1 << 24, 256, 64, 64, 64, cpu) == "fused"  # one program, but 16 GiB of states
 
 
 def test_reference_agrees_with_the_ops_parallel_and_chunked_forms():

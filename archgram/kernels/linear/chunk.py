@@ -140,7 +140,7 @@ def _split_states(
     BK: tl.constexpr, BV: tl.constexpr, BT: tl.constexpr,
     HAS_DECAY: tl.constexpr, HAS_GATE: tl.constexpr, REVERSE: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    """U[bh, c + 1] = (K_c (.) exp(total - cum))^T V_c, U[bh, 0] = 0; TOT[bh, c] = total."""
+    """U[bh, c] = (K_c (.) exp(total - cum))^T V_c (fp32); TOT[bh, c] = total."""
     pid_v = tl.program_id(0)
     c = tl.program_id(1)
     pid_bh = tl.program_id(2)
@@ -164,55 +164,37 @@ def _split_states(
         if pid_v == 0:
             tl.store(TOT + pid_bh * NC + c, total)
     u = tl.dot(tl.trans(k), v, input_precision=PRECISION)
-    tile = offs_k[:, None] * DV + offs_v[None, :]
-    tile_ok = k_ok[:, None] & v_ok[None, :]
-    base = U + pid_bh * (NC + 1) * DK * DV
-    tl.store(base + (c + 1) * DK * DV + tile, u.to(U.dtype.element_ty), mask=tile_ok)
-    if c == 0:  # the state before the first chunk
-        tl.store(base + tile, tl.zeros([BK, BV], dtype=U.dtype.element_ty), mask=tile_ok)
-
-
-@triton.jit
-def _decay_combine(a1, x1, a2, x2):
-    """(log decay, state) pairs compose: first (a1, x1), then (a2, x2)."""
-    return a1 + a2, x1 * tl.exp(a2) + x2
+    u_ptrs = U + (pid_bh * NC + c) * DK * DV + offs_k[:, None] * DV + offs_v[None, :]
+    tl.store(u_ptrs, u, mask=k_ok[:, None] & v_ok[None, :])
 
 
 @triton.jit
 def _split_scan(U, TOT, S_OUT, NC, DK, DV,
-                BT_: tl.constexpr, BV: tl.constexpr, G: tl.constexpr, DECAYS: tl.constexpr,
-                STORE_STATE: tl.constexpr):
-    """In place over U's slots 1..NC: U_c becomes A_c = exp(TOT[c]) A_(c-1) + U_c,
-    the state after chunk c (= before chunk c + 1). A program owns a tile of
-    BT_ x BV state entries and takes G chunks per step with an associative
-    scan, so the serial chain is NC / G steps long, not NC."""
+                BKS: tl.constexpr, BV: tl.constexpr, DECAYS: tl.constexpr, STORE_STATE: tl.constexpr):
+    """In place over U: the state before chunk c, S_c = exp(TOT[c-1]) S_(c-1) + U_(c-1).
+    Serial over chunks but elementwise on a (BKS x BV) tile; the next chunk's
+    U is loaded before this one's is used, so loads overlap the chain. (A
+    G-chunks-a-step associative scan over bf16 states measured slower on the
+    H100 at D=128: experiments/kernels/README.md.)"""
     pid_v = tl.program_id(0)
     pid_k = tl.program_id(1)
     pid_bh = tl.program_id(2)
-    offs_k = pid_k * BT_ + tl.arange(0, BT_)
+    offs_k = pid_k * BKS + tl.arange(0, BKS)
     offs_v = pid_v * BV + tl.arange(0, BV)
-    tile = tl.reshape(offs_k[:, None] * DV + offs_v[None, :], [BT_ * BV])
-    tile_ok = tl.reshape((offs_k < DK)[:, None] & (offs_v < DV)[None, :], [BT_ * BV])
-    offs_g = tl.arange(0, G)
-    base = U + pid_bh * (NC + 1) * DK * DV
-    carry = tl.zeros([BT_ * BV], dtype=tl.float32)
-    for c0 in range(0, NC, G):
-        chunks = c0 + offs_g
-        ok = (chunks < NC)[:, None] & tile_ok[None, :]
-        ptrs = base + (chunks + 1)[:, None] * DK * DV + tile[None, :]
-        x = tl.load(ptrs, mask=ok, other=0.0).to(tl.float32)
+    tile_ok = (offs_k < DK)[:, None] & (offs_v < DV)[None, :]
+    tile = offs_k[:, None] * DV + offs_v[None, :]
+    base = U + pid_bh * NC * DK * DV
+    state = tl.zeros([BKS, BV], dtype=tl.float32)
+    u = tl.load(base + tile, mask=tile_ok, other=0.0)
+    for c in range(NC):
+        u_next = tl.load(base + tl.minimum(c + 1, NC - 1) * DK * DV + tile, mask=tile_ok, other=0.0)
+        tl.store(base + c * DK * DV + tile, state, mask=tile_ok)
         if DECAYS:
-            a = tl.load(TOT + pid_bh * NC + chunks, mask=chunks < NC, other=0.0)
-            a = a[:, None] + tl.zeros([G, BT_ * BV], dtype=tl.float32)
-            a, x = tl.associative_scan((a, x), 0, _decay_combine)
-            x += tl.exp(a) * carry[None, :]
-        else:
-            x = tl.cumsum(x, 0) + carry[None, :]
-        tl.store(ptrs, x.to(U.dtype.element_ty), mask=ok)
-        last = tl.minimum(NC - c0, G) - 1
-        carry = tl.sum(tl.where(offs_g[:, None] == last, x, 0.0), 0)
+            state = state * tl.exp(tl.load(TOT + pid_bh * NC + c))
+        state += u
+        u = u_next
     if STORE_STATE:
-        tl.store(S_OUT + pid_bh * DK * DV + tile, carry, mask=tile_ok)
+        tl.store(S_OUT + pid_bh * DK * DV + tile, state, mask=tile_ok)
 
 
 @triton.jit
@@ -245,7 +227,7 @@ def _split_output(
                 mask=ok[:, None] & k_ok[None, :], other=0.0)
     v = tl.load(V + b * svb + h * svh + pos[:, None] * svn + offs_v[None, :] * svd,
                 mask=ok[:, None] & v_ok[None, :], other=0.0)
-    state = tl.load(S + (pid_bh * (NC + 1) + c) * DK * DV + offs_k[:, None] * DV + offs_v[None, :],
+    state = tl.load(S + (pid_bh * NC + c) * DK * DV + offs_k[:, None] * DV + offs_v[None, :],
                     mask=k_ok[:, None] & v_ok[None, :], other=0.0)
     qk = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale
     if HAS_DECAY or HAS_GATE:
@@ -307,14 +289,14 @@ def _sm_count(device: torch.device) -> int:
 
 
 def choose_path(bsz: int, h: int, n: int, dk: int, dv: int, bt: int, bv: int, device) -> str:
-    """"fused" when one program per (value block, batch*head) already fills half
-    the device, the sequence is a few chunks long, or the per-chunk states would
+    """"fused" when one program per (value block, batch*head) already fills a
+    quarter of the device, the sequence is a few chunks long, or the per-chunk states would
     not fit; "split" otherwise (few programs, many chunks)."""
     programs = bsz * h * triton.cdiv(dv, bv)
     chunks = triton.cdiv(n, bt)
-    if 2 * programs > _sm_count(torch.device(device)) or chunks < 4:  # H100: they tie at 64 of 132
+    if 4 * programs > _sm_count(torch.device(device)) or chunks < 4:  # H100 (132 SMs): split wins at <= 32
         return "fused"
-    if bsz * h * (chunks + 1) * dk * dv * 4 > SPLIT_STATE_BYTES:
+    if bsz * h * chunks * dk * dv * 4 > SPLIT_STATE_BYTES:
         return "fused"
     return "split"
 
@@ -355,24 +337,22 @@ def chunk_forward(q, k, v, *, log_decay=None, gate=None, scale: float = 1.0, rev
 
 
 def _split_forward(q, k, v, g, lam, out, state, scale, bt, bv, warps, return_state, flags):
-    """The three launches of the chunk-parallel path (see the module docstring).
-    Per-chunk states are kept in v's dtype (the output matmul reads them in it
-    anyway); the scan itself accumulates in fp32."""
+    """The three launches of the chunk-parallel path (see the module docstring)."""
     bsz, h, n, dk = q.shape
     dv = v.shape[-1]
     nc = triton.cdiv(n, bt)
-    states = torch.empty(bsz * h, nc + 1, dk, dv, device=q.device, dtype=v.dtype)
+    states = torch.empty(bsz * h, nc, dk, dv, device=q.device, dtype=torch.float32)
     totals = torch.empty(bsz * h, nc, device=q.device, dtype=torch.float32)
     nv = triton.cdiv(dv, bv)
     _split_states[(nv, nc, bsz * h)](
         k, v, g, lam, states, totals, *k.stride(), *v.stride(), h, n, nc, dk, dv,
         BK=_pow2(dk), BV=bv, BT=bt, **flags, num_warps=warps, num_stages=1,
     )
-    rows, group = (16, 4) if _interpreting() else (4, 16)  # a (rows x bv) tile, G chunks a step
-    _split_scan[(nv, triton.cdiv(dk, rows), bsz * h)](
-        states, totals, state, nc, dk, dv, BT_=rows, BV=bv, G=group,
+    bks = 16
+    _split_scan[(nv, triton.cdiv(dk, bks), bsz * h)](
+        states, totals, state, nc, dk, dv, BKS=bks, BV=bv,
         DECAYS=flags["HAS_DECAY"] or flags["HAS_GATE"], STORE_STATE=return_state,
-        num_warps=1 if _interpreting() else 4, num_stages=1,
+        num_warps=1 if _interpreting() else 2, num_stages=1,
     )
     _split_output[(nv, nc, bsz * h)](
         q, k, v, g, lam, states, out,
