@@ -6,7 +6,7 @@ python3 experiments/kernels/bench_linear.py [--out DIR] [--lengths 1k,...,64k]
 
 bf16, causal, 16 heads, head dim 64 and 128, batch x N = 64k tokens per call,
 per-head decay (Lightning / RetNet). Median ms from triton.testing.do_bench.
-Columns: ``linear`` (our kernel, path chosen by ``choose_path``), ``fused``
+Columns: ``linear`` (our kernel, segment count chosen by ``segments``), ``fused``
 (the serial walk forced: the pre-split kernel), ``fla``, ``flash`` (softmax).
 Writes bench_linear.md / .json / .png. Target: linear faster beyond 4k tokens,
 constant time per token.
@@ -21,7 +21,7 @@ import triton
 
 from archgram.bench.base import environment, parse_lengths
 from archgram.kernels.flash.forward import flash_forward
-from archgram.kernels.linear.chunk import choose_path, chunk_forward, linear_attention
+from archgram.kernels.linear.chunk import chunk_forward, linear_attention, segments
 
 try:
     from fla.ops.simple_gla import chunk_simple_gla
@@ -44,7 +44,7 @@ def case(n, d, grad):
     q, k, v = (torch.randn(b, HEADS, n, d, device="cuda", dtype=torch.bfloat16, generator=g) for _ in range(3))
     lam = torch.log(1 - torch.exp2(-5.0 - torch.arange(HEADS, dtype=torch.float32, device="cuda")))
     row = {"N": n, "B": b, "D": d, "mode": "fwd+bwd" if grad else "fwd",
-           "path": choose_path(b, HEADS, n, d, d, 64, 64, q.device)}
+           "segments": segments(b, HEADS, n, d, 64, 64, q.device)}
     scale = d ** -0.5
     qt, kt, vt = (t.transpose(1, 2).contiguous() for t in (q, k, v))  # fla wants (B, N, H, D)
     g_tok = lam.view(1, 1, HEADS).expand(b, n, HEADS).contiguous()
@@ -76,7 +76,7 @@ NAMES = ("linear", "fused", "fla", "flash")
 
 
 def table(rows):
-    out = ["| D | mode | N | B | path | " + " | ".join(f"{n} ms (µs/token)" for n in NAMES) + " | flash / linear | fla / linear |",
+    out = ["| D | mode | N | B | segments | " + " | ".join(f"{n} ms (µs/token)" for n in NAMES) + " | flash / linear | fla / linear |",
            "|---|---|---|---|---|" + "---|" * (len(NAMES) + 2)]
     for r in rows:
         def c(n, r=r):
@@ -84,7 +84,7 @@ def table(rows):
 
         def ratio(n, r=r):
             return f"{r[n + '_ms'] / r['linear_ms']:.2f}x" if n + "_ms" in r and "linear_ms" in r else "-"
-        out.append(f"| {r['D']} | {r['mode']} | {r['N']} | {r['B']} | {r['path']} | "
+        out.append(f"| {r['D']} | {r['mode']} | {r['N']} | {r['B']} | {r['segments']} | "
                    + " | ".join(c(n) for n in NAMES) + f" | {ratio('flash')} | {ratio('fla')} |")
     return "\n".join(out)
 

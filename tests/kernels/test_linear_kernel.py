@@ -123,14 +123,16 @@ def test_split_and_fused_paths_agree_over_many_chunks():
         chunk_forward(q, k, v, path="parallel")
 
 
-def test_path_choice_splits_only_when_programs_are_few_and_chunks_many():
-    from archgram.kernels.linear.chunk import choose_path
-    cpu = torch.device("cpu")  # counts as 4 SMs
-    assert choose_path(1, 1, 4096, 64, 64, 64, 64, cpu) == "split"
-    assert choose_path(2, 1, 4096, 64, 64, 64, 64, cpu) == "fused"  # 2 programs: over a quarter of 4
-    assert choose_path(8, 16, 4096, 64, 64, 64, 64, cpu) == "fused"  # 128 programs fill it
-    assert choose_path(1, 1, 128, 64, 64, 64, 64, cpu) == "fused"  # 2 chunks: nothing to spread
-    assert choose_path(1, 1, 1 << 24, 256, 64, 64, 64, cpu) == "fused"  # one program, but 16 GiB of states
+def test_segments_only_when_programs_are_few_and_chunks_many():
+    from archgram.kernels.linear.chunk import segments
+    cpu = torch.device("cpu")  # counts as 4 SMs: two waves = 8 programs
+    assert segments(1, 1, 4096, 64, 64, 64, cpu) == 8  # 64 chunks, one program: 8 segments of 8 chunks
+    assert segments(1, 2, 4096, 64, 64, 64, cpu) == 4
+    assert segments(8, 16, 4096, 64, 64, 64, cpu) == 1  # 128 programs fill it
+    assert segments(1, 1, 448, 64, 64, 64, cpu) == 1  # 7 chunks: segments would be under 4 chunks
+    assert segments(1, 1, 448, 64, 64, 64, cpu, path="split") == 7
+    assert segments(1, 1, 64, 64, 64, 64, cpu, path="split") == 1  # one chunk: nothing to cut
+    assert segments(1, 1, 4096, 64, 64, 64, cpu, path="fused") == 1
 
 
 def test_reference_agrees_with_the_ops_parallel_and_chunked_forms():

@@ -19,15 +19,14 @@ pointer arithmetic alone; the backward pass is three runs of this one kernel:
   da_t = sum_{m >= t} (q_m . dq_m - k_m . dk_m)   the decay/gate gradient.
 
 That walk is serial over chunks: with few (batch x head) programs, as at one
-64k-token sequence, most of the GPU idles. The *split* path spreads the same
-math over three launches, two of them parallel over chunks:
+64k-token sequence, most of the GPU idles. Then the sequence is cut into
+segments walked in parallel by the same kernel, in three launches:
 
-  states  U_c = (K_c (.) exp(b_last - b))^T V_c            one program per chunk
-  scan    S_c = exp(b_last(c-1)) S_(c-1) + U_(c-1)         serial, but elementwise
-  output  O_c = intra + (Q_c (.) exp(b)) S_c               one program per chunk
+  states  U_s = segment s's own final state (from zero), T_s its total log decay
+  scan    S_s = exp(T_(s-1)) S_(s-1) + U_(s-1)        serial over the few segments
+  output  walk segment s again from S_s, writing O      one program per segment
 
-``chunk_forward`` picks the fused walk when it already fills the device and
-the split path otherwise (``path=`` forces one).
+That costs one extra read of K and V; ``segments`` picks the count.
 """
 from __future__ import annotations
 
@@ -59,18 +58,23 @@ def _chunk_decay(G, pid_bh, N, pos, ok, loglam, BT: tl.constexpr, HAS_GATE: tl.c
 
 @triton.jit
 def _chunk_fwd(
-    Q, K, V, G, LOGLAM, Out, S_OUT,
+    Q, K, V, G, LOGLAM, Out, S_IN, S_OUT, TOT,
     sqb, sqh, sqn, sqd,
     skb, skh, skn, skd,
     svb, svh, svn, svd,
     sob, soh, son, sod,
-    H, N, DK, DV, scale,
+    H, N, DK, DV, SEG, NS, scale,
     BK: tl.constexpr, BV: tl.constexpr, BT: tl.constexpr,
     HAS_DECAY: tl.constexpr, HAS_GATE: tl.constexpr, REVERSE: tl.constexpr, STORE_STATE: tl.constexpr,
-    PRECISION: tl.constexpr,
+    HAS_INIT: tl.constexpr, STATE_ONLY: tl.constexpr, PRECISION: tl.constexpr,
 ):
+    """Walk segment ``pid_seg`` (tokens [seg * SEG, (seg + 1) * SEG) in walking
+    order) chunk by chunk. HAS_INIT: start from S_IN[bh, seg] instead of zero;
+    STATE_ONLY: skip the outputs and store the segment's own final state (and
+    its total log decay in TOT) for the scan across segments."""
     pid_v = tl.program_id(0)
     pid_bh = tl.program_id(1)
+    pid_seg = tl.program_id(2)
     b = pid_bh // H
     h = pid_bh % H
     offs_t = tl.arange(0, BT)
@@ -83,99 +87,61 @@ def _chunk_fwd(
     k_base = K + b * skb + h * skh
     v_base = V + b * svb + h * svh
     o_base = Out + b * sob + h * soh
-    state = tl.zeros([BK, BV], dtype=tl.float32)
+    tile = (pid_bh * NS + pid_seg) * DK * DV + offs_k[:, None] * DV + offs_v[None, :]
+    tile_ok = k_ok[:, None] & v_ok[None, :]
+    if HAS_INIT:
+        state = tl.load(S_IN + tile, mask=tile_ok, other=0.0)
+    else:
+        state = tl.zeros([BK, BV], dtype=tl.float32)
     loglam = 0.0
     if HAS_DECAY:
         loglam = tl.load(LOGLAM + h)
-    for start in range(0, N, BT):
+    seg_total = 0.0
+    for start in range(pid_seg * SEG, tl.minimum(N, pid_seg * SEG + SEG), BT):
         rows = start + offs_t
         ok = rows < N
         if REVERSE:
             pos = N - 1 - rows
         else:
             pos = rows
-        q = tl.load(q_base + pos[:, None] * sqn + offs_k[None, :] * sqd, mask=ok[:, None] & k_ok[None, :], other=0.0)
         k = tl.load(k_base + pos[:, None] * skn + offs_k[None, :] * skd, mask=ok[:, None] & k_ok[None, :], other=0.0)
         v = tl.load(v_base + pos[:, None] * svn + offs_v[None, :] * svd, mask=ok[:, None] & v_ok[None, :], other=0.0)
-        qk = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale
         if HAS_DECAY or HAS_GATE:
             cum, total = _chunk_decay(G, pid_bh, N, pos, ok, loglam, BT, HAS_GATE, REVERSE)
-            qk = qk * tl.exp(tl.where(causal, cum[:, None] - cum[None, :], float("-inf")))
-            q_in = q.to(tl.float32) * (tl.exp(cum) * scale)[:, None]
             k_in = k.to(tl.float32) * tl.exp(total - cum)[:, None]
+            seg_total += total
         else:
-            qk = tl.where(causal, qk, 0.0)
-            q_in = q.to(tl.float32) * scale
             k_in = k.to(tl.float32)
-        out = tl.dot(qk.to(v.dtype), v, input_precision=PRECISION)
-        out += tl.dot(q_in.to(v.dtype), state.to(v.dtype), input_precision=PRECISION)
+        if not STATE_ONLY:
+            q = tl.load(q_base + pos[:, None] * sqn + offs_k[None, :] * sqd, mask=ok[:, None] & k_ok[None, :],
+                        other=0.0)
+            qk = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale
+            if HAS_DECAY or HAS_GATE:
+                qk = qk * tl.exp(tl.where(causal, cum[:, None] - cum[None, :], float("-inf")))
+                q_in = q.to(tl.float32) * (tl.exp(cum) * scale)[:, None]
+            else:
+                qk = tl.where(causal, qk, 0.0)
+                q_in = q.to(tl.float32) * scale
+            out = tl.dot(qk.to(v.dtype), v, input_precision=PRECISION)
+            out += tl.dot(q_in.to(v.dtype), state.to(v.dtype), input_precision=PRECISION)
+            tl.store(o_base + pos[:, None] * son + offs_v[None, :] * sod, out.to(Out.dtype.element_ty),
+                     mask=ok[:, None] & v_ok[None, :])
         if HAS_DECAY or HAS_GATE:
             state = state * tl.exp(total)
         state += tl.dot(tl.trans(k_in.to(v.dtype)), v, input_precision=PRECISION)
-        tl.store(o_base + pos[:, None] * son + offs_v[None, :] * sod, out.to(Out.dtype.element_ty),
-                 mask=ok[:, None] & v_ok[None, :])
     if STORE_STATE:
-        s_ptrs = S_OUT + pid_bh * DK * DV + offs_k[:, None] * DV + offs_v[None, :]
-        tl.store(s_ptrs, state, mask=k_ok[:, None] & v_ok[None, :])
-
-
-@triton.jit
-def _chunk_rows(c, N, BT: tl.constexpr, REVERSE: tl.constexpr):
-    """(positions, in-range) of chunk c's tokens in walking order."""
-    rows = c * BT + tl.arange(0, BT)
-    ok = rows < N
-    if REVERSE:
-        pos = N - 1 - rows
-    else:
-        pos = rows
-    return pos, ok
-
-
-@triton.jit
-def _split_states(
-    K, V, G, LOGLAM, U, TOT,
-    skb, skh, skn, skd,
-    svb, svh, svn, svd,
-    H, N, NC, DK, DV,
-    BK: tl.constexpr, BV: tl.constexpr, BT: tl.constexpr,
-    HAS_DECAY: tl.constexpr, HAS_GATE: tl.constexpr, REVERSE: tl.constexpr, PRECISION: tl.constexpr,
-):
-    """U[bh, c] = (K_c (.) exp(total - cum))^T V_c (fp32); TOT[bh, c] = total."""
-    pid_v = tl.program_id(0)
-    c = tl.program_id(1)
-    pid_bh = tl.program_id(2)
-    b = pid_bh // H
-    h = pid_bh % H
-    offs_k = tl.arange(0, BK)
-    offs_v = pid_v * BV + tl.arange(0, BV)
-    k_ok = offs_k < DK
-    v_ok = offs_v < DV
-    pos, ok = _chunk_rows(c, N, BT, REVERSE)
-    k = tl.load(K + b * skb + h * skh + pos[:, None] * skn + offs_k[None, :] * skd,
-                mask=ok[:, None] & k_ok[None, :], other=0.0)
-    v = tl.load(V + b * svb + h * svh + pos[:, None] * svn + offs_v[None, :] * svd,
-                mask=ok[:, None] & v_ok[None, :], other=0.0)
-    if HAS_DECAY or HAS_GATE:
-        loglam = 0.0
-        if HAS_DECAY:
-            loglam = tl.load(LOGLAM + h)
-        cum, total = _chunk_decay(G, pid_bh, N, pos, ok, loglam, BT, HAS_GATE, REVERSE)
-        k = (k.to(tl.float32) * tl.exp(total - cum)[:, None]).to(v.dtype)
+        tl.store(S_OUT + tile, state, mask=tile_ok)
+    if STATE_ONLY and (HAS_DECAY or HAS_GATE):
         if pid_v == 0:
-            tl.store(TOT + pid_bh * NC + c, total)
-    u = tl.dot(tl.trans(k), v, input_precision=PRECISION)
-    u_ptrs = U + (pid_bh * NC + c) * DK * DV + offs_k[:, None] * DV + offs_v[None, :]
-    tl.store(u_ptrs, u, mask=k_ok[:, None] & v_ok[None, :])
+            tl.store(TOT + pid_bh * NS + pid_seg, seg_total)
 
 
 @triton.jit
 def _split_scan(U, TOT, S_OUT, NC, DK, DV,
                 BKS: tl.constexpr, BV: tl.constexpr, DECAYS: tl.constexpr, STORE_STATE: tl.constexpr):
-    """In place over U: the state before chunk c, S_c = exp(TOT[c-1]) S_(c-1) + U_(c-1).
-    Serial over chunks but elementwise on a (BKS x BV) tile; the next chunk's
-    U is loaded before this one's is used, so loads overlap the chain. (A
-    G-chunks-a-step associative scan over bf16 states measured slower on the
-    H100 at D=128: experiments/kernels/README.md.)"""
+    """In place over U: the state entering segment c, S_c = exp(TOT[c-1]) S_(c-1) + U_(c-1),
+    from each segment's own final state U_c. Serial over the (few) segments,
+    elementwise on a (BKS x BV) tile; the next U is loaded before this one is used."""
     pid_v = tl.program_id(0)
     pid_k = tl.program_id(1)
     pid_bh = tl.program_id(2)
@@ -195,55 +161,6 @@ def _split_scan(U, TOT, S_OUT, NC, DK, DV,
         u = u_next
     if STORE_STATE:
         tl.store(S_OUT + pid_bh * DK * DV + tile, state, mask=tile_ok)
-
-
-@triton.jit
-def _split_output(
-    Q, K, V, G, LOGLAM, S, Out,
-    sqb, sqh, sqn, sqd,
-    skb, skh, skn, skd,
-    svb, svh, svn, svd,
-    sob, soh, son, sod,
-    H, N, NC, DK, DV, scale,
-    BK: tl.constexpr, BV: tl.constexpr, BT: tl.constexpr,
-    HAS_DECAY: tl.constexpr, HAS_GATE: tl.constexpr, REVERSE: tl.constexpr, PRECISION: tl.constexpr,
-):
-    """O_c = [(Q_c K_c^T) (.) W_c] V_c + (Q_c (.) exp(cum)) S_c, one program per chunk."""
-    pid_v = tl.program_id(0)
-    c = tl.program_id(1)
-    pid_bh = tl.program_id(2)
-    b = pid_bh // H
-    h = pid_bh % H
-    offs_t = tl.arange(0, BT)
-    offs_k = tl.arange(0, BK)
-    offs_v = pid_v * BV + tl.arange(0, BV)
-    k_ok = offs_k < DK
-    v_ok = offs_v < DV
-    causal = offs_t[:, None] >= offs_t[None, :]
-    pos, ok = _chunk_rows(c, N, BT, REVERSE)
-    q = tl.load(Q + b * sqb + h * sqh + pos[:, None] * sqn + offs_k[None, :] * sqd,
-                mask=ok[:, None] & k_ok[None, :], other=0.0)
-    k = tl.load(K + b * skb + h * skh + pos[:, None] * skn + offs_k[None, :] * skd,
-                mask=ok[:, None] & k_ok[None, :], other=0.0)
-    v = tl.load(V + b * svb + h * svh + pos[:, None] * svn + offs_v[None, :] * svd,
-                mask=ok[:, None] & v_ok[None, :], other=0.0)
-    state = tl.load(S + (pid_bh * NC + c) * DK * DV + offs_k[:, None] * DV + offs_v[None, :],
-                    mask=k_ok[:, None] & v_ok[None, :], other=0.0)
-    qk = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale
-    if HAS_DECAY or HAS_GATE:
-        loglam = 0.0
-        if HAS_DECAY:
-            loglam = tl.load(LOGLAM + h)
-        cum, total = _chunk_decay(G, pid_bh, N, pos, ok, loglam, BT, HAS_GATE, REVERSE)
-        qk = qk * tl.exp(tl.where(causal, cum[:, None] - cum[None, :], float("-inf")))
-        q_in = q.to(tl.float32) * (tl.exp(cum) * scale)[:, None]
-    else:
-        qk = tl.where(causal, qk, 0.0)
-        q_in = q.to(tl.float32) * scale
-    out = tl.dot(qk.to(v.dtype), v, input_precision=PRECISION)
-    out += tl.dot(q_in.to(v.dtype), state.to(v.dtype), input_precision=PRECISION)
-    tl.store(Out + b * sob + h * soh + pos[:, None] * son + offs_v[None, :] * sod, out.to(Out.dtype.element_ty),
-             mask=ok[:, None] & v_ok[None, :])
 
 
 def _interpreting() -> bool:
@@ -278,7 +195,7 @@ def check_inputs(q, k, v, log_decay=None, gate=None) -> None:
 
 
 PATHS = ("auto", "fused", "split")
-SPLIT_STATE_BYTES = 2 << 30  # the split path's per-chunk states; above this, the fused walk
+MIN_SEGMENT_CHUNKS = 4  # shorter segments pay the extra K, V pass for little parallelism
 
 
 @functools.cache
@@ -288,17 +205,23 @@ def _sm_count(device: torch.device) -> int:
     return 4
 
 
-def choose_path(bsz: int, h: int, n: int, dk: int, dv: int, bt: int, bv: int, device) -> str:
-    """"fused" when one program per (value block, batch*head) already fills a
-    quarter of the device, the sequence is a few chunks long, or the per-chunk states would
-    not fit; "split" otherwise (few programs, many chunks)."""
+def segments(bsz: int, h: int, n: int, dv: int, bt: int, bv: int, device, path: str = "auto") -> int:
+    """How many segments the sequence is cut into (1: the plain fused walk).
+
+    One program per (value block, batch*head) walks its sequence serially; when
+    those programs fill less than one wave of the device, the sequence is cut
+    into segments walked in parallel (about two waves), each at least
+    ``MIN_SEGMENT_CHUNKS`` chunks long. ``path="split"`` forces at least two."""
     programs = bsz * h * triton.cdiv(dv, bv)
     chunks = triton.cdiv(n, bt)
-    if 4 * programs > _sm_count(torch.device(device)) or chunks < 4:  # H100 (132 SMs): split wins at <= 32
-        return "fused"
-    if bsz * h * chunks * dk * dv * 4 > SPLIT_STATE_BYTES:
-        return "fused"
-    return "split"
+    want = triton.cdiv(2 * _sm_count(torch.device(device)), programs)
+    if path == "fused":
+        return 1
+    if path == "split":
+        return max(2, min(want, chunks)) if chunks >= 2 else 1
+    if programs >= _sm_count(torch.device(device)):
+        return 1
+    return max(1, min(want, chunks // MIN_SEGMENT_CHUNKS))
 
 
 def chunk_forward(q, k, v, *, log_decay=None, gate=None, scale: float = 1.0, reverse: bool = False,
@@ -306,7 +229,8 @@ def chunk_forward(q, k, v, *, log_decay=None, gate=None, scale: float = 1.0, rev
     """(out (B, H, N, Dv), final state (B, H, Dk, Dv) float32 or None). No autograd:
     see ``linear_attention``. ``reverse`` computes the anti-causal sum over i >= j
     (the gate shifted by one token, as the backward pass needs). ``path`` forces
-    the fused walk or the chunk-parallel split launches (see ``choose_path``)."""
+    one serial walk ("fused") or segments walked in parallel ("split"); see
+    ``segments``."""
     check_inputs(q, k, v, log_decay, gate)
     if path not in PATHS:
         raise ValueError(f"path must be one of {PATHS}, got {path!r}")
@@ -318,48 +242,34 @@ def chunk_forward(q, k, v, *, log_decay=None, gate=None, scale: float = 1.0, rev
     g = gate.to(device=q.device, dtype=torch.float32).contiguous() if gate is not None else out
     bt, bv, warps, stages = _config(dk, dv)
     bt = chunk or bt
-    if path == "auto":
-        path = choose_path(bsz, h, n, dk, dv, bt, bv, q.device)
-    flags = dict(HAS_DECAY=log_decay is not None, HAS_GATE=gate is not None, REVERSE=bool(reverse),
-                 PRECISION="ieee" if q.dtype == torch.float32 else "tf32")
-    if path == "fused":
-        grid = (triton.cdiv(dv, bv), bsz * h)
-        _chunk_fwd[grid](
-            q, k, v, g, lam, out, state,
-            *q.stride(), *k.stride(), *v.stride(), *out.stride(),
-            h, n, dk, dv, float(scale),
-            BK=_pow2(dk), BV=bv, BT=bt, STORE_STATE=bool(return_state), **flags,
-            num_warps=warps, num_stages=stages,
-        )
-    else:
-        _split_forward(q, k, v, g, lam, out, state, float(scale), bt, bv, warps, bool(return_state), flags)
-    return out, (state if return_state else None)
-
-
-def _split_forward(q, k, v, g, lam, out, state, scale, bt, bv, warps, return_state, flags):
-    """The three launches of the chunk-parallel path (see the module docstring)."""
-    bsz, h, n, dk = q.shape
-    dv = v.shape[-1]
-    nc = triton.cdiv(n, bt)
-    states = torch.empty(bsz * h, nc, dk, dv, device=q.device, dtype=torch.float32)
-    totals = torch.empty(bsz * h, nc, device=q.device, dtype=torch.float32)
-    nv = triton.cdiv(dv, bv)
-    _split_states[(nv, nc, bsz * h)](
-        k, v, g, lam, states, totals, *k.stride(), *v.stride(), h, n, nc, dk, dv,
-        BK=_pow2(dk), BV=bv, BT=bt, **flags, num_warps=warps, num_stages=1,
-    )
+    ns = segments(bsz, h, n, dv, bt, bv, q.device, path)
+    seg = triton.cdiv(triton.cdiv(n, bt), ns) * bt  # tokens per segment, whole chunks
+    ns = triton.cdiv(n, seg)
+    decays = log_decay is not None or gate is not None
+    launch = _chunk_fwd[(triton.cdiv(dv, bv), bsz * h, ns)]
+    common = dict(BK=_pow2(dk), BV=bv, BT=bt, HAS_DECAY=log_decay is not None, HAS_GATE=gate is not None,
+                  REVERSE=bool(reverse), PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
+                  num_warps=warps, num_stages=stages)
+    strides = (*q.stride(), *k.stride(), *v.stride(), *out.stride())
+    if ns == 1:
+        launch(q, k, v, g, lam, out, out, state, out, *strides, h, n, dk, dv, seg, 1, float(scale),
+               STORE_STATE=bool(return_state), HAS_INIT=False, STATE_ONLY=False, **common)
+        return out, (state if return_state else None)
+    # 1) each segment's own final state and total decay; 2) scan them into the
+    # state entering each segment (and the final state); 3) walk every segment
+    # from its entering state, writing the outputs.
+    states = torch.empty(bsz * h, ns, dk, dv, device=q.device, dtype=torch.float32)
+    totals = torch.empty(bsz * h, ns, device=q.device, dtype=torch.float32) if decays else states
+    launch(q, k, v, g, lam, out, states, states, totals, *strides, h, n, dk, dv, seg, ns, float(scale),
+           STORE_STATE=True, HAS_INIT=False, STATE_ONLY=True, **common)
     bks = 16
-    _split_scan[(nv, triton.cdiv(dk, bks), bsz * h)](
-        states, totals, state, nc, dk, dv, BKS=bks, BV=bv,
-        DECAYS=flags["HAS_DECAY"] or flags["HAS_GATE"], STORE_STATE=return_state,
+    _split_scan[(triton.cdiv(dv, bv), triton.cdiv(dk, bks), bsz * h)](
+        states, totals, state, ns, dk, dv, BKS=bks, BV=bv, DECAYS=decays, STORE_STATE=bool(return_state),
         num_warps=1 if _interpreting() else 2, num_stages=1,
     )
-    _split_output[(nv, nc, bsz * h)](
-        q, k, v, g, lam, states, out,
-        *q.stride(), *k.stride(), *v.stride(), *out.stride(),
-        h, n, nc, dk, dv, scale,
-        BK=_pow2(dk), BV=bv, BT=bt, **flags, num_warps=warps, num_stages=1,
-    )
+    launch(q, k, v, g, lam, out, states, states, totals, *strides, h, n, dk, dv, seg, ns, float(scale),
+           STORE_STATE=False, HAS_INIT=True, STATE_ONLY=False, **common)
+    return out, (state if return_state else None)
 
 
 class LinearAttentionFn(torch.autograd.Function):
