@@ -180,6 +180,7 @@ def main():
     ap.add_argument("--out", default=None)
     ap.add_argument("--seq", type=int, default=4096)
     ap.add_argument("--quick", action="store_true", help="softmax rows only")
+    ap.add_argument("--only", default=None, help="comma-separated scores: D=64 softmax rows plus these, no sweep")
     args = ap.parse_args()
     n = args.seq
     b = 32768 // n
@@ -188,11 +189,15 @@ def main():
     extra = [("sigmoid", {}), ("softcap", {"causal": True}), ("softplus", {"causal": True}), ("clipped", {}),
              ("softmax", {"causal": True, "window": 256}), ("softmax", {"neighborhood": 255}),
              ("softmax", {"neighborhood": 63, "dilation": 4})]
-    for d in (64, 128):
+    if args.only:
+        keep = args.only.split(",")
+        for score, kw in main_cases + [(sc, kw) for sc, kw in extra if sc in keep]:
+            rows.append(case(b, n, 16, 64, score, kw))
+    for d in () if args.only else (64, 128):
         for score, kw in main_cases + ([] if args.quick else extra if d == 64 else extra[:2]):
             rows.append(case(b, n, 16, d, score, kw))
     sweep = []
-    for w in (128, 512, 2048, None):
+    for w in () if args.only else (128, 512, 2048, None):
         kw = {"causal": True} if w is None else {"causal": True, "window": w}
         sweep.append(case(2, 16384, 16, 64, "softmax", kw, backward=False))
     env = environment(torch.device("cuda"))

@@ -38,6 +38,7 @@ from archgram.kernels.flash.common import (
     row_bounds,
     sigmoid2,
     softplus_logit2,
+    softplus_parts,
     tile_lists,
 )
 from archgram.kernels.flash.spec import SCORE_IDS, FlashArgumentError, Spec, make_spec
@@ -95,7 +96,8 @@ def _fwd_tile(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd, start_n, row
         if SCORE == 2:
             s2, _t = cap_logits(s2, cap, FAST_TANH)
         if SCORE == 3:  # softplus ** power = exp2(logit): a softmax over these logits
-            s2 = softplus_logit2(s2, logn[:, None], power)
+            sp, _sig, x2 = softplus_parts(s2, logn[:, None])
+            s2 = softplus_logit2(sp, x2, power)
         if STAGE == 1 or SCORE == 0 or SCORE == 2 or SCORE == 3:  # online softmax
             if MASKED:
                 s2 = tl.where(keep, s2, float("-inf"))
