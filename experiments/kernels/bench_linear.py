@@ -116,30 +116,38 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=None)
     ap.add_argument("--lengths", default="1k,2k,4k,8k,16k,32k,64k")
+    ap.add_argument("--no-fla", action="store_true", help="skip fla (its autotuning takes minutes per shape)")
     args = ap.parse_args()
-    rows = []
-    for d in (64, 128):
-        for n in parse_lengths(args.lengths):
-            rows.append(case(n, d, grad=False))
-        for n in parse_lengths(args.lengths):
-            rows.append(case(n, d, grad=True))
+    global chunk_simple_gla
+    if args.no_fla:
+        chunk_simple_gla = None
     env = environment(torch.device("cuda"))
-    fla_version = "not importable"
+    fla_version = "not importable or skipped"
     if chunk_simple_gla is not None:
         from importlib.metadata import version
         fla_version = version("fla-core")
     head = (f"device: {env['device']} | torch {env['torch']} | triton {env['triton']} | fla-core {fla_version} | "
             f"python {env['python']} | command: python3 {' '.join(sys.argv)}")
-    md = head + "\n\n" + table(rows)
-    print(md)
+    rows = []
+    for d in (64, 128):
+        for grad in (False, True):
+            for n in parse_lengths(args.lengths):
+                rows.append(case(n, d, grad=grad))
+                if args.out:  # after every row: a time limit still leaves what was measured
+                    write(rows, head, args.out, final=False)
+    print(head + "\n\n" + table(rows))
     if args.out:
-        os.makedirs(args.out, exist_ok=True)
-        with open(os.path.join(args.out, "bench_linear.md"), "w") as f:
-            f.write(md + "\n")
-        with open(os.path.join(args.out, "bench_linear.json"), "w") as f:
-            json.dump(rows, f, indent=1)
-        plot(rows, os.path.join(args.out, "bench_linear.png"))
+        write(rows, head, args.out, final=True)
 
+
+def write(rows, head, out, final):
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "bench_linear.md"), "w") as f:
+        f.write(head + "\n\n" + table(rows) + "\n")
+    with open(os.path.join(out, "bench_linear.json"), "w") as f:
+        json.dump(rows, f, indent=1)
+    if final:
+        plot(rows, os.path.join(out, "bench_linear.png"))
 
 if __name__ == "__main__":
     main()
