@@ -271,6 +271,7 @@ OP_CASES = [
     pytest.param({"pattern": {"name": "block_sparse", "block": 4, "pattern": "global"}, "position": {"name": "rope"}},
                  id="block-sparse-rope"),
     pytest.param({"layout": {"name": "gqa"}, "kv_heads": 2, "causal": True}, id="gqa"),
+    pytest.param({"position": {"name": "rel_bias", "max_distance": 3}, "causal": True}, id="rel-bias"),
     pytest.param({"layout": {"name": "sqa", "query_heads": 2}, "kv_heads": 1},
                  marks=pytest.mark.catalog("S42"), id="sqa"),
 ]
@@ -296,6 +297,9 @@ def test_attention_op_kernel_path_matches_pytorch_path(monkeypatch, args):
     n = 50 if CUDA else 12
     torch.manual_seed(0)
     op = Attention((1, n, 128), heads=4, **args).to(DEVICE)
+    with torch.no_grad():  # learned position tables start at zero: make them matter
+        for p in op.position.parameters():
+            p.normal_()
     x = torch.randn(1, n, 128, device=DEVICE)
 
     def run():

@@ -41,12 +41,13 @@ PATTERNS = {
     patterns.BlockSparse: _block_sparse,
 }
 
-# positions applied before the kernel (rotations) or as its ALiBi bias
+# positions applied before the kernel (rotations) or as its ALiBi / learned relative bias
 POSITIONS = {
     positions.NoPosition: lambda p: {},
     positions.RoPE: lambda p: {},
     positions.ALiBi: lambda p: {"alibi_slopes": p.slopes()},
     positions.RoPEALiBi: lambda p: {"alibi_slopes": p.slopes()},
+    positions.RelativeBias: lambda p: {"rel_bias": p.table},
 }
 
 

@@ -112,6 +112,29 @@ class ALiBi(Position):
         return -self.slopes().to(device)[:, None, None] * _distance(nq, nk, device).abs()[None]
 
 
+@POSITIONS.register
+class RelativeBias(Position):
+    """Learned relative position bias (Shaw et al. 2018, clipped; T5's bias
+    without its log buckets): a per-head logit bias b_h[clip(j - i, -R, R)],
+    zero at initialisation so training finds which offsets matter. The flash
+    kernels take the same (H, 2R + 1) table and return its gradient."""
+
+    name = "rel_bias"
+    params = ("max_distance",)
+    max_distance = 32
+
+    def __init__(self, heads, head_dim, max_distance: int = 32):
+        super().__init__(heads, head_dim)
+        if isinstance(max_distance, bool) or not isinstance(max_distance, int) or max_distance < 1:
+            raise ShapeError(f"rel_bias: max_distance must be an integer >= 1, got {max_distance!r}")
+        self.max_distance = max_distance
+        self.table = nn.Parameter(torch.zeros(heads, 2 * max_distance + 1))
+
+    def bias(self, nq, nk, device):
+        r = self.max_distance
+        column = (-_distance(nq, nk, device)).clamp(-r, r) + r  # j - i, clipped
+        return self.table[:, column]
+
 
 def _distance(nq: int, nk: int, device) -> torch.Tensor:
     """(nq, nk) signed offsets i - j."""

@@ -1,4 +1,4 @@
-"""Positions (GPSA, positional-only, URPE, RoPE+ALiBi) and head layouts (SQA,
+"""Positions (GPSA, positional-only, URPE, RoPE+ALiBi, learned relative bias) and head layouts (SQA,
 MLA, TPLA, MoH) against explicit formulas and the properties their papers state."""
 from __future__ import annotations
 
@@ -178,6 +178,24 @@ def test_rope_alibi_keeps_relative_shift_invariance_and_a_harmonic_linear_bias()
         SPEC.cls.output_shape((1, 12, 12), **SPEC.bind({"heads": 2, "position": {"name": "rope_alibi"}}))
 
 
+def test_rel_bias_adds_a_learned_clipped_offset_table_to_the_logits():
+    """Logits + table[h, clip(j - i, -R, R) + R]: hand-built for R = 2; zero at
+    initialisation (plain attention); the table is a trained parameter."""
+    m = build((1, 6, 16), heads=2, position={"name": "rel_bias", "max_distance": 2})
+    pos = m.position
+    assert torch.equal(pos.bias(6, 6, "cpu"), torch.zeros(2, 6, 6))
+    assert any(p is pos.table for p in m.parameters())
+    with torch.no_grad():
+        pos.table.copy_(torch.arange(10.0).view(2, 5))  # head h, column c: 5h + c
+    bias = pos.bias(6, 6, "cpu")
+    for i in range(6):
+        for j in range(6):
+            c = max(-2, min(2, j - i)) + 2
+            assert bias[0, i, j] == c and bias[1, i, j] == 5 + c
+    with pytest.raises(ShapeError, match="max_distance"):
+        build((1, 6, 16), heads=2, position={"name": "rel_bias", "max_distance": 0})
+
+
 # --- S42 SQA --------------------------------------------------------------------
 
 
@@ -307,7 +325,7 @@ def test_reweighting_positions_are_refused_for_scores_without_weights():
 
 @pytest.mark.catalog("S19", "S22", "S30", "S32", "S42", "S67", "S68")
 @pytest.mark.parametrize("layout", [{"name": "sqa", "query_heads": 2}, {"name": "tpla", "latent": 8, "shards": 2}, {"name": "moh", "k": 2, "shared": 1}])
-@pytest.mark.parametrize("position", ["gpsa", "urpe", "positional", "rope_alibi", "alibi"])
+@pytest.mark.parametrize("position", ["gpsa", "urpe", "positional", "rope_alibi", "alibi", "rel_bias"])
 def test_layouts_and_positions_combine_and_train(layout, position):
     m = build((2, 6, 32), heads=4, layout=layout, position={"name": position}, causal=True)
     x = torch.randn(2, 6, 32, requires_grad=True)
@@ -316,7 +334,7 @@ def test_layouts_and_positions_combine_and_train(layout, position):
 
 
 LAYOUTS = "mha|sqa(2)|mla(16)|tpla(16, 2)|moh(1, 1)"
-POSITIONS = "none|rope_alibi|urpe|gpsa|positional"
+POSITIONS = "none|rope_alibi|urpe|gpsa|positional|rel_bias"
 
 
 @pytest.mark.catalog("S19", "S22", "S30", "S32", "S42", "S67", "S68")
@@ -332,7 +350,7 @@ def test_the_sampler_picks_the_new_choices_and_the_shipped_grammar_offers_them()
         layouts.add(args["layout"]["name"])
         positions.add(args["position"]["name"])
     assert {"sqa", "mla", "tpla", "moh"} <= layouts
-    assert {"gpsa", "urpe", "positional", "rope_alibi"} <= positions
+    assert {"gpsa", "urpe", "positional", "rope_alibi", "rel_bias"} <= positions
     path = Path(archgram.__file__).parent / "grammars" / "attention.pcfg"
     text = path.read_text()
     Grammar.from_text(text, str(path))  # still parses
