@@ -84,7 +84,7 @@ def _dq_tile(dq, dsum, q, do, k_base, v_base, skn, skd, svn, svd, start_n, rows,
              SCORE: tl.constexpr, STAGE: tl.constexpr, MASKED: tl.constexpr, DILATED: tl.constexpr,
              GRID2D: tl.constexpr,
              BLOCK_SPARSE: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_RELB: tl.constexpr, PRECISION: tl.constexpr,
-             FAST_TANH: tl.constexpr):
+             FAST_APPROX: tl.constexpr):
     """STAGE 1: accumulate D' (clipped) into dsum; STAGE 2: accumulate dQ (unscaled)."""
     cols = start_n + offs_n
     keep = cols[None, :] >= 0
@@ -109,7 +109,7 @@ def _dq_tile(dq, dsum, q, do, k_base, v_base, skn, skd, svn, svd, start_n, rows,
         dsum += tl.sum(tl.where(inside, p * czeta * dp, 0.0), 1)
     else:
         _w, ds = weights_and_grad(s2, keep, dp, lse2[:, None], delta[:, None], logn[:, None], sig_b2,
-                                  cap, czeta, gamma, power, SCORE, MASKED, FAST_TANH)
+                                  cap, czeta, gamma, power, SCORE, MASKED, FAST_APPROX)
         dq += tl.dot(ds.to(kt.dtype), tl.trans(kt), input_precision=PRECISION)
         if HAS_RELB:  # dBias[h, t] = sum of ds over the pairs at clipped offset t (atomics: rows of all tiles)
             tl.atomic_add(db_base + rel_index(rows[:, None], cols[None, :], rmax), ds,
@@ -124,7 +124,7 @@ def _dq_sweep(dq, dsum, q, do, k_base, v_base, skn, skd, svn, svd, rows, offs_n,
               lse2, delta, logn, lo, full_lo, full_hi, hi,
               SCORE: tl.constexpr, STAGE: tl.constexpr, DILATED: tl.constexpr, GRID2D: tl.constexpr,
               BLOCK_SPARSE: tl.constexpr,
-              HAS_ALIBI: tl.constexpr, HAS_RELB: tl.constexpr, PRECISION: tl.constexpr, FAST_TANH: tl.constexpr,
+              HAS_ALIBI: tl.constexpr, HAS_RELB: tl.constexpr, PRECISION: tl.constexpr, FAST_APPROX: tl.constexpr,
               BLOCK_N: tl.constexpr):
     if BLOCK_SPARSE:
         row = TILES + pid_m * (n_tiles + 1)
@@ -135,7 +135,7 @@ def _dq_sweep(dq, dsum, q, do, k_base, v_base, skn, skd, svn, svd, rows, offs_n,
                                 sig_b2, cap, czeta, gamma,
                                 power, lse2, delta, logn, SCORE, STAGE, True, DILATED, GRID2D, BLOCK_SPARSE,
                                 HAS_ALIBI, HAS_RELB,
-                                PRECISION, FAST_TANH)
+                                PRECISION, FAST_APPROX)
     else:
         for start_n in range(lo, full_lo, BLOCK_N):
             dq, dsum = _dq_tile(dq, dsum, q, do, k_base, v_base, skn, skd, svn, svd, start_n, rows, offs_n, offs_d,
@@ -143,21 +143,21 @@ def _dq_sweep(dq, dsum, q, do, k_base, v_base, skn, skd, svn, svd, rows, offs_n,
                                 sig_b2, cap, czeta, gamma,
                                 power, lse2, delta, logn, SCORE, STAGE, True, DILATED, GRID2D, BLOCK_SPARSE,
                                 HAS_ALIBI, HAS_RELB,
-                                PRECISION, FAST_TANH)
+                                PRECISION, FAST_APPROX)
         for start_n in range(full_lo, full_hi, BLOCK_N):
             dq, dsum = _dq_tile(dq, dsum, q, do, k_base, v_base, skn, skd, svn, svd, start_n, rows, offs_n, offs_d,
                                 a, b, NK, dil, gw, BMASK, nbq, nbk, bq, bk, slope2, rb_base, db_base, rmax, qk_scale,
                                 sig_b2, cap, czeta, gamma,
                                 power, lse2, delta, logn, SCORE, STAGE, False, DILATED, GRID2D, BLOCK_SPARSE,
                                 HAS_ALIBI, HAS_RELB,
-                                PRECISION, FAST_TANH)
+                                PRECISION, FAST_APPROX)
         for start_n in range(full_hi, hi, BLOCK_N):
             dq, dsum = _dq_tile(dq, dsum, q, do, k_base, v_base, skn, skd, svn, svd, start_n, rows, offs_n, offs_d,
                                 a, b, NK, dil, gw, BMASK, nbq, nbk, bq, bk, slope2, rb_base, db_base, rmax, qk_scale,
                                 sig_b2, cap, czeta, gamma,
                                 power, lse2, delta, logn, SCORE, STAGE, True, DILATED, GRID2D, BLOCK_SPARSE,
                                 HAS_ALIBI, HAS_RELB,
-                                PRECISION, FAST_TANH)
+                                PRECISION, FAST_APPROX)
     return dq, dsum
 
 
@@ -170,7 +170,7 @@ def _flash_bwd_dq(
     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, SCORE: tl.constexpr,
     CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, NEIGHBOR: tl.constexpr, DILATED: tl.constexpr, GRID2D: tl.constexpr,
     BLOCK_SPARSE: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_RELB: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr, FAST_TANH: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr, FAST_APPROX: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -203,13 +203,13 @@ def _flash_bwd_dq(
                                cap,
                                czeta, gamma, power, lse2, delta, logn, lo, full_lo, full_hi, hi, SCORE, 1,
                                DILATED, GRID2D,
-                               BLOCK_SPARSE, HAS_ALIBI, HAS_RELB, PRECISION, FAST_TANH, BLOCK_N)
+                               BLOCK_SPARSE, HAS_ALIBI, HAS_RELB, PRECISION, FAST_APPROX, BLOCK_N)
         tl.store(DELTA + stat, delta, mask=row_ok)
     dq, _d = _dq_sweep(dq, delta, q, do, k_base, v_base, skn, skd, svn, svd, rows, offs_n, offs_d, a, b,
                        NK, dil, gw, BMASK, nbq, nbk, bq, bk, TILES, n_tiles, pid_m, slope2, rb_base, db_base, rmax,
                        qk_scale, sig_b2, cap,
                        czeta, gamma, power, lse2, delta, logn, lo, full_lo, full_hi, hi, SCORE, 2, DILATED, GRID2D,
-                       BLOCK_SPARSE, HAS_ALIBI, HAS_RELB, PRECISION, FAST_TANH, BLOCK_N)
+                       BLOCK_SPARSE, HAS_ALIBI, HAS_RELB, PRECISION, FAST_APPROX, BLOCK_N)
     tl.store(DQ + b_idx * sgb + h * sgh + rows[:, None] * sgm + offs_d[None, :] * sgd,
              (dq * scale).to(DQ.dtype.element_ty), mask=row_ok[:, None])
 
@@ -222,7 +222,7 @@ def _dkdv_tile(dk, dv, k, v, q_base, do_base, sqm, sqd, sdm, sdd, stat_base, LSE
                power, SCORE: tl.constexpr, MASKED: tl.constexpr, CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr,
                NEIGHBOR: tl.constexpr, DILATED: tl.constexpr, GRID2D: tl.constexpr, BLOCK_SPARSE: tl.constexpr,
                HAS_ALIBI: tl.constexpr, HAS_RELB: tl.constexpr,
-               PRECISION: tl.constexpr, FAST_TANH: tl.constexpr):
+               PRECISION: tl.constexpr, FAST_APPROX: tl.constexpr):
     """One query tile against this program's key tile, transposed: (keys, queries)."""
     rows = start_m + offs_m
     row_ok = rows < NQ
@@ -245,7 +245,7 @@ def _dkdv_tile(dk, dv, k, v, q_base, do_base, sqm, sqd, sdm, sdd, stat_base, LSE
         s2 = s2 + tl.load(rb_base + rel_index(rows[None, :], cols[:, None], rmax))
     dp = tl.dot(v, tl.trans(do), input_precision=PRECISION)
     w, ds = weights_and_grad(s2, keep, dp, lse2[None, :], delta[None, :], logn[None, :], sig_b2, cap,
-                             czeta, gamma, power, SCORE, MASKED, FAST_TANH)
+                             czeta, gamma, power, SCORE, MASKED, FAST_APPROX)
     dv += tl.dot(w.to(do.dtype), do, input_precision=PRECISION)
     dk += tl.dot(ds.to(q.dtype), q, input_precision=PRECISION)
     return dk, dv
@@ -299,7 +299,7 @@ def _flash_bwd_dkdv(
     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, SCORE: tl.constexpr,
     CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, NEIGHBOR: tl.constexpr, DILATED: tl.constexpr, GRID2D: tl.constexpr,
     BLOCK_SPARSE: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_RELB: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr, FAST_TANH: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr, FAST_APPROX: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -338,7 +338,7 @@ def _flash_bwd_dkdv(
                                     slope2, rb_base, db_base, rmax, qk_scale, sig_b2, cap, czeta, gamma, power,
                                     SCORE, True, CAUSAL,
                                     HAS_WINDOW, NEIGHBOR, DILATED, GRID2D, BLOCK_SPARSE, HAS_ALIBI, HAS_RELB, PRECISION,
-                                    FAST_TANH)
+                                    FAST_APPROX)
         else:
             for start_m in range(lo, full_lo, BLOCK_M):
                 dk, dv = _dkdv_tile(dk, dv, k, v, q_base, do_base, sqm, sqd, sdm, sdd, stat_base, LSE, AUX, DELTA,
@@ -347,7 +347,7 @@ def _flash_bwd_dkdv(
                                     slope2, rb_base, db_base, rmax, qk_scale, sig_b2, cap, czeta, gamma, power,
                                     SCORE, True, CAUSAL,
                                     HAS_WINDOW, NEIGHBOR, DILATED, GRID2D, BLOCK_SPARSE, HAS_ALIBI, HAS_RELB, PRECISION,
-                                    FAST_TANH)
+                                    FAST_APPROX)
             for start_m in range(full_lo, full_hi, BLOCK_M):
                 dk, dv = _dkdv_tile(dk, dv, k, v, q_base, do_base, sqm, sqd, sdm, sdd, stat_base, LSE, AUX, DELTA,
                                     start_m, offs_m, offs_d, cols, NQ, NK, window, dil, nbhd, gw, BMASK, nbq, nbk,
@@ -355,7 +355,7 @@ def _flash_bwd_dkdv(
                                     slope2, rb_base, db_base, rmax, qk_scale, sig_b2, cap, czeta, gamma, power,
                                     SCORE, False, CAUSAL,
                                     HAS_WINDOW, NEIGHBOR, DILATED, GRID2D, BLOCK_SPARSE, HAS_ALIBI, HAS_RELB, PRECISION,
-                                    FAST_TANH)
+                                    FAST_APPROX)
             for start_m in range(full_hi, hi, BLOCK_M):
                 dk, dv = _dkdv_tile(dk, dv, k, v, q_base, do_base, sqm, sqd, sdm, sdd, stat_base, LSE, AUX, DELTA,
                                     start_m, offs_m, offs_d, cols, NQ, NK, window, dil, nbhd, gw, BMASK, nbq, nbk,
@@ -363,7 +363,7 @@ def _flash_bwd_dkdv(
                                     slope2, rb_base, db_base, rmax, qk_scale, sig_b2, cap, czeta, gamma, power,
                                     SCORE, True, CAUSAL,
                                     HAS_WINDOW, NEIGHBOR, DILATED, GRID2D, BLOCK_SPARSE, HAS_ALIBI, HAS_RELB, PRECISION,
-                                    FAST_TANH)
+                                    FAST_APPROX)
     tl.store(DK + b_idx * skgb + kvh * skgh + cols[:, None] * skgn + offs_d[None, :] * skgd,
              (dk * scale).to(DK.dtype.element_ty), mask=col_ok[:, None])
     tl.store(DV + b_idx * svgb + kvh * svgh + cols[:, None] * svgn + offs_d[None, :] * svgd,
@@ -392,7 +392,7 @@ def backward(do, q, k, v, out, lse, aux, spec: Spec, alibi_slopes=None, block=No
     common = dict(GROUP=h // hkv, HEAD_DIM=d, SCORE=score, HAS_ALIBI=alibi_slopes is not None,
                   HAS_RELB=rel_bias is not None, rmax=rmax,
                   PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
-                  FAST_TANH=q.dtype != torch.float32 and not interpreting())
+                  FAST_APPROX=q.dtype != torch.float32 and not interpreting())
     strides = (*q.stride(), *k.stride(), *v.stride(), *do.stride())
     bm, bn, warps, stages = q_cfg
     bmask, tiles, margs, flags = mask_args(spec, nq, nk, bm, bn, q.device)

@@ -22,12 +22,23 @@ def interpreting() -> bool:
 
 
 @triton.jit
-def _tanh(x, FAST_TANH: tl.constexpr):
-    if FAST_TANH:  # one MUFU op; ~2^-11 relative error, used for fp16/bf16 inputs only
+def _tanh(x, FAST_APPROX: tl.constexpr):
+    if FAST_APPROX:  # one MUFU op; ~2^-11 relative error, used for fp16/bf16 inputs only
         return tl.inline_asm_elementwise("tanh.approx.f32 $0, $1;", "=f,f", [x], dtype=tl.float32,
                                          is_pure=True, pack=1)
     else:
         return 2.0 / (1.0 + tl.exp2(-2.0 * 1.4426950408889634 * x)) - 1.0
+
+
+@triton.jit
+def _log2(x, FAST_APPROX: tl.constexpr):
+    """tl.log2 compiles to libdevice's ~20-instruction polynomial; lg2.approx is
+    one MUFU op (abs. error ~2^-22), used for fp16/bf16 inputs."""
+    if FAST_APPROX:
+        return tl.inline_asm_elementwise("lg2.approx.f32 $0, $1;", "=f,f", [x], dtype=tl.float32,
+                                         is_pure=True, pack=1)
+    else:
+        return tl.log2(x)
 
 
 @triton.jit
@@ -125,52 +136,52 @@ def softplus_parts(s2, logn):
 
 
 @triton.jit
-def softplus_logit2(sp, x2, power):
+def softplus_logit2(sp, x2, power, FAST_APPROX: tl.constexpr):
     """log2(softplus(x) ** power), finite for every finite x2 (far below zero
     softplus(x) = 2^x2 to fp32 precision, which would underflow): the softplus
     weights are a softmax over these logits, so they share its online max and
     stay in range when cast to fp16."""
-    return power * tl.where(x2 < -20.0, x2, tl.log2(sp))
+    return power * tl.where(x2 < -20.0, x2, _log2(sp, FAST_APPROX))
 
 
 @triton.jit
-def sigmoid2(x2, FAST_TANH: tl.constexpr):
+def sigmoid2(x2, FAST_APPROX: tl.constexpr):
     """sigmoid(x) from x2 = x * log2(e): one tanh.approx (1 MUFU op) for half
     precision inputs, exp2 and a division otherwise."""
-    if FAST_TANH:
-        return 0.5 + 0.5 * _tanh(x2 * (0.5 * 0.6931471805599453), FAST_TANH)
+    if FAST_APPROX:
+        return 0.5 + 0.5 * _tanh(x2 * (0.5 * 0.6931471805599453), FAST_APPROX)
     else:
         return 1.0 / (1.0 + tl.exp2(-x2))
 
 
 @triton.jit
-def cap_logits(s2, cap, FAST_TANH: tl.constexpr):
+def cap_logits(s2, cap, FAST_APPROX: tl.constexpr):
     """Soft-capped log2-unit logits and tanh(s / cap) (for the gradient)."""
-    t = _tanh(s2 * (0.6931471805599453 / cap), FAST_TANH)
+    t = _tanh(s2 * (0.6931471805599453 / cap), FAST_APPROX)
     return (cap * 1.4426950408889634) * t, t
 
 
 @triton.jit
 def weights_and_grad(s2, keep, dp, lse2, delta, logn, sig_b2, cap, czeta, gamma, power,
-                     SCORE: tl.constexpr, MASKED: tl.constexpr, FAST_TANH: tl.constexpr):
+                     SCORE: tl.constexpr, MASKED: tl.constexpr, FAST_APPROX: tl.constexpr):
     """Backward pieces of one tile: the weights w (for dV) and dL/ds (for dQ, dK),
     s the natural-unit logit after the bias. Row statistics come broadcast to
     the tile: lse2 (log2 units), delta (rowsum(dO * O), or D' for clipped),
     logn (softplus). dp = dO . v."""
     if SCORE == 1:  # sigmoid
-        w = sigmoid2(s2 + sig_b2, FAST_TANH)
+        w = sigmoid2(s2 + sig_b2, FAST_APPROX)
         if MASKED:
             w = tl.where(keep, w, 0.0)
         ds = dp * w * (1.0 - w)
     elif SCORE == 3:  # softplus: w = f / z, f = softplus(x) ** power, lse2 = log2 z
         sp, sig, x2 = softplus_parts(s2, logn)
-        w = tl.exp2(softplus_logit2(sp, x2, power) - lse2)
+        w = tl.exp2(softplus_logit2(sp, x2, power, FAST_APPROX) - lse2)
         if MASKED:
             w = tl.where(keep, w, 0.0)
         ds = tl.where(sp > 0.0, (dp - delta) * w * power * sig * logn / sp, 0.0)
     else:
         if SCORE == 2:
-            s2, t = cap_logits(s2, cap, FAST_TANH)
+            s2, t = cap_logits(s2, cap, FAST_APPROX)
         p = tl.exp2(s2 - lse2)
         if MASKED:
             p = tl.where(keep, p, 0.0)

@@ -71,7 +71,7 @@ def _fwd_tile(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd, start_n, row
               SCORE: tl.constexpr, STAGE: tl.constexpr, MASKED: tl.constexpr, DILATED: tl.constexpr,
               GRID2D: tl.constexpr,
               BLOCK_SPARSE: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_RELB: tl.constexpr, PRECISION: tl.constexpr,
-              FAST_TANH: tl.constexpr):
+              FAST_APPROX: tl.constexpr):
     """One key tile. STAGE 0: count visible keys into l_i; 1: softmax statistics
     only (clipped's first pass); 2: accumulate the output."""
     cols = start_n + offs_n
@@ -94,10 +94,10 @@ def _fwd_tile(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd, start_n, row
         if HAS_RELB:
             s2 = s2 + tl.load(rb_base + rel_index(rows[:, None], cols[None, :], rmax))
         if SCORE == 2:
-            s2, _t = cap_logits(s2, cap, FAST_TANH)
+            s2, _t = cap_logits(s2, cap, FAST_APPROX)
         if SCORE == 3:  # softplus ** power = exp2(logit): a softmax over these logits
             sp, _sig, x2 = softplus_parts(s2, logn[:, None])
-            s2 = softplus_logit2(sp, x2, power)
+            s2 = softplus_logit2(sp, x2, power, FAST_APPROX)
         if STAGE == 1 or SCORE == 0 or SCORE == 2 or SCORE == 3:  # online softmax
             if MASKED:
                 s2 = tl.where(keep, s2, float("-inf"))
@@ -118,7 +118,7 @@ def _fwd_tile(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd, start_n, row
                 acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
         else:
             if SCORE == 1:  # sigmoid
-                w = sigmoid2(s2 + sig_b2, FAST_TANH)
+                w = sigmoid2(s2 + sig_b2, FAST_APPROX)
             else:  # clipped, with the final lse of the statistics pass
                 w = tl.minimum(tl.maximum(czeta * tl.exp2(s2 - lse2[:, None]) + gamma, 0.0), 1.0)
             if MASKED:
@@ -142,7 +142,7 @@ def _sweep(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd, rows, offs_n, o
            logn, lse2, lo, full_lo, full_hi, hi,
            SCORE: tl.constexpr, STAGE: tl.constexpr, DILATED: tl.constexpr, GRID2D: tl.constexpr,
            BLOCK_SPARSE: tl.constexpr,
-           HAS_ALIBI: tl.constexpr, HAS_RELB: tl.constexpr, PRECISION: tl.constexpr, FAST_TANH: tl.constexpr,
+           HAS_ALIBI: tl.constexpr, HAS_RELB: tl.constexpr, PRECISION: tl.constexpr, FAST_APPROX: tl.constexpr,
            BLOCK_N: tl.constexpr):
     """All key tiles of one query tile: masked boundary, unmasked interior,
     masked boundary; or the block-sparse list."""
@@ -155,7 +155,7 @@ def _sweep(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd, rows, offs_n, o
                                       rmax, qk_scale, sig_b2, cap,
                                       czeta, gamma, power, logn, lse2, SCORE, STAGE, True, DILATED, GRID2D,
                                       BLOCK_SPARSE,
-                                      HAS_ALIBI, HAS_RELB, PRECISION, FAST_TANH)
+                                      HAS_ALIBI, HAS_RELB, PRECISION, FAST_APPROX)
     else:
         for start_n in range(lo, full_lo, BLOCK_N):
             acc, l_i, m_i = _fwd_tile(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd, start_n, rows, offs_n,
@@ -163,21 +163,21 @@ def _sweep(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd, rows, offs_n, o
                                       rmax, qk_scale, sig_b2, cap,
                                       czeta, gamma, power, logn, lse2, SCORE, STAGE, True, DILATED, GRID2D,
                                       BLOCK_SPARSE,
-                                      HAS_ALIBI, HAS_RELB, PRECISION, FAST_TANH)
+                                      HAS_ALIBI, HAS_RELB, PRECISION, FAST_APPROX)
         for start_n in range(full_lo, full_hi, BLOCK_N):
             acc, l_i, m_i = _fwd_tile(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd, start_n, rows, offs_n,
                                       offs_d, a, b, NK, dil, gw, BMASK, nbq, nbk, bq, bk, slope2, rb_base, db_base,
                                       rmax, qk_scale, sig_b2, cap,
                                       czeta, gamma, power, logn, lse2, SCORE, STAGE, False, DILATED, GRID2D,
                                       BLOCK_SPARSE,
-                                      HAS_ALIBI, HAS_RELB, PRECISION, FAST_TANH)
+                                      HAS_ALIBI, HAS_RELB, PRECISION, FAST_APPROX)
         for start_n in range(full_hi, hi, BLOCK_N):
             acc, l_i, m_i = _fwd_tile(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd, start_n, rows, offs_n,
                                       offs_d, a, b, NK, dil, gw, BMASK, nbq, nbk, bq, bk, slope2, rb_base, db_base,
                                       rmax, qk_scale, sig_b2, cap,
                                       czeta, gamma, power, logn, lse2, SCORE, STAGE, True, DILATED, GRID2D,
                                       BLOCK_SPARSE,
-                                      HAS_ALIBI, HAS_RELB, PRECISION, FAST_TANH)
+                                      HAS_ALIBI, HAS_RELB, PRECISION, FAST_APPROX)
     return acc, l_i, m_i
 
 
@@ -189,7 +189,7 @@ def _flash_fwd(
     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, SCORE: tl.constexpr,
     CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, NEIGHBOR: tl.constexpr, DILATED: tl.constexpr, GRID2D: tl.constexpr,
     BLOCK_SPARSE: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_RELB: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr, FAST_TANH: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr, FAST_APPROX: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -224,7 +224,7 @@ def _flash_fwd(
                              czeta,
                              gamma, power, logn, lse2, lo, full_lo, full_hi, hi, SCORE, 0, DILATED, GRID2D,
                              BLOCK_SPARSE,
-                             HAS_ALIBI, HAS_RELB, PRECISION, FAST_TANH, BLOCK_N)
+                             HAS_ALIBI, HAS_RELB, PRECISION, FAST_APPROX, BLOCK_N)
         logn = tl.log(tl.maximum(cnt, 1.0))
     elif SCORE == 3:  # a contiguous interval [a, b]: counted without a sweep
         logn = tl.log(tl.maximum(b - a + 1, 1).to(tl.float32))
@@ -234,14 +234,14 @@ def _flash_fwd(
                             qk_scale, sig_b2, cap,
                             czeta,
                             gamma, power, logn, lse2, lo, full_lo, full_hi, hi, SCORE, 1, DILATED, GRID2D, BLOCK_SPARSE,
-                            HAS_ALIBI, HAS_RELB, PRECISION, FAST_TANH, BLOCK_N)
+                            HAS_ALIBI, HAS_RELB, PRECISION, FAST_APPROX, BLOCK_N)
         lse2 = tl.where(l1 == 0.0, float("-inf"), m1 + tl.log2(tl.where(l1 == 0.0, 1.0, l1)))
     acc, l_i, m_i = _sweep(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd, rows, offs_n, offs_d, a, b, NK,
                            dil, gw, BMASK, nbq, nbk, bq, bk, TILES, n_tiles, pid_m, slope2, rb_base, db_base, rmax,
                            qk_scale, sig_b2, cap,
                            czeta,
                            gamma, power, logn, lse2, lo, full_lo, full_hi, hi, SCORE, 2, DILATED, GRID2D, BLOCK_SPARSE,
-                           HAS_ALIBI, HAS_RELB, PRECISION, FAST_TANH, BLOCK_N)
+                           HAS_ALIBI, HAS_RELB, PRECISION, FAST_APPROX, BLOCK_N)
 
     stat_ptr = pid_bh * NQ + rows
     if SCORE == 0 or SCORE == 2 or SCORE == 3:
@@ -339,7 +339,7 @@ def forward(q, k, v, spec: Spec, alibi_slopes=None, block=None, rel_bias=None):
         GROUP=h // hkv, HEAD_DIM=d, SCORE=SCORE_IDS[spec.score], HAS_ALIBI=alibi_slopes is not None, **flags,
         HAS_RELB=rel_bias is not None, rmax=rmax,
         BLOCK_M=bm, BLOCK_N=bn, PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
-        FAST_TANH=q.dtype != torch.float32 and not interpreting(),
+        FAST_APPROX=q.dtype != torch.float32 and not interpreting(),
         num_warps=warps, num_stages=stages,
     )
     return out, lse, aux
