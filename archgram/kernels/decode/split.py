@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 
 import torch
 import triton
 import triton.language as tl
+
+from archgram.kernels.launch import dot_precision, interpreting, pow2, sm_count
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 MAX_HEAD_DIM = 256
@@ -106,20 +107,10 @@ def _decode_reduce(PO, PLSE, Out, LSE, D, NSPLIT, BLOCK_S: tl.constexpr, BLOCK_D
     tl.store(LSE + row, tl.where(total == 0.0, float("-inf"), m_safe + tl.log(total_safe)))
 
 
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-
-def _pow2(n: int, low: int = 16) -> int:
-    return max(low, triton.next_power_of_2(n))
-
-
 @functools.cache
 def _programs(device: torch.device) -> int:
-    """How many programs keep the device busy (two waves of its SMs)."""
-    if device.type == "cuda":
-        return 2 * torch.cuda.get_device_properties(device).multi_processor_count
-    return 4
+    """How many programs keep the device busy (two waves of its SMs; 4 on the CPU)."""
+    return 2 * sm_count(device) if device.type == "cuda" else 4
 
 
 def plan(nk: int, groups: int, block_n: int, device, splits: int | None = None) -> tuple[int, int]:
@@ -163,21 +154,21 @@ def decode_attention(q, k, v, lengths=None, *, scale: float | None = None, split
     if has_lengths:
         lengths = lengths.to(device=q.device, dtype=torch.int32).contiguous()
     scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
-    block_n = 16 if _interpreting() else 64
+    block_n = 16 if interpreting() else 64
     split, n_split = plan(nk, bsz * hkv, block_n, q.device, splits)
     part_o = torch.empty(bsz, h, nq, n_split, d, device=q.device, dtype=torch.float32)
     part_lse = torch.empty(bsz, h, nq, n_split, device=q.device, dtype=torch.float32)
-    block_d = _pow2(d)
+    block_d = pow2(d)
     _decode_partial[(n_split, bsz * hkv)](
         q, k, v, lengths if has_lengths else part_lse, part_o, part_lse,
         *q.stride(), *k.stride(), *v.stride(),
         hkv, nq, nk, d, split, n_split, scale,
-        GROUP=group, BLOCK_M=_pow2(group * nq), BLOCK_N=block_n, BLOCK_D=block_d,
-        PRECISION="ieee" if q.dtype == torch.float32 else "tf32", HAS_LENGTHS=has_lengths,
-        num_warps=1 if _interpreting() else 4, num_stages=1 if _interpreting() else 2,
+        GROUP=group, BLOCK_M=pow2(group * nq), BLOCK_N=block_n, BLOCK_D=block_d,
+        PRECISION=dot_precision(q.dtype), HAS_LENGTHS=has_lengths,
+        num_warps=1 if interpreting() else 4, num_stages=1 if interpreting() else 2,
     )
     out = torch.empty(bsz, h, nq, d, device=q.device, dtype=q.dtype)
     lse = torch.empty(bsz, h, nq, device=q.device, dtype=torch.float32)
     _decode_reduce[(bsz * h * nq,)](part_o, part_lse, out, lse, d, n_split,
-                                     BLOCK_S=_pow2(n_split, 2), BLOCK_D=block_d)
+                                     BLOCK_S=pow2(n_split, 2), BLOCK_D=block_d)
     return (out, lse) if return_lse else out

@@ -25,13 +25,13 @@ from archgram.kernels.flash.common import (
     LOG2E,
     bwd_config,
     element_mask,
-    interpreting,
     rel_index,
     row_bounds,
     weights_and_grad,
 )
 from archgram.kernels.flash.forward import key_ranges, mask_args, rel_bias_args, score_args
 from archgram.kernels.flash.spec import SCORE_IDS, Spec
+from archgram.kernels.launch import dot_precision, fast_approx, interpreting
 
 
 @triton.jit
@@ -67,9 +67,8 @@ def _row_stats(LSE, AUX, DELTA, ptr, row_ok, SCORE: tl.constexpr):
     lse2 = tl.zeros(ptr.shape, dtype=tl.float32)
     delta = lse2
     logn = lse2
-    if SCORE != 1:
+    if SCORE != 1:  # sigmoid keeps no row statistics
         delta = tl.load(DELTA + ptr, mask=row_ok, other=0.0)
-    if SCORE != 1:
         lse2 = tl.load(LSE + ptr, mask=row_ok, other=0.0) * 1.4426950408889634
         lse2 = tl.where(lse2 == float("-inf"), 0.0, lse2)  # rows seeing nothing: all weights masked anyway
     if SCORE == 3:
@@ -391,8 +390,7 @@ def backward(do, q, k, v, out, lse, aux, spec: Spec, alibi_slopes=None, block=No
     drelb = torch.zeros(relb.shape, device=q.device, dtype=torch.float32) if rel_bias is not None else delta
     common = dict(GROUP=h // hkv, HEAD_DIM=d, SCORE=score, HAS_ALIBI=alibi_slopes is not None,
                   HAS_RELB=rel_bias is not None, rmax=rmax,
-                  PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
-                  FAST_APPROX=q.dtype != torch.float32 and not interpreting())
+                  PRECISION=dot_precision(q.dtype), FAST_APPROX=fast_approx(q.dtype))
     strides = (*q.stride(), *k.stride(), *v.stride(), *do.stride())
     bm, bn, warps, stages = q_cfg
     bmask, tiles, margs, flags = mask_args(spec, nq, nk, bm, bn, q.device)

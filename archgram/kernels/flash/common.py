@@ -7,18 +7,14 @@ and the ALiBi slopes on the host) so every exponential is an ``exp2``.
 """
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 
+from archgram.kernels.launch import interpreting
+
 LOG2E = 1.4426950408889634
 LN2 = 0.6931471805599453
-
-
-def interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 @triton.jit
@@ -173,15 +169,12 @@ def weights_and_grad(s2, keep, dp, lse2, delta, logn, sig_b2, cap, czeta, gamma,
         if MASKED:
             w = tl.where(keep, w, 0.0)
         ds = dp * w * (1.0 - w)
-    elif SCORE == 3:  # softplus: w = f / z, f = softplus(x) ** power, lse2 = log2 z
-        sp, sig, x2 = softplus_parts(s2, logn)
-        w = tl.exp2(softplus_logit2(sp, x2, power, FAST_APPROX) - lse2)
-        if MASKED:
-            w = tl.where(keep, w, 0.0)
-        ds = tl.where(sp > 0.0, (dp - delta) * w * power * sig * logn / sp, 0.0)
-    else:
+    else:  # a softmax over (transformed) logits, normalised by lse2
         if SCORE == 2:
             s2, t = cap_logits(s2, cap, FAST_APPROX)
+        if SCORE == 3:  # softplus: logits log2(softplus(x) ** power), lse2 = log2 of their sum
+            sp, sig, x2 = softplus_parts(s2, logn)
+            s2 = softplus_logit2(sp, x2, power, FAST_APPROX)
         p = tl.exp2(s2 - lse2)
         if MASKED:
             p = tl.where(keep, p, 0.0)
@@ -198,6 +191,8 @@ def weights_and_grad(s2, keep, dp, lse2, delta, logn, sig_b2, cap, czeta, gamma,
             ds = p * (dp - delta)
         if SCORE == 2:
             ds = ds * (1.0 - t * t)
+        if SCORE == 3:  # chain rule through the transformed logit
+            ds = tl.where(sp > 0.0, ds * power * sig * logn / sp, 0.0)
     return w, ds
 
 

@@ -33,7 +33,6 @@ from archgram.kernels.flash.common import (
     cap_logits,
     element_mask,
     fwd_config,
-    interpreting,
     rel_index,
     row_bounds,
     sigmoid2,
@@ -42,6 +41,7 @@ from archgram.kernels.flash.common import (
     tile_lists,
 )
 from archgram.kernels.flash.spec import SCORE_IDS, FlashArgumentError, Spec, make_spec
+from archgram.kernels.launch import dot_precision, fast_approx
 
 HEAD_DIMS = (16, 32, 64, 128)
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -338,8 +338,7 @@ def forward(q, k, v, spec: Spec, alibi_slopes=None, block=None, rel_bias=None):
         h, nq, nk, **score_args(spec, nk, d), **margs,
         GROUP=h // hkv, HEAD_DIM=d, SCORE=SCORE_IDS[spec.score], HAS_ALIBI=alibi_slopes is not None, **flags,
         HAS_RELB=rel_bias is not None, rmax=rmax,
-        BLOCK_M=bm, BLOCK_N=bn, PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
-        FAST_APPROX=q.dtype != torch.float32 and not interpreting(),
+        BLOCK_M=bm, BLOCK_N=bn, PRECISION=dot_precision(q.dtype), FAST_APPROX=fast_approx(q.dtype),
         num_warps=warps, num_stages=stages,
     )
     return out, lse, aux

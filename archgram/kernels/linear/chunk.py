@@ -30,12 +30,11 @@ That costs one extra read of K and V; ``segments`` picks the count.
 """
 from __future__ import annotations
 
-import functools
-import os
-
 import torch
 import triton
 import triton.language as tl
+
+from archgram.kernels.launch import dot_precision, interpreting, pow2, sm_count
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 MAX_KEY_DIM = 256  # the state block Dk x BV lives in registers
@@ -163,18 +162,10 @@ def _split_scan(U, TOT, S_OUT, NC, DK, DV,
         tl.store(S_OUT + pid_bh * DK * DV + tile, state, mask=tile_ok)
 
 
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-
-def _pow2(n: int, low: int = 16) -> int:
-    return max(low, triton.next_power_of_2(n))
-
-
 def _config(dk: int, dv: int) -> tuple[int, int, int, int]:
     """(BT chunk, BV value block, num_warps, num_stages)."""
-    bv = min(_pow2(dv), 16 if _interpreting() else 64)
-    if _interpreting():
+    bv = min(pow2(dv), 16 if interpreting() else 64)
+    if interpreting():
         return 16, bv, 1, 1
     return 64, bv, 4 if dk <= 64 else 8, 2
 
@@ -198,13 +189,6 @@ PATHS = ("auto", "fused", "split")
 MIN_SEGMENT_CHUNKS = 4  # shorter segments pay the extra K, V pass for little parallelism
 
 
-@functools.cache
-def _sm_count(device: torch.device) -> int:
-    if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).multi_processor_count
-    return 4
-
-
 def segments(bsz: int, h: int, n: int, dv: int, bt: int, bv: int, device, path: str = "auto") -> int:
     """How many segments the sequence is cut into (1: the plain fused walk).
 
@@ -212,14 +196,15 @@ def segments(bsz: int, h: int, n: int, dv: int, bt: int, bv: int, device, path: 
     those programs fill less than one wave of the device, the sequence is cut
     into segments walked in parallel (about two waves), each at least
     ``MIN_SEGMENT_CHUNKS`` chunks long. ``path="split"`` forces at least two."""
-    programs = bsz * h * triton.cdiv(dv, bv)
-    chunks = triton.cdiv(n, bt)
-    want = triton.cdiv(2 * _sm_count(torch.device(device)), programs)
     if path == "fused":
         return 1
+    sms = sm_count(torch.device(device))
+    programs = bsz * h * triton.cdiv(dv, bv)
+    chunks = triton.cdiv(n, bt)
+    want = triton.cdiv(2 * sms, programs)
     if path == "split":
         return max(2, min(want, chunks)) if chunks >= 2 else 1
-    if programs >= _sm_count(torch.device(device)):
+    if programs >= sms:
         return 1
     return max(1, min(want, chunks // MIN_SEGMENT_CHUNKS))
 
@@ -247,8 +232,8 @@ def chunk_forward(q, k, v, *, log_decay=None, gate=None, scale: float = 1.0, rev
     ns = triton.cdiv(n, seg)
     decays = log_decay is not None or gate is not None
     launch = _chunk_fwd[(triton.cdiv(dv, bv), bsz * h, ns)]
-    common = dict(BK=_pow2(dk), BV=bv, BT=bt, HAS_DECAY=log_decay is not None, HAS_GATE=gate is not None,
-                  REVERSE=bool(reverse), PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
+    common = dict(BK=pow2(dk), BV=bv, BT=bt, HAS_DECAY=log_decay is not None, HAS_GATE=gate is not None,
+                  REVERSE=bool(reverse), PRECISION=dot_precision(q.dtype),
                   num_warps=warps, num_stages=stages)
     strides = (*q.stride(), *k.stride(), *v.stride(), *out.stride())
     if ns == 1:
@@ -265,7 +250,7 @@ def chunk_forward(q, k, v, *, log_decay=None, gate=None, scale: float = 1.0, rev
     bks = 16
     _split_scan[(triton.cdiv(dv, bv), triton.cdiv(dk, bks), bsz * h)](
         states, totals, state, ns, dk, dv, BKS=bks, BV=bv, DECAYS=decays, STORE_STATE=bool(return_state),
-        num_warps=1 if _interpreting() else 2, num_stages=1,
+        num_warps=1 if interpreting() else 2, num_stages=1,
     )
     launch(q, k, v, g, lam, out, states, states, totals, *strides, h, n, dk, dv, seg, ns, float(scale),
            STORE_STATE=False, HAS_INIT=True, STATE_ONLY=False, **common)
@@ -307,8 +292,7 @@ class LinearAttentionFn(torch.autograd.Function):
 def linear_attention(q, k, v, *, log_decay=None, gate=None, scale: float = 1.0, path: str = "auto") -> torch.Tensor:
     """Causal (decayed, gated) linear attention, differentiable; see ``reference``
     for the formula. q, k (B, H, N, Dk), v (B, H, N, Dv), log_decay (H,),
-    gate (B, H, N) log forget gates (<= 0). ``path``: see ``chunk_forward``."""
+    gate (B, H, N) log forget gates (<= 0). ``path``: see ``chunk_forward``
+    (which refuses an unknown one)."""
     check_inputs(q, k, v, log_decay, gate)
-    if path not in PATHS:
-        raise ValueError(f"path must be one of {PATHS}, got {path!r}")
     return LinearAttentionFn.apply(q, k, v, log_decay, gate, float(scale), path)

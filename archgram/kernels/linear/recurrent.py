@@ -8,7 +8,8 @@ import torch
 import triton
 import triton.language as tl
 
-from archgram.kernels.linear.chunk import DTYPES, MAX_KEY_DIM, _interpreting, _pow2
+from archgram.kernels.launch import interpreting, pow2
+from archgram.kernels.linear.chunk import DTYPES, MAX_KEY_DIM
 
 
 @triton.jit
@@ -62,9 +63,9 @@ def recurrent_step(state, q_t, k_t, v_t, *, log_decay=None, gate_t=None, scale: 
     out = torch.empty(bsz, h, dv, device=q_t.device, dtype=q_t.dtype)
     lam = log_decay.to(device=q_t.device, dtype=torch.float32).contiguous() if log_decay is not None else out
     g = gate_t.to(device=q_t.device, dtype=torch.float32).contiguous() if gate_t is not None else out
-    bv = min(_pow2(dv), 16 if _interpreting() else 64)
+    bv = min(pow2(dv), 16 if interpreting() else 64)
     _step[(triton.cdiv(dv, bv), bsz * h)](
         q_t, k_t, v_t, g, lam, state, out, h, dk, dv, float(scale),
-        BK=_pow2(dk), BV=bv, HAS_DECAY=log_decay is not None, HAS_GATE=gate_t is not None,
+        BK=pow2(dk), BV=bv, HAS_DECAY=log_decay is not None, HAS_GATE=gate_t is not None,
     )
     return out, state
