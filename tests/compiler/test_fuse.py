@@ -213,22 +213,12 @@ def test_one_pass_cascade_computes_the_unfused_attention():
             torch.testing.assert_close(one_pass_reference(q, k, v, m.scale, tile), net(x))
 
 
-def test_flash_kernel_path_matches_unfused(monkeypatch):
+def test_flash_kernel_path_matches_unfused(monkeypatch, kernel_calls):
     """On CUDA (here: the interpreted Triton kernel on the CPU) the fused module
     calls archgram's flash kernel when it applies."""
     from archgram.kernels.flash import dispatch
 
-    calls = []
-    real = dispatch.attention
-
-    def counted(*a, **kw):
-        out = real(*a, **kw)
-        calls.append(out is not None)  # None: the kernel declined and SDPA ran
-        return out
-
-    monkeypatch.setattr(dispatch, "attention", counted)
-    if not torch.cuda.is_available():
-        monkeypatch.setattr(dispatch, "on_device", lambda *t: True)
+    calls = kernel_calls(dispatch, "attention")  # False: the kernel declined and SDPA ran
     text = ATTENTION.replace("linear(out=24)", "linear(out=16)")
     d = _derivation(text, (1, 8, 8))
     plain, fused = _pair(d)

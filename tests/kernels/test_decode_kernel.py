@@ -95,21 +95,11 @@ def test_dispatch_falls_back_off_cuda_when_disabled_or_with_gradients(monkeypatc
 
 
 @pytest.mark.parametrize("position", ["none", "rope"])
-def test_attention_op_kv_cache_decoding_uses_the_kernel(monkeypatch, position):
+def test_attention_op_kv_cache_decoding_uses_the_kernel(monkeypatch, kernel_calls, position):
     from archgram.ops.attention.decode import decode
     from archgram.ops.attention.op import Attention
 
-    calls = []
-    real = dispatch.attention
-
-    def counted(*a, **kw):
-        out = real(*a, **kw)
-        calls.append(out is not None)
-        return out
-
-    monkeypatch.setattr(dispatch, "attention", counted)
-    if not CUDA:
-        monkeypatch.setattr(dispatch, "on_device", lambda *t: True)
+    calls = kernel_calls(dispatch, "attention")
     torch.manual_seed(0)
     op = Attention((2, 7, 32), heads=2, position={"name": position}, causal=True).to(DEVICE)
     x = torch.randn(2, 7, 32, device=DEVICE)

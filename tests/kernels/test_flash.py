@@ -278,22 +278,13 @@ OP_CASES = [
 
 
 @pytest.mark.parametrize("args", OP_CASES)
-def test_attention_op_kernel_path_matches_pytorch_path(monkeypatch, args):
+def test_attention_op_kernel_path_matches_pytorch_path(monkeypatch, kernel_calls, args):
     """Forward and gradients (input and every parameter) of the op through the
     kernels equal its PyTorch path (ARCHGRAM_KERNELS=off)."""
+    import archgram.kernels.flash.autograd as autograd_mod
     from archgram.ops.attention.op import Attention
 
-    calls = []
-    import archgram.kernels.flash.autograd as autograd_mod
-    real = autograd_mod.flash_attention
-
-    def counted(*a, **kw):
-        calls.append(1)
-        return real(*a, **kw)
-
-    monkeypatch.setattr(autograd_mod, "flash_attention", counted)
-    if not CUDA:  # run the interpreted kernels on the CPU
-        monkeypatch.setattr(dispatch, "on_device", lambda *t: True)
+    calls = kernel_calls(autograd_mod, "flash_attention", device_check=dispatch)
     n = 50 if CUDA else 12
     torch.manual_seed(0)
     op = Attention((1, n, 128), heads=4, **args).to(DEVICE)

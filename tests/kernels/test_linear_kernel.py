@@ -172,20 +172,10 @@ def test_dispatch_falls_back_off_cuda_or_when_disabled(monkeypatch):
 
 @pytest.mark.parametrize("score,causal", [({"name": "linear"}, True), ({"name": "lightning", "decay": 0.9}, True),
                                           ({"name": "lightning"}, False)])
-def test_attention_op_kernel_path_matches_pytorch_path_with_gradients(monkeypatch, score, causal):
+def test_attention_op_kernel_path_matches_pytorch_path_with_gradients(monkeypatch, kernel_calls, score, causal):
     from archgram.ops.attention.op import Attention
 
-    calls = []
-    real = dispatch.causal
-
-    def counted(*a, **kw):
-        out = real(*a, **kw)
-        calls.append(out is not None)
-        return out
-
-    monkeypatch.setattr(dispatch, "causal", counted)
-    if not CUDA:
-        monkeypatch.setattr(dispatch, "on_device", lambda *t: True)
+    calls = kernel_calls(dispatch, "causal")
     torch.manual_seed(0)
     n = 40 if CUDA else 13
     op = Attention((2, n, 64), heads=2, score=score, causal=causal).to(DEVICE)
@@ -200,15 +190,11 @@ def test_attention_op_kernel_path_matches_pytorch_path_with_gradients(monkeypatc
     assert _rel(gx_fast, gx_slow) < 1e-4
 
 
-def test_op_decoding_uses_the_recurrent_kernel(monkeypatch):
+def test_op_decoding_uses_the_recurrent_kernel(monkeypatch, kernel_calls):
     from archgram.ops.attention.decode import decode
     from archgram.ops.attention.op import Attention
 
-    calls = []
-    real = dispatch.step
-    monkeypatch.setattr(dispatch, "step", lambda *a: calls.append(1) or real(*a))
-    if not CUDA:
-        monkeypatch.setattr(dispatch, "on_device", lambda *t: True)
+    calls = kernel_calls(dispatch, "step")
     torch.manual_seed(0)
     op = Attention((1, 6, 32), heads=2, score={"name": "lightning", "decay": 0.8}, causal=True).to(DEVICE)
     x = torch.randn(1, 6, 32, device=DEVICE)
