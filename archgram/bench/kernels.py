@@ -67,7 +67,7 @@ class Case:
         self.name, self.mask, self.make, self.needs_cuda, self.missing, self.vs = name, mask, make, needs_cuda, missing, vs
 
 
-def _graphed(fn):
+def graphed(fn):
     """fn captured once in a CUDA graph; timing its replay measures the GPU work
     without Python's launch cost (what a serving loop that graphs its decode
     step pays). Only for forward-only calls."""
@@ -84,7 +84,7 @@ def _graphed(fn):
 
 def _graph_case(make, n, cfg):
     fn, flops = make(n, cfg)
-    return _graphed(fn), flops
+    return graphed(fn), flops
 
 
 def _qkv(b, h, n, d, cfg, grad=False, hkv=None):

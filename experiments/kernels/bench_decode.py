@@ -16,7 +16,7 @@ import torch.nn.functional as F
 import triton
 
 from archgram.bench.base import environment
-from archgram.bench.kernels import _graphed
+from archgram.bench.kernels import graphed
 from archgram.kernels.decode.split import decode_attention
 
 H, HKV, D, TOKENS = 32, 8, 128, 262144
@@ -38,7 +38,7 @@ def main():
         row = {"N": n, "B": b, "relerr": err}
         for name, fn in fns.items():
             row[f"{name}_eager_ms"] = triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
-            row[f"{name}_graph_ms"] = triton.testing.do_bench(_graphed(fn), warmup=25, rep=100, return_mode="median")
+            row[f"{name}_graph_ms"] = triton.testing.do_bench(graphed(fn), warmup=25, rep=100, return_mode="median")
         kv_bytes = 2 * b * HKV * n * D * 2
         row["ours_graph_TBps"] = kv_bytes / row["ours_graph_ms"] / 1e9
         row["sdpa_graph_TBps"] = kv_bytes / row["sdpa_graph_ms"] / 1e9
