@@ -48,7 +48,7 @@ PATHS = ["fused", "split"]
 @pytest.mark.parametrize("n,dk,dv", [(37, 32, 24), (16, 16, 40)])
 def test_chunked_linear_attention_matches_naive_masked_formula(mode, n, dk, dv, path):
     q, k, v, lam, gate = _inputs(2, 2, n, dk, dv, mode, seed=n)
-    out, state = chunk_forward(q, k, v, log_decay=lam, gate=gate, scale=0.7, return_state=True, path=path)
+    out, state, _ = chunk_forward(q, k, v, log_decay=lam, gate=gate, scale=0.7, return_state=True, path=path)
     assert out.shape == v.shape and out.dtype == q.dtype
     assert _rel(out, ref.attention(q, k, v, log_decay=lam, gate=gate, scale=0.7)) < TOL[torch.float32]
     assert _rel(state, ref.final_state(k, v, log_decay=lam, gate=gate)) < TOL[torch.float32]
@@ -58,7 +58,7 @@ def test_chunked_linear_attention_matches_naive_masked_formula(mode, n, dk, dv, 
 def test_reverse_pass_is_the_anti_causal_sum(path):
     """REVERSE: out_j = sum_{i >= j} exp(sum_{t=j+1..i} a_t) (q_j . k_i) v_i."""
     q, k, v, lam, gate = _inputs(1, 2, 21, 16, 16, "both", seed=3)
-    out, _ = chunk_forward(q, k, v, log_decay=lam, gate=gate, reverse=True, path=path)
+    out, _, _ = chunk_forward(q, k, v, log_decay=lam, gate=gate, reverse=True, path=path)
     a = ref.log_decays(21, 2, 1, lam, gate, device=q.device)
     c = a.cumsum(-1)
     w = torch.where(torch.ones(21, 21, dtype=torch.bool, device=q.device).triu(),
@@ -106,7 +106,7 @@ def test_recurrent_step_equals_chunked_form_token_by_token(mode):
         assert _rel(out, want) < 1e-5
         outs.append(out)
     assert _rel(state, state64) < 1e-5
-    chunked, final = chunk_forward(q, k, v, log_decay=lam, gate=gate, scale=0.5, return_state=True)
+    chunked, final, _ = chunk_forward(q, k, v, log_decay=lam, gate=gate, scale=0.5, return_state=True)
     assert _rel(torch.stack(outs, -2), chunked) < 1e-5
     assert _rel(state, final) < 1e-5
 
@@ -116,11 +116,25 @@ def test_split_and_fused_paths_agree_over_many_chunks():
     fused walk does (both ways, with decay and gate), final state included."""
     q, k, v, lam, gate = _inputs(1, 1, 16 * 8 - 3, 16, 16, "both", seed=11)
     for reverse in (False, True):
-        fused, s1 = chunk_forward(q, k, v, log_decay=lam, gate=gate, reverse=reverse, return_state=True, path="fused")
-        split, s2 = chunk_forward(q, k, v, log_decay=lam, gate=gate, reverse=reverse, return_state=True, path="split")
+        fused, s1, _ = chunk_forward(q, k, v, log_decay=lam, gate=gate, reverse=reverse, return_state=True, path="fused")
+        split, s2, _ = chunk_forward(q, k, v, log_decay=lam, gate=gate, reverse=reverse, return_state=True, path="split")
         assert _rel(split, fused) < 1e-6 and _rel(s2, s1) < 1e-6
     with pytest.raises(ValueError, match="path"):
         chunk_forward(q, k, v, path="parallel")
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_row_dot_is_the_rowsum_of_x_times_the_output(path):
+    """The decay gradient's per-token q . dq, summed in the kernel across value
+    blocks (dv 40 spans several), equals the sum over the written output."""
+    q, k, v, lam, gate = _inputs(2, 2, 16 * 5 - 1, 16, 40, "both", seed=13)
+    x = torch.randn_like(v)
+    out, _, dot = chunk_forward(q, k, v, log_decay=lam, gate=gate, row_dot=x, path=path)
+    assert dot.shape == q.shape[:3] and dot.dtype == torch.float32
+    assert _rel(dot, (x.double() * out.double()).sum(-1)) < 1e-5
+    assert chunk_forward(q, k, v, path=path)[2] is None
+    with pytest.raises(ValueError, match="row_dot"):
+        chunk_forward(q, k, v, row_dot=x[..., :8])
 
 
 def test_segments_only_when_programs_are_few_and_chunks_many():
@@ -128,6 +142,7 @@ def test_segments_only_when_programs_are_few_and_chunks_many():
     cpu = torch.device("cpu")  # counts as 4 SMs: two waves = 8 programs
     assert segments(1, 1, 4096, 64, 64, 64, cpu) == 8  # 64 chunks, one program: 8 segments of 8 chunks
     assert segments(1, 2, 4096, 64, 64, 64, cpu) == 4
+    assert segments(1, 3, 4096, 64, 64, 64, cpu) == 1  # 3 of 4 SMs busy: the walk beats two passes
     assert segments(8, 16, 4096, 64, 64, 64, cpu) == 1  # 128 programs fill it
     assert segments(1, 1, 448, 64, 64, 64, cpu) == 1  # 7 chunks: segments would be under 4 chunks
     assert segments(1, 1, 448, 64, 64, 64, cpu, path="split") == 7

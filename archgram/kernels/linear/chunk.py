@@ -57,7 +57,7 @@ def _chunk_decay(G, pid_bh, N, pos, ok, loglam, BT: tl.constexpr, HAS_GATE: tl.c
 
 @triton.jit
 def _chunk_fwd(
-    Q, K, V, G, LOGLAM, Out, S_IN, S_OUT, TOT,
+    Q, K, V, G, LOGLAM, Out, S_IN, S_OUT, TOT, X, DOT,
     sqb, sqh, sqn, sqd,
     skb, skh, skn, skd,
     svb, svh, svn, svd,
@@ -65,12 +65,15 @@ def _chunk_fwd(
     H, N, DK, DV, SEG, NS, scale,
     BK: tl.constexpr, BV: tl.constexpr, BT: tl.constexpr,
     HAS_DECAY: tl.constexpr, HAS_GATE: tl.constexpr, REVERSE: tl.constexpr, STORE_STATE: tl.constexpr,
-    HAS_INIT: tl.constexpr, STATE_ONLY: tl.constexpr, PRECISION: tl.constexpr,
+    HAS_INIT: tl.constexpr, STATE_ONLY: tl.constexpr, ROW_DOT: tl.constexpr, PRECISION: tl.constexpr,
 ):
     """Walk segment ``pid_seg`` (tokens [seg * SEG, (seg + 1) * SEG) in walking
     order) chunk by chunk. HAS_INIT: start from S_IN[bh, seg] instead of zero;
     STATE_ONLY: skip the outputs and store the segment's own final state (and
-    its total log decay in TOT) for the scan across segments."""
+    its total log decay in TOT) for the scan across segments. ROW_DOT: also
+    store this value block's share of rowsum(X * Out) per token in
+    DOT[bh, pid_v, token] from the fp32 accumulator (X has Out's strides): the
+    decay gradient's q . dq and k . dk without a fp32 copy of dq, dk."""
     pid_v = tl.program_id(0)
     pid_bh = tl.program_id(1)
     pid_seg = tl.program_id(2)
@@ -123,8 +126,12 @@ def _chunk_fwd(
                 q_in = q.to(tl.float32) * scale
             out = tl.dot(qk.to(v.dtype), v, input_precision=PRECISION)
             out += tl.dot(q_in.to(v.dtype), state.to(v.dtype), input_precision=PRECISION)
-            tl.store(o_base + pos[:, None] * son + offs_v[None, :] * sod, out.to(Out.dtype.element_ty),
-                     mask=ok[:, None] & v_ok[None, :])
+            o_off = pos[:, None] * son + offs_v[None, :] * sod
+            tl.store(o_base + o_off, out.to(Out.dtype.element_ty), mask=ok[:, None] & v_ok[None, :])
+            if ROW_DOT:
+                x = tl.load(X + b * sob + h * soh + o_off, mask=ok[:, None] & v_ok[None, :], other=0.0)
+                tl.store(DOT + (pid_bh * tl.num_programs(0) + pid_v) * N + pos, tl.sum(out * x.to(tl.float32), 1),
+                         mask=ok)
         if HAS_DECAY or HAS_GATE:
             state = state * tl.exp(total)
         state += tl.dot(tl.trans(k_in.to(v.dtype)), v, input_precision=PRECISION)
@@ -193,9 +200,12 @@ def segments(bsz: int, h: int, n: int, dv: int, bt: int, bv: int, device, path: 
     """How many segments the sequence is cut into (1: the plain fused walk).
 
     One program per (value block, batch*head) walks its sequence serially; when
-    those programs fill less than one wave of the device, the sequence is cut
-    into segments walked in parallel (about two waves), each at least
-    ``MIN_SEGMENT_CHUNKS`` chunks long. ``path="split"`` forces at least two."""
+    those programs leave over 40% of the SMs idle, the sequence is cut into
+    segments walked in parallel (about two waves), each at least
+    ``MIN_SEGMENT_CHUNKS`` chunks long. Cutting reads K and V twice and costs
+    1.7-1.8x the fused walk's time per token on a full device (H100,
+    experiments/kernels/bench_linear.md), so a device 60% busy is already
+    better off walking. ``path="split"`` forces at least two."""
     if path == "fused":
         return 1
     sms = sm_count(torch.device(device))
@@ -204,24 +214,27 @@ def segments(bsz: int, h: int, n: int, dv: int, bt: int, bv: int, device, path: 
     want = triton.cdiv(2 * sms, programs)
     if path == "split":
         return max(2, min(want, chunks)) if chunks >= 2 else 1
-    if programs >= sms:
+    if programs * 5 >= sms * 3:
         return 1
     return max(1, min(want, chunks // MIN_SEGMENT_CHUNKS))
 
 
 def chunk_forward(q, k, v, *, log_decay=None, gate=None, scale: float = 1.0, reverse: bool = False,
-                  return_state: bool = False, out_dtype=None, chunk: int | None = None, path: str = "auto"):
-    """(out (B, H, N, Dv), final state (B, H, Dk, Dv) float32 or None). No autograd:
-    see ``linear_attention``. ``reverse`` computes the anti-causal sum over i >= j
-    (the gate shifted by one token, as the backward pass needs). ``path`` forces
-    one serial walk ("fused") or segments walked in parallel ("split"); see
-    ``segments``."""
+                  return_state: bool = False, row_dot=None, chunk: int | None = None, path: str = "auto"):
+    """(out (B, H, N, Dv), final state (B, H, Dk, Dv) float32 or None, and
+    rowsum(row_dot * out) (B, H, N) float32 if ``row_dot`` (shaped like out) is
+    given, else None). No autograd: see ``linear_attention``. ``reverse``
+    computes the anti-causal sum over i >= j (the gate shifted by one token, as
+    the backward pass needs). ``path`` forces one serial walk ("fused") or
+    segments walked in parallel ("split"); see ``segments``."""
     check_inputs(q, k, v, log_decay, gate)
     if path not in PATHS:
         raise ValueError(f"path must be one of {PATHS}, got {path!r}")
     bsz, h, n, dk = q.shape
     dv = v.shape[-1]
-    out = torch.empty(bsz, h, n, dv, device=q.device, dtype=out_dtype or q.dtype)
+    out = torch.empty(bsz, h, n, dv, device=q.device, dtype=q.dtype)
+    if row_dot is not None and row_dot.shape != out.shape:
+        raise ValueError(f"row_dot must be shaped like the output {tuple(out.shape)}, got {tuple(row_dot.shape)}")
     state = torch.empty(bsz, h, dk, dv, device=q.device, dtype=torch.float32) if return_state else out
     lam = log_decay.to(device=q.device, dtype=torch.float32).contiguous() if log_decay is not None else out
     g = gate.to(device=q.device, dtype=torch.float32).contiguous() if gate is not None else out
@@ -231,30 +244,38 @@ def chunk_forward(q, k, v, *, log_decay=None, gate=None, scale: float = 1.0, rev
     seg = triton.cdiv(triton.cdiv(n, bt), ns) * bt  # tokens per segment, whole chunks
     ns = triton.cdiv(n, seg)
     decays = log_decay is not None or gate is not None
-    launch = _chunk_fwd[(triton.cdiv(dv, bv), bsz * h, ns)]
+    nvb = triton.cdiv(dv, bv)
+    launch = _chunk_fwd[(nvb, bsz * h, ns)]
+    x = row_dot.contiguous() if row_dot is not None else out  # out is contiguous: X shares its strides
+    dots = torch.empty(bsz * h, nvb, n, device=q.device, dtype=torch.float32) if row_dot is not None else out
     common = dict(BK=pow2(dk), BV=bv, BT=bt, HAS_DECAY=log_decay is not None, HAS_GATE=gate is not None,
-                  REVERSE=bool(reverse), PRECISION=dot_precision(q.dtype),
+                  REVERSE=bool(reverse), ROW_DOT=row_dot is not None, PRECISION=dot_precision(q.dtype),
                   num_warps=warps, num_stages=stages)
     strides = (*q.stride(), *k.stride(), *v.stride(), *out.stride())
+
+    def result():
+        dot = dots.sum(1).view(bsz, h, n) if row_dot is not None else None
+        return out, (state if return_state else None), dot
+
     if ns == 1:
-        launch(q, k, v, g, lam, out, out, state, out, *strides, h, n, dk, dv, seg, 1, float(scale),
+        launch(q, k, v, g, lam, out, out, state, out, x, dots, *strides, h, n, dk, dv, seg, 1, float(scale),
                STORE_STATE=bool(return_state), HAS_INIT=False, STATE_ONLY=False, **common)
-        return out, (state if return_state else None)
+        return result()
     # 1) each segment's own final state and total decay; 2) scan them into the
     # state entering each segment (and the final state); 3) walk every segment
     # from its entering state, writing the outputs.
     states = torch.empty(bsz * h, ns, dk, dv, device=q.device, dtype=torch.float32)
     totals = torch.empty(bsz * h, ns, device=q.device, dtype=torch.float32) if decays else states
-    launch(q, k, v, g, lam, out, states, states, totals, *strides, h, n, dk, dv, seg, ns, float(scale),
+    launch(q, k, v, g, lam, out, states, states, totals, x, dots, *strides, h, n, dk, dv, seg, ns, float(scale),
            STORE_STATE=True, HAS_INIT=False, STATE_ONLY=True, **common)
     bks = 16
     _split_scan[(triton.cdiv(dv, bv), triton.cdiv(dk, bks), bsz * h)](
         states, totals, state, ns, dk, dv, BKS=bks, BV=bv, DECAYS=decays, STORE_STATE=bool(return_state),
         num_warps=1 if interpreting() else 2, num_stages=1,
     )
-    launch(q, k, v, g, lam, out, states, states, totals, *strides, h, n, dk, dv, seg, ns, float(scale),
+    launch(q, k, v, g, lam, out, states, states, totals, x, dots, *strides, h, n, dk, dv, seg, ns, float(scale),
            STORE_STATE=False, HAS_INIT=True, STATE_ONLY=False, **common)
-    return out, (state if return_state else None)
+    return result()
 
 
 class LinearAttentionFn(torch.autograd.Function):
@@ -263,7 +284,7 @@ class LinearAttentionFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, log_decay, gate, scale, path):
-        out, _ = chunk_forward(q, k, v, log_decay=log_decay, gate=gate, scale=scale, path=path)
+        out = chunk_forward(q, k, v, log_decay=log_decay, gate=gate, scale=scale, path=path)[0]
         ctx.save_for_backward(q, k, v, log_decay, gate)
         ctx.scale, ctx.path = scale, path
         return out
@@ -274,19 +295,20 @@ class LinearAttentionFn(torch.autograd.Function):
         kw = {"log_decay": log_decay, "gate": gate, "scale": ctx.scale, "path": ctx.path}
         decays = log_decay is not None or gate is not None
         do = do.to(q.dtype)
-        acc = torch.float32 if decays else None  # the decay gradient reads dq, dk: keep them in fp32
-        dq, _ = chunk_forward(do, v, k, out_dtype=acc, **kw)
-        dk, _ = chunk_forward(v, do, q, reverse=True, out_dtype=acc, **kw)
-        dv, _ = chunk_forward(k, q, do, reverse=True, **kw)
+        # the decay gradient needs q . dq and k . dk per token: the kernel sums
+        # them from its fp32 accumulators as it writes dq, dk
+        dq, _, q_dq = chunk_forward(do, v, k, row_dot=q if decays else None, **kw)
+        dk, _, k_dk = chunk_forward(v, do, q, reverse=True, row_dot=k if decays else None, **kw)
+        dv = chunk_forward(k, q, do, reverse=True, **kw)[0]
         d_lam = d_gate = None
         if decays:
-            dc = (q.float() * dq).sum(-1) - (k.float() * dk).sum(-1)  # dL/d cumsum(a), (B, H, N)
+            dc = q_dq - k_dk  # dL/d cumsum(a), (B, H, N)
             da = dc.flip(-1).cumsum(-1).flip(-1)
             if gate is not None and ctx.needs_input_grad[4]:
                 d_gate = da.to(gate.dtype)
             if log_decay is not None and ctx.needs_input_grad[3]:
                 d_lam = da.sum((0, 2)).to(log_decay.dtype)
-        return dq.to(q.dtype), dk.to(k.dtype), dv, d_lam, d_gate, None, None
+        return dq, dk, dv, d_lam, d_gate, None, None
 
 
 def linear_attention(q, k, v, *, log_decay=None, gate=None, scale: float = 1.0, path: str = "auto") -> torch.Tensor:
