@@ -21,6 +21,7 @@ import triton
 
 from archgram.bench.base import environment, parse_lengths
 from archgram.kernels.flash.forward import flash_forward
+from archgram.kernels.linear import chunk
 from archgram.kernels.linear.chunk import chunk_forward, linear_attention, segments
 
 try:
@@ -44,7 +45,8 @@ def case(n, d, grad):
     q, k, v = (torch.randn(b, HEADS, n, d, device="cuda", dtype=torch.bfloat16, generator=g) for _ in range(3))
     lam = torch.log(1 - torch.exp2(-5.0 - torch.arange(HEADS, dtype=torch.float32, device="cuda")))
     row = {"N": n, "B": b, "D": d, "mode": "fwd+bwd" if grad else "fwd",
-           "segments": segments(b, HEADS, n, d, 64, 64, q.device)}
+           "config": chunk.config(d, d)}
+    row["segments"] = segments(b, HEADS, n, d, row["config"][0], row["config"][1], q.device)
     scale = d ** -0.5
     qt, kt, vt = (t.transpose(1, 2).contiguous() for t in (q, k, v))  # fla wants (B, N, H, D)
     g_tok = lam.view(1, 1, HEADS).expand(b, n, HEADS).contiguous()
@@ -117,7 +119,11 @@ def main():
     ap.add_argument("--out", default=None)
     ap.add_argument("--lengths", default="1k,2k,4k,8k,16k,32k,64k")
     ap.add_argument("--no-fla", action="store_true", help="skip fla (its autotuning takes minutes per shape)")
+    ap.add_argument("--configs", default=None, help="tune_linear.json: time its CONFIGS instead of chunk.py's")
     args = ap.parse_args()
+    if args.configs:
+        with open(args.configs) as f:
+            chunk.CONFIGS.update({int(d): tuple(c) for d, c in json.load(f)["CONFIGS"].items()})
     global chunk_simple_gla
     if args.no_fla:
         chunk_simple_gla = None
@@ -127,7 +133,7 @@ def main():
         from importlib.metadata import version
         fla_version = version("fla-core")
     head = (f"device: {env['device']} | torch {env['torch']} | triton {env['triton']} | fla-core {fla_version} | "
-            f"python {env['python']} | command: python3 {' '.join(sys.argv)}")
+            f"python {env['python']} | linear CONFIGS {chunk.CONFIGS} | command: python3 {' '.join(sys.argv)}")
     rows = []
     for d in (64, 128):
         for grad in (False, True):

@@ -169,12 +169,17 @@ def _split_scan(U, TOT, S_OUT, NC, DK, DV,
         tl.store(S_OUT + pid_bh * DK * DV + tile, state, mask=tile_ok)
 
 
-def _config(dk: int, dv: int) -> tuple[int, int, int, int]:
-    """(BT chunk, BV value block, num_warps, num_stages)."""
-    bv = min(pow2(dv), 16 if interpreting() else 64)
+# (BT chunk, BV value block, num_warps, num_stages) per key-dim bucket (pow2,
+# at least 64); experiments/kernels/tune_linear.py times the candidates.
+CONFIGS = {64: (64, 64, 4, 2), 128: (64, 64, 8, 2), 256: (64, 64, 8, 2)}
+
+
+def config(dk: int, dv: int) -> tuple[int, int, int, int]:
+    """(BT chunk, BV value block, num_warps, num_stages) for these head dims."""
     if interpreting():
-        return 16, bv, 1, 1
-    return 64, bv, 4 if dk <= 64 else 8, 2
+        return 16, min(pow2(dv), 16), 1, 1
+    bt, bv, warps, stages = CONFIGS[max(64, pow2(dk))]
+    return bt, min(bv, pow2(dv)), warps, stages
 
 
 def check_inputs(q, k, v, log_decay=None, gate=None) -> None:
@@ -238,7 +243,7 @@ def chunk_forward(q, k, v, *, log_decay=None, gate=None, scale: float = 1.0, rev
     state = torch.empty(bsz, h, dk, dv, device=q.device, dtype=torch.float32) if return_state else out
     lam = log_decay.to(device=q.device, dtype=torch.float32).contiguous() if log_decay is not None else out
     g = gate.to(device=q.device, dtype=torch.float32).contiguous() if gate is not None else out
-    bt, bv, warps, stages = _config(dk, dv)
+    bt, bv, warps, stages = config(dk, dv)
     bt = chunk or bt
     ns = segments(bsz, h, n, dv, bt, bv, q.device, path)
     seg = triton.cdiv(triton.cdiv(n, bt), ns) * bt  # tokens per segment, whole chunks
