@@ -9,11 +9,20 @@ Compiling dominates, so compile first in parallel processes, then time in one:
 
   for i in 0 1 2 3 4 5 6 7; do python3 experiments/kernels/tune_linear.py --compile-only $i/8 & done; wait
   python3 experiments/kernels/tune_linear.py --out DIR
+
+Some candidates die with "an illegal memory access" on triton 3.6 / Hopper
+(H200, 2026-11-25: e.g. (64, 32, 4, 1) at D=64; the same tiles are exact under
+the CPU interpreter), which poisons the process's CUDA context. So every
+shard runs in a child process that stops at the first such error; the parent
+records the candidate as failed and starts a fresh child after it.
 """
 import argparse
 import itertools
 import json
 import os
+import subprocess
+import sys
+import tempfile
 
 import torch
 import triton
@@ -22,7 +31,7 @@ from archgram.kernels.linear import chunk
 
 B, H, N = 16, 16, 4096
 CANDIDATES = {
-    64: list(itertools.product((32, 64, 128), (32, 64), (4, 8), (1, 2, 3))),
+    64: list(itertools.product((32, 64, 128), (32, 64), (4,), (1, 2, 3))),  # 8 warps: 2x slower at D=64
     128: list(itertools.product((32, 64, 128), (32, 64, 128), (4, 8), (1, 2))),
 }
 
@@ -39,33 +48,65 @@ def run(d, data):
     return lambda: torch.autograd.grad(chunk.linear_attention(q, k, v, log_decay=lam, scale=d ** -0.5), (q, k, v), do)
 
 
+def worker(todo, timed, sink):
+    """Run (and if ``timed`` time) each candidate, one JSON line each to ``sink``;
+    exit 3 after a CUDA error (the context is unusable from then on)."""
+    base = dict(chunk.CONFIGS)
+    data = {}
+    for d, cfg in todo:
+        chunk.CONFIGS.update(base)
+        chunk.CONFIGS[d] = cfg
+        if d not in data:
+            data[d] = inputs(d)
+        fn = run(d, data[d])
+        row = {"d": d, "config": cfg}
+        try:
+            fn()
+            torch.cuda.synchronize()
+            row["ms"] = triton.testing.do_bench(fn, warmup=10, rep=50, return_mode="median") if timed else None
+        except Exception as e:  # out of shared memory, a bad tile: a result, not a crash
+            row.update(ms=float("inf"), error=f"{type(e).__name__}: {str(e)[:100]}")
+        sink.write(json.dumps(row) + "\n")
+        sink.flush()
+        print(json.dumps(row), flush=True)
+        if "CUDA" in row.get("error", ""):
+            sys.exit(3)
+
+
+def isolated(todo, timed):
+    """``worker`` over ``todo`` in child processes, a fresh one after each CUDA error."""
+    rows = []
+    while len(rows) < len(todo):
+        with tempfile.NamedTemporaryFile("r", suffix=".jsonl") as sink:
+            subprocess.run([sys.executable, __file__, "--worker", json.dumps(todo[len(rows):]), "--sink", sink.name,
+                            *(["--timed"] if timed else [])], check=False)
+            got = [json.loads(line) for line in sink.read().splitlines()]
+        if not got:  # the child died before its first result: count that candidate as failed
+            d, cfg = todo[len(rows)]
+            got = [{"d": d, "config": cfg, "ms": float("inf"), "error": "child died"}]
+        rows += got
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--compile-only", default=None, help="SHARD/NSHARDS: run each candidate of this shard once")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--sink", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--timed", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.worker:
+        with open(args.sink, "a") as sink:
+            worker([(d, tuple(c)) for d, c in json.loads(args.worker)], args.timed, sink)
+        return
     base = dict(chunk.CONFIGS)
-    data = {d: inputs(d) for d in CANDIDATES}
     todo = [(d, c) for d, cands in CANDIDATES.items() for c in cands]
     if args.compile_only:
         shard, n = map(int, args.compile_only.split("/"))
-        todo = todo[shard::n]
-    rows = []
-    for d, cfg in todo:
-        chunk.CONFIGS.update(base)
-        chunk.CONFIGS[d] = cfg
-        fn = run(d, data[d])
-        try:
-            fn()
-            torch.cuda.synchronize()
-            ms = None if args.compile_only else triton.testing.do_bench(fn, warmup=10, rep=50, return_mode="median")
-        except Exception as e:  # out of shared memory or registers: a result, not a crash
-            ms = float("inf")
-            print(d, cfg, type(e).__name__, str(e)[:100], flush=True)
-        rows.append({"d": d, "config": cfg, "ms": ms})
-        print(json.dumps(rows[-1]), flush=True)
-    if args.compile_only:
+        isolated(todo[shard::n], timed=False)
         return
+    rows = isolated(todo, timed=True)
     best = {d: tuple(min((r for r in rows if r["d"] == d), key=lambda r: r["ms"])["config"]) for d in CANDIDATES}
     for d, cfg in best.items():
         cur = next((r["ms"] for r in rows if r["d"] == d and tuple(r["config"]) == base[d]), float("nan"))
