@@ -7,7 +7,7 @@ python3 experiments/kernels/bench_linear.py [--out DIR] [--lengths 1k,...,64k]
 bf16, causal, 16 heads, head dim 64 and 128, batch x N = 64k tokens per call,
 per-head decay (Lightning / RetNet). Median ms from triton.testing.do_bench.
 Columns: ``linear`` (our kernel, segment count chosen by ``segments``), ``fused``
-(the serial walk forced: the pre-split kernel), ``fla``, ``flash`` (softmax).
+(the serial walk forced), ``split`` (segments forced), ``fla``, ``flash`` (softmax).
 Writes bench_linear.md / .json / .png. Target: linear faster beyond 4k tokens,
 constant time per token.
 """
@@ -53,14 +53,14 @@ def case(n, d, grad):
     if grad:
         for t in (q, k, v, qt, kt, vt):
             t.requires_grad_(True)
-        fns = {"linear": lambda: linear_attention(q, k, v, log_decay=lam, scale=scale).sum().backward(),
-               "fused": lambda: linear_attention(q, k, v, log_decay=lam, scale=scale, path="fused").sum().backward()}
+        fns = {path: lambda path=path: linear_attention(q, k, v, log_decay=lam, scale=scale,
+                                                         path=PATH[path]).sum().backward() for path in PATH}
         if chunk_simple_gla is not None:
             fns["fla"] = lambda: chunk_simple_gla(qt, kt, vt, g=g_tok, scale=scale)[0].sum().backward()
     else:
-        fns = {"linear": lambda: chunk_forward(q, k, v, log_decay=lam, scale=scale)[0],
-               "fused": lambda: chunk_forward(q, k, v, log_decay=lam, scale=scale, path="fused")[0],
-               "flash": lambda: flash_forward(q, k, v, causal=True)[0]}
+        fns = {path: lambda path=path: chunk_forward(q, k, v, log_decay=lam, scale=scale, path=PATH[path])[0]
+               for path in PATH}
+        fns["flash"] = lambda: flash_forward(q, k, v, causal=True)[0]
         if chunk_simple_gla is not None:
             fns["fla"] = lambda: chunk_simple_gla(qt, kt, vt, g=g_tok, scale=scale)[0]
     for name, fn in fns.items():
@@ -74,7 +74,8 @@ def case(n, d, grad):
     return row
 
 
-NAMES = ("linear", "fused", "fla", "flash")
+NAMES = ("linear", "fused", "split", "fla", "flash")
+PATH = {"linear": "auto", "fused": "fused", "split": "split"}  # our kernel's columns
 
 
 def table(rows):
