@@ -16,7 +16,9 @@ pointer arithmetic alone; the backward pass is three runs of this one kernel:
 
   dq = fwd(do, v, k)                         causal
   dk = fwd(v, do, q),  dv = fwd(k, q, do)    anti-causal (REVERSE)
-  da_t = sum_{m >= t} (q_m . dq_m - k_m . dk_m)   the decay/gate gradient.
+  da_t = sum_{m >= t} (q_m . dq_m - k_m . dk_m)   the decay/gate gradient,
+
+its per-token dots summed by the dq and dk runs themselves (``ROW_DOT``).
 
 That walk is serial over chunks: with few (batch x head) programs, as at one
 64k-token sequence, most of the GPU idles. Then the sequence is cut into
