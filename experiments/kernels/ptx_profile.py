@@ -23,7 +23,7 @@ from archgram.kernels.flash.forward import _flash_fwd
 from archgram.kernels.flash.spec import SCORE_IDS
 
 POINTERS = {"Q": "*bf16", "K": "*bf16", "V": "*bf16", "Out": "*bf16", "LSE": "*fp32", "AUX": "*fp32",
-            "SLOPES": "*fp32", "RELB": "*fp32", "DRELB": "*fp32", "BMASK": "*i8", "TILES": "*i32"}
+            "SLOPES": "*fp32", "RELB": "*fp32", "BMASK": "*i8", "TILES": "*i32"}
 FLOATS = {"qk_scale", "sig_b2", "cap", "czeta", "gamma", "power"}
 MUFU = ("ex2.approx", "lg2.approx", "tanh.approx", "rcp.approx", "sin.approx", "cos.approx", "rsqrt.approx")
 FP32 = re.compile(r"^\s*(fma|mul|add|sub|max|min|selp|neg|abs|setp\.\w+|div\.\w+)\.\S*f32", re.M)

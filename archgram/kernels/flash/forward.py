@@ -65,7 +65,7 @@ def key_ranges(a, b, row_ok, NK, BLOCK_N: tl.constexpr, SPLIT: tl.constexpr):
 
 @triton.jit
 def _fwd_tile(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd, start_n, rows, offs_n, offs_d,
-              a, b, NK, dil, gw, BMASK, nbq, nbk, bq, bk, slope2, rb_base, db_base, rmax, qk_scale, sig_b2, cap,
+              a, b, NK, dil, gw, BMASK, nbq, nbk, bq, bk, slope2, rb_base, rmax, qk_scale, sig_b2, cap,
               czeta, gamma, power, logn,
               lse2,
               SCORE: tl.constexpr, STAGE: tl.constexpr, MASKED: tl.constexpr, DILATED: tl.constexpr,
@@ -137,7 +137,7 @@ def _width(offs_n):
 
 @triton.jit
 def _sweep(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd, rows, offs_n, offs_d, a, b, NK, dil, gw,
-           BMASK, nbq, nbk, bq, bk, TILES, n_tiles, pid_m, slope2, rb_base, db_base, rmax, qk_scale, sig_b2, cap,
+           BMASK, nbq, nbk, bq, bk, TILES, n_tiles, pid_m, slope2, rb_base, rmax, qk_scale, sig_b2, cap,
            czeta, gamma, power,
            logn, lse2, lo, full_lo, full_hi, hi,
            SCORE: tl.constexpr, STAGE: tl.constexpr, DILATED: tl.constexpr, GRID2D: tl.constexpr,
@@ -151,7 +151,7 @@ def _sweep(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd, rows, offs_n, o
         for t in range(0, tl.load(row)):
             start_n = tl.load(row + 1 + t) * BLOCK_N
             acc, l_i, m_i = _fwd_tile(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd, start_n, rows, offs_n,
-                                      offs_d, a, b, NK, dil, gw, BMASK, nbq, nbk, bq, bk, slope2, rb_base, db_base,
+                                      offs_d, a, b, NK, dil, gw, BMASK, nbq, nbk, bq, bk, slope2, rb_base,
                                       rmax, qk_scale, sig_b2, cap,
                                       czeta, gamma, power, logn, lse2, SCORE, STAGE, True, DILATED, GRID2D,
                                       BLOCK_SPARSE,
@@ -159,21 +159,21 @@ def _sweep(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd, rows, offs_n, o
     else:
         for start_n in range(lo, full_lo, BLOCK_N):
             acc, l_i, m_i = _fwd_tile(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd, start_n, rows, offs_n,
-                                      offs_d, a, b, NK, dil, gw, BMASK, nbq, nbk, bq, bk, slope2, rb_base, db_base,
+                                      offs_d, a, b, NK, dil, gw, BMASK, nbq, nbk, bq, bk, slope2, rb_base,
                                       rmax, qk_scale, sig_b2, cap,
                                       czeta, gamma, power, logn, lse2, SCORE, STAGE, True, DILATED, GRID2D,
                                       BLOCK_SPARSE,
                                       HAS_ALIBI, HAS_RELB, PRECISION, FAST_APPROX)
         for start_n in range(full_lo, full_hi, BLOCK_N):
             acc, l_i, m_i = _fwd_tile(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd, start_n, rows, offs_n,
-                                      offs_d, a, b, NK, dil, gw, BMASK, nbq, nbk, bq, bk, slope2, rb_base, db_base,
+                                      offs_d, a, b, NK, dil, gw, BMASK, nbq, nbk, bq, bk, slope2, rb_base,
                                       rmax, qk_scale, sig_b2, cap,
                                       czeta, gamma, power, logn, lse2, SCORE, STAGE, False, DILATED, GRID2D,
                                       BLOCK_SPARSE,
                                       HAS_ALIBI, HAS_RELB, PRECISION, FAST_APPROX)
         for start_n in range(full_hi, hi, BLOCK_N):
             acc, l_i, m_i = _fwd_tile(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd, start_n, rows, offs_n,
-                                      offs_d, a, b, NK, dil, gw, BMASK, nbq, nbk, bq, bk, slope2, rb_base, db_base,
+                                      offs_d, a, b, NK, dil, gw, BMASK, nbq, nbk, bq, bk, slope2, rb_base,
                                       rmax, qk_scale, sig_b2, cap,
                                       czeta, gamma, power, logn, lse2, SCORE, STAGE, True, DILATED, GRID2D,
                                       BLOCK_SPARSE,
@@ -183,7 +183,7 @@ def _sweep(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd, rows, offs_n, o
 
 @triton.jit
 def _flash_fwd(
-    Q, K, V, Out, LSE, AUX, SLOPES, RELB, DRELB, BMASK, TILES,
+    Q, K, V, Out, LSE, AUX, SLOPES, RELB, BMASK, TILES,
     sqb, sqh, sqm, sqd, skb, skh, skn, skd, svb, svh, svn, svd, sob, soh, som, sod,
     H, NQ, NK, qk_scale, sig_b2, cap, czeta, gamma, power, window, dil, nbhd, gw, nbq, nbk, bq, bk, n_tiles, rmax,
     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, SCORE: tl.constexpr,
@@ -205,8 +205,7 @@ def _flash_fwd(
     k_base = K + b_idx * skb + kvh * skh
     v_base = V + b_idx * svb + kvh * svh
     slope2 = 0.0
-    rb_base = RELB + h * (2 * rmax + 1)  # this head\'s bias table and its gradient
-    db_base = DRELB + h * (2 * rmax + 1)
+    rb_base = RELB + h * (2 * rmax + 1)  # this head's bias table
     if HAS_ALIBI:
         slope2 = tl.load(SLOPES + h)
     a, b = row_bounds(rows, NK, window, dil, nbhd, gw, CAUSAL, HAS_WINDOW, NEIGHBOR, GRID2D)
@@ -219,7 +218,7 @@ def _flash_fwd(
     lse2 = l_i
     if SCORE == 3 and (DILATED or GRID2D or BLOCK_SPARSE):  # softplus: log of each row's visible key count
         _a, cnt, _m = _sweep(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd, rows, offs_n, offs_d, a, b, NK,
-                             dil, gw, BMASK, nbq, nbk, bq, bk, TILES, n_tiles, pid_m, slope2, rb_base, db_base, rmax,
+                             dil, gw, BMASK, nbq, nbk, bq, bk, TILES, n_tiles, pid_m, slope2, rb_base, rmax,
                              qk_scale, sig_b2, cap,
                              czeta,
                              gamma, power, logn, lse2, lo, full_lo, full_hi, hi, SCORE, 0, DILATED, GRID2D,
@@ -230,14 +229,14 @@ def _flash_fwd(
         logn = tl.log(tl.maximum(b - a + 1, 1).to(tl.float32))
     if SCORE == 4:  # clipped: the final lse first
         _a, l1, m1 = _sweep(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd, rows, offs_n, offs_d, a, b, NK,
-                            dil, gw, BMASK, nbq, nbk, bq, bk, TILES, n_tiles, pid_m, slope2, rb_base, db_base, rmax,
+                            dil, gw, BMASK, nbq, nbk, bq, bk, TILES, n_tiles, pid_m, slope2, rb_base, rmax,
                             qk_scale, sig_b2, cap,
                             czeta,
                             gamma, power, logn, lse2, lo, full_lo, full_hi, hi, SCORE, 1, DILATED, GRID2D, BLOCK_SPARSE,
                             HAS_ALIBI, HAS_RELB, PRECISION, FAST_APPROX, BLOCK_N)
         lse2 = tl.where(l1 == 0.0, float("-inf"), m1 + tl.log2(tl.where(l1 == 0.0, 1.0, l1)))
     acc, l_i, m_i = _sweep(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd, rows, offs_n, offs_d, a, b, NK,
-                           dil, gw, BMASK, nbq, nbk, bq, bk, TILES, n_tiles, pid_m, slope2, rb_base, db_base, rmax,
+                           dil, gw, BMASK, nbq, nbk, bq, bk, TILES, n_tiles, pid_m, slope2, rb_base, rmax,
                            qk_scale, sig_b2, cap,
                            czeta,
                            gamma, power, logn, lse2, lo, full_lo, full_hi, hi, SCORE, 2, DILATED, GRID2D, BLOCK_SPARSE,
@@ -333,7 +332,7 @@ def forward(q, k, v, spec: Spec, alibi_slopes=None, block=None, rel_bias=None):
     bmask, tiles, margs, flags = mask_args(spec, nq, nk, bm, bn, q.device)
     grid = (triton.cdiv(nq, bm), bsz * h)
     _flash_fwd[grid](
-        q, k, v, out, lse, aux, slopes, relb, relb, bmask, tiles,
+        q, k, v, out, lse, aux, slopes, relb, bmask, tiles,
         *q.stride(), *k.stride(), *v.stride(), *out.stride(),
         h, nq, nk, **score_args(spec, nk, d), **margs,
         GROUP=h // hkv, HEAD_DIM=d, SCORE=SCORE_IDS[spec.score], HAS_ALIBI=alibi_slopes is not None, **flags,
