@@ -211,7 +211,7 @@ def segments(bsz: int, h: int, n: int, dv: int, bt: int, bv: int, device, path: 
     those programs leave over 40% of the SMs idle, the sequence is cut into
     segments walked in parallel (about two waves), each at least
     ``MIN_SEGMENT_CHUNKS`` chunks long. Cutting reads K and V twice and costs
-    1.7-1.8x the fused walk's time per token on a full device (H100,
+    1.6-1.7x the fused walk's time per token on a full device (H200,
     experiments/kernels/bench_linear.md), so a device 60% busy is already
     better off walking. ``path="split"`` forces at least two."""
     if path == "fused":
@@ -277,7 +277,7 @@ def chunk_forward(q, k, v, *, log_decay=None, gate=None, scale: float = 1.0, rev
     launch(q, k, v, g, lam, out, states, states, totals, x, dots, *strides, h, n, dk, dv, seg, ns, float(scale),
            STORE_STATE=True, HAS_INIT=False, STATE_ONLY=True, **common)
     bks = 16
-    _split_scan[(triton.cdiv(dv, bv), triton.cdiv(dk, bks), bsz * h)](
+    _split_scan[(nvb, triton.cdiv(dk, bks), bsz * h)](
         states, totals, state, ns, dk, dv, BKS=bks, BV=bv, DECAYS=decays, STORE_STATE=bool(return_state),
         num_warps=1 if interpreting() else 2, num_stages=1,
     )
