@@ -215,7 +215,7 @@ def _flash_bwd_dq(
 
 @triton.jit
 def _dkdv_tile(dk, dv, k, v, q_base, do_base, sqm, sqd, sdm, sdd, stat_base, LSE, AUX, DELTA, start_m, offs_m, offs_d,
-               cols, NQ, NK, window, dil, nbhd, gw, BMASK, nbq, nbk, bq, bk, slope2, rb_base, db_base, rmax,
+               cols, NQ, NK, window, dil, nbhd, gw, BMASK, nbq, nbk, bq, bk, slope2, rb_base, rmax,
                qk_scale, sig_b2, cap, czeta,
                gamma,
                power, SCORE: tl.constexpr, MASKED: tl.constexpr, CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr,
@@ -290,7 +290,7 @@ def query_ranges(c0, c1, NQ, NK, window, dil, nbhd, gw, CAUSAL: tl.constexpr, HA
 
 @triton.jit
 def _flash_bwd_dkdv(
-    Q, K, V, DO, DK, DV, LSE, AUX, DELTA, SLOPES, RELB, DRELB, BMASK, TILES,
+    Q, K, V, DO, DK, DV, LSE, AUX, DELTA, SLOPES, RELB, BMASK, TILES,
     sqb, sqh, sqm, sqd, skb, skh, skn, skd, svb, svh, svn, svd, sdb, sdh, sdm, sdd,
     skgb, skgh, skgn, skgd, svgb, svgh, svgn, svgd,
     H, HKV, NQ, NK, scale, qk_scale, sig_b2, cap, czeta, gamma, power, window, dil, nbhd, gw, nbq, nbk, bq, bk,
@@ -323,8 +323,7 @@ def _flash_bwd_dkdv(
         do_base = DO + b_idx * sdb + h * sdh
         stat_base = (b_idx * H + h) * NQ
         slope2 = 0.0
-        rb_base = RELB + h * (2 * rmax + 1)  # this head\'s bias table and its gradient
-        db_base = DRELB + h * (2 * rmax + 1)
+        rb_base = RELB + h * (2 * rmax + 1)  # this head's bias table (dBias is the dQ kernel's)
         if HAS_ALIBI:
             slope2 = tl.load(SLOPES + h)
         if BLOCK_SPARSE:
@@ -334,7 +333,7 @@ def _flash_bwd_dkdv(
                 dk, dv = _dkdv_tile(dk, dv, k, v, q_base, do_base, sqm, sqd, sdm, sdd, stat_base, LSE, AUX, DELTA,
                                     start_m, offs_m, offs_d, cols, NQ, NK, window, dil, nbhd, gw, BMASK, nbq, nbk,
                                     bq, bk,
-                                    slope2, rb_base, db_base, rmax, qk_scale, sig_b2, cap, czeta, gamma, power,
+                                    slope2, rb_base, rmax, qk_scale, sig_b2, cap, czeta, gamma, power,
                                     SCORE, True, CAUSAL,
                                     HAS_WINDOW, NEIGHBOR, DILATED, GRID2D, BLOCK_SPARSE, HAS_ALIBI, HAS_RELB, PRECISION,
                                     FAST_APPROX)
@@ -343,7 +342,7 @@ def _flash_bwd_dkdv(
                 dk, dv = _dkdv_tile(dk, dv, k, v, q_base, do_base, sqm, sqd, sdm, sdd, stat_base, LSE, AUX, DELTA,
                                     start_m, offs_m, offs_d, cols, NQ, NK, window, dil, nbhd, gw, BMASK, nbq, nbk,
                                     bq, bk,
-                                    slope2, rb_base, db_base, rmax, qk_scale, sig_b2, cap, czeta, gamma, power,
+                                    slope2, rb_base, rmax, qk_scale, sig_b2, cap, czeta, gamma, power,
                                     SCORE, True, CAUSAL,
                                     HAS_WINDOW, NEIGHBOR, DILATED, GRID2D, BLOCK_SPARSE, HAS_ALIBI, HAS_RELB, PRECISION,
                                     FAST_APPROX)
@@ -351,7 +350,7 @@ def _flash_bwd_dkdv(
                 dk, dv = _dkdv_tile(dk, dv, k, v, q_base, do_base, sqm, sqd, sdm, sdd, stat_base, LSE, AUX, DELTA,
                                     start_m, offs_m, offs_d, cols, NQ, NK, window, dil, nbhd, gw, BMASK, nbq, nbk,
                                     bq, bk,
-                                    slope2, rb_base, db_base, rmax, qk_scale, sig_b2, cap, czeta, gamma, power,
+                                    slope2, rb_base, rmax, qk_scale, sig_b2, cap, czeta, gamma, power,
                                     SCORE, False, CAUSAL,
                                     HAS_WINDOW, NEIGHBOR, DILATED, GRID2D, BLOCK_SPARSE, HAS_ALIBI, HAS_RELB, PRECISION,
                                     FAST_APPROX)
@@ -359,7 +358,7 @@ def _flash_bwd_dkdv(
                 dk, dv = _dkdv_tile(dk, dv, k, v, q_base, do_base, sqm, sqd, sdm, sdd, stat_base, LSE, AUX, DELTA,
                                     start_m, offs_m, offs_d, cols, NQ, NK, window, dil, nbhd, gw, BMASK, nbq, nbk,
                                     bq, bk,
-                                    slope2, rb_base, db_base, rmax, qk_scale, sig_b2, cap, czeta, gamma, power,
+                                    slope2, rb_base, rmax, qk_scale, sig_b2, cap, czeta, gamma, power,
                                     SCORE, True, CAUSAL,
                                     HAS_WINDOW, NEIGHBOR, DILATED, GRID2D, BLOCK_SPARSE, HAS_ALIBI, HAS_RELB, PRECISION,
                                     FAST_APPROX)
@@ -401,7 +400,7 @@ def backward(do, q, k, v, out, lse, aux, spec: Spec, alibi_slopes=None, block=No
     bm, bn, warps, stages = kv_cfg
     bmask, tiles, margs, flags = mask_args(spec, nq, nk, bm, bn, q.device, transpose=True)
     _flash_bwd_dkdv[(triton.cdiv(nk, bn), bsz * hkv)](
-        q, k, v, do, dk, dv, lse, aux, delta, slopes, relb, relb, bmask, tiles, *strides, *dk.stride(), *dv.stride(),
+        q, k, v, do, dk, dv, lse, aux, delta, slopes, relb, bmask, tiles, *strides, *dk.stride(), *dv.stride(),
         h, hkv, nq, nk, scale, **sargs, **margs, **flags, **common, BLOCK_M=bm, BLOCK_N=bn,
         num_warps=warps, num_stages=stages)
     return dq, dk, dv, (drelb.to(rel_bias.dtype) if rel_bias is not None else None)
