@@ -15,7 +15,6 @@ Semantics: ``reference``.
 """
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
@@ -107,7 +106,6 @@ def _decode_reduce(PO, PLSE, Out, LSE, D, NSPLIT, BLOCK_S: tl.constexpr, BLOCK_D
     tl.store(LSE + row, tl.where(total == 0.0, float("-inf"), m_safe + tl.log(total_safe)))
 
 
-@functools.cache
 def _programs(device: torch.device) -> int:
     """How many programs keep the device busy (two waves of its SMs; 4 on the CPU)."""
     return 2 * sm_count(device) if device.type == "cuda" else 4
