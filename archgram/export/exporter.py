@@ -120,6 +120,7 @@ def _retrain(record, task, batch_size: int, model: nn.Module, meta: dict[str, An
     with the study's optimizer settings and train options."""
     from archgram.export.weights import load_weights
     from archgram.search.evaluator import Budget, evaluate
+    from archgram.search.runner import training_settings
 
     attrs = record.attrs
     budget = attrs.get("budget")
@@ -132,9 +133,8 @@ def _retrain(record, task, batch_size: int, model: nn.Module, meta: dict[str, An
     seed = int(attrs.get("seed", record.number))
     with tempfile.TemporaryDirectory(prefix="archgram-retrain-") as tmp:
         path = str(Path(tmp) / "w.safetensors")
-        training = meta.get("training", {})
         result = evaluate(record.derivation, task, Budget.parse(budget), seed=seed, batch_size=batch_size,
-                          lr=float(training.get("lr", 1e-3)), optimizer=training.get("optimizer", "adamw"),
+                          **training_settings(meta.get("training", {})),
                           train_options=meta.get("train_options") or None, weights=path)
         if not result.ok:
             raise ExportError(f"retraining trial {record.number} failed: {result.message}")

@@ -146,8 +146,9 @@ class _Reporter:
             self.report({"train_loss": mean, "step": step, "progress": round(100 * (self.next - 1) / self.reports)})
 
 
-def _training(config: dict[str, Any]) -> dict[str, Any]:
-    """The optimizer settings a trial config carries (defaults for older configs)."""
+def training_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """The optimizer settings (lr, optimizer) a trial config or a study's stored
+    "training" record carries, with SearchConfig's defaults for older studies."""
     return {"lr": float(config.get("lr", SearchConfig.lr)), "optimizer": config.get("optimizer", SearchConfig.optimizer)}
 
 
@@ -178,11 +179,11 @@ def _trainable(config: dict[str, Any]) -> None:
             tasks = [_worker_task(name, {}) for name in config["tasks"]]
             evaluation = evaluate_tasks(derivation, tasks, budget, seed=config["seed"], device=config.get("device", "cpu"),
                                         batch_size=config["batch_size"], train_options=train_options, on_step=on_step,
-                                        **_training(config))
+                                        **training_settings(config))
         else:
             evaluation = evaluate(derivation, task, budget, seed=config["seed"], device=config.get("device", "cpu"),
                                   batch_size=config["batch_size"], train_options=train_options, on_step=on_step,
-                                  weights=config.get("weights"), **_training(config))
+                                  weights=config.get("weights"), **training_settings(config))
         result = evaluation.to_dict() | {k: v for k, v in evaluation.extras.items() if ":" in k}
         eval_end = time.time()
     except Exception as exc:  # noqa: BLE001 - a failure is a result, never a crash
