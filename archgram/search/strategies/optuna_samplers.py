@@ -25,6 +25,7 @@ from optuna.trial import TrialState
 from archgram.grammar.derivation import BranchNode, Derivation, Node, OpNode, RuleNode
 from archgram.grammar.model import Branch, Grammar, NonTerm, Term
 from archgram.grammar.sampler import Chooser, sample, weighted_order
+from archgram.search.store import direction
 from archgram.search.strategies.base import Proposal, Strategy, register_strategy
 
 optuna.logging.set_verbosity(logging.WARNING)
@@ -132,8 +133,8 @@ class _OptunaStrategy(Strategy):
         raise NotImplementedError
 
     def study_directions(self) -> list[str]:
-        # 'score' and a multi-task study's per-task 'score:<task>' are maximised; costs minimised
-        return ["maximize" if o == "score" or o.startswith("score:") else "minimize" for o in self.objective_names]
+        """Each objective's direction by the study store's rule (score and score:<task> up, costs down)."""
+        return [direction(o) for o in self.objective_names]
 
     def propose(self) -> Proposal:
         trial = self.study.ask()
