@@ -15,6 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROWS_FILE = Path(__file__).with_name("catalog_rows.tsv")
+#: One line per row: how faithful archgram's implementation is to the paper, the
+#: paper's claim a test checks, and that test's id. Kept by hand after reading the
+#: paper (the row's implementing class says in its docstring what differs).
+FIDELITY_FILE = Path(__file__).with_name("catalog_fidelity.tsv")
+#: Values of the fidelity column: "faithful", "n/a", "simplified: <what, why forced, what is lost>",
+#: and "unreviewed" for a row not yet read against its paper.
+FIDELITY = re.compile(r"^(faithful|n/a|unreviewed|simplified: .{20,})$")
 GRAMMARS_DIR = Path(__file__).with_name("grammars")
 REF = re.compile(r"\bS(\d\d)\b")
 
@@ -27,6 +34,9 @@ class Row:
     what: str
     implementations: list[str] = field(default_factory=list)
     tests: list[str] = field(default_factory=list)
+    fidelity: str = "unreviewed"
+    claim: str = ""
+    claim_test: str = ""
 
     @property
     def status(self) -> str:
@@ -38,12 +48,27 @@ class Row:
 
     def to_dict(self) -> dict:
         return {"id": self.id, "status": self.status, "paper": self.paper, "kind": self.kind,
-                "ops": self.implementations, "tests": self.tests}
+                "ops": self.implementations, "tests": self.tests, "fidelity": self.fidelity,
+                "claim": self.claim, "claim_test": self.claim_test}
 
 
 def rows() -> list[Row]:
+    """The 78 rows with their fidelity entries."""
     with open(ROWS_FILE, newline="") as fh:
-        return [Row(r["id"], r["paper"], r["kind"], r["what"]) for r in csv.DictReader(fh, delimiter="\t")]
+        table = [Row(r["id"], r["paper"], r["kind"], r["what"]) for r in csv.DictReader(fh, delimiter="\t")]
+    entries = fidelity_entries()
+    for row in table:
+        entry = entries.get(row.id, {})
+        row.fidelity = entry.get("fidelity") or "unreviewed"
+        row.claim = entry.get("claim") or ""
+        row.claim_test = entry.get("test") or ""
+    return table
+
+
+def fidelity_entries() -> dict[str, dict[str, str]]:
+    """Row id -> {"fidelity", "claim", "test"} from ``catalog_fidelity.tsv``."""
+    with open(FIDELITY_FILE, newline="") as fh:
+        return {r["id"]: r for r in csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)}
 
 
 def implementations() -> dict[str, list[str]]:

@@ -2,7 +2,7 @@
 
     archgram catalog                 # table: id, status, paper, implementations, tests
     archgram catalog --status missing
-    archgram catalog --json          # [{"id": "S06", "status": "implemented", "ops": [...], "tests": [...]}]
+    archgram catalog --json          # [{"id": "S06", "status": "implemented", "fidelity": "faithful", ...}]
 """
 from __future__ import annotations
 
@@ -38,11 +38,11 @@ def catalog_command(
         return
     console = Console()
     table = Table(title="archgram catalog" + ("" if folder else " (no test folder found: tests not scanned)"))
-    for col in ("id", "status", "paper", "implemented by", "tests"):
+    for col in ("id", "status", "fidelity", "paper", "implemented by", "tests"):
         table.add_column(col, overflow="fold")
     for r in rows:
         impl = ", ".join(r.implementations[:6]) + (f" (+{len(r.implementations) - 6})" if len(r.implementations) > 6 else "")
-        table.add_row(r.id, f"[{STYLE[r.status]}]{r.status}[/]", r.paper, impl or "-", str(len(r.tests)))
+        table.add_row(r.id, f"[{STYLE[r.status]}]{r.status}[/]", r.fidelity, r.paper, impl or "-", str(len(r.tests)))
     console.print(table)
     counts = {s: sum(r.status == s for r in catalog(folder)) for s in STATUSES}
     console.print(" ".join(f"[{STYLE[s]}]{s}: {n}[/]" for s, n in counts.items()))

@@ -43,3 +43,25 @@ def test_catalog_json_lists_objects(capsys):
 def test_unknown_status_is_a_one_line_error(capsys):
     assert run(["catalog", "--status", "done"]) == 2
     assert "unknown status 'done'" in capsys.readouterr().err
+
+
+def test_every_row_has_a_well_formed_fidelity_entry():
+    from archgram.catalog import FIDELITY, fidelity_entries
+
+    entries = fidelity_entries()
+    assert sorted(entries) == [f"S{i:02d}" for i in range(1, 79)]
+    bad = {k: e["fidelity"] for k, e in entries.items() if not FIDELITY.match(e["fidelity"] or "")}
+    assert not bad, f"fidelity must be faithful, n/a or 'simplified: <reason>': {bad}"
+
+
+def test_each_reviewed_row_names_a_claim_test_that_exists():
+    """A reviewed row's claim test is a real test function in the suite, and names its row."""
+    from archgram.catalog import default_tests_dir
+
+    folder = default_tests_dir()
+    found = refs_in_tests(folder)
+    for row in rows():
+        if row.fidelity in ("unreviewed", "n/a"):
+            continue
+        assert row.claim and row.claim_test, f"{row.id}: reviewed row without a claim and its test"
+        assert row.claim_test in found.get(row.id, []), f"{row.id}: {row.claim_test} does not exist or does not name {row.id}"
