@@ -181,31 +181,81 @@ def test_channel_attention_is_global_and_token_permutation_equivariant():
 
 # ------------------------------------------------------------ S51 class-semantics attention
 @pytest.mark.catalog("S51")
-def test_csa_sums_channel_gated_and_time_point_gated_features():
-    t = torch.randn(2, 7, 8)
-    m = build("csa", tuple(t.shape), reduction=2, kernel=3)
-    ref = torch.empty_like(t)
+def test_csa_scores_from_r_gate_f_on_channels_and_time_points_and_sum():
+    r, f = torch.randn(2, 7, 6), torch.randn(2, 7, 8)  # R and F share time points, not channels
+    m = build("csa", [tuple(r.shape), tuple(f.shape)], reduction=2, kernel=3)
+    ref = torch.empty_like(f)
     w = m.temporal.weight[0]  # (2, 3)
     for b in range(2):
-        a_c = torch.sigmoid(m.fc2(torch.relu(m.fc1(t[b].mean(0)))))  # (C,)
-        stats = torch.stack([t[b].mean(1), t[b].max(1).values])  # (2, T)
+        a_c = torch.sigmoid(m.fc2(torch.relu(m.fc1(r[b].mean(0)))))  # (C_F,) from R
+        stats = torch.stack([r[b].mean(1), r[b].max(1).values])  # (2, T) from R
         padded = F.pad(stats, (1, 1))
         for i in range(7):
             a_t = torch.sigmoid((padded[:, i:i + 3] * w).sum() + m.temporal.bias[0])
-            ref[b, i] = a_c * t[b, i] + a_t * t[b, i]
-    torch.testing.assert_close(m(t), ref)
+            ref[b, i] = a_c * f[b, i] + a_t * f[b, i]
+    torch.testing.assert_close(m([r, f]), ref)
 
 
 @pytest.mark.catalog("S51")
-def test_csa_scores_are_per_channel_and_per_time_point_in_unit_interval():
-    x = torch.randn(2, 4, 3, 5)
-    m = build("csa", tuple(x.shape))
-    a_c, a_t = m.scores(x.flatten(2).transpose(1, 2))
-    assert a_c.shape == (2, 1, 4) and a_t.shape == (2, 15, 1)
-    assert ((a_c > 0) & (a_c < 1)).all() and ((a_t > 0) & (a_t < 1)).all()
-    assert m(x).shape == x.shape
+def test_csa_importance_comes_from_the_class_semantics_input_not_from_f():
+    """The paper's defining choice: scores are learned from R, not from the encoded F.
+    So for a fixed R the op is linear in F (a self-gate of F is not), and changing R
+    alone re-weights F."""
+    r, f1, f2 = torch.randn(2, 4, 3, 5), torch.randn(2, 6, 3, 5), torch.randn(2, 6, 3, 5)
+    m = build("csa", [tuple(r.shape), tuple(f1.shape)])
+    torch.testing.assert_close(m([r, 2.0 * f1 - 3.0 * f2]), 2.0 * m([r, f1]) - 3.0 * m([r, f2]))
+    assert (m([r + torch.randn_like(r), f1]) - m([r, f1])).abs().max() > 1e-3
+    a_c, a_t = m.scores(r.flatten(2).transpose(1, 2))
+    assert a_c.shape == (2, 1, 6) and a_t.shape == (2, 15, 1)
+
+
+def _fit_csa_selection(scores_from_r: bool, seed: int = 0, steps: int = 150) -> float:
+    """Train csa + a linear readout to sum F's first channel over the time points
+    flagged in R; return the held-out MSE over the target's variance."""
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    b, t = 64, 8
+    m = build("csa", [(b, t, 2), (b, t, 4)], reduction=1, kernel=1).train()
+    head = torch.nn.Linear(4, 1)
+    opt = torch.optim.Adam([*m.parameters(), *head.parameters()], lr=0.05)
+
+    def batch():
+        f = torch.randn(b, t, 4, generator=g)
+        flag = (torch.rand(b, t, generator=g) < 0.5).float()  # which time points hold the "action"
+        r = torch.stack([3 * flag, torch.randn(b, t, generator=g)], -1)
+        return r if scores_from_r else f[..., :2], f, (flag * f[..., 0]).mean(1)
+
+    def loss_of(r, f, y):
+        return (head(m([r, f]).mean(1)).squeeze(-1) - y).square().mean()
+
+    for _ in range(steps):
+        loss = loss_of(*batch())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        r, f, y = batch()
+        return (loss_of(r, f, y) / y.var()).item()
+
+
+@pytest.mark.catalog("S51")
+def test_csa_reproduction_scores_from_r_select_the_time_points_r_flags():
+    """Small reproduction of the paper's claim: importance learned from the
+    class-semantics features R picks the useful time points of F; the same op
+    gated by F itself (R = F, the old unary form) cannot."""
+    assert _fit_csa_selection(scores_from_r=True) < 0.12
+    assert _fit_csa_selection(scores_from_r=False) > 0.3
+
+
+def test_csa_shape_rule_needs_two_branches_with_the_same_time_points():
+    rule = get_op("csa").cls.output_shape
+    assert rule([(2, 7, 4), (2, 7, 8)]) == (2, 7, 8)
+    assert get_op("csa").cls.branch_target([(2, 4, 3, 5)]) == (2, None, 3, 5)
+    for bad in ([(2, 7, 8)], [(2, 7, 8), (2, 6, 8)], [(2, 4, 3, 5), (2, 4, 5, 3)], [(2, 7, 8), (2, 8, 2, 2)]):
+        with pytest.raises(ShapeError, match="csa"):
+            rule(bad)
     with pytest.raises(ShapeError, match="csa"):
-        get_op("csa").cls.output_shape((2, 7, 8), kernel=2)
+        rule([(2, 7, 8), (2, 7, 8)], kernel=2)
 
 
 # ------------------------------------------------------------ S07 FOD I2Correlation
@@ -454,7 +504,7 @@ def test_oat_decoder_is_causal_and_declares_one_state_per_fixation():
 
 
 # ------------------------------------------------------------ all vision ops
-VISION = ["coord_attention", "polarized_attention", "outlook_attention", "channel_attention", "csa",
+VISION = ["coord_attention", "polarized_attention", "outlook_attention", "channel_attention",
           "i2correlation", "tcpa", "bvr", "oat_decoder", "fbl_memory", "progressive_mask_attention"]
 
 
