@@ -394,6 +394,31 @@ def _pad(x: torch.Tensor, size: int) -> torch.Tensor:
     return torch.cat([x] * reps)[:size] if reps > 1 else torch.cat([x, x[: size - len(x)]])
 
 
+@torch.no_grad()
+def score_split(model: nn.Module, task: Task, data, split: str, batch_size: int,
+                check: Callable[[], None] | None = None) -> tuple[float, float]:
+    """(metric, loss) of ``model`` on one split of ``data`` ('val' during search;
+    'test' once, for the final pick), in batches of the size the body was typed
+    for. Non-finite predictions or scores raise, so a broken model never scores."""
+    model.eval()
+    x, y = data.split(split)
+    preds = []
+    for i in range(0, len(x), batch_size):
+        if check is not None:
+            check()
+        xb = x[i:i + batch_size]
+        preds.append(model(_pad(xb, batch_size))[: len(xb)].float().cpu())
+    pred = torch.cat(preds)
+    name = {"val": "validation"}.get(split, split)
+    if not torch.isfinite(pred).all():
+        raise _NonFinite(f"{name} predictions contain NaN or inf")
+    y = y.cpu()
+    score = float(task.metric(pred, y))
+    if not math.isfinite(score):
+        raise _NonFinite(f"{name} {task.metric_name} is {score}")
+    return score, float(task.loss(pred, y))
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -581,29 +606,14 @@ class _Run:
         tail = losses[-max(1, len(losses) // 10):]
         r.train_loss = sum(tail) / len(tail)
 
-    @torch.no_grad()
     def score(self, model: nn.Module, data) -> None:
-        r, task, bs = self.result, self.task, self.bs
-        model.eval()
-        preds = []
-        for i in range(0, data.n_val, bs):
-            self.check_clock()
-            xb = data.x_val[i:i + bs]
-            preds.append(model(_pad(xb, bs))[: len(xb)].float().cpu())
-        pred = torch.cat(preds)
-        if not torch.isfinite(pred).all():
-            raise _NonFinite("validation predictions contain NaN or inf")
-        y = data.y_val.cpu()
-        score = float(task.metric(pred, y))
-        if not math.isfinite(score):
-            raise _NonFinite(f"validation {task.metric_name} is {score}")
-        r.score = score
-        r.val_loss = float(task.loss(pred, y))
+        r = self.result
+        r.score, r.val_loss = score_split(model, self.task, data, "val", self.bs, self.check_clock)
 
     @torch.no_grad()
     def latency(self, model: nn.Module, data) -> None:
         model.eval()
-        xb = _pad(data.x_val[: self.bs], self.bs)
+        xb = _pad(data.x_val[: self.bs], self.bs)  # any split would do: latency only
         times = []
         for i in range(2 + self.opts.latency_repeats):
             self.check_clock()

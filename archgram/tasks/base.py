@@ -28,21 +28,28 @@ from archgram.shapes import Shape, fmt
 
 @dataclass
 class TaskData:
-    """Train and validation tensors of one task, on the CPU.
+    """Train, validation and test tensors of one task, on the CPU.
 
     ``x_*`` are raw inputs (what the stem receives), ``y_*`` the targets the
     task's loss and metric read. Indexing the first axis selects examples.
+    Search reads only train and validation; the test split is read once, for
+    the final pick. A task whose data has no validation split of its own leaves
+    ``x_val``/``y_val`` as None and ``Task.data`` carves one from train.
     """
 
     x_train: torch.Tensor
     y_train: torch.Tensor
-    x_val: torch.Tensor
-    y_val: torch.Tensor
+    x_val: torch.Tensor | None
+    y_val: torch.Tensor | None
+    x_test: torch.Tensor
+    y_test: torch.Tensor
     info: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if len(self.x_train) != len(self.y_train) or len(self.x_val) != len(self.y_val):
-            raise ArchgramError("TaskData: inputs and targets differ in length")
+        for split in ("train", "val", "test"):
+            x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
+            if (x is None) != (y is None) or (x is not None and len(x) != len(y)):
+                raise ArchgramError(f"TaskData: {split} inputs and targets differ in length")
 
     @property
     def n_train(self) -> int:
@@ -50,12 +57,39 @@ class TaskData:
 
     @property
     def n_val(self) -> int:
-        return len(self.x_val)
+        return 0 if self.x_val is None else len(self.x_val)
+
+    @property
+    def n_test(self) -> int:
+        return len(self.x_test)
+
+    def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(inputs, targets) of ``name``: 'train', 'val' or 'test'."""
+        if name not in SPLITS:
+            raise ArchgramError(f"unknown split '{name}'; choose one of: {', '.join(SPLITS)}")
+        return getattr(self, f"x_{name}"), getattr(self, f"y_{name}")
+
+    def with_validation(self, fraction: float, seed: int) -> TaskData:
+        """Carve ``fraction`` of train (at least one example) into validation, by a
+        permutation seeded with ``seed``; a no-op when a validation split exists."""
+        if self.x_val is not None:
+            return self
+        n = self.n_train
+        n_val = max(1, round(fraction * n))
+        if n_val >= n:
+            raise ArchgramError(f"TaskData: {n} training examples cannot spare a validation split")
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))
+        tr, va = perm[n_val:].sort().values, perm[:n_val].sort().values
+        return TaskData(self.x_train[tr], self.y_train[tr], self.x_train[va], self.y_train[va],
+                        self.x_test, self.y_test, {**self.info, "validation": f"{n_val} carved from train, seed {seed}"})
 
     def to(self, device: str | torch.device) -> TaskData:
-        return TaskData(
-            self.x_train.to(device), self.y_train.to(device), self.x_val.to(device), self.y_val.to(device), self.info
-        )
+        moved = [None if t is None else t.to(device) for t in
+                 (self.x_train, self.y_train, self.x_val, self.y_val, self.x_test, self.y_test)]
+        return TaskData(*moved, self.info)
+
+
+SPLITS = ("train", "val", "test")
 
 
 class Task:
@@ -74,18 +108,26 @@ class Task:
     refs: ClassVar[tuple[str, ...]] = ()
     #: Reference scores from the literature, in the units of ``metric``.
     published: ClassVar[dict[str, float]] = {}
+    #: Share of train carved into validation when ``generate`` gives no
+    #: validation split, and the fixed seed of that carving.
+    val_fraction: ClassVar[float] = 0.1
+    val_seed: ClassVar[int] = 0
 
     def __init__(self) -> None:
         self._cache: dict[int, TaskData] = {}
 
     # ---------------------------------------------------------------- data
     def data(self, seed: int = 0) -> TaskData:
-        """Train/val data for ``seed``; generated once per task object and seed."""
+        """Train/validation/test data for ``seed``; generated once per task object
+        and seed. Validation is carved from train (``val_fraction``, ``val_seed``)
+        when ``generate`` has none."""
         if seed not in self._cache:
-            self._cache[seed] = self.generate(seed)
+            self._cache[seed] = self.generate(seed).with_validation(self.val_fraction, self.val_seed)
         return self._cache[seed]
 
     def generate(self, seed: int) -> TaskData:
+        """The data set for ``seed``: train and test, and validation if the
+        task has a split of its own (else ``x_val``/``y_val`` are None)."""
         raise NotImplementedError
 
     # -------------------------------------------------------------- shapes
@@ -212,6 +254,14 @@ def accuracy(logits: torch.Tensor, y: torch.Tensor, ignore_index: int | None = N
 
 def seeded(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed))
+
+
+def split_seeds(seed: int) -> tuple[int, int, int]:
+    """Generator seeds of a generated task's train, validation and test splits.
+    Train and validation keep the streams earlier versions used (2s, 2s+1); the
+    test stream is far from both for any seed a user would pick."""
+    s = int(seed)
+    return 2 * s, 2 * s + 1, 1_000_003 + s
 
 
 def fixed_rng_state(fn: Callable[[], Any]) -> Any:

@@ -47,7 +47,8 @@ _MNIST1D: dict[str, TaskData] = {}
 @register_task
 class MNIST1D(ClassificationTask):
     """MNIST-1D (Greydanus 2020): 10 classes of length-40 1D signals, the standard
-    4,000/1,000 split, fed as a sequence (B, 40, 1)."""
+    4,000/1,000 train/test split (validation: 10% of train, fixed seed), fed as a
+    sequence (B, 40, 1)."""
 
     name = "mnist1d"
     description = "MNIST-1D, 4000 train / 1000 test signals of length 40, 10 classes (generated offline)"
@@ -66,7 +67,8 @@ class MNIST1D(ClassificationTask):
             raw = fixed_rng_state(lambda: make_dataset(get_dataset_args()))
             x = torch.tensor(raw["x"], dtype=torch.float32).unsqueeze(-1)
             xt = torch.tensor(raw["x_test"], dtype=torch.float32).unsqueeze(-1)
-            _MNIST1D["standard"] = TaskData(x, torch.tensor(raw["y"]).long(), xt, torch.tensor(raw["y_test"]).long(),
+            _MNIST1D["standard"] = TaskData(x, torch.tensor(raw["y"]).long(), None, None, xt,
+                                            torch.tensor(raw["y_test"]).long(),
                                             {"source": "mnist1d.data.make_dataset(get_dataset_args())"})
         return _MNIST1D["standard"]
 
@@ -98,25 +100,28 @@ def _load_digits():
 @register_task
 class Digits(ClassificationTask):
     """scikit-learn's 8x8 handwritten digits (1,797 images) as (B, 1, 8, 8),
-    scaled to [0, 1], with a fixed stratified 80/20 split."""
+    scaled to [0, 1], with a fixed stratified 80/20 train/test split; validation
+    is 15% of train (fixed seed)."""
 
     name = "digits"
     description = "sklearn load_digits, 8x8 grey images, 10 classes, fixed seeded 80/20 split"
     split_seed = 0
+    val_fraction = 0.15
 
     def generate(self, seed: int) -> TaskData:
         # One fixed split (split_seed): ``seed`` varies training, not the data.
         images, labels = _load_digits()
         x = torch.tensor(images, dtype=torch.float32).reshape(-1, 1, 8, 8) / 16.0
         y = torch.tensor(labels).long()
-        # Stratified: the first 20% of each class (in a seeded shuffle) is validation.
+        # Stratified: the first 20% of each class (in a seeded shuffle) is test;
+        # Task.data carves validation from the rest.
         perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(self.split_seed))
         val = torch.zeros(len(y), dtype=torch.bool)
         for c in range(self.classes):
             members = perm[y[perm] == c]
             val[members[: round(0.2 * len(members))]] = True
         tr, va = (~val).nonzero().squeeze(1), val.nonzero().squeeze(1)
-        return TaskData(x[tr], y[tr], x[va], y[va], {"source": "sklearn.datasets.load_digits"})
+        return TaskData(x[tr], y[tr], None, None, x[va], y[va], {"source": "sklearn.datasets.load_digits"})
 
     def body_input_shape(self, batch_size: int) -> Shape:
         return (batch_size, 1, 8, 8)
@@ -129,5 +134,5 @@ class Digits(ClassificationTask):
         d = self.data(seed)
         clf = LogisticRegression(max_iter=2000)
         clf.fit(d.x_train.flatten(1).numpy(), d.y_train.numpy())
-        out["logistic_regression"] = float(clf.score(d.x_val.flatten(1).numpy(), d.y_val.numpy()))
+        out["logistic_regression"] = float(clf.score(d.x_test.flatten(1).numpy(), d.y_test.numpy()))
         return out

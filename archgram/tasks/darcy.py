@@ -18,7 +18,7 @@ from torch import nn
 
 from archgram.errors import ArchgramError
 from archgram.shapes import Shape
-from archgram.tasks.base import Task, TaskData, register_task
+from archgram.tasks.base import Task, TaskData, register_task, split_seeds
 
 
 def darcy_matrix(a: np.ndarray):
@@ -80,14 +80,15 @@ class Darcy(Task):
     metric_name = "neg_rel_l2"
     description = "2D Darcy flow a -> u (finite-difference data); relative L2 error, negated"
 
-    def __init__(self, resolution: int = 32, n_train: int = 1000, n_val: int = 200):
+    def __init__(self, resolution: int = 32, n_train: int = 1000, n_val: int = 200, n_test: int | None = None):
         super().__init__()
         if resolution < 4:
             raise ArchgramError(f"darcy: resolution must be at least 4, got {resolution}")
         self.resolution, self.n_train, self.n_val = resolution, n_train, n_val
+        self.n_test = n_val if n_test is None else n_test
 
     def config(self) -> dict:
-        return {"resolution": self.resolution, "n_train": self.n_train, "n_val": self.n_val}
+        return {"resolution": self.resolution, "n_train": self.n_train, "n_val": self.n_val, "n_test": self.n_test}
 
     def _split(self, n: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         a = np.stack([random_coefficient(self.resolution, rng) for _ in range(n)])
@@ -95,9 +96,9 @@ class Darcy(Task):
         return torch.from_numpy(a[:, None]).float(), torch.from_numpy(u[:, None]).float()
 
     def generate(self, seed: int) -> TaskData:
-        xt, yt = self._split(self.n_train, np.random.default_rng(2 * int(seed)))
-        xv, yv = self._split(self.n_val, np.random.default_rng(2 * int(seed) + 1))
-        return TaskData(xt, yt, xv, yv, {"f": 1.0, "a_values": (3.0, 12.0)})
+        sizes = (self.n_train, self.n_val, self.n_test)
+        splits = [self._split(n, np.random.default_rng(s)) for n, s in zip(sizes, split_seeds(seed), strict=True)]
+        return TaskData(*splits[0], *splits[1], *splits[2], {"f": 1.0, "a_values": (3.0, 12.0)})
 
     def body_input_shape(self, batch_size: int) -> Shape:
         return (batch_size, 1, self.resolution, self.resolution)

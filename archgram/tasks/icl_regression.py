@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from archgram.shapes import Shape
-from archgram.tasks.base import Task, TaskData, register_task, seeded
+from archgram.tasks.base import Task, TaskData, register_task, seeded, split_seeds
 from archgram.tasks.heads import TokenHead
 
 
@@ -30,14 +30,15 @@ class ICLRegression(Task):
     description = "in-context linear regression, w ~ N(0, I/d) per sequence; -MSE at query tokens"
 
     def __init__(self, dim: int = 8, n_context: int = 16, n_query: int = 8, noise: float = 0.1,
-                 n_train: int = 8000, n_val: int = 1000):
+                 n_train: int = 8000, n_val: int = 1000, n_test: int | None = None):
         super().__init__()
         self.dim, self.n_context, self.n_query, self.noise = dim, n_context, n_query, noise
         self.n_train, self.n_val = n_train, n_val
+        self.n_test = n_val if n_test is None else n_test
 
     def config(self) -> dict:
         return {"dim": self.dim, "n_context": self.n_context, "n_query": self.n_query, "noise": self.noise,
-                "n_train": self.n_train, "n_val": self.n_val}
+                "n_train": self.n_train, "n_val": self.n_val, "n_test": self.n_test}
 
     @property
     def length(self) -> int:
@@ -55,9 +56,9 @@ class ICLRegression(Task):
         return tokens, y[:, c:].contiguous()
 
     def generate(self, seed: int) -> TaskData:
-        xt, yt = self._split(self.n_train, seeded(2 * int(seed)))
-        xv, yv = self._split(self.n_val, seeded(2 * int(seed) + 1))
-        return TaskData(xt, yt, xv, yv)
+        sizes = (self.n_train, self.n_val, self.n_test)
+        splits = [self._split(n, seeded(s)) for n, s in zip(sizes, split_seeds(seed), strict=True)]
+        return TaskData(*splits[0], *splits[1], *splits[2])
 
     def body_input_shape(self, batch_size: int) -> Shape:
         return (batch_size, self.length, self.dim + 2)

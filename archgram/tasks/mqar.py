@@ -61,7 +61,7 @@ class MQAR(Task):
     description = "Zoology multi-query associative recall; accuracy at query positions"
 
     def __init__(self, vocab: int = 64, seq_len: int = 64, kv_pairs: int = 4, d_model: int = 32,
-                 n_train: int = 4000, n_val: int = 500, power_a: float = 0.01):
+                 n_train: int = 4000, n_val: int = 500, power_a: float = 0.01, n_test: int | None = None):
         super().__init__()
         if seq_len % 2 or 4 * kv_pairs > seq_len:
             raise ArchgramError(f"mqar: need an even seq_len >= 4*kv_pairs, got seq_len={seq_len}, kv_pairs={kv_pairs}")
@@ -69,14 +69,15 @@ class MQAR(Task):
             raise ArchgramError(f"mqar: vocab {vocab} too small for {kv_pairs} distinct keys")
         self.vocab, self.seq_len, self.kv_pairs, self.d_model = vocab, seq_len, kv_pairs, d_model
         self.n_train, self.n_val, self.power_a = n_train, n_val, power_a
+        self.n_test = n_val if n_test is None else n_test
 
     def config(self) -> dict:
         return {"vocab": self.vocab, "seq_len": self.seq_len, "kv_pairs": self.kv_pairs, "d_model": self.d_model,
-                "n_train": self.n_train, "n_val": self.n_val, "power_a": self.power_a}
+                "n_train": self.n_train, "n_val": self.n_val, "n_test": self.n_test, "power_a": self.power_a}
 
     def generate(self, seed: int) -> TaskData:
         out = []
-        for split, n in ((0, self.n_train), (1, self.n_val)):
+        for split, n in ((0, self.n_train), (1, self.n_val), (2, self.n_test)):
             rng = np.random.default_rng([int(seed), split])
             x, y = generate_mqar(n, self.vocab, self.seq_len, self.kv_pairs, rng, self.power_a)
             out += [torch.from_numpy(x), torch.from_numpy(y)]

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from archgram.shapes import Shape
-from archgram.tasks.base import Task, TaskData, accuracy, register_task, seeded
+from archgram.tasks.base import Task, TaskData, accuracy, register_task, seeded, split_seeds
 from archgram.tasks.heads import PointerHead
 
 
@@ -24,22 +24,23 @@ class Sort(Task):
     description = "sort N numbers; pointer head over input positions; exact-position accuracy"
 
     def __init__(self, length: int = 10, n_train: int = 10000, n_val: int = 1000, hidden: int = 32,
-                 score: str = "additive"):
+                 score: str = "additive", n_test: int | None = None):
         super().__init__()
         self.length, self.n_train, self.n_val, self.hidden, self.score = length, n_train, n_val, hidden, score
+        self.n_test = n_val if n_test is None else n_test
 
     def config(self) -> dict:
-        return {"length": self.length, "n_train": self.n_train, "n_val": self.n_val, "hidden": self.hidden,
-                "score": self.score}
+        return {"length": self.length, "n_train": self.n_train, "n_val": self.n_val, "n_test": self.n_test,
+                "hidden": self.hidden, "score": self.score}
 
     def _split(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         x = torch.rand(n, self.length, 1, generator=gen)
         return x, torch.argsort(x.squeeze(-1), dim=1)
 
     def generate(self, seed: int) -> TaskData:
-        xt, yt = self._split(self.n_train, seeded(2 * int(seed)))
-        xv, yv = self._split(self.n_val, seeded(2 * int(seed) + 1))
-        return TaskData(xt, yt, xv, yv)
+        sizes = (self.n_train, self.n_val, self.n_test)
+        splits = [self._split(n, seeded(s)) for n, s in zip(sizes, split_seeds(seed), strict=True)]
+        return TaskData(*splits[0], *splits[1], *splits[2])
 
     def body_input_shape(self, batch_size: int) -> Shape:
         return (batch_size, self.length, 1)

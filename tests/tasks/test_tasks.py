@@ -10,7 +10,7 @@ import torch
 
 from archgram.errors import ArchgramError, ShapeError
 from archgram.grammar.model import Grammar
-from archgram.tasks import Task, all_tasks, get_task, register_task, task_names
+from archgram.tasks import Task, TaskData, all_tasks, get_task, register_task, task_names
 from archgram.tasks.heads import ClassificationHead, PointerHead
 from archgram.tasks.mqar import IGNORE, generate_mqar
 
@@ -69,9 +69,10 @@ def test_data_deterministic_with_declared_shapes(tasks, name):
     a = task.data(0)
     assert task.data(0) is a  # cached in memory
     b = type(task)(**task.config()).data(0)  # a fresh object regenerates the same data
-    for x, y in ((a.x_train, b.x_train), (a.y_train, b.y_train), (a.x_val, b.x_val), (a.y_val, b.y_val)):
-        assert torch.equal(x, y)
-    assert a.n_train > a.n_val > 0
+    for split in ("train", "val", "test"):
+        for x, y in zip(a.split(split), b.split(split), strict=True):
+            assert torch.equal(x, y)
+    assert a.n_train > a.n_val > 0 and a.n_test > 0
     stem = task.stem(task.body_input_shape(B))
     with torch.no_grad():
         assert tuple(stem(a.x_train[:B]).shape) == task.body_input_shape(B)
@@ -82,7 +83,28 @@ def test_data_deterministic_with_declared_shapes(tasks, name):
 def test_generated_data_changes_with_seed(tasks, name):
     task = tasks[name]
     assert not torch.equal(task.data(0).x_train, task.data(1).x_train)
-    assert not torch.equal(task.data(0).x_train[: task.data(0).n_val], task.data(0).x_val)
+    d = task.data(0)
+    assert not torch.equal(d.x_train[: d.n_val], d.x_val)
+    assert not torch.equal(d.x_val[: d.n_test], d.x_test[: d.n_val])
+
+
+@pytest.mark.parametrize("name", FAST)
+def test_train_validation_and_test_splits_are_disjoint(tasks, name):
+    """Search reads validation only; the test split is held out, so no example
+    may appear in two splits."""
+    d = tasks[name].data(0)
+    rows = {split: {tuple(r.flatten().tolist()) for r in d.split(split)[0]} for split in ("train", "val", "test")}
+    assert not rows["train"] & rows["val"] and not rows["train"] & rows["test"] and not rows["val"] & rows["test"]
+
+
+def test_validation_is_carved_from_train_with_a_fixed_seed():
+    x, y = torch.arange(20.0).unsqueeze(1), torch.arange(20)
+    data = TaskData(x, y, None, None, x[:2], y[:2])
+    a, b = data.with_validation(0.25, seed=3), data.with_validation(0.25, seed=3)
+    assert a.n_val == 5 and a.n_train == 15 and torch.equal(a.x_val, b.x_val)
+    assert sorted(torch.cat([a.y_train, a.y_val]).tolist()) == list(range(20))
+    assert not torch.equal(a.x_val, data.with_validation(0.25, seed=4).x_val)
+    assert a.with_validation(0.5, seed=0) is a  # an existing validation split is kept
 
 
 @pytest.mark.parametrize("name", FAST)
@@ -216,9 +238,10 @@ def test_sampler_accepts_task_targets(tasks):
 def test_digits_reference_and_split(tasks):
     task = tasks["digits"]
     data = task.data(0)
-    assert data.n_train + data.n_val == 1797
+    assert data.n_train + data.n_val + data.n_test == 1797
+    assert abs(data.n_val - 0.15 * (data.n_train + data.n_val)) <= 1
     assert data.x_train.min() >= 0 and data.x_train.max() <= 1
-    assert data.y_val.bincount().min() >= 35  # stratified
+    assert data.y_test.bincount().min() >= 35  # stratified
 
 
 @pytest.mark.slow
@@ -229,11 +252,12 @@ def test_digits_logistic_regression_reference(tasks):
 def test_mnist1d_offline_standard_split():
     task = get_task("mnist1d")
     data = task.data(0)
-    assert data.x_train.shape == (4000, 40, 1) and data.x_val.shape == (1000, 40, 1)
+    assert data.x_train.shape == (3600, 40, 1) and data.x_val.shape == (400, 40, 1)
+    assert data.x_test.shape == (1000, 40, 1)
     assert data.y_train.dtype == torch.long and set(data.y_train.unique().tolist()) == set(range(10))
     assert task.body_input_shape(B) == (B, 40, 1)
     assert task.published["cnn"] == 0.94 and task.published["logistic_regression"] == 0.32
-    assert get_task("mnist1d").data(5) is data  # one fixed benchmark, generated once per process
+    assert get_task("mnist1d").data(5).x_test is data.x_test  # one fixed benchmark, generated once per process
 
 
 @pytest.mark.slow
@@ -242,5 +266,6 @@ def test_mnist1d_generation_deterministic():
 
     ours = get_task("mnist1d").data(0)
     raw = make_dataset(get_dataset_args())
-    assert np.allclose(ours.x_train.squeeze(-1).numpy(), raw["x"], atol=1e-6)
-    assert np.array_equal(ours.y_val.numpy(), raw["y_test"])
+    train = torch.cat([ours.x_train, ours.x_val]).squeeze(-1).numpy()
+    assert np.allclose(np.sort(train, axis=0), np.sort(raw["x"], axis=0), atol=1e-6)
+    assert np.array_equal(ours.y_test.numpy(), raw["y_test"])
