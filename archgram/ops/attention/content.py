@@ -1,6 +1,7 @@
 """Content-based attention patterns: which keys a query sees is decided from the
-queries and keys themselves (landmark retrieval, token selection, a learned
-connectivity predictor, k-means routing) or, for Combiner, how far keys count.
+queries and keys themselves (landmark retrieval, token selection, k-means
+routing) or, for Combiner, how far keys count. Sparsifiner's learned predictor,
+which gathers keys rather than masking them, lives in sparsifiner.py.
 
 Each returns a boolean (B, H, N, N) mask from ``mask_for``. A boolean mask
 carries no gradient, so every selection here is a hard, stop-gradient choice;
@@ -126,64 +127,6 @@ class TokenSelect(Pattern):
         return _with_self(keep[..., None, :].expand(*keep.shape[:2], n, n))
 
 
-class ConnectivityPredictor(nn.Module):
-    """Sparsifiner's low-cost predictor: per-head rank-``rank`` projections of
-    queries and keys whose product estimates the attention logits. Initialised as
-    scaled Gaussian (Johnson-Lindenstrauss) projections, so an untrained predictor
-    already estimates q . k without bias."""
-
-    def __init__(self, heads: int, head_dim: int, rank: int):
-        super().__init__()
-        self.wq = nn.Parameter(torch.randn(heads, head_dim, rank) / math.sqrt(rank))
-        self.wk = nn.Parameter(torch.randn(heads, head_dim, rank) / math.sqrt(rank))
-        #: Distillation loss of the last training forward (predicted vs full
-        #: attention); a training loop adds it so the predictor learns.
-        self.aux_loss: torch.Tensor | None = None
-
-    def forward(self, q, k) -> torch.Tensor:
-        """Predicted logits (B, H, N, N)."""
-        ql = torch.einsum("bhnd,hdr->bhnr", q, self.wq.to(q.dtype))
-        kl = torch.einsum("bhnd,hdr->bhnr", k, self.wk.to(k.dtype))
-        return ql @ kl.transpose(-1, -2) / math.sqrt(q.shape[-1])
-
-
-@PATTERNS.register
-class Sparsifiner(Pattern):
-    """Sparsifiner (Wei et al. 2023): a low-cost connectivity predictor (low-rank
-    projections of q and k) scores every query-key pair and each query keeps its
-    ``top_k`` best keys (instance-dependent, unstructured sparse attention).
-
-    The paper trains the predictor by distillation from the full attention map;
-    the binarised top-k mask passes no gradient (stop-gradient). Here the
-    predictor stores that KL distillation loss as ``aux_loss`` on its module in
-    training mode: the predictor learns only if the training loop adds it,
-    otherwise it stays a random-projection estimate of q . k."""
-
-    name = "sparsifiner"
-    params = ("top_k", "rank")
-    refs = ("S24",)
-    data_dependent = True
-    rank = 8
-
-    def check(self, n, grid):
-        _integers(self, "top_k", "rank")
-
-    def module(self, heads, head_dim):
-        self.predictor = ConnectivityPredictor(heads, head_dim, self.rank)
-        return self.predictor
-
-    def mask_for(self, q, k, grid):
-        predicted = self.predictor(q, k)
-        if self.causal:
-            predicted = _causal_fill(predicted)
-        if self.predictor.training and torch.is_grad_enabled():
-            full = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
-            full = _causal_fill(full) if self.causal else full
-            target = full.detach().float().softmax(-1)
-            self.predictor.aux_loss = F.kl_div(predicted.float().log_softmax(-1).clamp_min(-1e4), target, reduction="batchmean")
-        return _with_self(_topk_mask(predicted.detach().float(), self.top_k))
-
-
 class Centroids(nn.Module):
     """Routing Transformer's per-head k-means centroids on the unit sphere, updated
     online by an exponential moving average (a buffer: no gradient, as in the paper)."""
@@ -232,7 +175,7 @@ class Routing(Pattern):
         if not isinstance(self.decay, (int, float)) or not 0 <= self.decay < 1:
             raise ShapeError(f"routing: decay must be in [0, 1), got {self.decay!r}")
 
-    def module(self, heads, head_dim):
+    def module(self, heads, head_dim, tokens):
         self.centroids = Centroids(heads, head_dim, self.clusters, float(self.decay))
         return self.centroids
 

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from archgram.errors import ShapeError
+from archgram.ops.attention.gathered import gathered_attend, selection_mask
 from archgram.ops.attention.parts import LAYOUTS, PATTERNS, POSITIONS, SCORES
 from archgram.ops.attention.positions import Position
 from archgram.ops.attention.scores import Score
@@ -104,7 +105,7 @@ ARGS = {
     "head_dim": Arg(int, 0, low=0, doc="0: channels // heads"),
     "layout": Arg(dict, {"name": "mha"}, doc="head layout: mha | gqa | mqa | sqa(q) | mla(r) | tpla(r, shards) | moh(k, shared) | ssa(reduction, width)"),
     "score": Arg(dict, {"name": "softmax"}, doc="score function: softmax | sigmoid | ..."),
-    "pattern": Arg(dict, {"name": "full"}, doc="mask pattern: full | causal | window(k, d) | neighborhood(k, d) | neighborhood2d(k, d) | block_sparse(b, layout) | axial | axial_row | axial_col | strip(w) | halo(b, h) | circular(r) | shifted_sparse(g, sinks) | landmark(b, k) | token_select(k) | sparsifiner(k, rank) | routing(c) | combiner(b)"),
+    "pattern": Arg(dict, {"name": "full"}, doc="mask pattern: full | causal | window(k, d) | neighborhood(k, d) | neighborhood2d(k, d) | block_sparse(b, layout) | axial | axial_row | axial_col | strip(w) | halo(b, h) | circular(r) | shifted_sparse(g, sinks) | landmark(b, k) | token_select(k) | sparsifiner(k, rank, reduce) | routing(c) | combiner(b)"),
     "position": Arg(dict, {"name": "none"}, doc="positions: none | rope | alibi | rope_alibi | urpe | gpsa | positional"),
     "causal": Arg(bool, False, doc="also mask future tokens (sequence order)"),
 }
@@ -123,8 +124,13 @@ class Attention(Op):
         self.score = score[0].build(maps, qk_dim, **score[1])
         self.pattern = pattern
         pattern.causal = self.causal  # content-based patterns select among visible keys
-        self.pattern_module = pattern.module(maps, qk_dim)  # learned parts, if any
+        self.pattern_module = pattern.module(maps, qk_dim, n)  # learned parts, if any
         self.position = position[0](maps, qk_dim, **position[1])
+        # selector patterns gather their keys when the score is a plain dot product
+        # over weights (Score.logits/attend) and no position needs the dense map
+        score_cls = type(self.score)
+        self.gathers = (pattern.gathers and score_cls.logits is Score.logits and score_cls.attend is Score.attend
+                        and not self.position.reweights)
         self.scale = 1.0 / math.sqrt(qk_dim)
         self.summary = ", ".join(f"{k}={_show(args[k])}" for k in ARGS)
 
@@ -146,9 +152,11 @@ class Attention(Op):
         head_dim = args["head_dim"] or dim // heads
         layout_cls, layout_kw = LAYOUTS.resolve(args["layout"])
         score_cls, score_kw = SCORES.resolve(args["score"])
+        pattern_cls, pattern_kw = PATTERNS.resolve(args["pattern"])
+        keys = min(layout_cls.keys(n, grid, **layout_kw), pattern_cls(**pattern_kw).attended_keys(n))
         core = score_cls.flops(
             n, head_dim, layout_cls.attention_heads(heads, **layout_kw), shape[0],
-            keys=layout_cls.keys(n, grid, **layout_kw), qk_dim=layout_cls.qk_dim(head_dim, **layout_kw), **score_kw,
+            keys=keys, qk_dim=layout_cls.qk_dim(head_dim, **layout_kw), **score_kw,
         )
         return 2 * params * shape[0] * n + core
 
@@ -163,16 +171,20 @@ class Attention(Op):
         return mask
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        image = x.dim() == IMAGE_RANK
+        image = x.shape if x.dim() == IMAGE_RANK else None
         if image:
-            b, c, h, w = x.shape
             x = x.flatten(2).transpose(1, 2)
         q, k, v = self.layout.qkv(x)
         k, v = self.layout.expand(k), self.layout.expand(v)
         q, k = self.position.rotate(q, k, self.grid)
         n = x.shape[1]
-        mask = self.mask(n, x.device, q, k)
         bias = self.position.bias(n, n, x.device)
+        if self.gathers:  # Sparsifiner: attend over the selected keys only
+            idx, valid = self.pattern.select(q, k, self.grid)
+            out = gathered_attend(self.score, q, k, v, idx, valid, bias, self.scale)
+            mask = selection_mask(idx, valid, n) if ANALYSIS_HOOK is not None else None
+            return self._finish(out, x, q, k, v, mask, bias, image)
+        mask = self.mask(n, x.device, q, k)
         pattern_bias = self.pattern.bias_for(q, k, self.grid)  # pattern logits, e.g. Combiner's block summaries
         if pattern_bias is not None:
             bias = pattern_bias if bias is None else bias + pattern_bias
@@ -186,11 +198,15 @@ class Attention(Op):
             out = self._flash(q, k, v) if pattern_bias is None else None
             if out is None:
                 out = self.score.attend(q, k, v, mask, bias, self.scale, causal=self.causal)
+        return self._finish(out, x, q, k, v, mask, bias, image)
+
+    def _finish(self, out, x, q, k, v, mask, bias, image) -> torch.Tensor:
+        """Analysis hook, output projection, and the (B, C, H, W) ``image`` shape back."""
         if ANALYSIS_HOOK is not None:
             out = ANALYSIS_HOOK(self, out, q, k, v, mask, bias)
         y = self.layout.out(out, x)
         if image:
-            y = y.transpose(1, 2).reshape(b, c, h, w)
+            y = y.transpose(1, 2).reshape(image)
         return y
 
     def _flash(self, q, k, v) -> torch.Tensor | None:

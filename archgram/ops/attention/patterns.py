@@ -26,9 +26,17 @@ class Pattern(Part):
         for key, value in params.items():
             setattr(self, key, value)
 
-    def module(self, heads: int, head_dim: int):
+    #: Selector patterns pick keys per query (``select`` -> indices, valid);
+    #: the op then gathers those keys instead of masking a dense score matrix.
+    gathers = False
+
+    def module(self, heads: int, head_dim: int, tokens: int):
         """An nn.Module with this pattern's learned parts, or None."""
         return None
+
+    def attended_keys(self, n: int) -> int:
+        """Keys each query attends to at most, for the FLOP count."""
+        return n
 
     def mask_for(self, q, k, grid) -> torch.Tensor | None:
         """(B, H, Nq, Nk) or (Nq, Nk) bool mask computed from the queries and keys."""
@@ -261,7 +269,7 @@ class _HeadSplitPattern(Pattern):
 
     heads = 1
 
-    def module(self, heads, head_dim):
+    def module(self, heads, head_dim, tokens):
         self.heads = heads
         return None
 
@@ -376,4 +384,4 @@ class ShiftedSparse(_HeadSplitPattern):
 
 
 # Content-based patterns live in their own module; importing it registers them.
-from archgram.ops.attention import content  # noqa: E402,F401
+from archgram.ops.attention import content, sparsifiner  # noqa: E402,F401
