@@ -1,8 +1,9 @@
 """Tasks: offline data sets and generators with their stems, heads, losses and metrics.
 
-Named on the CLI as ``mnist1d``, ``digits``, ``mqar``, ``icl-regression``, ``sort``, ``darcy``.
+Named on the CLI as ``mnist1d``, ``digits``, ``mqar``, ``icl-regression``, ``sort``, ``convex-hull``,
+``darcy``.
 """
-from archgram.tasks import classification, darcy, icl_regression, mqar, sort  # noqa: F401  (register the tasks)
+from archgram.tasks import classification, convex_hull, darcy, icl_regression, mqar, sort  # noqa: F401  (register)
 from archgram.tasks.base import Task, TaskData, all_tasks, get_task, register_task, task_names
 
 __all__ = ["Task", "TaskData", "all_tasks", "get_task", "register_task", "task_names"]

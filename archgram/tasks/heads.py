@@ -5,12 +5,11 @@ for) so the evaluator can add them to the body's count.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
 from archgram.errors import ShapeError
+from archgram.ops.heads.pointer import PointerDecoder, pointer_flops
 from archgram.shapes import Shape, channel_axis, channels, fmt, positions
 
 
@@ -65,38 +64,13 @@ class TokenEmbedding(nn.Module):
         return self.embed(x)
 
 
-class PointerHead(nn.Module):
-    """Pointer Networks' output layer (Vinyals et al. 2015; catalog S03).
-
-    Output position i has a learned query q_i; it attends over the body's
-    outputs h_j and its attention logits are the prediction: (B, M, N), a
-    distribution over the N input positions for each of M outputs (softmax over
-    the last axis). ``score='additive'`` is the paper's v^T tanh(W h_j + q_i);
-    ``score='dot'`` is q_i . W h_j / sqrt(H).
-    """
-
-    def __init__(self, shape: Shape, outputs: int | None = None, hidden: int = 32, score: str = "additive"):
-        super().__init__()
-        if len(shape) != 3:
-            raise ShapeError(f"pointer head needs a sequence output (B,N,D), got {fmt(shape)}")
-        if score not in ("additive", "dot"):
-            raise ShapeError(f"pointer head: score must be 'additive' or 'dot', got {score!r}")
-        b, n, d = shape
-        self.outputs = outputs or n
-        self.score = score
-        self.keys = nn.Linear(d, hidden)
-        self.queries = nn.Parameter(torch.randn(self.outputs, hidden) / math.sqrt(hidden))
-        if score == "additive":
-            self.v = nn.Linear(hidden, 1, bias=False)
-            self.flops = 2 * b * n * d * hidden + 3 * b * self.outputs * n * hidden
-        else:
-            self.flops = 2 * b * n * d * hidden + 2 * b * self.outputs * n * hidden
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        k = self.keys(h)  # (B, N, H)
-        if self.score == "dot":
-            return torch.einsum("mh,bnh->bmn", self.queries, k) / math.sqrt(k.shape[-1])
-        return self.v(torch.tanh(k[:, None, :, :] + self.queries[None, :, None, :])).squeeze(-1)
+def pointer_decoder(shape: Shape, outputs: int, hidden: int = 32, score: str = "additive") -> nn.Module:
+    """The Pointer Networks decoder (catalog S03) as a task head: (B,N,D) -> logits (B, outputs, N)."""
+    if len(shape) != 3:
+        raise ShapeError(f"pointer head needs a sequence output (B,N,D), got {fmt(shape)}")
+    head = PointerDecoder(shape[2], outputs, hidden=hidden, score=score)
+    head.flops = pointer_flops(shape, outputs, hidden, score)
+    return head
 
 
 def module_flops(module: nn.Module) -> int:

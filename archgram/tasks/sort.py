@@ -2,8 +2,9 @@
 
 Input: N numbers uniform in [0, 1) as a sequence (B, N, 1). Output position i
 points at the input position holding the i-th smallest number: the target is
-the argsort, the head's logits are (B, N, N) over input positions, the loss is
-cross-entropy and the metric the fraction of output positions pointed right.
+the argsort, the head is the Ptr-Net decoder (``archgram.ops.heads.pointer``)
+whose logits are (B, N, N) over input positions, the loss is cross-entropy and
+the metric the fraction of output positions pointed right.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from torch import nn
 
 from archgram.shapes import Shape
 from archgram.tasks.base import Task, TaskData, accuracy, register_task, seeded, split_seeds
-from archgram.tasks.heads import PointerHead
+from archgram.tasks.heads import pointer_decoder
 
 
 @register_task
@@ -49,7 +50,7 @@ class Sort(Task):
         return (batch_size, self.length, None)
 
     def head(self, body_output_shape: Shape) -> nn.Module:
-        return PointerHead(body_output_shape, self.length, hidden=self.hidden, score=self.score)
+        return pointer_decoder(body_output_shape, self.length, hidden=self.hidden, score=self.score)
 
     def loss(self, pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(pred.flatten(0, 1), y.flatten())

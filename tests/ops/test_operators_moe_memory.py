@@ -1,5 +1,5 @@
-"""Neural-operator layers (S01, S02), mixtures of experts (S10, S53), the pointer
-head op (S03) and memory ops (S56, S70), each against an independent reference
+"""Neural-operator layers (S01, S02), mixtures of experts (S10, S53) and memory
+ops (S56, S70), each against an independent reference
 or a property its paper states."""
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from archgram.ops import get_op
 from archgram.ops.memory import memory_apply
 from archgram.ops.memory.titans import memory_grad
 from archgram.ops.moe import FFN, DenseParallelBlock, RoutedMoE, balance_loss, upcycle
-from archgram.tasks.heads import PointerHead
 
 torch.manual_seed(0)
 
@@ -243,19 +242,6 @@ def test_bam_op_shares_kv_projections_when_asked():
     m = build("bam", (2, 5, 8), heads=2, experts=3, shared_kv=True)
     ks = {id(e.kv()[0]) for e in m.block.attn_experts}
     assert len(ks) == 1 and m(torch.randn(2, 5, 8)).shape == (2, 5, 8)
-
-
-# ------------------------------------------------------------ S03 pointer head
-@pytest.mark.catalog("S03")
-def test_pointer_head_op_is_the_task_pointer_head():
-    m = build("pointer_head", (2, 6, 8), hidden=4, score="dot")
-    assert isinstance(m.head, PointerHead)
-    h = torch.randn(2, 6, 8)
-    ref = torch.einsum("mh,bnh->bmn", m.head.queries, m.head.keys(h)) / 2.0
-    torch.testing.assert_close(m(h), ref)
-    probs = m(h).softmax(-1)  # a distribution over the 6 input positions per output
-    torch.testing.assert_close(probs.sum(-1), torch.ones(2, 6))
-    assert build("pointer_head", (2, 6, 8), outputs=3)(h).shape == (2, 3, 6)
 
 
 # ------------------------------------------------------------ S56 Titans

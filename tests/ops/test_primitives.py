@@ -297,6 +297,8 @@ EXAMPLES = {
     "avgpool": [(IMG, (), {"k": 2, "s": 1, "p": 0})],
     "spectral_conv": [(IMG, (), {"modes": 3, "out": 5}), (SEQ, (), {"modes": 2})],
     "mgno": [(IMG, (), {"levels": 2, "smooth": 2}), (SEQ, (), {"levels": 3})],
+    "local_integral_kernel": [(IMG, (), {"radius": 0.3, "basis": 2}), (SEQ, (), {"radius": 0.25})],
+    "differential_kernel": [(IMG, (), {"k": 3}), (SEQ, (), {"k": 5})],
     "moe": [(IMG, (), {"experts": 3, "k": 2}), (SEQ, (), {})],
     "dwconv2d": [(IMG, (), {"k": 3}), (IMG, (), {"k": 5, "s": 2, "d": 2, "bias": False})],
     "conv1d": [(SEQ, (), {"out": 4, "k": 3, "d": 2, "groups": 2}), (SEQ, (), {"out": 8, "k": 4, "s": 2, "causal": True})],

@@ -11,7 +11,7 @@ import torch
 from archgram.errors import ArchgramError, ShapeError
 from archgram.grammar.model import Grammar
 from archgram.tasks import Task, TaskData, all_tasks, get_task, register_task, task_names
-from archgram.tasks.heads import ClassificationHead, PointerHead
+from archgram.tasks.heads import ClassificationHead
 from archgram.tasks.mqar import IGNORE, generate_mqar
 
 B = 8
@@ -198,20 +198,9 @@ def test_sort_target_is_argsort(tasks):
     assert data.x_train.shape[1:] == (10, 1)
 
 
-@pytest.mark.parametrize("score", ["additive", "dot"])
-def test_pointer_head_distribution_over_inputs(score):
-    """Pointer Networks (S03)."""
-    head = PointerHead((B, 10, 16), 10, hidden=8, score=score)
-    logits = head(torch.randn(B, 10, 16))
-    assert logits.shape == (B, 10, 10)
-    probs = logits.softmax(-1)
-    assert torch.allclose(probs.sum(-1), torch.ones(B, 10))
-    assert head.flops > 0
-
-
-def test_pointer_head_fits_sort_targets():
-    """Pointer Networks (S03): The head alone (on a rank-encoding body) can learn to point: a sanity check
-    that the logits are indexed (output position, input position)."""
+def test_pointer_decoder_learns_to_sort_from_a_rank_encoding_body():
+    """Pointer Networks (S03): the decoder alone (on a body that encodes each number's rank) learns
+    to emit the argsort, pointer by pointer, from its own previous pointers."""
     torch.manual_seed(0)
     task = get_task("sort", n_train=64, n_val=8)
     y = task.data(0).y_train

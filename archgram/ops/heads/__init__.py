@@ -1,5 +1,5 @@
-"""Output heads usable inside a searched network (catalog S03's pointer head)."""
+"""Output heads usable inside a searched network (catalog S03's pointer decoder)."""
 from archgram.ops.heads import pointer  # noqa: F401  (registers the op)
-from archgram.ops.heads.pointer import PointerHeadOp
+from archgram.ops.heads.pointer import PointerDecoder, PointerHeadOp
 
-__all__ = ["PointerHeadOp"]
+__all__ = ["PointerDecoder", "PointerHeadOp"]

@@ -9,6 +9,23 @@ resolves the kept modes: discretisation invariance, the property S02 asks for.
 
 Sequences (B,N,D) are 1D fields along N with D channels; images (B,C,H,W) are
 2D fields along H and W with C channels.
+
+Catalog S02 (Berner et al. 2025, "Principled Approaches for Extending Neural
+Architectures to Function Spaces"), read against the paper:
+Paper: a neural operator maps functions to functions; each layer must be
+defined on functions and discretised so that it converges to one operator as
+the grid is refined. Its layers: integral kernels (GNO), spectral convolution
+(FNO), and local layers that stay local in the limit (differential kernels and
+local integral kernels of fixed physical support), plus pointwise maps.
+archgram: ``spectral_conv`` (this file), ``integral_kernel`` (integral.py),
+``differential_kernel`` and ``local_integral_kernel`` (local.py), each on 1D and
+2D grids; the ``operators`` grammar searches stacks of act(K v + W v) over them.
+Differs: domains are periodic unit squares on regular grids (the paper also
+treats irregular meshes and point clouds, which archgram's tensor shapes do not
+carry); the integral kernel integrates the whole domain (GNO's ball radius is a
+cost cut) and spans channels with a learned rank-r basis (rank C*C is the full
+matrix kernel); the local integral kernel uses a tensor-product hat basis on a
+square support where DISCO uses a disk basis.
 """
 from __future__ import annotations
 
