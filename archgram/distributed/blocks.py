@@ -16,8 +16,6 @@ and for explicit masks, float32 torch math.
 """
 from __future__ import annotations
 
-import os
-
 import torch
 
 Segment = tuple[int, int]  # (global start, length)
@@ -35,12 +33,12 @@ def relation(q_seg: Segment, k_seg: Segment, causal: bool) -> str:
     return DIAGONAL if qs == ks else PARTIAL
 
 
-def _flash_ok(q: torch.Tensor, k: torch.Tensor) -> bool:
-    if not q.is_cuda or os.environ.get("ARCHGRAM_KERNELS", "on").lower() in ("off", "0", "false", "no"):
-        return False
-    from archgram.kernels.flash.forward import DTYPES, HEAD_DIMS
+def _flash_ok(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
+    """Whether the flash forward kernel serves this block (the kernels' own rule:
+    CUDA, kernels enabled, dtype, any head dim from 16 to 256)."""
+    from archgram.kernels.flash import dispatch
 
-    return q.dtype in DTYPES and q.dtype == k.dtype and q.shape[-1] in HEAD_DIMS
+    return dispatch.supported(q, k, v)
 
 
 def expand_kv(kv: torch.Tensor, heads: int) -> torch.Tensor:
@@ -75,7 +73,7 @@ def block(q, k, v, q_seg: Segment, k_seg: Segment, causal: bool, scale: float):
     rel = relation(q_seg, k_seg, causal)
     if rel == HIDDEN:
         return None
-    if rel != PARTIAL and _flash_ok(q, k):
+    if rel != PARTIAL and _flash_ok(q, k, v):
         from archgram.kernels.flash.forward import flash_forward
 
         out, lse = flash_forward(q.contiguous(), k.contiguous(), v.contiguous(), causal=rel == DIAGONAL, scale=scale)

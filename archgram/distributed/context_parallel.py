@@ -195,7 +195,7 @@ def _local_attention(q, k, v, causal: bool, scale: float) -> torch.Tensor:
     from archgram.distributed.blocks import _flash_ok, expand_kv
 
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
-    if not needs_grad and _flash_ok(q, k):
+    if not needs_grad and _flash_ok(q, k, v):
         from archgram.kernels.flash.forward import flash_forward
 
         return flash_forward(q.contiguous(), k.contiguous(), v.contiguous(), causal=causal, scale=scale)[0]

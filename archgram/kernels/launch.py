@@ -37,3 +37,28 @@ def fast_approx(dtype: torch.dtype) -> bool:
     """Single-instruction tanh / lg2 approximations (~2^-11 / 2^-22 error) for
     half-precision inputs on a GPU; exact formulas for fp32 and the interpreter."""
     return dtype != torch.float32 and not interpreting()
+
+
+_FITTING: dict = {}
+
+
+def launch_fitting(key, cfg, shrink, run):
+    """``run(cfg)``, stepping ``cfg`` down through ``shrink`` while the compiled
+    kernel needs more shared memory than the GPU has (Triton's OutOfResources);
+    the config that fits is remembered under ``key`` so later calls start there.
+    The tile tables are tuned for 2-byte inputs on one GPU; this keeps a larger
+    dtype or a smaller GPU working (more slowly) instead of failing."""
+    from triton.runtime.errors import OutOfResources
+
+    start = cfg
+    cfg = _FITTING.get((key, start), start)
+    while True:
+        try:
+            out = run(cfg)
+        except OutOfResources:
+            cfg = shrink(cfg)
+            if cfg is None:
+                raise
+            continue
+        _FITTING[(key, start)] = cfg
+        return out

@@ -25,13 +25,16 @@ from archgram.kernels.flash.common import (
     LOG2E,
     bwd_config,
     element_mask,
+    head_dim_args,
+    load_tile,
     rel_index,
     row_bounds,
+    smaller,
     weights_and_grad,
 )
 from archgram.kernels.flash.forward import key_ranges, mask_args, rel_bias_args, score_args
 from archgram.kernels.flash.spec import SCORE_IDS, Spec
-from archgram.kernels.launch import dot_precision, fast_approx, interpreting
+from archgram.kernels.launch import dot_precision, fast_approx, interpreting, launch_fitting
 
 
 @triton.jit
@@ -77,24 +80,23 @@ def _row_stats(LSE, AUX, DELTA, ptr, row_ok, SCORE: tl.constexpr):
 
 
 @triton.jit
-def _dq_tile(dq, dsum, q, do, k_base, v_base, skn, skd, svn, svd, start_n, rows, offs_n, offs_d, a, b, NK, dil, gw,
+def _dq_tile(dq, dsum, q, do, k_base, v_base, skn, skd, svn, svd, start_n, rows, offs_n, offs_d, d_ok, a, b, NK, dil, gw,
              BMASK, nbq, nbk, bq, bk, slope2, rb_base, db_base, rmax, qk_scale, sig_b2, cap, czeta, gamma, power,
              lse2, delta, logn,
              SCORE: tl.constexpr, STAGE: tl.constexpr, MASKED: tl.constexpr, DILATED: tl.constexpr,
              GRID2D: tl.constexpr,
              BLOCK_SPARSE: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_RELB: tl.constexpr, PRECISION: tl.constexpr,
-             FAST_APPROX: tl.constexpr):
+             FAST_APPROX: tl.constexpr, PAD_D: tl.constexpr):
     """STAGE 1: accumulate D' (clipped) into dsum; STAGE 2: accumulate dQ (unscaled)."""
     cols = start_n + offs_n
     keep = cols[None, :] >= 0
     if MASKED:
         keep = element_mask(rows[:, None], cols[None, :], a[:, None], b[:, None], dil, gw, BMASK, nbq, nbk, bq, bk,
                             DILATED, GRID2D, BLOCK_SPARSE)
-        kt = tl.load(k_base + cols[None, :] * skn + offs_d[:, None] * skd, mask=(cols < NK)[None, :], other=0.0)
-        vt = tl.load(v_base + cols[None, :] * svn + offs_d[:, None] * svd, mask=(cols < NK)[None, :], other=0.0)
-    else:
-        kt = tl.load(k_base + cols[None, :] * skn + offs_d[:, None] * skd)
-        vt = tl.load(v_base + cols[None, :] * svn + offs_d[:, None] * svd)
+    kt = load_tile(k_base + cols[None, :] * skn + offs_d[:, None] * skd, (cols < NK)[None, :], d_ok[:, None], MASKED,
+                   PAD_D)
+    vt = load_tile(v_base + cols[None, :] * svn + offs_d[:, None] * svd, (cols < NK)[None, :], d_ok[:, None], MASKED,
+                   PAD_D)
     s2 = tl.dot(q, kt, input_precision=PRECISION) * qk_scale
     if HAS_ALIBI:
         s2 = s2 - slope2 * tl.abs(rows[:, None] - cols[None, :]).to(tl.float32)
@@ -117,46 +119,46 @@ def _dq_tile(dq, dsum, q, do, k_base, v_base, skn, skd, svn, svd, start_n, rows,
 
 
 @triton.jit
-def _dq_sweep(dq, dsum, q, do, k_base, v_base, skn, skd, svn, svd, rows, offs_n, offs_d, a, b, NK, dil, gw,
+def _dq_sweep(dq, dsum, q, do, k_base, v_base, skn, skd, svn, svd, rows, offs_n, offs_d, d_ok, a, b, NK, dil, gw,
               BMASK, nbq, nbk, bq, bk, TILES, n_tiles, pid_m, slope2, rb_base, db_base, rmax, qk_scale, sig_b2, cap,
               czeta, gamma, power,
               lse2, delta, logn, lo, full_lo, full_hi, hi,
               SCORE: tl.constexpr, STAGE: tl.constexpr, DILATED: tl.constexpr, GRID2D: tl.constexpr,
               BLOCK_SPARSE: tl.constexpr,
               HAS_ALIBI: tl.constexpr, HAS_RELB: tl.constexpr, PRECISION: tl.constexpr, FAST_APPROX: tl.constexpr,
-              BLOCK_N: tl.constexpr):
+              BLOCK_N: tl.constexpr, PAD_D: tl.constexpr):
     if BLOCK_SPARSE:
         row = TILES + pid_m * (n_tiles + 1)
         for t in range(0, tl.load(row)):
             start_n = tl.load(row + 1 + t) * BLOCK_N
             dq, dsum = _dq_tile(dq, dsum, q, do, k_base, v_base, skn, skd, svn, svd, start_n, rows, offs_n, offs_d,
-                                a, b, NK, dil, gw, BMASK, nbq, nbk, bq, bk, slope2, rb_base, db_base, rmax, qk_scale,
+                                d_ok, a, b, NK, dil, gw, BMASK, nbq, nbk, bq, bk, slope2, rb_base, db_base, rmax, qk_scale,
                                 sig_b2, cap, czeta, gamma,
                                 power, lse2, delta, logn, SCORE, STAGE, True, DILATED, GRID2D, BLOCK_SPARSE,
                                 HAS_ALIBI, HAS_RELB,
-                                PRECISION, FAST_APPROX)
+                                PRECISION, FAST_APPROX, PAD_D)
     else:
         for start_n in range(lo, full_lo, BLOCK_N):
             dq, dsum = _dq_tile(dq, dsum, q, do, k_base, v_base, skn, skd, svn, svd, start_n, rows, offs_n, offs_d,
-                                a, b, NK, dil, gw, BMASK, nbq, nbk, bq, bk, slope2, rb_base, db_base, rmax, qk_scale,
+                                d_ok, a, b, NK, dil, gw, BMASK, nbq, nbk, bq, bk, slope2, rb_base, db_base, rmax, qk_scale,
                                 sig_b2, cap, czeta, gamma,
                                 power, lse2, delta, logn, SCORE, STAGE, True, DILATED, GRID2D, BLOCK_SPARSE,
                                 HAS_ALIBI, HAS_RELB,
-                                PRECISION, FAST_APPROX)
+                                PRECISION, FAST_APPROX, PAD_D)
         for start_n in range(full_lo, full_hi, BLOCK_N):
             dq, dsum = _dq_tile(dq, dsum, q, do, k_base, v_base, skn, skd, svn, svd, start_n, rows, offs_n, offs_d,
-                                a, b, NK, dil, gw, BMASK, nbq, nbk, bq, bk, slope2, rb_base, db_base, rmax, qk_scale,
+                                d_ok, a, b, NK, dil, gw, BMASK, nbq, nbk, bq, bk, slope2, rb_base, db_base, rmax, qk_scale,
                                 sig_b2, cap, czeta, gamma,
                                 power, lse2, delta, logn, SCORE, STAGE, False, DILATED, GRID2D, BLOCK_SPARSE,
                                 HAS_ALIBI, HAS_RELB,
-                                PRECISION, FAST_APPROX)
+                                PRECISION, FAST_APPROX, PAD_D)
         for start_n in range(full_hi, hi, BLOCK_N):
             dq, dsum = _dq_tile(dq, dsum, q, do, k_base, v_base, skn, skd, svn, svd, start_n, rows, offs_n, offs_d,
-                                a, b, NK, dil, gw, BMASK, nbq, nbk, bq, bk, slope2, rb_base, db_base, rmax, qk_scale,
+                                d_ok, a, b, NK, dil, gw, BMASK, nbq, nbk, bq, bk, slope2, rb_base, db_base, rmax, qk_scale,
                                 sig_b2, cap, czeta, gamma,
                                 power, lse2, delta, logn, SCORE, STAGE, True, DILATED, GRID2D, BLOCK_SPARSE,
                                 HAS_ALIBI, HAS_RELB,
-                                PRECISION, FAST_APPROX)
+                                PRECISION, FAST_APPROX, PAD_D)
     return dq, dsum
 
 
@@ -166,7 +168,7 @@ def _flash_bwd_dq(
     sqb, sqh, sqm, sqd, skb, skh, skn, skd, svb, svh, svn, svd, sdb, sdh, sdm, sdd, sgb, sgh, sgm, sgd,
     H, NQ, NK, scale, qk_scale, sig_b2, cap, czeta, gamma, power, window, dil, nbhd, gw, nbq, nbk, bq, bk, n_tiles,
     rmax,
-    GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, SCORE: tl.constexpr,
+    GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, PAD_D: tl.constexpr, SCORE: tl.constexpr,
     CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, NEIGHBOR: tl.constexpr, DILATED: tl.constexpr, GRID2D: tl.constexpr,
     BLOCK_SPARSE: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_RELB: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr, FAST_APPROX: tl.constexpr,
@@ -178,11 +180,12 @@ def _flash_bwd_dq(
     kvh = h // GROUP
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
-    offs_d = tl.arange(0, HEAD_DIM)
+    offs_d = tl.arange(0, BLOCK_D)
+    d_ok = offs_d < HEAD_DIM  # BLOCK_D pads a head dim that is not a power of two
     row_ok = rows < NQ
-    q = tl.load(Q + b_idx * sqb + h * sqh + rows[:, None] * sqm + offs_d[None, :] * sqd, mask=row_ok[:, None], other=0.0)
-    do = tl.load(DO + b_idx * sdb + h * sdh + rows[:, None] * sdm + offs_d[None, :] * sdd, mask=row_ok[:, None],
-                 other=0.0)
+    io_ok = row_ok[:, None] & d_ok[None, :]
+    q = tl.load(Q + b_idx * sqb + h * sqh + rows[:, None] * sqm + offs_d[None, :] * sqd, mask=io_ok, other=0.0)
+    do = tl.load(DO + b_idx * sdb + h * sdh + rows[:, None] * sdm + offs_d[None, :] * sdd, mask=io_ok, other=0.0)
     k_base = K + b_idx * skb + kvh * skh
     v_base = V + b_idx * svb + kvh * svh
     slope2 = 0.0
@@ -194,43 +197,40 @@ def _flash_bwd_dq(
     lo, full_lo, full_hi, hi = key_ranges(a, b, row_ok, NK, BLOCK_N, not DILATED and not BLOCK_SPARSE and not GRID2D)
     stat = pid_bh * NQ + rows
     lse2, delta, logn = _row_stats(LSE, AUX, DELTA, stat, row_ok, SCORE)
-    dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+    dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     if SCORE == 4:
-        _dq, delta = _dq_sweep(dq, delta * 0.0, q, do, k_base, v_base, skn, skd, svn, svd, rows, offs_n, offs_d, a, b,
-                               NK, dil, gw, BMASK, nbq, nbk, bq, bk, TILES, n_tiles, pid_m, slope2, rb_base, db_base,
+        _dq, delta = _dq_sweep(dq, delta * 0.0, q, do, k_base, v_base, skn, skd, svn, svd, rows, offs_n, offs_d, d_ok, a,
+                               b, NK, dil, gw, BMASK, nbq, nbk, bq, bk, TILES, n_tiles, pid_m, slope2, rb_base, db_base,
                                rmax, qk_scale, sig_b2,
                                cap,
                                czeta, gamma, power, lse2, delta, logn, lo, full_lo, full_hi, hi, SCORE, 1,
                                DILATED, GRID2D,
-                               BLOCK_SPARSE, HAS_ALIBI, HAS_RELB, PRECISION, FAST_APPROX, BLOCK_N)
+                               BLOCK_SPARSE, HAS_ALIBI, HAS_RELB, PRECISION, FAST_APPROX, BLOCK_N, PAD_D)
         tl.store(DELTA + stat, delta, mask=row_ok)
-    dq, _d = _dq_sweep(dq, delta, q, do, k_base, v_base, skn, skd, svn, svd, rows, offs_n, offs_d, a, b,
-                       NK, dil, gw, BMASK, nbq, nbk, bq, bk, TILES, n_tiles, pid_m, slope2, rb_base, db_base, rmax,
+    dq, _d = _dq_sweep(dq, delta, q, do, k_base, v_base, skn, skd, svn, svd, rows, offs_n, offs_d, d_ok, a,
+                       b, NK, dil, gw, BMASK, nbq, nbk, bq, bk, TILES, n_tiles, pid_m, slope2, rb_base, db_base, rmax,
                        qk_scale, sig_b2, cap,
                        czeta, gamma, power, lse2, delta, logn, lo, full_lo, full_hi, hi, SCORE, 2, DILATED, GRID2D,
-                       BLOCK_SPARSE, HAS_ALIBI, HAS_RELB, PRECISION, FAST_APPROX, BLOCK_N)
+                       BLOCK_SPARSE, HAS_ALIBI, HAS_RELB, PRECISION, FAST_APPROX, BLOCK_N, PAD_D)
     tl.store(DQ + b_idx * sgb + h * sgh + rows[:, None] * sgm + offs_d[None, :] * sgd,
-             (dq * scale).to(DQ.dtype.element_ty), mask=row_ok[:, None])
+             (dq * scale).to(DQ.dtype.element_ty), mask=io_ok)
 
 
 @triton.jit
 def _dkdv_tile(dk, dv, k, v, q_base, do_base, sqm, sqd, sdm, sdd, stat_base, LSE, AUX, DELTA, start_m, offs_m, offs_d,
-               cols, NQ, NK, window, dil, nbhd, gw, BMASK, nbq, nbk, bq, bk, slope2, rb_base, rmax,
+               d_ok, cols, NQ, NK, window, dil, nbhd, gw, BMASK, nbq, nbk, bq, bk, slope2, rb_base, rmax,
                qk_scale, sig_b2, cap, czeta,
                gamma,
                power, SCORE: tl.constexpr, MASKED: tl.constexpr, CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr,
                NEIGHBOR: tl.constexpr, DILATED: tl.constexpr, GRID2D: tl.constexpr, BLOCK_SPARSE: tl.constexpr,
                HAS_ALIBI: tl.constexpr, HAS_RELB: tl.constexpr,
-               PRECISION: tl.constexpr, FAST_APPROX: tl.constexpr):
+               PRECISION: tl.constexpr, FAST_APPROX: tl.constexpr, PAD_D: tl.constexpr):
     """One query tile against this program's key tile, transposed: (keys, queries)."""
     rows = start_m + offs_m
     row_ok = rows < NQ
-    if MASKED:
-        q = tl.load(q_base + rows[:, None] * sqm + offs_d[None, :] * sqd, mask=row_ok[:, None], other=0.0)
-        do = tl.load(do_base + rows[:, None] * sdm + offs_d[None, :] * sdd, mask=row_ok[:, None], other=0.0)
-    else:
-        q = tl.load(q_base + rows[:, None] * sqm + offs_d[None, :] * sqd)
-        do = tl.load(do_base + rows[:, None] * sdm + offs_d[None, :] * sdd)
+    q = load_tile(q_base + rows[:, None] * sqm + offs_d[None, :] * sqd, row_ok[:, None], d_ok[None, :], MASKED, PAD_D)
+    do = load_tile(do_base + rows[:, None] * sdm + offs_d[None, :] * sdd, row_ok[:, None], d_ok[None, :], MASKED,
+                   PAD_D)
     keep = cols[:, None] >= 0
     if MASKED:
         a, b = row_bounds(rows, NK, window, dil, nbhd, gw, CAUSAL, HAS_WINDOW, NEIGHBOR, GRID2D)
@@ -295,7 +295,7 @@ def _flash_bwd_dkdv(
     skgb, skgh, skgn, skgd, svgb, svgh, svgn, svgd,
     H, HKV, NQ, NK, scale, qk_scale, sig_b2, cap, czeta, gamma, power, window, dil, nbhd, gw, nbq, nbk, bq, bk,
     n_tiles, rmax,
-    GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, SCORE: tl.constexpr,
+    GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, PAD_D: tl.constexpr, SCORE: tl.constexpr,
     CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, NEIGHBOR: tl.constexpr, DILATED: tl.constexpr, GRID2D: tl.constexpr,
     BLOCK_SPARSE: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_RELB: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr, FAST_APPROX: tl.constexpr,
@@ -306,17 +306,19 @@ def _flash_bwd_dkdv(
     kvh = pid_bh % HKV
     cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_m = tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, HEAD_DIM)
+    offs_d = tl.arange(0, BLOCK_D)
+    d_ok = offs_d < HEAD_DIM  # BLOCK_D pads a head dim that is not a power of two
     col_ok = cols < NK
-    k = tl.load(K + b_idx * skb + kvh * skh + cols[:, None] * skn + offs_d[None, :] * skd, mask=col_ok[:, None], other=0.0)
-    v = tl.load(V + b_idx * svb + kvh * svh + cols[:, None] * svn + offs_d[None, :] * svd, mask=col_ok[:, None], other=0.0)
+    io_ok = col_ok[:, None] & d_ok[None, :]
+    k = tl.load(K + b_idx * skb + kvh * skh + cols[:, None] * skn + offs_d[None, :] * skd, mask=io_ok, other=0.0)
+    v = tl.load(V + b_idx * svb + kvh * svh + cols[:, None] * svn + offs_d[None, :] * svd, mask=io_ok, other=0.0)
     c0 = pid_n * BLOCK_N
     c1 = c0 + BLOCK_N - 1
     lo, full_lo, full_hi, hi = query_ranges(c0, c1, NQ, NK, window, dil, nbhd, gw, CAUSAL, HAS_WINDOW, NEIGHBOR,
                                             GRID2D, BLOCK_M,
                                             not DILATED and not BLOCK_SPARSE and not NEIGHBOR)
-    dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
-    dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
+    dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+    dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     for g in range(0, GROUP):
         h = kvh * GROUP + g
         q_base = Q + b_idx * sqb + h * sqh
@@ -331,41 +333,41 @@ def _flash_bwd_dkdv(
             for t in range(0, tl.load(row)):
                 start_m = tl.load(row + 1 + t) * BLOCK_M
                 dk, dv = _dkdv_tile(dk, dv, k, v, q_base, do_base, sqm, sqd, sdm, sdd, stat_base, LSE, AUX, DELTA,
-                                    start_m, offs_m, offs_d, cols, NQ, NK, window, dil, nbhd, gw, BMASK, nbq, nbk,
+                                    start_m, offs_m, offs_d, d_ok, cols, NQ, NK, window, dil, nbhd, gw, BMASK, nbq, nbk,
                                     bq, bk,
                                     slope2, rb_base, rmax, qk_scale, sig_b2, cap, czeta, gamma, power,
                                     SCORE, True, CAUSAL,
                                     HAS_WINDOW, NEIGHBOR, DILATED, GRID2D, BLOCK_SPARSE, HAS_ALIBI, HAS_RELB, PRECISION,
-                                    FAST_APPROX)
+                                    FAST_APPROX, PAD_D)
         else:
             for start_m in range(lo, full_lo, BLOCK_M):
                 dk, dv = _dkdv_tile(dk, dv, k, v, q_base, do_base, sqm, sqd, sdm, sdd, stat_base, LSE, AUX, DELTA,
-                                    start_m, offs_m, offs_d, cols, NQ, NK, window, dil, nbhd, gw, BMASK, nbq, nbk,
+                                    start_m, offs_m, offs_d, d_ok, cols, NQ, NK, window, dil, nbhd, gw, BMASK, nbq, nbk,
                                     bq, bk,
                                     slope2, rb_base, rmax, qk_scale, sig_b2, cap, czeta, gamma, power,
                                     SCORE, True, CAUSAL,
                                     HAS_WINDOW, NEIGHBOR, DILATED, GRID2D, BLOCK_SPARSE, HAS_ALIBI, HAS_RELB, PRECISION,
-                                    FAST_APPROX)
+                                    FAST_APPROX, PAD_D)
             for start_m in range(full_lo, full_hi, BLOCK_M):
                 dk, dv = _dkdv_tile(dk, dv, k, v, q_base, do_base, sqm, sqd, sdm, sdd, stat_base, LSE, AUX, DELTA,
-                                    start_m, offs_m, offs_d, cols, NQ, NK, window, dil, nbhd, gw, BMASK, nbq, nbk,
+                                    start_m, offs_m, offs_d, d_ok, cols, NQ, NK, window, dil, nbhd, gw, BMASK, nbq, nbk,
                                     bq, bk,
                                     slope2, rb_base, rmax, qk_scale, sig_b2, cap, czeta, gamma, power,
                                     SCORE, False, CAUSAL,
                                     HAS_WINDOW, NEIGHBOR, DILATED, GRID2D, BLOCK_SPARSE, HAS_ALIBI, HAS_RELB, PRECISION,
-                                    FAST_APPROX)
+                                    FAST_APPROX, PAD_D)
             for start_m in range(full_hi, hi, BLOCK_M):
                 dk, dv = _dkdv_tile(dk, dv, k, v, q_base, do_base, sqm, sqd, sdm, sdd, stat_base, LSE, AUX, DELTA,
-                                    start_m, offs_m, offs_d, cols, NQ, NK, window, dil, nbhd, gw, BMASK, nbq, nbk,
+                                    start_m, offs_m, offs_d, d_ok, cols, NQ, NK, window, dil, nbhd, gw, BMASK, nbq, nbk,
                                     bq, bk,
                                     slope2, rb_base, rmax, qk_scale, sig_b2, cap, czeta, gamma, power,
                                     SCORE, True, CAUSAL,
                                     HAS_WINDOW, NEIGHBOR, DILATED, GRID2D, BLOCK_SPARSE, HAS_ALIBI, HAS_RELB, PRECISION,
-                                    FAST_APPROX)
+                                    FAST_APPROX, PAD_D)
     tl.store(DK + b_idx * skgb + kvh * skgh + cols[:, None] * skgn + offs_d[None, :] * skgd,
-             (dk * scale).to(DK.dtype.element_ty), mask=col_ok[:, None])
+             (dk * scale).to(DK.dtype.element_ty), mask=io_ok)
     tl.store(DV + b_idx * svgb + kvh * svgh + cols[:, None] * svgn + offs_d[None, :] * svgd,
-             dv.to(DV.dtype.element_ty), mask=col_ok[:, None])
+             dv.to(DV.dtype.element_ty), mask=io_ok)
 
 
 def backward(do, q, k, v, out, lse, aux, spec: Spec, alibi_slopes=None, block=None, rel_bias=None):
@@ -382,25 +384,32 @@ def backward(do, q, k, v, out, lse, aux, spec: Spec, alibi_slopes=None, block=No
         if alibi_slopes is not None else delta
     scale, _ = spec.resolved(nk, d)
     sargs = score_args(spec, nk, d)
-    kv_cfg, q_cfg = bwd_config(d, spec.masked)
+    kv_cfg, q_cfg = bwd_config(d, spec.masked, q.element_size())
     if block is not None:
         kv_cfg, q_cfg = (*block, *kv_cfg[2:]), (*block, *q_cfg[2:])
     relb, rmax = rel_bias_args(rel_bias, delta)
     drelb = torch.zeros(relb.shape, device=q.device, dtype=torch.float32) if rel_bias is not None else delta
-    common = dict(GROUP=h // hkv, HEAD_DIM=d, SCORE=score, HAS_ALIBI=alibi_slopes is not None,
+    common = dict(GROUP=h // hkv, **head_dim_args(d), SCORE=score, HAS_ALIBI=alibi_slopes is not None,
                   HAS_RELB=rel_bias is not None, rmax=rmax,
                   PRECISION=dot_precision(q.dtype), FAST_APPROX=fast_approx(q.dtype))
     strides = (*q.stride(), *k.stride(), *v.stride(), *do.stride())
-    bm, bn, warps, stages = q_cfg
-    bmask, tiles, margs, flags = mask_args(spec, nq, nk, bm, bn, q.device)
-    _flash_bwd_dq[(triton.cdiv(nq, bm), bsz * h)](
-        q, k, v, do, dq, lse, aux, delta, slopes, relb, drelb, bmask, tiles, *strides, *dq.stride(),
-        h, nq, nk, scale, **sargs, **margs, **flags, **common, BLOCK_M=bm, BLOCK_N=bn,
-        num_warps=warps, num_stages=stages)
-    bm, bn, warps, stages = kv_cfg
-    bmask, tiles, margs, flags = mask_args(spec, nq, nk, bm, bn, q.device, transpose=True)
-    _flash_bwd_dkdv[(triton.cdiv(nk, bn), bsz * hkv)](
-        q, k, v, do, dk, dv, lse, aux, delta, slopes, relb, bmask, tiles, *strides, *dk.stride(), *dv.stride(),
-        h, hkv, nq, nk, scale, **sargs, **margs, **flags, **common, BLOCK_M=bm, BLOCK_N=bn,
-        num_warps=warps, num_stages=stages)
+
+    def run_dq(cfg):
+        bm, bn, warps, stages = cfg
+        bmask, tiles, margs, flags = mask_args(spec, nq, nk, bm, bn, q.device)
+        _flash_bwd_dq[(triton.cdiv(nq, bm), bsz * h)](
+            q, k, v, do, dq, lse, aux, delta, slopes, relb, drelb, bmask, tiles, *strides, *dq.stride(),
+            h, nq, nk, scale, **sargs, **margs, **flags, **common, BLOCK_M=bm, BLOCK_N=bn,
+            num_warps=warps, num_stages=stages)
+
+    def run_dkdv(cfg):
+        bm, bn, warps, stages = cfg
+        bmask, tiles, margs, flags = mask_args(spec, nq, nk, bm, bn, q.device, transpose=True)
+        _flash_bwd_dkdv[(triton.cdiv(nk, bn), bsz * hkv)](
+            q, k, v, do, dk, dv, lse, aux, delta, slopes, relb, bmask, tiles, *strides, *dk.stride(), *dv.stride(),
+            h, hkv, nq, nk, scale, **sargs, **margs, **flags, **common, BLOCK_M=bm, BLOCK_N=bn,
+            num_warps=warps, num_stages=stages)
+
+    launch_fitting(("dq", d, q.dtype), q_cfg, smaller, run_dq)  # first: clipped's D' is written here
+    launch_fitting(("kv", d, q.dtype), kv_cfg, smaller, run_dkdv)
     return dq, dk, dv, (drelb.to(rel_bias.dtype) if rel_bias is not None else None)

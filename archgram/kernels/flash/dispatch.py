@@ -1,20 +1,17 @@
 """When to use the flash kernels: ``attention`` returns the differentiable
 kernel's output (``flash_attention``: forward and backward kernels, so
 training uses them too) for a supported configuration on CUDA, else None (the
-caller runs its reference / PyTorch path). ``ARCHGRAM_KERNELS=off`` always
-returns None.
+caller runs its reference / PyTorch path) and records why
+(``archgram.kernels.fallbacks``). ``ARCHGRAM_KERNELS=off`` always returns None.
 """
 from __future__ import annotations
 
-import os
-
 import torch
 
+from archgram.kernels.fallbacks import enabled, record
 from archgram.kernels.flash.spec import FlashArgumentError, make_spec
 
-
-def enabled() -> bool:
-    return os.environ.get("ARCHGRAM_KERNELS", "on").lower() not in ("off", "0", "false", "no")
+__all__ = ["attention", "enabled", "on_device", "supported", "unavailable", "why_not"]
 
 
 def on_device(*tensors) -> bool:
@@ -23,28 +20,47 @@ def on_device(*tensors) -> bool:
     return all(t.is_cuda for t in tensors)
 
 
-def supported(q, k, v, **kw) -> bool:
-    """Whether the kernels serve these tensors and keywords (device, dtype,
-    shapes, head dim, score and mask)."""
+def unavailable(*tensors) -> str | None:
+    """Why no kernel can run here at all (disabled, not on CUDA), or None. Cheap:
+    callers ask it before building kernel arguments on every step."""
+    if not enabled():
+        return "ARCHGRAM_KERNELS=off"
+    if not on_device(*tensors):
+        return f"tensors on {tensors[0].device.type}; the kernels run on CUDA"
+    return None
+
+
+def why_not(q, k, v, **kw) -> str | None:
+    """Why the kernels do not serve these tensors and keywords (device, dtype,
+    shapes, head dim, score and mask), or None when they do."""
     from archgram.kernels.flash.forward import check_inputs
 
-    if not enabled() or not on_device(q, k, v):
-        return False
+    reason = unavailable(q, k, v)
+    if reason is not None:
+        return reason
     try:
         check_inputs(q, k, v)
         make_spec(q.shape[2], k.shape[2], **kw)
-    except FlashArgumentError:
-        return False
-    return True
+    except FlashArgumentError as e:
+        return str(e).removeprefix("flash attention: ")
+    return None
+
+
+def supported(q, k, v, **kw) -> bool:
+    """Whether the kernels serve these tensors and keywords."""
+    return why_not(q, k, v, **kw) is None
 
 
 def attention(q, k, v, *, alibi_slopes: torch.Tensor | None = None, rel_bias: torch.Tensor | None = None,
               **kw) -> torch.Tensor | None:
-    """The kernel's output (B, H, Nq, D), or None where the kernel does not apply.
+    """The kernel's output (B, H, Nq, D), or None where the kernel does not apply
+    (the reason recorded: ``archgram.kernels.fallbacks``).
 
     q (B, H, Nq, D), k/v (B, Hkv, Nk, D); keywords as
     ``archgram.kernels.flash.spec.Spec``, math as ``reference.attention``."""
-    if not supported(q, k, v, **kw):
+    reason = why_not(q, k, v, **kw)
+    if reason is not None:
+        record("flash", reason)
         return None
     from archgram.kernels.flash.autograd import flash_attention
 

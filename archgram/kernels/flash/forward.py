@@ -20,7 +20,8 @@ Clipped softmax needs the final normaliser before clipping: a statistics
 pass, then the weighted pass. Softplus counts each row's visible keys
 first (a mask-only pass, no loads).
 
-Any Nq, Nk; head dim a power of two from 16 to 128; fp32/fp16/bf16.
+Any Nq, Nk; any head dim from 16 to 256 (a power-of-two tile, the columns past
+the head dim masked: ``common.head_dim_args``); fp32/fp16/bf16.
 """
 from __future__ import annotations
 
@@ -30,20 +31,24 @@ import triton.language as tl
 
 from archgram.kernels.flash.common import (
     LOG2E,
+    MAX_HEAD_DIM,
+    MIN_HEAD_DIM,
     cap_logits,
     element_mask,
     fwd_config,
+    head_dim_args,
+    load_tile,
     rel_index,
     row_bounds,
     sigmoid2,
+    smaller,
     softplus_logit2,
     softplus_parts,
     tile_lists,
 )
 from archgram.kernels.flash.spec import SCORE_IDS, FlashArgumentError, Spec, make_spec
-from archgram.kernels.launch import dot_precision, fast_approx
+from archgram.kernels.launch import dot_precision, fast_approx, launch_fitting
 
-HEAD_DIMS = (16, 32, 64, 128)
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
@@ -64,14 +69,14 @@ def key_ranges(a, b, row_ok, NK, BLOCK_N: tl.constexpr, SPLIT: tl.constexpr):
 
 
 @triton.jit
-def _fwd_tile(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd, start_n, rows, offs_n, offs_d,
+def _fwd_tile(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd, start_n, rows, offs_n, offs_d, d_ok,
               a, b, NK, dil, gw, BMASK, nbq, nbk, bq, bk, slope2, rb_base, rmax, qk_scale, sig_b2, cap,
               czeta, gamma, power, logn,
               lse2,
               SCORE: tl.constexpr, STAGE: tl.constexpr, MASKED: tl.constexpr, DILATED: tl.constexpr,
               GRID2D: tl.constexpr,
               BLOCK_SPARSE: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_RELB: tl.constexpr, PRECISION: tl.constexpr,
-              FAST_APPROX: tl.constexpr):
+              FAST_APPROX: tl.constexpr, PAD_D: tl.constexpr):
     """One key tile. STAGE 0: count visible keys into l_i; 1: softmax statistics
     only (clipped's first pass); 2: accumulate the output."""
     cols = start_n + offs_n
@@ -84,10 +89,8 @@ def _fwd_tile(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd, start_n, row
         else:
             l_i += _width(offs_n)
     else:
-        if MASKED:
-            k = tl.load(k_base + cols[None, :] * skn + offs_d[:, None] * skd, mask=(cols < NK)[None, :], other=0.0)
-        else:
-            k = tl.load(k_base + cols[None, :] * skn + offs_d[:, None] * skd)
+        k = load_tile(k_base + cols[None, :] * skn + offs_d[:, None] * skd, (cols < NK)[None, :], d_ok[:, None],
+                      MASKED, PAD_D)
         s2 = tl.dot(q, k, input_precision=PRECISION) * qk_scale
         if HAS_ALIBI:
             s2 = s2 - slope2 * tl.abs(rows[:, None] - cols[None, :]).to(tl.float32)
@@ -111,10 +114,8 @@ def _fwd_tile(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd, start_n, row
             l_i = l_i * alpha + tl.sum(p, 1)
             m_i = m_new
             if STAGE == 2:
-                if MASKED:
-                    v = tl.load(v_base + cols[:, None] * svn + offs_d[None, :] * svd, mask=(cols < NK)[:, None], other=0.0)
-                else:
-                    v = tl.load(v_base + cols[:, None] * svn + offs_d[None, :] * svd)
+                v = load_tile(v_base + cols[:, None] * svn + offs_d[None, :] * svd, (cols < NK)[:, None],
+                              d_ok[None, :], MASKED, PAD_D)
                 acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
         else:
             if SCORE == 1:  # sigmoid
@@ -123,9 +124,8 @@ def _fwd_tile(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd, start_n, row
                 w = tl.minimum(tl.maximum(czeta * tl.exp2(s2 - lse2[:, None]) + gamma, 0.0), 1.0)
             if MASKED:
                 w = tl.where(keep, w, 0.0)
-                v = tl.load(v_base + cols[:, None] * svn + offs_d[None, :] * svd, mask=(cols < NK)[:, None], other=0.0)
-            else:
-                v = tl.load(v_base + cols[:, None] * svn + offs_d[None, :] * svd)
+            v = load_tile(v_base + cols[:, None] * svn + offs_d[None, :] * svd, (cols < NK)[:, None], d_ok[None, :],
+                          MASKED, PAD_D)
             acc += tl.dot(w.to(v.dtype), v, input_precision=PRECISION)
     return acc, l_i, m_i
 
@@ -136,14 +136,14 @@ def _width(offs_n):
 
 
 @triton.jit
-def _sweep(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd, rows, offs_n, offs_d, a, b, NK, dil, gw,
+def _sweep(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd, rows, offs_n, offs_d, d_ok, a, b, NK, dil, gw,
            BMASK, nbq, nbk, bq, bk, TILES, n_tiles, pid_m, slope2, rb_base, rmax, qk_scale, sig_b2, cap,
            czeta, gamma, power,
            logn, lse2, lo, full_lo, full_hi, hi,
            SCORE: tl.constexpr, STAGE: tl.constexpr, DILATED: tl.constexpr, GRID2D: tl.constexpr,
            BLOCK_SPARSE: tl.constexpr,
            HAS_ALIBI: tl.constexpr, HAS_RELB: tl.constexpr, PRECISION: tl.constexpr, FAST_APPROX: tl.constexpr,
-           BLOCK_N: tl.constexpr):
+           BLOCK_N: tl.constexpr, PAD_D: tl.constexpr):
     """All key tiles of one query tile: masked boundary, unmasked interior,
     masked boundary; or the block-sparse list."""
     if BLOCK_SPARSE:
@@ -151,33 +151,33 @@ def _sweep(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd, rows, offs_n, o
         for t in range(0, tl.load(row)):
             start_n = tl.load(row + 1 + t) * BLOCK_N
             acc, l_i, m_i = _fwd_tile(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd, start_n, rows, offs_n,
-                                      offs_d, a, b, NK, dil, gw, BMASK, nbq, nbk, bq, bk, slope2, rb_base,
+                                      offs_d, d_ok, a, b, NK, dil, gw, BMASK, nbq, nbk, bq, bk, slope2, rb_base,
                                       rmax, qk_scale, sig_b2, cap,
                                       czeta, gamma, power, logn, lse2, SCORE, STAGE, True, DILATED, GRID2D,
                                       BLOCK_SPARSE,
-                                      HAS_ALIBI, HAS_RELB, PRECISION, FAST_APPROX)
+                                      HAS_ALIBI, HAS_RELB, PRECISION, FAST_APPROX, PAD_D)
     else:
         for start_n in range(lo, full_lo, BLOCK_N):
             acc, l_i, m_i = _fwd_tile(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd, start_n, rows, offs_n,
-                                      offs_d, a, b, NK, dil, gw, BMASK, nbq, nbk, bq, bk, slope2, rb_base,
+                                      offs_d, d_ok, a, b, NK, dil, gw, BMASK, nbq, nbk, bq, bk, slope2, rb_base,
                                       rmax, qk_scale, sig_b2, cap,
                                       czeta, gamma, power, logn, lse2, SCORE, STAGE, True, DILATED, GRID2D,
                                       BLOCK_SPARSE,
-                                      HAS_ALIBI, HAS_RELB, PRECISION, FAST_APPROX)
+                                      HAS_ALIBI, HAS_RELB, PRECISION, FAST_APPROX, PAD_D)
         for start_n in range(full_lo, full_hi, BLOCK_N):
             acc, l_i, m_i = _fwd_tile(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd, start_n, rows, offs_n,
-                                      offs_d, a, b, NK, dil, gw, BMASK, nbq, nbk, bq, bk, slope2, rb_base,
+                                      offs_d, d_ok, a, b, NK, dil, gw, BMASK, nbq, nbk, bq, bk, slope2, rb_base,
                                       rmax, qk_scale, sig_b2, cap,
                                       czeta, gamma, power, logn, lse2, SCORE, STAGE, False, DILATED, GRID2D,
                                       BLOCK_SPARSE,
-                                      HAS_ALIBI, HAS_RELB, PRECISION, FAST_APPROX)
+                                      HAS_ALIBI, HAS_RELB, PRECISION, FAST_APPROX, PAD_D)
         for start_n in range(full_hi, hi, BLOCK_N):
             acc, l_i, m_i = _fwd_tile(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd, start_n, rows, offs_n,
-                                      offs_d, a, b, NK, dil, gw, BMASK, nbq, nbk, bq, bk, slope2, rb_base,
+                                      offs_d, d_ok, a, b, NK, dil, gw, BMASK, nbq, nbk, bq, bk, slope2, rb_base,
                                       rmax, qk_scale, sig_b2, cap,
                                       czeta, gamma, power, logn, lse2, SCORE, STAGE, True, DILATED, GRID2D,
                                       BLOCK_SPARSE,
-                                      HAS_ALIBI, HAS_RELB, PRECISION, FAST_APPROX)
+                                      HAS_ALIBI, HAS_RELB, PRECISION, FAST_APPROX, PAD_D)
     return acc, l_i, m_i
 
 
@@ -186,7 +186,7 @@ def _flash_fwd(
     Q, K, V, Out, LSE, AUX, SLOPES, RELB, BMASK, TILES,
     sqb, sqh, sqm, sqd, skb, skh, skn, skd, svb, svh, svn, svd, sob, soh, som, sod,
     H, NQ, NK, qk_scale, sig_b2, cap, czeta, gamma, power, window, dil, nbhd, gw, nbq, nbk, bq, bk, n_tiles, rmax,
-    GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, SCORE: tl.constexpr,
+    GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, PAD_D: tl.constexpr, SCORE: tl.constexpr,
     CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, NEIGHBOR: tl.constexpr, DILATED: tl.constexpr, GRID2D: tl.constexpr,
     BLOCK_SPARSE: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_RELB: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr, FAST_APPROX: tl.constexpr,
@@ -198,10 +198,12 @@ def _flash_fwd(
     kvh = h // GROUP
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
-    offs_d = tl.arange(0, HEAD_DIM)
+    offs_d = tl.arange(0, BLOCK_D)
+    d_ok = offs_d < HEAD_DIM  # BLOCK_D pads a head dim that is not a power of two
     row_ok = rows < NQ
 
-    q = tl.load(Q + b_idx * sqb + h * sqh + rows[:, None] * sqm + offs_d[None, :] * sqd, mask=row_ok[:, None], other=0.0)
+    q = tl.load(Q + b_idx * sqb + h * sqh + rows[:, None] * sqm + offs_d[None, :] * sqd,
+                mask=row_ok[:, None] & d_ok[None, :], other=0.0)
     k_base = K + b_idx * skb + kvh * skh
     v_base = V + b_idx * svb + kvh * svh
     slope2 = 0.0
@@ -213,34 +215,34 @@ def _flash_fwd(
 
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
-    acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     logn = l_i
     lse2 = l_i
     if SCORE == 3 and (DILATED or GRID2D or BLOCK_SPARSE):  # softplus: log of each row's visible key count
-        _a, cnt, _m = _sweep(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd, rows, offs_n, offs_d, a, b, NK,
+        _a, cnt, _m = _sweep(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd, rows, offs_n, offs_d, d_ok, a, b, NK,
                              dil, gw, BMASK, nbq, nbk, bq, bk, TILES, n_tiles, pid_m, slope2, rb_base, rmax,
                              qk_scale, sig_b2, cap,
                              czeta,
                              gamma, power, logn, lse2, lo, full_lo, full_hi, hi, SCORE, 0, DILATED, GRID2D,
                              BLOCK_SPARSE,
-                             HAS_ALIBI, HAS_RELB, PRECISION, FAST_APPROX, BLOCK_N)
+                             HAS_ALIBI, HAS_RELB, PRECISION, FAST_APPROX, BLOCK_N, PAD_D)
         logn = tl.log(tl.maximum(cnt, 1.0))
     elif SCORE == 3:  # a contiguous interval [a, b]: counted without a sweep
         logn = tl.log(tl.maximum(b - a + 1, 1).to(tl.float32))
     if SCORE == 4:  # clipped: the final lse first
-        _a, l1, m1 = _sweep(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd, rows, offs_n, offs_d, a, b, NK,
+        _a, l1, m1 = _sweep(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd, rows, offs_n, offs_d, d_ok, a, b, NK,
                             dil, gw, BMASK, nbq, nbk, bq, bk, TILES, n_tiles, pid_m, slope2, rb_base, rmax,
                             qk_scale, sig_b2, cap,
                             czeta,
                             gamma, power, logn, lse2, lo, full_lo, full_hi, hi, SCORE, 1, DILATED, GRID2D, BLOCK_SPARSE,
-                            HAS_ALIBI, HAS_RELB, PRECISION, FAST_APPROX, BLOCK_N)
+                            HAS_ALIBI, HAS_RELB, PRECISION, FAST_APPROX, BLOCK_N, PAD_D)
         lse2 = tl.where(l1 == 0.0, float("-inf"), m1 + tl.log2(tl.where(l1 == 0.0, 1.0, l1)))
-    acc, l_i, m_i = _sweep(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd, rows, offs_n, offs_d, a, b, NK,
+    acc, l_i, m_i = _sweep(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd, rows, offs_n, offs_d, d_ok, a, b, NK,
                            dil, gw, BMASK, nbq, nbk, bq, bk, TILES, n_tiles, pid_m, slope2, rb_base, rmax,
                            qk_scale, sig_b2, cap,
                            czeta,
                            gamma, power, logn, lse2, lo, full_lo, full_hi, hi, SCORE, 2, DILATED, GRID2D, BLOCK_SPARSE,
-                           HAS_ALIBI, HAS_RELB, PRECISION, FAST_APPROX, BLOCK_N)
+                           HAS_ALIBI, HAS_RELB, PRECISION, FAST_APPROX, BLOCK_N, PAD_D)
 
     stat_ptr = pid_bh * NQ + rows
     if SCORE == 0 or SCORE == 2 or SCORE == 3:
@@ -253,7 +255,7 @@ def _flash_fwd(
     if SCORE == 4:
         tl.store(LSE + stat_ptr, lse2 * 0.6931471805599453, mask=row_ok)
     tl.store(Out + b_idx * sob + h * soh + rows[:, None] * som + offs_d[None, :] * sod,
-             acc.to(Out.dtype.element_ty), mask=row_ok[:, None])
+             acc.to(Out.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])
 
 
 def check_inputs(q, k, v) -> None:
@@ -265,8 +267,8 @@ def check_inputs(q, k, v) -> None:
     if k.shape[0] != bsz or k.shape[3] != d or h % k.shape[1]:
         raise FlashArgumentError(f"flash attention: k/v {tuple(k.shape)} do not match q {tuple(q.shape)} "
                                  "(same batch and head dim; kv heads must divide query heads)")
-    if d not in HEAD_DIMS:
-        raise FlashArgumentError(f"flash attention: head dim {d} not in {HEAD_DIMS}")
+    if not MIN_HEAD_DIM <= d <= MAX_HEAD_DIM:
+        raise FlashArgumentError(f"flash attention: head dim {d} outside {MIN_HEAD_DIM}-{MAX_HEAD_DIM}")
     if q.dtype not in DTYPES or not (q.dtype == k.dtype == v.dtype):
         raise FlashArgumentError(f"flash attention: dtypes {q.dtype}, {k.dtype}, {v.dtype}; need one of {DTYPES}")
 
@@ -326,20 +328,24 @@ def forward(q, k, v, spec: Spec, alibi_slopes=None, block=None, rel_bias=None):
     slopes = (alibi_slopes.to(device=q.device, dtype=torch.float32) * LOG2E).contiguous() \
         if alibi_slopes is not None else lse
     relb, rmax = rel_bias_args(rel_bias, lse)
-    bm, bn, warps, stages = fwd_config(d, spec.masked)
+    cfg = fwd_config(d, spec.masked, q.element_size())
     if block is not None:
-        bm, bn = block
-    bmask, tiles, margs, flags = mask_args(spec, nq, nk, bm, bn, q.device)
-    grid = (triton.cdiv(nq, bm), bsz * h)
-    _flash_fwd[grid](
-        q, k, v, out, lse, aux, slopes, relb, bmask, tiles,
-        *q.stride(), *k.stride(), *v.stride(), *out.stride(),
-        h, nq, nk, **score_args(spec, nk, d), **margs,
-        GROUP=h // hkv, HEAD_DIM=d, SCORE=SCORE_IDS[spec.score], HAS_ALIBI=alibi_slopes is not None, **flags,
-        HAS_RELB=rel_bias is not None, rmax=rmax,
-        BLOCK_M=bm, BLOCK_N=bn, PRECISION=dot_precision(q.dtype), FAST_APPROX=fast_approx(q.dtype),
-        num_warps=warps, num_stages=stages,
-    )
+        cfg = (*block, *cfg[2:])
+
+    def run(cfg):
+        bm, bn, warps, stages = cfg
+        bmask, tiles, margs, flags = mask_args(spec, nq, nk, bm, bn, q.device)
+        _flash_fwd[(triton.cdiv(nq, bm), bsz * h)](
+            q, k, v, out, lse, aux, slopes, relb, bmask, tiles,
+            *q.stride(), *k.stride(), *v.stride(), *out.stride(),
+            h, nq, nk, **score_args(spec, nk, d), **margs,
+            GROUP=h // hkv, **head_dim_args(d), SCORE=SCORE_IDS[spec.score], HAS_ALIBI=alibi_slopes is not None,
+            **flags, HAS_RELB=rel_bias is not None, rmax=rmax,
+            BLOCK_M=bm, BLOCK_N=bn, PRECISION=dot_precision(q.dtype), FAST_APPROX=fast_approx(q.dtype),
+            num_warps=warps, num_stages=stages,
+        )
+
+    launch_fitting(("fwd", d, q.dtype), cfg, smaller, run)
     return out, lse, aux
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from archgram.kernels.fallbacks import record
 from archgram.ops.attention import layouts, patterns, positions, scores
 
 SCORES = {
@@ -52,14 +53,18 @@ POSITIONS = {
 
 
 def kernel_kwargs(op, n: int, device) -> dict | None:
-    """Keywords for ``dispatch.attention`` serving this op, or None."""
-    score, pattern, position = SCORES.get(type(op.score)), PATTERNS.get(type(op.pattern)), POSITIONS.get(type(op.position))
-    if score is None or pattern is None or position is None:
-        return None
-    mask = pattern(op.pattern, n, getattr(op, "grid", None), device)
+    """Keywords for ``dispatch.attention`` serving this op, or None (the reason
+    recorded: ``archgram.kernels.fallbacks``)."""
+    parts = {"score": (SCORES, op.score), "pattern": (PATTERNS, op.pattern), "position": (POSITIONS, op.position)}
+    for kind, (registry, part) in parts.items():
+        if type(part) not in registry:
+            record("flash", f"{kind} {type(part).__name__} has no kernel")
+            return None
+    mask = PATTERNS[type(op.pattern)](op.pattern, n, getattr(op, "grid", None), device)
     if mask is None:
+        record("flash", f"pattern {type(op.pattern).__name__}: a query block sees no key block")
         return None
-    kw = {**score(op.score), **mask, **position(op.position), "scale": op.scale}
+    kw = {**SCORES[type(op.score)](op.score), **mask, **POSITIONS[type(op.position)](op.position), "scale": op.scale}
     if op.causal:
         kw["causal"] = True
     return kw

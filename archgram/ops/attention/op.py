@@ -195,7 +195,7 @@ class Attention(Op):
             weights = self.position.reweight(self.score.weights(logits, mask), mask, self.grid)
             out = torch.matmul(weights, v)
         else:
-            out = self._flash(q, k, v) if pattern_bias is None else None
+            out = self._flash(q, k, v, pattern_bias)
             if out is None:
                 out = self.score.attend(q, k, v, mask, bias, self.scale, causal=self.causal)
         return self._finish(out, x, q, k, v, mask, bias, image)
@@ -209,14 +209,20 @@ class Attention(Op):
             y = y.transpose(1, 2).reshape(image)
         return y
 
-    def _flash(self, q, k, v) -> torch.Tensor | None:
+    def _flash(self, q, k, v, pattern_bias=None) -> torch.Tensor | None:
         """The fused flash kernels' output (forward and backward) where they serve
         this op's score / pattern / position (``archgram.kernels.flash.op_bridge``),
-        on CUDA; None otherwise (the PyTorch path runs). ARCHGRAM_KERNELS=off disables."""
+        on CUDA; None otherwise (the PyTorch path runs; the reason is recorded in
+        ``archgram.kernels.fallbacks``). ARCHGRAM_KERNELS=off disables."""
+        from archgram.kernels import fallbacks
         from archgram.kernels.flash import dispatch, op_bridge
 
-        if not (dispatch.enabled() and dispatch.on_device(q, k, v)):
-            return None  # before building kernel arguments: this runs on every CPU training step
+        reason = dispatch.unavailable(q, k, v)  # before building kernel arguments: runs on every CPU step
+        if reason is None and pattern_bias is not None:
+            reason = f"pattern {type(self.pattern).__name__} adds data-dependent logits"
+        if reason is not None:
+            fallbacks.record("flash", reason)
+            return None
         kw = op_bridge.kernel_kwargs(self, q.shape[-2], q.device)
         if kw is None:
             return None

@@ -1,0 +1,213 @@
+"""Every head dim from 16 to 256, powers of two or not, through the flash
+forward and backward, the linear chunk kernel and split-KV decode, against the
+float64 references and their autograd gradients.
+
+The cross product (head dim x score x mask x GQA x position x dtype x lengths)
+is large; the default (CPU interpreter) run samples it with fixed seeds, a
+few cases per head dim (``test_default_sample_covers_every_axis`` keeps that
+sample honest), on odd lengths. With a GPU, ``gpu`` runs every (head dim,
+score, mask) with the other axes drawn per case, and ``slow`` the whole product.
+"""
+import itertools
+import os
+import random
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # before the kernel modules are imported
+
+from archgram.kernels import fallbacks  # noqa: E402
+from archgram.kernels.decode import reference as decode_ref  # noqa: E402
+from archgram.kernels.decode.split import decode_attention  # noqa: E402
+from archgram.kernels.flash import dispatch, flash_attention  # noqa: E402
+from archgram.kernels.flash.reference import attention as reference  # noqa: E402
+from archgram.kernels.linear import reference as linear_ref  # noqa: E402
+from archgram.kernels.linear.chunk import linear_attention  # noqa: E402
+
+CUDA = torch.cuda.is_available()
+DEVICE = "cuda" if CUDA else "cpu"
+needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
+
+HEAD_DIMS = (16, 32, 48, 64, 80, 96, 128, 160, 192, 256)
+SCORES = ("softmax", "sigmoid", "softcap", "softplus", "clipped")
+BLOCKS = torch.tensor([[1, 0, 1], [0, 1, 0], [1, 1, 1]], dtype=torch.bool)
+# name -> (mask keywords for n tokens, whether it needs Nq == Nk)
+MASKS = {
+    "full": (lambda n: {}, False),
+    "causal": (lambda n: {"causal": True}, False),
+    "window": (lambda n: {"window": 5, "dilation": 2}, False),
+    "causal-window": (lambda n: {"causal": True, "window": 6}, False),
+    "neighborhood": (lambda n: {"neighborhood": 5, "dilation": 2}, True),
+    "block-sparse": (lambda n: {"block_mask": BLOCKS, "block": (-(-n // 3), -(-n // 3))}, True),
+    "neighborhood2d": (lambda n: {"neighborhood": 3, "grid": (3, n // 3)}, True),
+}
+GROUPS = ((2, 2), (4, 2), (4, 1))  # (heads, kv heads): MHA, GQA, MQA
+POSITIONS = ("none", "alibi", "rel_bias")
+CPU_DTYPES = (torch.float32, torch.float16)  # the interpreter's bf16 tl.dot is wrong (test_flash.py)
+GPU_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+TOL = {torch.float32: 1e-5, torch.float16: 3e-3, torch.bfloat16: 2e-2}
+GRAD_TOL = {torch.float32: 2e-5, torch.float16: 1e-2, torch.bfloat16: 5e-2}
+PER_DIM = 3  # sampled cases per head dim in the default run
+
+
+def grid(dtypes, lengths):
+    """The whole cross product: (d, score, mask, (h, hkv), position, dtype, (nq, nk))."""
+    return list(itertools.product(HEAD_DIMS, SCORES, MASKS, GROUPS, POSITIONS, dtypes, lengths))
+
+
+def _drop_unequal(cases):
+    return [c for c in cases if not (MASKS[c[2]][1] and c[6][0] != c[6][1])]
+
+
+CPU_LENGTHS = ((17, 17), (33, 33), (9, 21))
+GPU_LENGTHS = ((255, 255), (129, 383))
+
+
+def default_sample():
+    """PER_DIM cases per head dim, fixed seeds, from the CPU product."""
+    cases = _drop_unequal(grid(CPU_DTYPES, CPU_LENGTHS))
+    out = []
+    for d in HEAD_DIMS:
+        out += random.Random(d).sample([c for c in cases if c[0] == d], PER_DIM)
+    return out
+
+
+def gpu_grid():
+    """Every (head dim, score, mask); GQA, position, dtype and lengths drawn per case."""
+    rng = random.Random(0)
+    out = []
+    for d, score, mask in itertools.product(HEAD_DIMS, SCORES, MASKS):
+        lengths = GPU_LENGTHS[0] if MASKS[mask][1] else rng.choice(GPU_LENGTHS)
+        out.append((d, score, mask, rng.choice(GROUPS), rng.choice(POSITIONS), rng.choice(GPU_DTYPES), lengths))
+    return out
+
+
+def _id(case):
+    d, score, mask, (h, hkv), pos, dtype, (nq, nk) = case
+    return f"d{d}-{score}-{mask}-g{h // hkv}-{pos}-{str(dtype)[6:]}-{nq}x{nk}"
+
+
+def check(case, batch=1, seed=0):
+    """Forward and q, k, v (and relative-bias table) gradients vs float64 autograd."""
+    d, score, mask, (h, hkv), pos, dtype, (nq, nk) = case
+    if nq == nk and mask == "neighborhood2d":
+        nq = nk = 3 * (nq // 3)
+    g = torch.Generator().manual_seed(seed + d)
+    q = torch.randn(batch, h, nq, d, generator=g)
+    k, v = (torch.randn(batch, hkv, nk, d, generator=g) for _ in range(2))
+    ins = [t.to(DEVICE, dtype).requires_grad_() for t in (q, k, v)]
+    kw = dict(score=score, cap=3.0, gamma=-0.1, zeta=1.1, **MASKS[mask][0](nk))
+    if pos == "alibi":
+        kw["alibi_slopes"] = torch.tensor([0.5 ** (i + 1) for i in range(h)], device=DEVICE)
+    if pos == "rel_bias":
+        ins.append(torch.randn(h, 7, generator=g).to(DEVICE).requires_grad_())
+    do = torch.randn(batch, h, nq, d, generator=g).to(DEVICE, dtype)
+    table = ins[3] if pos == "rel_bias" else None
+    out = flash_attention(*ins[:3], rel_bias=table, **kw)
+    grads = torch.autograd.grad(out, ins, do)
+    ref_ins = [t.detach().double().requires_grad_() for t in ins]
+    ref, _ = reference(*ref_ins[:3], rel_bias=ref_ins[3] if table is not None else None, **kw)
+    want = torch.autograd.grad(ref, ref_ins, do.double())
+    assert out.shape == (batch, h, nq, d) and out.dtype == dtype
+    assert _rel(out, ref) < TOL[dtype], "out"
+    for name, got, ref_grad in zip(("q", "k", "v", "rel_bias"), grads, want):
+        assert got.shape == ref_grad.shape
+        assert _rel(got, ref_grad) < GRAD_TOL[dtype], f"d{name}"
+
+
+def _rel(out, ref):
+    assert torch.isfinite(out).all(), "non-finite output"
+    if ref.norm() == 0:
+        return out.double().norm().item()
+    return ((out.double() - ref.double()).norm() / ref.double().norm()).item()
+
+
+@pytest.mark.parametrize("case", default_sample(), ids=_id)
+def test_every_head_dim_forward_and_gradients_match_float64(case):
+    check(case)
+
+
+def test_default_sample_covers_every_axis():
+    """The fixed-seed sample still reaches every score, mask, head layout,
+    position, CPU dtype and length pair (reseed it if a change breaks this)."""
+    sample = default_sample()
+    for axis, values in enumerate((HEAD_DIMS, SCORES, MASKS, GROUPS, POSITIONS, CPU_DTYPES, CPU_LENGTHS)):
+        assert {c[axis] for c in sample} == set(values), f"axis {axis}"
+
+
+@needs_cuda
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", gpu_grid(), ids=_id)
+def test_every_head_dim_score_and_mask_on_gpu(case):
+    check(case, batch=2)
+
+
+@needs_cuda
+@pytest.mark.gpu
+@pytest.mark.slow
+@pytest.mark.parametrize("case", _drop_unequal(grid(GPU_DTYPES, GPU_LENGTHS)), ids=_id)
+def test_whole_head_dim_product_on_gpu(case):
+    check(case, batch=2)
+
+
+# ------------------------------------------------------------- linear and decode
+@pytest.mark.parametrize("d", HEAD_DIMS)
+def test_linear_chunk_kernel_serves_every_head_dim(d):
+    """Causal decayed linear attention, Dk = Dv = d, forward and gradients."""
+    rng = random.Random(d)
+    mode = rng.choice(("none", "decay", "gate", "both"))
+    g = torch.Generator().manual_seed(d)
+    n = 21
+    q, k = (torch.randn(1, 2, n, d, generator=g) / d ** 0.25 for _ in range(2))
+    v = torch.randn(1, 2, n, d, generator=g)
+    log_decay = torch.log(torch.tensor([0.8, 0.95])) if mode in ("decay", "both") else None
+    gate = -0.3 * torch.rand(1, 2, n, generator=g) if mode in ("gate", "both") else None
+    ins = [t.to(DEVICE).requires_grad_() for t in (q, k, v)]
+    extra = dict(log_decay=None if log_decay is None else log_decay.to(DEVICE),
+                 gate=None if gate is None else gate.to(DEVICE))
+    out = linear_attention(*ins, **extra)
+    do = torch.randn(out.shape, generator=g).to(DEVICE)
+    grads = torch.autograd.grad(out, ins, do)
+    ref_ins = [t.detach().double().requires_grad_() for t in ins]
+    ref_extra = {key: None if t is None else t.double() for key, t in extra.items()}
+    want = linear_ref.attention(*ref_ins, **ref_extra)
+    assert _rel(out, want) < 1e-5
+    for name, got, ref_grad in zip("qkv", grads, torch.autograd.grad(want, ref_ins, do.double())):
+        assert _rel(got, ref_grad) < 2e-5, f"d{name}"
+
+
+@pytest.mark.parametrize("d", HEAD_DIMS)
+def test_split_kv_decode_serves_every_head_dim(d):
+    g = torch.Generator().manual_seed(d)
+    q = torch.randn(2, 4, 1, d, generator=g).to(DEVICE)
+    k, v = (torch.randn(2, 2, 37, d, generator=g).to(DEVICE) for _ in range(2))
+    lengths = torch.tensor([37, 11], device=DEVICE)
+    out = decode_attention(q, k, v, lengths, splits=3)
+    want, _ = decode_ref.attention(q, k, v, lengths)
+    assert _rel(out, want) < 1e-5
+
+
+# ------------------------------------------------------------- no fallback, and why
+def test_no_head_dim_from_16_to_256_falls_back(monkeypatch, caplog):
+    """ARCHGRAM_KERNELS=explain logs nothing and records nothing for any head
+    dim 16..256 (every integer), and one reason, once, outside that range."""
+    monkeypatch.setenv("ARCHGRAM_KERNELS", "explain")
+    monkeypatch.setattr(dispatch, "on_device", lambda *t: True)
+    fallbacks.reset()
+    for d in range(16, 257):
+        q = torch.empty(1, 2, 5, d, device=DEVICE)
+        assert dispatch.why_not(q, q[:, :1], q[:, :1], causal=True) is None, d
+    with caplog.at_level("WARNING", logger="archgram.kernels"):
+        for d in (48, 256):
+            q = torch.randn(1, 2, 5, d, device=DEVICE)
+            assert dispatch.attention(q, q, q, causal=True) is not None
+        assert fallbacks.counts() == [] and not caplog.records
+        for _ in range(3):
+            q = torch.randn(1, 2, 5, 264, device=DEVICE)
+            assert dispatch.attention(q, q, q) is None
+    assert fallbacks.counts() == [{"family": "flash", "reason": "head dim 264 outside 16-256", "calls": 3}]
+    assert [r.getMessage() for r in caplog.records] == \
+        ["archgram kernels: flash ran PyTorch instead: head dim 264 outside 16-256"]
+    fallbacks.reset()
