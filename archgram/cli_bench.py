@@ -63,6 +63,9 @@ def bench_command(
 
     rows, paths = run(suite, cfg, out, command=_command_line(given), on_row=show)
     ok = sum(r["status"] == "ok" for r in rows)
+    from archgram.kernels import fallbacks
+
+    console.print(escape(fallbacks.table(fallbacks.counts())), highlight=False, soft_wrap=True)
     Console().print(f"{suite}: {ok}/{len(rows)} cells measured; wrote " + ", ".join(str(p) for p in paths.values()))
 
 

@@ -1,11 +1,14 @@
 """Turn result rows into the three outputs of a run: ``<suite>.md`` (one table,
-a row per case and mask, a column per length), ``<suite>.png`` (time per token
+a row per case and mask, a column per length, then the run's kernel fallbacks
+and their reasons), ``<suite>.png`` (time per token
 over length, log-log) and ``<suite>.json`` (rows, device, versions, command)."""
 from __future__ import annotations
 
 import json
 import math
 from pathlib import Path
+
+from archgram.kernels import fallbacks
 
 
 def cell(row: dict) -> str:
@@ -84,7 +87,8 @@ def write(rows: list[dict], meta: dict, out: Path) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     name = meta["suite"].replace("-", "_")
     paths = {"md": out / f"{name}.md", "json": out / f"{name}.json", "png": out / f"{name}.png"}
-    paths["md"].write_text(header(meta) + "\n\n" + table(rows) + "\n")
+    fallen = fallbacks.table(meta.get("fallbacks", []))
+    paths["md"].write_text(header(meta) + "\n\n" + table(rows) + "\n\n" + fallen + "\n")
     paths["json"].write_text(json.dumps({**meta, "rows": rows}, indent=1, default=str) + "\n")
     if not plot(rows, paths["png"], f"archgram bench {meta['suite']} ({meta['environment']['device']})"):
         del paths["png"]

@@ -51,6 +51,17 @@ def test_long_context_skips_with_reasons_and_caps_quadratic_mixers(long_context)
     assert by[("orchid", "causal", 16)]["status"] == "ok"  # its causal argument is used
 
 
+def test_bench_reports_each_kernel_fallback_with_its_reason(long_context):
+    """On the CPU every attention call runs PyTorch: the report says so, per
+    kernel family and reason, with the number of calls."""
+    out, data = long_context
+    reasons = {(f["family"], f["reason"]): f["calls"] for f in data["fallbacks"]}
+    assert reasons[("flash", "tensors on cpu; the kernels run on CUDA")] > 0
+    assert reasons[("linear", "tensors on cpu; the kernels run on CUDA")] > 0
+    md = (out / "long_context.md").read_text()
+    assert "Kernel fallbacks" in md and "| flash | tensors on cpu; the kernels run on CUDA |" in md
+
+
 def test_kernels_suite_on_cpu_times_sdpa_and_says_why_the_rest_is_skipped(tmp_path):
     rc = run(["bench", "--suite", "kernels", "--lengths", "64", "--out", str(tmp_path), *TINY])
     assert rc == 0
