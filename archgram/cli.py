@@ -630,6 +630,7 @@ def _register_search() -> None:
     from archgram.cli_analyze import register as register_analyze
     from archgram.cli_bench import register as register_bench
     from archgram.cli_catalog import register as register_catalog
+    from archgram.cli_experts import register as register_experts
     from archgram.cli_export import register as register_export
     from archgram.cli_fuse import register as register_fuse
     from archgram.cli_search import register
@@ -640,6 +641,7 @@ def _register_search() -> None:
     register_bench(app)
     register_fuse(app)
     register_analyze(app)
+    register_experts(app)
 
 
 _register_search()

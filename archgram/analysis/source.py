@@ -23,14 +23,17 @@ class Loaded:
 
 
 def load(source: str, *, task: str | None = None, trial: int | None = None, best: bool = False,
-         budget: str | None = None, seed: int = 0) -> Loaded:
+         budget: str | None = None, seed: int = 0, require=None) -> Loaded:
+    """``require(model)`` refuses a model the caller cannot use before any training
+    is spent (default: one without an attention layer)."""
+    require = require or require_attention
     path = Path(source)
     if path.is_dir():
-        return _from_export(path, task)
+        return _from_export(path, task, require)
     if path.suffix == ".json":
-        return _from_derivation(path, task, budget or "200steps", seed)
+        return _from_derivation(path, task, budget or "200steps", seed, require)
     if path.exists() or "://" in source:
-        return _from_study(source, trial, best, budget)
+        return _from_study(source, trial, best, budget, require)
     raise AnalysisError(f"{source}: no such file or folder (give a study .db, a derivation .json or an export folder)")
 
 
@@ -42,16 +45,20 @@ def _task(name: str | None, what: str):
     return get_task(name)
 
 
-def _build(derivation, task, batch_size: int) -> nn.Module:
-    """The model, refusing one without attention before any training is spent."""
+def _build(derivation, task, batch_size: int, require) -> nn.Module:
     from archgram.search.evaluator import build_model
 
     model = build_model(derivation, task, batch_size)[0]
+    require(model)
+    return model
+
+
+def require_attention(model: nn.Module) -> None:
+    """Refuse a model without a composite attention op (nothing to analyse)."""
     if not attention_layers(model):
         ops = sorted({type(m).__name__ for m in model.modules() if "attention" in type(m).__name__.lower()})
         extra = f" ({', '.join(ops)} expose no per-head maps)" if ops else ""
         raise NoAttentionError(f"the model has no attention layer (composite 'attention' op) to analyse{extra}")
-    return model
 
 
 def _read_derivation(path: Path):
@@ -79,16 +86,16 @@ def _train(model: nn.Module, derivation, task, budget: str, seed: int, batch_siz
     return result.score
 
 
-def _from_derivation(path: Path, task_name: str | None, budget: str, seed: int) -> Loaded:
+def _from_derivation(path: Path, task_name: str | None, budget: str, seed: int, require) -> Loaded:
     d = _read_derivation(path)
     task = _task(task_name, f"derivation {path}")
     bs = int(d.input_shape[0])
-    model = _build(d, task, bs)
+    model = _build(d, task, bs, require)
     score = _train(model, d, task, budget, seed, bs)
     return Loaded(model.eval(), task, bs, f"{path} trained on {task.name} ({budget}, seed {seed}; {task.metric_name} {score:.4f})")
 
 
-def _from_export(folder: Path, task_name: str | None) -> Loaded:
+def _from_export(folder: Path, task_name: str | None, require) -> Loaded:
     from safetensors.torch import load_file
 
     files = [folder / "derivation.json", folder / "weights.safetensors"]
@@ -98,7 +105,7 @@ def _from_export(folder: Path, task_name: str | None) -> Loaded:
     d = _read_derivation(files[0])
     task = _task(task_name, f"export {folder}")
     bs = int(d.input_shape[0])
-    model = _build(d, task, bs)
+    model = _build(d, task, bs, require)
     state = load_file(str(files[1]))
     if set(state) != set(model.state_dict()):  # exported names (model.py's): map archgram's keys to them
         state = _exported_keys(d, task, bs, model, state)
@@ -118,7 +125,7 @@ def _exported_keys(d, task, bs, model, state) -> dict:
         raise AnalysisError(f"the export's weights do not fit the model built from its derivation ({exc})") from None
 
 
-def _from_study(study: str, trial: int | None, best: bool, budget: str | None) -> Loaded:
+def _from_study(study: str, trial: int | None, best: bool, budget: str | None, require) -> Loaded:
     from safetensors.torch import load_file
 
     from archgram.search.evaluator import Budget
@@ -142,7 +149,7 @@ def _from_study(study: str, trial: int | None, best: bool, budget: str | None) -
     meta = store.meta
     task = get_task(meta["task"])
     bs = int(meta.get("input_shape", [record.attrs.get("batch_size") or record.derivation.input_shape[0]])[0])
-    model = _build(record.derivation, task, bs)
+    model = _build(record.derivation, task, bs, require)
     kept = None
     try:
         from archgram.export.weights import weights_file
