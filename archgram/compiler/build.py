@@ -12,7 +12,7 @@ from torch import nn
 
 from archgram.errors import ArchgramError, CompileError
 from archgram.grammar.derivation import Derivation, Node, OpNode, RuleNode
-from archgram.grammar.typing import bound_args, resolve_op
+from archgram.grammar.inference import bound_args, resolve_op
 from archgram.ops.registry import get_op
 from archgram.shapes import Shape
 

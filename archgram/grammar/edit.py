@@ -23,9 +23,9 @@ from archgram.grammar.derivation import (
     children_of,
     clone_tree,
 )
+from archgram.grammar.inference import bound_args, resolve_op
 from archgram.grammar.model import Grammar, Limits
 from archgram.grammar.sampler import Sampler, _Fail, _Restart
-from archgram.grammar.typing import bound_args, resolve_op
 from archgram.ops.registry import get_op
 from archgram.shapes import numel
 

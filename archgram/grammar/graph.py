@@ -6,11 +6,16 @@ graph is the network, not the derivation path.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import networkx as nx
 
-from archgram.grammar.derivation import BranchNode, Derivation, Node, OpNode, RuleNode, op_label
-from archgram.grammar.typing import resolve_op
+from archgram.grammar.inference import resolve_op
+from archgram.grammar.tree import BranchNode, Node, OpNode, RuleNode, op_label
 from archgram.shapes import fmt
+
+if TYPE_CHECKING:
+    from archgram.grammar.derivation import Derivation
 
 
 def to_networkx(derivation: Derivation) -> nx.DiGraph:

@@ -41,8 +41,8 @@ from archgram.grammar.derivation import (
     _arg_to_json,
     clone_tree,
 )
+from archgram.grammar.inference import resolve_op
 from archgram.grammar.model import Branch, Grammar, NonTerm, Term, iter_terms
-from archgram.grammar.typing import resolve_op
 from archgram.ops.registry import get_op
 from archgram.shapes import Shape, fmt
 
@@ -672,7 +672,7 @@ def _stats(g: Grammar, d: Derivation, best: _Res) -> dict[str, Any]:
 
 def _param_count(d: Derivation) -> int:
     """Parameters from the ops' shape rules (no module is built)."""
-    from archgram.grammar.typing import bound_args
+    from archgram.grammar.inference import bound_args
 
     total = 0
 

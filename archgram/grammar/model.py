@@ -10,162 +10,33 @@ import difflib
 import hashlib
 import itertools
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import fields
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 from archgram.errors import GrammarError, Location
-from archgram.grammar import ast
+from archgram.grammar import syntax
+from archgram.grammar.elements import (  # noqa: F401  (re-exported: the model's vocabulary)
+    ENUMERATE_LIMIT,
+    LIMIT_NAMES,
+    ArgSpace,
+    Arm,
+    Branch,
+    Elem,
+    Limits,
+    NonTerm,
+    Production,
+    Rule,
+    Term,
+)
+from archgram.grammar.lint import LintReport, lint
 from archgram.grammar.parser import parse_file, parse_text
+from archgram.grammar.sampler import sample
+from archgram.grammar.sizes import elem_size, minimum_sizes, prod_height, prod_size
 from archgram.ops.registry import OpSpec, get_op, has_op
 
 SHIPPED = Path(__file__).resolve().parent.parent / "grammars"
-#: Argument spaces up to this size are enumerated (tried exhaustively, in random
-#: order); larger ones are drawn one argument at a time.
-ENUMERATE_LIMIT = 256
 TOLERANCE = 1e-6
-
-
-@dataclass
-class Limits:
-    """Budgets every sample must respect; checked before any tensor exists."""
-
-    depth: int = 40  # nesting of rules
-    nodes: int = 200  # op nodes in the tree
-    params: float = 20e6  # trainable parameters
-    flops: float = 2e11  # forward FLOPs for one batch of the input shape
-    memory: float = 5e8  # activation elements summed over all op outputs
-
-    def updated(self, **values: float | None) -> Limits:
-        merged = {f.name: getattr(self, f.name) for f in fields(self)}
-        merged.update({k: v for k, v in values.items() if v is not None})
-        merged["depth"], merged["nodes"] = int(merged["depth"]), int(merged["nodes"])
-        return Limits(**merged)
-
-
-LIMIT_NAMES = tuple(f.name for f in fields(Limits))
-
-
-@dataclass
-class ArgSpace:
-    """The values one op argument may take at one place in the grammar."""
-
-    values: tuple
-    probs: tuple[float, ...]
-    shared: str | None = None  # name of a 'global' param: drawn once per architecture
-
-
-@dataclass
-class Term:
-    """An op occurrence in a production, with the choice set of each argument."""
-
-    op: OpSpec
-    args: dict[str, ArgSpace]
-    repeat: int
-    loc: Location
-    #: Every argument combination with its probability, when there are at most
-    #: ENUMERATE_LIMIT of them; None for larger spaces (a composite op's choice
-    #: sets multiply), which the sampler draws argument by argument instead.
-    combos: list[tuple[dict[str, Any], float]] | None = field(default_factory=list)
-    #: Whether any argument is a 'global' param (its choices then depend on earlier draws).
-    shared_args: bool = False
-
-    @property
-    def combo_count(self) -> int:
-        return math.prod(len(s.values) for s in self.args.values())
-
-    def combo_prob(self, combo: dict[str, Any]) -> float:
-        """Probability of one argument combination (0 if a value is not offered)."""
-        prob = 1.0
-        for name, space in self.args.items():
-            if combo.get(name) not in space.values:
-                return 0.0
-            prob *= space.probs[space.values.index(combo[name])]
-        return prob
-
-    @property
-    def kind(self) -> str:
-        return self.op.kind
-
-    @property
-    def label(self) -> str:
-        return self.op.name
-
-
-@dataclass
-class NonTerm:
-    name: str
-    repeat: int
-    loc: Location
-    kind: str = "unary"
-
-    @property
-    def label(self) -> str:
-        return self.name
-
-
-@dataclass
-class Arm:
-    """One item standing for ``copies`` branches (``module*4``: sampled once, copied)."""
-
-    elem: Elem
-    copies: int
-
-
-@dataclass
-class Branch:
-    open: Union[Term, NonTerm]
-    arms: list[Arm]
-    close: Union[Term, NonTerm]
-    loc: Location
-    arm_sizes: list = field(default_factory=list)
-
-    @property
-    def n(self) -> int:
-        return sum(a.copies for a in self.arms)
-
-
-Elem = Union[Term, NonTerm, Branch]
-
-
-@dataclass
-class Production:
-    elems: list[Elem]
-    prob: float
-    loc: Location
-    index: int
-    text: str = ""
-    # Filled once the grammar is loaded (analysis.minimum_sizes): hot in the sampler.
-    min_height: float = 0
-    min_size: float = 0
-    elem_sizes: list = field(default_factory=list)
-
-    def nonterminals(self, copies: bool = False) -> list[tuple[str, int]]:
-        """(name, times sampled) of each nonterminal occurrence; with ``copies``,
-        (name, times it appears in the network): ``x*4`` is sampled once, copied 4x."""
-        out: list[tuple[str, int]] = []
-
-        def visit(e: Elem, times: int) -> None:
-            if isinstance(e, NonTerm):
-                out.append((e.name, times * e.repeat if copies else 1))
-            elif isinstance(e, Branch):
-                visit(e.open, times)
-                for arm in e.arms:
-                    visit(arm.elem, times * arm.copies)
-                visit(e.close, times)
-
-        for e in self.elems:
-            visit(e, 1)
-        return out
-
-
-@dataclass
-class Rule:
-    name: str
-    productions: list[Production]
-    loc: Location
-    kind: str = "unary"  # 'split'/'merge' when every production is one such op
-    branches: int = 0  # for split rules: how many branches every production opens
 
 
 def normalise(weights: list[float | None], loc: Location, what: str, locs: list[Location] | None = None) -> list[float]:
@@ -201,7 +72,7 @@ def _suggest(name: str, candidates) -> str:
 class Grammar:
     """A loaded grammar. Build with ``load_grammar(path)`` or ``Grammar.from_text``."""
 
-    def __init__(self, files: list[ast.FileSyntax], root: str, sources: dict[str, str]):
+    def __init__(self, files: list[syntax.FileSyntax], root: str, sources: dict[str, str]):
         self.root_file = root
         self.files = [f.path for f in files]
         self.name = Path(root).stem
@@ -209,36 +80,32 @@ class Grammar:
         for path in self.files:
             digest.update(sources.get(path, "").encode())
         self.sha256 = digest.hexdigest()
-        self.params: dict[str, ast.ParamSyntax] = {}
+        self.params: dict[str, syntax.ParamSyntax] = {}
         self.limits = Limits()
         self.rules: dict[str, Rule] = {}
         self.warnings: list[str] = []
         self.notes: list[str] = []  # harmless facts, e.g. relative weights rescaled
-        self._syntax: dict[str, ast.RuleSyntax] = {}
+        self._syntax: dict[str, syntax.RuleSyntax] = {}
         self._collect(files)
         self._resolve()
         self.start = self._pick_start(files)
-        from archgram.grammar.analysis import minimum_sizes
-
-        self.min_height, self.min_size = minimum_sizes(self)
+        self.min_height, self.min_size = minimum_sizes(self.rules)
         self._cache_sizes()
 
     def _cache_sizes(self) -> None:
-        from archgram.grammar.analysis import _elem_size, prod_height, prod_size
-
         def visit(e: Elem) -> None:
             if isinstance(e, Branch):
-                e.arm_sizes = [a.copies * _elem_size(a.elem, self.min_size) for a in e.arms]
+                e.arm_sizes = [a.copies * elem_size(a.elem, self.min_size) for a in e.arms]
                 for a in e.arms:
                     visit(a.elem)
             elif isinstance(e, (Term, NonTerm)):
-                e.min_size = _elem_size(e, self.min_size)
+                e.min_size = elem_size(e, self.min_size)
 
         for rule in self.rules.values():
             for p in rule.productions:
                 p.min_height = prod_height(p, self.min_height)
                 p.min_size = prod_size(p, self.min_size)
-                p.elem_sizes = [_elem_size(e, self.min_size) for e in p.elems]
+                p.elem_sizes = [elem_size(e, self.min_size) for e in p.elems]
                 for e in p.elems:
                     visit(e)
 
@@ -248,7 +115,7 @@ class Grammar:
         files, sources = _load_all(parse_text(text, path), text, Path(path).parent if path != "<string>" else Path.cwd())
         return cls(files, path, sources)
 
-    def _collect(self, files: list[ast.FileSyntax]) -> None:
+    def _collect(self, files: list[syntax.FileSyntax]) -> None:
         limit_seen: dict[str, Location] = {}
         for f in files:
             for param in f.params:
@@ -266,7 +133,7 @@ class Grammar:
             for rule in f.rules:
                 self._add_rule(rule)
 
-    def _add_rule(self, rule: ast.RuleSyntax) -> None:
+    def _add_rule(self, rule: syntax.RuleSyntax) -> None:
         if rule.name in self.params:
             raise GrammarError(f"'{rule.name}' is both a param and a rule", rule.loc)
         old = self._syntax.get(rule.name)
@@ -288,11 +155,11 @@ class Grammar:
             raise GrammarError(f"alternatives added with '+:' must take a share in (0, 1), got {share:g}", rule.loc)
         old_probs = normalise([a.weight for a in old.alternatives], old.loc, f"rule '{rule.name}'")
         kept = [
-            ast.AlternativeSyntax(a.items, p * (1 - share), a.loc) for a, p in zip(old.alternatives, old_probs)
+            syntax.AlternativeSyntax(a.items, p * (1 - share), a.loc) for a, p in zip(old.alternatives, old_probs)
         ]
-        self._syntax[rule.name] = ast.RuleSyntax(rule.name, kept + list(rule.alternatives), False, old.loc)
+        self._syntax[rule.name] = syntax.RuleSyntax(rule.name, kept + list(rule.alternatives), False, old.loc)
 
-    def _pick_start(self, files: list[ast.FileSyntax]) -> str:
+    def _pick_start(self, files: list[syntax.FileSyntax]) -> str:
         root = files[-1]
         starts = root.start or [s for f in files for s in f.start]
         if len(root.start) > 1:
@@ -330,7 +197,7 @@ class Grammar:
             for prod, its in zip(self.rules[name].productions, alts):
                 prod.elems = list(its) if slot_rule else self._structure(its, prod.loc)
 
-    def _item(self, it: ast.ItemSyntax) -> Term | NonTerm:
+    def _item(self, it: syntax.ItemSyntax) -> Term | NonTerm:
         if it.name in self._syntax:
             if it.args is not None:
                 raise GrammarError(f"'{it.name}' is a rule and takes no arguments", it.loc)
@@ -350,8 +217,8 @@ class Grammar:
             raise GrammarError(f"{spec.kind} op '{spec.name}' cannot be repeated", it.loc)
         return term
 
-    def _args(self, spec: OpSpec, it: ast.ItemSyntax) -> dict[str, ArgSpace]:
-        named: dict[str, ast.ArgSyntax] = {}
+    def _args(self, spec: OpSpec, it: syntax.ItemSyntax) -> dict[str, ArgSpace]:
+        named: dict[str, syntax.ArgSyntax] = {}
         schema = list(spec.args)
         positional = [a for a in (it.args or []) if a.name is None]
         for a in it.args or []:
@@ -380,10 +247,10 @@ class Grammar:
                 out[name] = ArgSpace((arg.default,), (1.0,))
         return out
 
-    def _arg_space(self, spec: OpSpec, name: str, choice: ast.Choice) -> ArgSpace:
+    def _arg_space(self, spec: OpSpec, name: str, choice: syntax.Choice) -> ArgSpace:
         arg = spec.args[name]
         # A lone reference to a 'global' param stays shared; anything else is expanded.
-        if len(choice.options) == 1 and isinstance(choice.options[0].value, ast.Symbol):
+        if len(choice.options) == 1 and isinstance(choice.options[0].value, syntax.Symbol):
             ref = self.params.get(choice.options[0].value.name)
             if ref is not None and ref.shared:
                 space = self._arg_space(spec, name, ref.choice)
@@ -407,7 +274,7 @@ class Grammar:
     def _values(self, spec: OpSpec, name: str, value: Any, loc: Location) -> list[tuple[Any, float | None]]:
         """Expand one option into concrete values (a param may stand for several)."""
         arg = spec.args[name]
-        if isinstance(value, ast.Symbol):
+        if isinstance(value, syntax.Symbol):
             if value.name in self.params:
                 param = self.params[value.name]
                 if param.shared:
@@ -425,11 +292,11 @@ class Grammar:
                 f"(argument '{name}' of op '{spec.name}' takes {arg.type.__name__})",
                 loc,
             )
-        if isinstance(value, ast.CallValue):
+        if isinstance(value, syntax.CallValue):
             if arg.type is not dict:
                 raise GrammarError(f"argument '{name}' of op '{spec.name}' takes {arg.type.__name__}, not a structured value", loc)
             return [(_call_dict(value, loc), None)]
-        if isinstance(value, tuple) and any(isinstance(v, (ast.Symbol, ast.CallValue)) for v in value):
+        if isinstance(value, tuple) and any(isinstance(v, (syntax.Symbol, syntax.CallValue)) for v in value):
             raise GrammarError("tuple values may only hold numbers and strings", loc)
         return [(value, None)]
 
@@ -517,13 +384,9 @@ class Grammar:
 
     def sample(self, input_shape, seed: int | None = 0, **kwargs):
         """Sample one architecture for ``input_shape``; see ``archgram.grammar.sampler``."""
-        from archgram.grammar.sampler import sample
-
         return sample(self, tuple(input_shape), seed=seed, **kwargs)
 
-    def lint(self, **kwargs):
-        from archgram.grammar.analysis import lint
-
+    def lint(self, **kwargs) -> LintReport:
         return lint(self, **kwargs)
 
     def __repr__(self) -> str:
@@ -547,15 +410,15 @@ def _one_copy(elem: Elem) -> Elem:
     return elem
 
 
-def _call_dict(value: ast.CallValue, loc: Location) -> dict:
+def _call_dict(value: syntax.CallValue, loc: Location) -> dict:
     out: dict[str, Any] = {"name": value.name}
     for i, a in enumerate(value.args):
         if len(a.choice.options) != 1:
             raise GrammarError("choices inside a structured value are not supported; list whole values instead", loc)
         v = a.choice.options[0].value
-        if isinstance(v, ast.Symbol):
+        if isinstance(v, syntax.Symbol):
             v = v.name
-        elif isinstance(v, ast.CallValue):
+        elif isinstance(v, syntax.CallValue):
             v = _call_dict(v, loc)
         out[a.name if a.name is not None else f"_{i}"] = v
     return out
@@ -573,7 +436,7 @@ def _combos(term: Term) -> list[tuple[dict[str, Any], float]]:
     return out
 
 
-def _item_text(it: ast.ItemSyntax) -> str:
+def _item_text(it: syntax.ItemSyntax) -> str:
     if it.args is None:
         text = it.name
     else:
@@ -587,13 +450,13 @@ def _op_names():
     return [s.name for s in all_ops()]
 
 
-def _load_all(root: ast.FileSyntax, text: str, base: Path) -> tuple[list[ast.FileSyntax], dict[str, str]]:
+def _load_all(root: syntax.FileSyntax, text: str, base: Path) -> tuple[list[syntax.FileSyntax], dict[str, str]]:
     """Depth-first include resolution, each file once; the root comes last."""
-    files: list[ast.FileSyntax] = []
+    files: list[syntax.FileSyntax] = []
     sources: dict[str, str] = {root.path: text}
     seen: set[str] = set()
 
-    def visit(f: ast.FileSyntax, here: Path) -> None:
+    def visit(f: syntax.FileSyntax, here: Path) -> None:
         for rel, loc in f.uses:
             path = _find_include(rel, here, loc)
             key = str(path.resolve())

@@ -12,7 +12,7 @@ from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
 from archgram.errors import GrammarError, Location
-from archgram.grammar import ast
+from archgram.grammar import syntax
 
 _TOKEN_NAMES = {
     "NAME": "a name",
@@ -66,11 +66,11 @@ class _ToAst(Transformer):
         return str(children[0])[1:-1]
 
     def symbol(self, children):
-        return ast.Symbol(str(children[0]))
+        return syntax.Symbol(str(children[0]))
 
     def call_value(self, children):
         name, args = children
-        return ast.CallValue(str(name), tuple(args or ()))
+        return syntax.CallValue(str(name), tuple(args or ()))
 
     def tuple_value(self, children):
         return tuple(c for c in children if c is not None)
@@ -78,11 +78,11 @@ class _ToAst(Transformer):
     @v_args(meta=True)
     def option(self, meta, children):
         value, weight = children[0], (children[1] if len(children) > 1 else None)
-        return ast.Option(value, weight, self._loc(meta))
+        return syntax.Option(value, weight, self._loc(meta))
 
     @v_args(meta=True)
     def choice(self, meta, children):
-        return ast.Choice(list(children), self._loc(meta))
+        return syntax.Choice(list(children), self._loc(meta))
 
     def weight(self, children):
         return float(str(children[0]))
@@ -91,11 +91,11 @@ class _ToAst(Transformer):
     @v_args(meta=True)
     def named_arg(self, meta, children):
         name, choice = children
-        return ast.ArgSyntax(str(name), choice, self._loc(meta))
+        return syntax.ArgSyntax(str(name), choice, self._loc(meta))
 
     @v_args(meta=True)
     def positional_arg(self, meta, children):
-        return ast.ArgSyntax(None, children[0], self._loc(meta))
+        return syntax.ArgSyntax(None, children[0], self._loc(meta))
 
     def arglist(self, children):
         return [c for c in children if c is not None]
@@ -106,13 +106,13 @@ class _ToAst(Transformer):
     @v_args(meta=True)
     def item(self, meta, children):
         name, args, repeat = children
-        return ast.ItemSyntax(str(name), args, repeat or 1, self._loc(meta))
+        return syntax.ItemSyntax(str(name), args, repeat or 1, self._loc(meta))
 
     @v_args(meta=True)
     def alternative(self, meta, children):
         weight = children[-1] if isinstance(children[-1], float) or children[-1] is None else None
-        items = [c for c in children if isinstance(c, ast.ItemSyntax)]
-        return ast.AlternativeSyntax(items, weight, self._loc(meta))
+        items = [c for c in children if isinstance(c, syntax.ItemSyntax)]
+        return syntax.AlternativeSyntax(items, weight, self._loc(meta))
 
     def alternatives(self, children):
         return list(children)
@@ -120,22 +120,22 @@ class _ToAst(Transformer):
     @v_args(meta=True)
     def rule(self, meta, children):
         name, alternatives = children
-        return ast.RuleSyntax(str(name), alternatives, False, self._loc(meta))
+        return syntax.RuleSyntax(str(name), alternatives, False, self._loc(meta))
 
     @v_args(meta=True)
     def extend_rule(self, meta, children):
         name, alternatives = children
-        return ast.RuleSyntax(str(name), alternatives, True, self._loc(meta))
+        return syntax.RuleSyntax(str(name), alternatives, True, self._loc(meta))
 
     @v_args(meta=True)
     def param_decl(self, meta, children):
         name, choice = children
-        return ast.ParamSyntax(str(name), choice, False, self._loc(meta))
+        return syntax.ParamSyntax(str(name), choice, False, self._loc(meta))
 
     @v_args(meta=True)
     def global_decl(self, meta, children):
         name, choice = children
-        return ast.ParamSyntax(str(name), choice, True, self._loc(meta))
+        return syntax.ParamSyntax(str(name), choice, True, self._loc(meta))
 
     @v_args(meta=True)
     def start_decl(self, meta, children):
@@ -151,11 +151,11 @@ class _ToAst(Transformer):
         return ("limit", str(name), float(str(value)), self._loc(meta))
 
     def start(self, children):
-        out = ast.FileSyntax(self.path)
+        out = syntax.FileSyntax(self.path)
         for stmt in children:
-            if isinstance(stmt, ast.RuleSyntax):
+            if isinstance(stmt, syntax.RuleSyntax):
                 out.rules.append(stmt)
-            elif isinstance(stmt, ast.ParamSyntax):
+            elif isinstance(stmt, syntax.ParamSyntax):
                 out.params.append(stmt)
             elif stmt[0] == "start":
                 out.start.append(stmt[1:])
@@ -221,7 +221,7 @@ def _unclosed_paren(text: str, line: int, column: int) -> tuple[int, int] | None
     return stack[-1] if stack else None
 
 
-def parse_text(text: str, path: str = "<string>") -> ast.FileSyntax:
+def parse_text(text: str, path: str = "<string>") -> syntax.FileSyntax:
     """Parse grammar text; raise GrammarError with file:line:col on bad syntax."""
     try:
         tree = _lark().parse(text if text.endswith("\n") else text + "\n")
@@ -245,7 +245,7 @@ def parse_text(text: str, path: str = "<string>") -> ast.FileSyntax:
         raise GrammarError(f"invalid value: {exc.orig_exc}", Location(path, 0, 0)) from None
 
 
-def parse_file(path: str | Path) -> ast.FileSyntax:
+def parse_file(path: str | Path) -> syntax.FileSyntax:
     path = Path(path)
     try:
         text = path.read_text()

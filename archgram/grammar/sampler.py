@@ -18,13 +18,16 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from archgram.errors import SamplingError, ShapeError
 from archgram.grammar.derivation import BranchNode, Derivation, Node, OpNode, RuleNode, clone_tree, walk
-from archgram.grammar.model import Arm, Branch, Grammar, Limits, NonTerm, Term
+from archgram.grammar.elements import Arm, Branch, Limits, NonTerm, Term
 from archgram.ops.registry import _freeze
 from archgram.shapes import Shape, fmt, numel
+
+if TYPE_CHECKING:
+    from archgram.grammar.model import Grammar
 
 MAX_REJECTIONS = 40  # failed options one attempt may meet before starting over
 MAX_RESTARTS = 20

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from archgram.errors import GrammarError, Location
-from archgram.grammar.analysis import offspring_matrix
+from archgram.grammar.lint import offspring_matrix
 from archgram.grammar.model import Grammar, load_grammar, normalise
 
 LOC = Location("<test>", 1, 1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from archgram.errors import GrammarError
-from archgram.grammar import ast
+from archgram.grammar import syntax
 from archgram.grammar.model import Branch, Grammar, NonTerm, Term, load_grammar
 from archgram.grammar.parser import parse_text
 from archgram.ops.registry import _REGISTRY, Arg, Op, register_op
@@ -136,9 +136,9 @@ def test_structured_call_value_parses_to_callvalue():
     f = parse_text("a : attn(pattern=window(7) | full)\n")
     (arg,) = f.rules[0].alternatives[0].items[0].args
     first, second = arg.choice.options
-    assert first.value == ast.CallValue("window", (first.value.args[0],))
+    assert first.value == syntax.CallValue("window", (first.value.args[0],))
     assert first.value.args[0].choice.options[0].value == 7
-    assert second.value == ast.Symbol("full")
+    assert second.value == syntax.Symbol("full")
 
 
 @pytest.fixture

@@ -34,7 +34,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from archgram.grammar.derivation import BranchNode, Derivation, Node, OpNode, RuleNode, op_label
-from archgram.grammar.typing import bound_args, resolve_op
+from archgram.grammar.inference import bound_args, resolve_op
 from archgram.shapes import Shape, fmt
 
 Item = tuple[str, Node]  # (path, op or branch node) of a rule-free sequence

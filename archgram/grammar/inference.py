@@ -4,7 +4,7 @@ the same one the sampler asked, and names the offending node on failure."""
 from __future__ import annotations
 
 from archgram.errors import DerivationError, ShapeError
-from archgram.grammar.derivation import Node, OpNode, RuleNode
+from archgram.grammar.tree import Node, OpNode, RuleNode
 from archgram.ops.registry import get_op
 from archgram.shapes import Shape, fmt
 

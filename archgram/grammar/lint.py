@@ -1,58 +1,19 @@
-"""Static analysis of a grammar: minimum heights/sizes (used by the sampler to
-stay inside its budgets without retrying), reachability, productivity, and the
-branching-process check that the expected derivation size is finite."""
+"""Grammar lint: reachability, productivity, and the branching-process check
+that the expected derivation size is finite (``archgram check``)."""
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from archgram.grammar.model import Branch, Elem, Grammar, NonTerm, Production, Term
+from archgram.grammar.elements import Branch, Elem, NonTerm, Production, Term
+from archgram.grammar.sizes import INF
 
-INF = math.inf
+if TYPE_CHECKING:
+    from archgram.grammar.model import Grammar
 
-
-def _elem_size(e: Elem, size: dict[str, float]) -> float:
-    if isinstance(e, Term):
-        return e.repeat
-    if isinstance(e, NonTerm):
-        return e.repeat * size[e.name]
-    return _elem_size(e.open, size) + sum(a.copies * _elem_size(a.elem, size) for a in e.arms) + _elem_size(e.close, size)
-
-
-def _elem_height(e: Elem, height: dict[str, float]) -> float:
-    if isinstance(e, Term):
-        return 0
-    if isinstance(e, NonTerm):
-        return height[e.name]
-    return max([_elem_height(e.open, height), _elem_height(e.close, height)]
-               + [_elem_height(a.elem, height) for a in e.arms])
-
-
-def prod_size(p: Production, size: dict[str, float]) -> float:
-    return sum(_elem_size(e, size) for e in p.elems)
-
-
-def prod_height(p: Production, height: dict[str, float]) -> float:
-    return max((_elem_height(e, height) for e in p.elems), default=0)
-
-
-def minimum_sizes(g: Grammar) -> tuple[dict[str, float], dict[str, float]]:
-    """Least rule-nesting height and least op count of any derivation of each
-    rule (infinite for unproductive rules), by fixed-point iteration."""
-    height = {name: INF for name in g.rules}
-    size = {name: INF for name in g.rules}
-    changed = True
-    while changed:
-        changed = False
-        for name, rule in g.rules.items():
-            h = 1 + min(prod_height(p, height) for p in rule.productions)
-            s = min(prod_size(p, size) for p in rule.productions)
-            if h < height[name] or s < size[name]:
-                height[name], size[name] = min(h, height[name]), min(s, size[name])
-                changed = True
-    return height, size
 
 
 @dataclass
