@@ -34,7 +34,6 @@ LAYERS = (
 #: (so the list only shrinks).
 KNOWN_UPWARD = {
     ("archgram.kernels.flash.op_bridge", "archgram.ops"): "op_bridge moves to the ops side",
-    ("archgram.ops.heads.pointer", "archgram.tasks"): "PointerHead moves from tasks.heads to ops.heads",
     ("archgram.search.evaluator", "archgram.export"): "trained-weights I/O moves below search",
     ("archgram.search.runner", "archgram.export"): "trained-weights I/O moves below search",
 }
