@@ -19,6 +19,16 @@ Tasks whose body input shapes differ: the strategy samples for the first task's
 shape, and each task retypes the derivation for its own shape; a derivation
 that does not type-check for some task is a failed trial ('shape'), and a
 grammar none of whose first samples fits every task is refused before the run.
+
+Fidelity (S29): Paper: FBNetV5 searches architectures for several tasks in
+one run: one search space (supernet), per-task architecture choices, and a
+search cost nearly independent of the number of tasks (weight sharing,
+differentiable sampling); archgram: one run, one grammar, one objective per
+task, per-task architecture arms (`_per_task` rules) each trained on its own
+task; differs: archgram has no weight-sharing supernet -- each trial trains
+its derivation from scratch on every task -- because its strategies
+(random, evolution, Optuna) evaluate standalone architectures; a user loses
+FBNetV5's search-cost saving, not the per-task choices.
 """
 from __future__ import annotations
 

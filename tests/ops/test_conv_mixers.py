@@ -147,16 +147,35 @@ def avg_pool_no_pad(x, k):
 @pytest.mark.catalog("S26")
 @pytest.mark.parametrize("shape", [(2, 3, 5, 5), (2, 7, 4)])
 def test_poolformer_block_is_pool_minus_input_then_mlp_with_residuals(shape):
+    """PoolFormer: x + s1 (AvgPool(GN x) - GN x), then x + s2 MLP(GN x), with the
+    paper's per-channel LayerScale s1, s2 (set to distinct values here)."""
     x = torch.randn(shape)
     m = build("poolformer", shape, k=3, channel_ratio=2.0)
+    c = shape[1] if len(shape) == 4 else shape[2]
+    with torch.no_grad():
+        for i, s in enumerate(m.scales):
+            s.copy_(torch.linspace(0.5, 1.5, c).view_as(s) * (i + 1))
+    s1, s2 = (torch.linspace(0.5, 1.5, c) * (i + 1) for i in range(2))
+    shape1 = (1, c) + (1,) * (len(shape) - 2 if len(shape) == 4 else 1)
     y = x if len(shape) == 4 else x.transpose(1, 2)
     n = group_norm_1(y)
-    y = y + avg_pool_no_pad(n, 3) - n
+    y = y + s1.view(shape1) * (avg_pool_no_pad(n, 3) - n)
     c1, c2 = m.mlp[0], m.mlp[2]
     u = group_norm_1(y).movedim(1, -1)
-    y = y + lin(c2, F.gelu(lin(c1, u))).movedim(-1, 1)
+    y = y + s2.view(shape1) * lin(c2, F.gelu(lin(c1, u))).movedim(-1, 1)
     ref = y if len(shape) == 4 else y.transpose(1, 2)
     torch.testing.assert_close(m(x), ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.catalog("S26")
+def test_poolformer_layer_scale_starts_each_block_near_identity():
+    """LayerScale 1e-5 (the paper's init): a fresh block barely changes its input;
+    layer_scale=0 removes the scales (plain residual branches)."""
+    x = torch.randn(2, 4, 6, 6)
+    m = build("poolformer", (2, 4, 6, 6))
+    assert (m(x) - x).abs().max() < 1e-3
+    plain = build("poolformer", (2, 4, 6, 6), layer_scale=0.0)
+    assert len(plain.scales) == 0 and (plain(x) - x).abs().max() > 0.1
 
 
 @pytest.mark.catalog("S26")
@@ -305,10 +324,20 @@ def test_orchid_fft_conv_equals_direct_causal_and_circular_convolution():
 def test_orchid_conditioning_kernel_is_invariant_to_circular_shifts_of_its_input():
     # |FFT| ignores a circular shift, so shifting the input leaves the generated kernel alone
     m = build("orchid", (1, 8, 4), causal=False)
-    with torch.no_grad():
-        m.cond_conv.padding_mode = "circular"
     v = torch.randn(1, 4, 8)
     torch.testing.assert_close(m.kernel(v), m.kernel(torch.roll(v, 3, dims=-1)), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.catalog("S28")
+def test_orchid_circular_op_is_shift_equivariant_yet_input_dependent():
+    """Orchid's claim: the generated kernel depends on the input but the operator
+    stays shift-equivariant. Shifting the input circularly shifts the output, while
+    a different input gets a different kernel (not a fixed convolution)."""
+    m = build("orchid", (2, 16, 4), causal=False)
+    x = torch.randn(2, 16, 4)
+    torch.testing.assert_close(m(torch.roll(x, 5, dims=1)), torch.roll(m(x), 5, dims=1), atol=1e-5, rtol=1e-4)
+    v = m.inp(x).chunk(2, dim=-1)[1].transpose(1, 2)
+    assert (m.kernel(v)[0] - m.kernel(v)[1]).abs().max() > 1e-3  # two inputs, two kernels
 
 
 @pytest.mark.catalog("S28")

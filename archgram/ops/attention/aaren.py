@@ -12,6 +12,14 @@ sum exp(s - m) and numerator sum exp(s - m) v -- and since the combine
 is associative, all n outputs come from one parallel prefix scan
 (``prefix_scan``, Hillis-Steele, log2 n steps); ``recurrent`` is the sequential
 RNN, and ``Aaren.step`` decodes one token with constant memory.
+
+Fidelity (S35): faithful -- Paper: attention with a learned query token is
+  a many-to-many RNN over prefixes; its (max, denominator, numerator) state
+  combines associatively, so all prefix outputs come from a parallel prefix
+  scan, and new tokens update in O(1) memory; archgram: that op (parallel
+  Hillis-Steele scan, sequential RNN and a one-token step); differs: the scan
+  is a PyTorch loop of log2 n steps, not a fused kernel (the paper uses the
+  same PyTorch-level scan).
 """
 from __future__ import annotations
 

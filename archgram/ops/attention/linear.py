@@ -242,7 +242,20 @@ class NormAware(KernelScore):
     [relu(x), relu(-x)] keeps the features non-negative while only same-sign
     dimensions interact (opposite directions are inhibited rather than zeroed
     away). Keys use the fixed odd power ``key_power`` (3 in the official code).
-    Normalised like ``linear``, so it decodes recurrently."""
+    Normalised like ``linear``, so it decodes recurrently.
+
+    Fidelity (S21, checked against the paper and the authors' NALA.py):
+      Paper: linear attention loses softmax's query-norm dependence, so the
+        kernel splits q into norm and direction and raises the direction to a
+        norm-dependent power p(||q||) (larger norm -> spikier, lower-entropy
+        weights); a same-sign split keeps features non-negative without dropping
+        negative inner products; l1 normalisation as in linear attention.
+      archgram: that feature map, p = power * (0.5 + tanh ||q||), keys cubed and
+        sign-split as in the official code; parallel, chunked and recurrent forms.
+      Differs: nothing of the kernel. The official block's RoPE on the numerator,
+        LePE depthwise conv and output gate are other axes/ops here (position=rope,
+        a dwconv branch, a gating op), composed in the grammar.
+    """
 
     name = "nala"
     params = ("power", "key_power")
@@ -387,7 +400,18 @@ class Flow(_LinearCost):
     """Flowformer flow-conserving linear attention (catalog S34): source
     competition (softmax over conserved outgoing flow reweights values) and sink
     allocation (sigmoid of conserved incoming flow gates results). Causal form
-    from the official code; it decodes recurrently (``step``)."""
+    from the official code; it decodes recurrently (``step``).
+
+    Fidelity (S34):
+      Paper: attention as a flow network: sigmoid features, incoming flow of each
+        sink and outgoing flow of each source, conserved flows computed against
+        each other, source competition (softmax over conserved outgoing flow,
+        scaled by n) reweights values and sink allocation (sigmoid of conserved
+        incoming flow) gates outputs; linear cost; causal form with prefix sums.
+      archgram: those equations, the causal variant and an O(1)-state decoder.
+      Differs: nothing of the mechanism (eps and the clamp of O^ follow the
+        official code).
+    """
 
     name = "flow"
     refs = ("S34",)
@@ -431,7 +455,20 @@ class Agent(Score):
     (V_A = softmax(A K^T s) V) and then broadcast (out = softmax(Q A^T s) V_A),
     cost O(n a d). Agent bias and the depthwise-conv value branch of the paper
     are left to the position axis and other ops. Non-causal only (the agents
-    summarise every query), so it has no incremental decoding."""
+    summarise every query), so it has no incremental decoding.
+
+    Fidelity (S40):
+      Paper: agent tokens A (pooled from Q) aggregate from the keys,
+        V_A = softmax(A K^T) V, and broadcast back, out = softmax(Q A^T) V_A: two
+        softmax attentions of cost O(n a d) that generalise linear attention;
+        plus an agent bias (positional) and a depthwise-conv branch on V.
+      archgram: the two-softmax agent attention with pooled agent tokens.
+      Differs: the agent bias is a learned (agents x tokens) positional table
+        tied to the token grid, which this score axis never receives (it sees
+        q, k, v only), so it is omitted: a user loses the positional prior inside
+        agent attention (pair it with a position-carrying op instead); the DWC
+        branch is an ordinary depthwise conv the grammar adds as a parallel branch.
+    """
 
     name = "agent"
     params = ("agents",)

@@ -123,7 +123,15 @@ class Window(Pattern):
 
 @PATTERNS.register
 class Neighborhood(Pattern):
-    """1D (dilated) neighborhood attention, catalog S37."""
+    """1D (dilated) neighborhood attention, catalog S37.
+
+    Fidelity (S37): faithful -- Paper: neighborhood attention (each query sees
+    its k nearest keys, the window shifted inward at borders so every query keeps
+    k keys) with dilation d (keys d apart, within the query's dilation group),
+    1D and 2D, with fused kernels; archgram: neighborhood(k, d) and
+    neighborhood2d(k, d) masks with those border rules, a Triton kernel for the
+    2D form that visits only the rows it needs; differs: nothing of the pattern.
+    """
 
     name = "neighborhood"
     params = ("size", "dilation")

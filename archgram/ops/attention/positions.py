@@ -185,6 +185,12 @@ class URPE(Position):
     head, so the scheme is built for its token count; on images the offsets
     are those of the flattened tokens. C starts at 1 and B at 0 (plain
     attention at init).
+
+    Fidelity (S32): faithful -- Paper: softmax attention is right-stochastic so a
+      relative bias cannot express every relative pattern; URPE multiplies the
+      probabilities by a learned Toeplitz matrix C (no renormalisation), paired
+      with the model's RPE bias; archgram: exactly that, B and C per head; differs:
+      nothing (C and B are sized for the op's token count, as in the paper).
     """
 
     name = "urpe"
@@ -233,6 +239,12 @@ class GPSA(Position):
     and training may escape to content. ConViT renormalises the mix, a no-op
     for softmax content; here the mix is left as is so non-normalised scores
     (sigmoid) keep their meaning.
+
+    Fidelity (S22): faithful -- Paper: GPSA mixes content attention with a
+      positional attention softmax(v_pos . r_ij) through a learned per-head gate
+      sigmoid(lambda_h), locality-initialised so each head starts as one tap of a
+      conv kernel and may escape locality; archgram: that, with ConViT's init;
+      differs: the final renormalisation is skipped (a no-op for softmax content).
     """
 
     name = "gpsa"
@@ -284,6 +296,14 @@ class PositionalOnly(Position):
     (rows and columns in halves on a grid), the same at every layer, with
     learned per-head W_Q, W_K, so weights are identical for any two inputs of
     one length. The layout's own q/k projections go unused.
+
+    Fidelity (S30): Paper: positional attention -- weights computed from
+      positional encodings alone, the same encodings at every layer, values carry
+      the input; its claim is that such transformers learn parallel algorithms
+      (sums, minimum, sorting, ...) and extrapolate in value magnitude, because
+      the routing cannot depend on the values; archgram: this position scheme
+      (any score turns P W_Q (P W_K)^T into weights); differs: P is fixed
+      sinusoidal (the paper also uses one-hot/learned encodings, a choice of P).
     """
 
     name = "positional"

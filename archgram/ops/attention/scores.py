@@ -137,7 +137,13 @@ class ClippedSoftmax(Score):
     lets a head reach exact zeros (and zeta > 1 exact ones) with finite logits,
     so heads that want to "do nothing" stop pushing logits (and activations)
     towards outliers. gamma = 0, zeta = 1 is plain softmax. Masked keys get
-    softmax 0 -> gamma -> clipped to 0, so masks hold."""
+    softmax 0 -> gamma -> clipped to 0, so masks hold.
+
+    Fidelity (S31): faithful -- Paper: clip((zeta - gamma) softmax + gamma, 0, 1)
+      so a head can put exact zeros (a "no-op" head) without pushing logits to
+      extremes, which removes activation outliers; archgram: exactly this, with the
+      paper's gamma <= 0 <= 1 <= zeta range enforced; differs: nothing.
+    """
 
     name = "clipped_softmax"
     params = ("gamma", "zeta")
@@ -164,7 +170,14 @@ class GatedSoftmax(Score):
     scalar per token and head, so a head can switch itself off for a token
     without extreme logits. The paper computes the gate from the layer input x;
     here it reads the query q = W_q x (the score sees no x), i.e. a linear gate
-    on the head's query subspace. The gate starts half open (w = 0, b = 0)."""
+    on the head's query subspace. The gate starts half open (w = 0, b = 0).
+
+    Fidelity (S31, gated attention): Paper: out_h = sigmoid(G_h(x)) * softmax
+      attention_h, a per-token, per-head gate so a head can switch itself off;
+      archgram: the gate is linear in the head's query; differs: the score axis is
+      handed q, k, v, not the layer input x, so the gate reads x only through the
+      query subspace W_q^h (a user loses a gate independent of the query directions).
+    """
 
     name = "gated_softmax"
     refs = ("S31",)
@@ -221,7 +234,16 @@ class SoftplusReweight(Score):
     not flatten the weights): a = l1(softplus(log N_i * s_ij)). The second stage
     sharpens: w = l1(a ** power), amplifying strong weights and shrinking weak
     ones; power = 1 is the first stage alone (LSSA). Masked keys are zero before
-    both normalisations and do not count in N_i."""
+    both normalisations and do not count in N_i.
+
+    Fidelity (S38): Paper: softmax = positivity map + l1 normalisation; replace
+      exp by softplus with an entropy-invariance scale log N_i (LSSA), then a
+      re-weighting stage that sharpens (amplifies large, shrinks small weights)
+      for length extrapolation; archgram: both stages, N_i the visible keys;
+      differs: the sharpening is the power form l1(a^p) -- the stored sources
+      describe a power-based re-weighting but its exact formula (e.g. any offset
+      before the power) could not be read there, so p is a parameter.
+    """
 
     name = "softplus_reweight"
     params = ("power",)

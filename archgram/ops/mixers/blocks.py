@@ -66,22 +66,33 @@ class MLPMixer(Mixer):
 @register_op(
     "poolformer",
     family="mixers",
-    args={"k": Arg(int, 3, low=1, doc="pooling window"), "channel_ratio": Arg(float, 4.0, low=0.01)},
+    args={"k": Arg(int, 3, low=1, doc="pooling window"), "channel_ratio": Arg(float, 4.0, low=0.01),
+          "layer_scale": Arg(float, 1e-5, low=0.0, doc="LayerScale init of both branches (paper 1e-5); 0 = none")},
     refs=("S26",),
 )
 class PoolFormer(Mixer):
     """PoolFormer block (Yu et al., 'MetaFormer Is Actually What You Need for Vision', 2022).
 
-    x = x + (AvgPool(GN(x)) - GN(x)); x = x + MLP(GN(x)). The token mixer is stride-1 average
-    pooling without counting padding; subtracting the input makes it a pure mixer (the residual
-    already carries x). GN is GroupNorm with one group (normalises C and all positions);
-    sequences pool along N. The paper's layer scale (init 1e-5) is left out.
+    x = x + s1 * (AvgPool(GN(x)) - GN(x)); x = x + s2 * MLP(GN(x)). The token mixer is stride-1
+    average pooling without counting padding; subtracting the input makes it a pure mixer (the
+    residual already carries x). GN is GroupNorm with one group (normalises C and all positions);
+    sequences pool along N. s1, s2 are the paper's per-channel LayerScale, initialised to
+    ``layer_scale`` (1e-5); ``layer_scale=0`` drops them (plain residual branches).
+
+    Fidelity (S26): Paper: MetaFormer is x + TokenMixer(Norm x), x + MLP(Norm x),
+    with the token mixer left abstract; PoolFormer's mixer is stride-1 average
+    pooling minus the input; archgram: this block, and the general MetaFormer with
+    a searched mixer as the `metaformer` rule of grammars/mixers.pcfg, with the
+    paper's one-group GroupNorm and LayerScale (1e-5); differs: nothing.
     """
 
-    def __init__(self, shape: Shape, k: int = 3, channel_ratio: float = 4.0):
+    def __init__(self, shape: Shape, k: int = 3, channel_ratio: float = 4.0, layer_scale: float = 1e-5):
         super().__init__()
         self.output_shape(shape, k=k)
         c = channels(shape)
+        spatial = (1,) * (len(shape) - 2)
+        self.scales = nn.ParameterList(
+            nn.Parameter(torch.full((c, *spatial), float(layer_scale))) for _ in range(2 if layer_scale else 0))
         image = len(shape) == IMAGE_RANK
         pool = nn.AvgPool2d if image else nn.AvgPool1d
         conv = nn.Conv2d if image else nn.Conv1d
@@ -97,8 +108,9 @@ class PoolFormer(Mixer):
     def forward(self, x):
         y = to_channels_first(x)
         n = self.norm1(y)
-        y = y + self.pool(n) - n
-        y = y + self.mlp(self.norm2(y))
+        s1, s2 = self.scales if len(self.scales) else (1.0, 1.0)
+        y = y + s1 * (self.pool(n) - n)
+        y = y + s2 * self.mlp(self.norm2(y))
         return to_channels_first(y)
 
 

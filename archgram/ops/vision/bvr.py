@@ -19,6 +19,17 @@ Deviations: the paper's heatmaps are trained by their own keypoint losses; here
 the sigmoid of the selected scores multiplies the key features so that the
 selector learns from the task loss. The geometry MLP is evaluated per offset
 (the paper shares a precomputed table over the grid offsets; same function).
+
+Fidelity (S39): Paper: BVR bridges a detector's main representation (anchor
+or pixel features) and auxiliary point representations (corner/centre points)
+with a transformer-decoder style attention: queries from the main features,
+keys from the top-k points of point heatmaps, weights = appearance term +
+geometry term of the relative position (cosine/sine embedding), output added
+back; archgram: that decoder on one feature map; differs: the point heatmaps
+are learned from the task loss through the sigmoid-scaled keys instead of the
+paper's keypoint supervision (a grammar op has no corner/centre labels), and
+one key set replaces the paper's separate corner and centre sets; a user loses
+supervised keypoints and per-kind key sets.
 """
 from __future__ import annotations
 

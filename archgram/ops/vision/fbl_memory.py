@@ -19,6 +19,17 @@ accumulates across inputs); in eval the buffer is read only. Image tokens
 Deviations: the paper's knowledge also steers a CNN/Transformer feature fusion
 for saliency; here only the knowledge loop is kept, as a reusable token op,
 with an attention read/write that is our choice.
+
+Fidelity (S33): Paper: FBLNet predicts driver attention; over and over
+iterations it generates incremental knowledge (an accumulating state) that is
+fed back to guide the fusion of CNN and Transformer features of each image;
+archgram: the knowledge loop as a token op -- a persistent slot memory read by
+the tokens and rewritten from them, looped within a forward and accumulated
+across inputs in training; differs: the paper's knowledge-guided fusion of two
+backbones into a saliency map is a whole network, not one grammar terminal
+(compose backbones around this op), and its exact knowledge-update layers are
+replaced by attention read/write, so a user gets the feedback-loop memory, not
+FBLNet's saliency architecture.
 """
 from __future__ import annotations
 

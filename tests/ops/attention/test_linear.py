@@ -355,7 +355,10 @@ def test_random_qk_layout_freezes_query_and_key_projections():
 # ------------------------------------------------------------------ Aaren (S35)
 
 
+@pytest.mark.catalog("S35")
 def test_aaren_prefix_scan_equals_the_rnn_and_causal_softmax():
+    """Aaren's claim: the learned-query attention over every prefix is an RNN whose
+    associative combine lets a parallel prefix scan produce all outputs."""
     g = torch.Generator().manual_seed(0)
     s = torch.randn(2, 3, 11, generator=g, dtype=torch.float64) * 3
     v = torch.randn(2, 3, 11, 4, generator=g, dtype=torch.float64)
@@ -423,7 +426,7 @@ def test_linear_scores_refuse_additive_logit_biases(name):
 
 @pytest.mark.catalog("S04", "S21", "S34", "S40", "S44", "S48", "S59")
 @pytest.mark.parametrize("name", LINEAR)
-def test_linear_scores_train_in_the_op(name):
+def test_linear_scores_backpropagate_finite_gradients_in_the_op(name):
     m = build((2, 8, 16), heads=2, score={"name": name}, causal=name != "agent", position={"name": "rope"})
     x = torch.randn(2, 8, 16, dtype=torch.float64, requires_grad=True)
     m(x).sum().backward()

@@ -109,9 +109,16 @@ def test_positional_attention_weights_do_not_depend_on_the_input():
 
 
 @pytest.mark.catalog("S30")
-def test_positional_attention_on_a_grid():
+def test_positional_attention_on_a_grid_routes_by_row_and_column_only():
+    """On an image the weights come from row/column encodings only: two different
+    images get identical attention maps, and the output is linear in the input
+    (values carry content, routing does not)."""
     m = build((1, 8, 3, 4), heads=2, position={"name": "positional"})
-    assert m(torch.randn(1, 8, 3, 4)).shape == (1, 8, 3, 4)
+    a, b = torch.randn(1, 8, 3, 4), 3 * torch.randn(1, 8, 3, 4)
+    enc = m.position.encodings(12, (3, 4), "cpu")
+    assert torch.equal(enc[0, : enc.shape[1] // 2], enc[3, : enc.shape[1] // 2])  # same row, same row features
+    torch.testing.assert_close(m(a + b) - m(torch.zeros_like(a)), (m(a) - m(torch.zeros_like(a))) + (m(b) - m(torch.zeros_like(a))),
+                               atol=1e-5, rtol=1e-5)
 
 
 # --- S32 URPE ------------------------------------------------------------------
@@ -326,7 +333,7 @@ def test_reweighting_positions_are_refused_for_scores_without_weights():
 @pytest.mark.catalog("S19", "S22", "S30", "S32", "S42", "S67", "S68")
 @pytest.mark.parametrize("layout", [{"name": "sqa", "query_heads": 2}, {"name": "tpla", "latent": 8, "shards": 2}, {"name": "moh", "k": 2, "shared": 1}])
 @pytest.mark.parametrize("position", ["gpsa", "urpe", "positional", "rope_alibi", "alibi", "rel_bias"])
-def test_layouts_and_positions_combine_and_train(layout, position):
+def test_layouts_and_positions_combine_and_backpropagate_finite_gradients(layout, position):
     m = build((2, 6, 32), heads=4, layout=layout, position={"name": position}, causal=True)
     x = torch.randn(2, 6, 32, requires_grad=True)
     m(x).sum().backward()
