@@ -47,8 +47,6 @@ KNOWN_CYCLES = {
                "archgram.ops.attention.sparsifiner"}): "content patterns register themselves",
     frozenset({"archgram.search.training", "archgram.search.training.options",
                "archgram.search.evaluator"}): "TrainOptions moves beside its parser",
-    frozenset({"archgram.compiler.passes", "archgram.compiler.passes.lower",
-               "archgram.compiler.build"}): "lowering stops importing the builder",
 }
 
 

@@ -1,4 +1,5 @@
 """Derivation -> nn.Module."""
-from archgram.compiler.build import Branch, Network, Sequence, compile
+from archgram.compiler.build import compile
+from archgram.compiler.modules import Branch, Network, Sequence
 
 __all__ = ["Branch", "Network", "Sequence", "compile"]

@@ -7,57 +7,15 @@ Shapes come from the same inference the sampler used; a failure names the node.
 """
 from __future__ import annotations
 
-import torch
 from torch import nn
 
+from archgram.compiler.modules import Branch, Network, Sequence
+from archgram.compiler.passes import run_passes
 from archgram.errors import ArchgramError, CompileError
 from archgram.grammar.derivation import Derivation, Node, OpNode, RuleNode
 from archgram.grammar.inference import bound_args, resolve_op
 from archgram.ops.registry import get_op
 from archgram.shapes import Shape
-
-
-class Sequence(nn.Sequential):
-    """The modules of one rule expansion, applied in order."""
-
-    def __init__(self, symbol: str, modules: list[nn.Module]):
-        super().__init__(*modules)
-        self.symbol = symbol
-
-    def extra_repr(self) -> str:
-        return f"<{self.symbol}>"
-
-
-class Branch(nn.Module):
-    """split -> one module per arm -> merge."""
-
-    def __init__(self, split: nn.Module, arms: list[nn.Module], merge: nn.Module):
-        super().__init__()
-        self.split = split
-        self.arms = nn.ModuleList(arms)
-        self.merge = merge
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        parts = self.split(x)
-        return self.merge([arm(part) for arm, part in zip(self.arms, parts, strict=True)])
-
-
-class Network(nn.Module):
-    """A compiled derivation: the body, plus an optional task head."""
-
-    def __init__(self, body: nn.Module, derivation: Derivation, head: nn.Module | None = None):
-        super().__init__()
-        self.body = body
-        self.head = head if head is not None else nn.Identity()
-        self.input_shape = tuple(derivation.input_shape)
-        self.output_shape = tuple(derivation.output_shape)
-        self.arch_hash = derivation.hash()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(x))
-
-    def num_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())
 
 
 def _build(node: Node, ctx: tuple, trail: list[str]) -> tuple[nn.Module, tuple]:
@@ -106,7 +64,5 @@ def compile(derivation: Derivation, input_shape: Shape | None = None, head: nn.M
         raise CompileError(f"building derivation {name} failed: {type(exc).__name__}: {exc}") from exc
     network = Network(body, derivation, head)
     if fuse:
-        from archgram.compiler.passes import run_passes
-
         run_passes(network, derivation, None if fuse is True else list(fuse))
     return network

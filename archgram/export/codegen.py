@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from archgram.compiler.build import Branch, Network, Sequence
+from archgram.compiler.modules import Branch, Network, Sequence
 from archgram.export.vendor import ExportError, Vendor, Vendored
 
 

@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 import archgram
-from archgram.compiler.build import Network
+from archgram.compiler.modules import Network
 from archgram.export import ExportError
 from archgram.export.codegen import build_recorded, generate, literal, map_key
 from archgram.export.exporter import model_source, sample_input

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from archgram.compiler.build import Branch
+from archgram.compiler.modules import Branch
 from archgram.compiler.passes import register_pass
 from archgram.compiler.passes.attention import AttentionMatch, HeadsMatch, find_fusions
 from archgram.errors import CompileError
