@@ -2,12 +2,17 @@
 (flash backend) and FlexAttention (torch.compile'd, equivalent
 score_mod/mask_mod) in one process.
 
-python experiments/kernels/bench_flash.py [--out DIR] [--quick]
-bf16, B x N = 32768 tokens, 16 heads, head dims 64 and 128. Writes a markdown
-table (median ms from triton.testing.do_bench; TFLOP/s counts 4 * B * H *
-visible pairs * D forward, 2.5x that forward+backward) and the relative error
-of each output against the kernel's, plus a window-size sweep showing the
-kernel's cost grows with the window, not the length.
+python experiments/kernels/bench_flash.py [--out DIR] [--quick] [--dims 64,80,96,128,256] [--tiles] [--no-sweep]
+
+bf16, B x N = 32768 tokens, 16 heads, head dims ``--dims`` (64 and 128 by
+default; any of 16-256, powers of two or not). Writes a markdown table (median
+ms from triton.testing.do_bench; TFLOP/s counts 4 * B * H * visible pairs * D
+forward, 2.5x that forward+backward) and the relative error of each output
+against the kernel's, plus a window-size sweep showing the kernel's cost grows
+with the window, not the length. ``--tiles`` also times the forward at a few
+candidate tile configs per head-dim tile (BLOCK_D 128 at the first dim of
+``--dims`` that pads to it, and 256), next to the table's default. The report
+is rewritten after every row, so a run cut short keeps what it measured.
 """
 import argparse
 import json
@@ -22,7 +27,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
 from archgram.bench.base import environment
-from archgram.kernels.flash import flash_attention
+from archgram.kernels.flash import common, flash_attention
+from archgram.kernels.flash.forward import flash_forward
 from archgram.kernels.flash.reference import visible
 
 # one compile per (score_mod, block mask, head dim): raise dynamo's recompile limit (8 by
@@ -175,16 +181,85 @@ def score_overheads(rows):
     return "\n".join(out)
 
 
+#: forward tile candidates (BLOCK_M, BLOCK_N, warps, stages) per BLOCK_D for --tiles:
+#: FlexAttention's H100 defaults (128, 64, 4, 3) for dims it has no entry for and
+#: (64, 32, 4, 3) at 256, our tables' rows, and neighbours of them that fit shared memory
+TILE_CANDIDATES = {128: [(128, 64, 4, 3), (128, 128, 8, 3), (128, 64, 8, 3), (64, 64, 4, 3)],
+                   256: [(64, 32, 4, 3), (64, 64, 4, 2), (64, 64, 8, 2), (128, 64, 8, 2)]}
+
+
+def tile_rows(b, n, h, d, masked):
+    """Forward ms of softmax (causal if ``masked``) at each candidate tile config."""
+    g = torch.Generator(device="cuda").manual_seed(0)
+    q, k, v = (torch.randn(b, h, n, d, device="cuda", dtype=torch.bfloat16, generator=g) for _ in range(3))
+    key = (max(64, triton.next_power_of_2(d)), masked)
+    table = common.FWD_CONFIGS[key]
+    rows = []
+    for cfg in TILE_CANDIDATES[key[0]]:
+        common.FWD_CONFIGS[key] = cfg
+        row = {"D": d, "mask": "causal=True" if masked else "", "tiles": list(cfg), "default": cfg == table}
+        try:
+            with torch.no_grad():
+                row["ms"] = timed(lambda: flash_forward(q, k, v, causal=masked)[0], False, None, ())
+        except Exception as e:  # a config that does not compile or fit: report, keep going
+            row["error"] = f"{type(e).__name__}: {str(e)[:160]}"
+        finally:
+            common.FWD_CONFIGS[key] = table
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    return rows
+
+
+def tile_table(tiles, rows):
+    flex = {(r["D"], r["mask"]): r.get("flex_fwd_ms") for r in rows if r["score"] == "softmax"}
+    out = ["| D | mask | tiles (BM, BN, warps, stages) | kernel fwd ms | Flex fwd ms | Flex/kernel |",
+           "|---|---|---|---|---|---|"]
+    for t in tiles:
+        f = flex.get((t["D"], t["mask"]))
+        ms = t.get("ms")
+        name = str(tuple(t["tiles"])) + (" (table)" if t["default"] else "")
+        cells = [f"{ms:.3f}" if ms else "error", f"{f:.3f}" if f else "-", f"{f / ms:.2f}x" if f and ms else "-"]
+        out.append(f"| {t['D']} | {t['mask'] or 'full'} | {name} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def report(rows, sweep, tiles):
+    env = environment(torch.device("cuda"))
+    md = (f"device: {env['device']} | torch {env['torch']} | triton {env['triton']} | python {env['python']} | "
+          f"command: python3 {' '.join(sys.argv)}\n\n" + table(rows) +
+          "\n\nOther scores against our softmax (same D and mask):\n\n" + score_overheads(rows))
+    if sweep:
+        md += "\n\nWindow sweep (B x N = 2 x 16384, D=64, causal, forward):\n\n" + table(sweep)
+    if tiles:
+        md += "\n\nForward tile candidates (softmax, same B x N):\n\n" + tile_table(tiles, rows)
+    return md
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=None)
     ap.add_argument("--seq", type=int, default=4096)
+    ap.add_argument("--dims", default="64,128", help="comma-separated head dims, 16-256")
     ap.add_argument("--quick", action="store_true", help="softmax rows only")
     ap.add_argument("--only", default=None, help="comma-separated scores: D=64 softmax rows plus these, no sweep")
+    ap.add_argument("--tiles", action="store_true", help="also time forward tile candidates (TILE_CANDIDATES)")
+    ap.add_argument("--no-sweep", action="store_true", help="skip the window-size sweep")
     args = ap.parse_args()
     n = args.seq
     b = 32768 // n
-    rows = []
+    dims = [int(x) for x in args.dims.split(",")]
+    rows, sweep, tiles = [], [], []
+
+    def save():
+        md = report(rows, sweep, tiles)
+        if args.out:
+            os.makedirs(args.out, exist_ok=True)
+            with open(os.path.join(args.out, "bench_flash.md"), "w") as f:
+                f.write(md + "\n")
+            with open(os.path.join(args.out, "bench_flash.json"), "w") as f:
+                json.dump(rows + sweep + tiles, f, indent=1)
+        return md
+
     main_cases = [("softmax", {}), ("softmax", {"causal": True})]
     extra = [("sigmoid", {}), ("softcap", {"causal": True}), ("softplus", {"causal": True}), ("clipped", {}),
              ("softmax", {"causal": True, "window": 256}), ("softmax", {"neighborhood": 255}),
@@ -193,25 +268,22 @@ def main():
         keep = args.only.split(",")
         for score, kw in main_cases + [(sc, kw) for sc, kw in extra if sc in keep]:
             rows.append(case(b, n, 16, 64, score, kw))
-    for d in () if args.only else (64, 128):
+            save()
+    for d in () if args.only else dims:
         for score, kw in main_cases + ([] if args.quick else extra if d == 64 else extra[:2]):
             rows.append(case(b, n, 16, d, score, kw))
-    sweep = []
-    for w in () if args.only else (128, 512, 2048, None):
+            save()
+    if args.tiles:
+        padded = [d for d in dims if 64 < d < 128] + [128]
+        for d in (padded[0], 256):
+            for masked in (False, True):
+                tiles += tile_rows(b, n, 16, d, masked)
+                save()
+    for w in () if args.only or args.no_sweep else (128, 512, 2048, None):
         kw = {"causal": True} if w is None else {"causal": True, "window": w}
         sweep.append(case(2, 16384, 16, 64, "softmax", kw, backward=False))
-    env = environment(torch.device("cuda"))
-    head = (f"device: {env['device']} | torch {env['torch']} | triton {env['triton']} | python {env['python']} | "
-            f"command: python3 {' '.join(sys.argv)}")
-    md = head + "\n\n" + table(rows) + "\n\nOther scores against our softmax (same D and mask):\n\n" + \
-        score_overheads(rows) + "\n\nWindow sweep (B x N = 2 x 16384, D=64, causal, forward):\n\n" + table(sweep)
-    print(md)
-    if args.out:
-        os.makedirs(args.out, exist_ok=True)
-        with open(os.path.join(args.out, "bench.md"), "w") as f:
-            f.write(md + "\n")
-        with open(os.path.join(args.out, "bench.json"), "w") as f:
-            json.dump(rows + sweep, f, indent=1)
+        save()
+    print(save())
 
 
 if __name__ == "__main__":

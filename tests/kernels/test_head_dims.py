@@ -5,8 +5,10 @@ float64 references and their autograd gradients.
 The cross product (head dim x score x mask x GQA x position x dtype x lengths)
 is large; the default (CPU interpreter) run samples it with fixed seeds, a
 few cases per head dim (``test_default_sample_covers_every_axis`` keeps that
-sample honest), on odd lengths. With a GPU, ``gpu`` runs every (head dim,
-score, mask) with the other axes drawn per case, and ``slow`` the whole product.
+sample honest), on odd lengths. With a GPU, ``gpu`` runs every score and every
+mask at each head dim (the other axes drawn per case), and ``slow`` the full
+grid head dim x score x mask x GQA x dtype (3150 cases; positions and lengths
+drawn).
 """
 import itertools
 import os
@@ -75,13 +77,27 @@ def default_sample():
 
 
 def gpu_grid():
-    """Every (head dim, score, mask); GQA, position, dtype and lengths drawn per case."""
+    """Per head dim, every score and every mask at least once (score i with mask
+    i, wrapping); GQA, position, dtype and lengths drawn per case."""
     rng = random.Random(0)
     out = []
-    for d, score, mask in itertools.product(HEAD_DIMS, SCORES, MASKS):
-        lengths = GPU_LENGTHS[0] if MASKS[mask][1] else rng.choice(GPU_LENGTHS)
-        out.append((d, score, mask, rng.choice(GROUPS), rng.choice(POSITIONS), rng.choice(GPU_DTYPES), lengths))
+    for d in HEAD_DIMS:
+        for i in range(max(len(SCORES), len(MASKS))):
+            score, mask = SCORES[(i + d) % len(SCORES)], list(MASKS)[i % len(MASKS)]
+            out.append(_drawn(rng, d, score, mask, rng.choice(GROUPS), rng.choice(GPU_DTYPES)))
     return out
+
+
+def full_gpu_grid():
+    """Head dim x score x mask x GQA x dtype, position and lengths drawn per case."""
+    rng = random.Random(1)
+    return [_drawn(rng, d, score, mask, groups, dtype)
+            for d, score, mask, groups, dtype in itertools.product(HEAD_DIMS, SCORES, MASKS, GROUPS, GPU_DTYPES)]
+
+
+def _drawn(rng, d, score, mask, groups, dtype):
+    lengths = GPU_LENGTHS[0] if MASKS[mask][1] else rng.choice(GPU_LENGTHS)
+    return d, score, mask, groups, rng.choice(POSITIONS), dtype, lengths
 
 
 def _id(case):
@@ -147,8 +163,8 @@ def test_every_head_dim_score_and_mask_on_gpu(case):
 @needs_cuda
 @pytest.mark.gpu
 @pytest.mark.slow
-@pytest.mark.parametrize("case", _drop_unequal(grid(GPU_DTYPES, GPU_LENGTHS)), ids=_id)
-def test_whole_head_dim_product_on_gpu(case):
+@pytest.mark.parametrize("case", full_gpu_grid(), ids=_id)
+def test_full_head_dim_grid_on_gpu(case):
     check(case, batch=2)
 
 
