@@ -13,6 +13,9 @@ candidate is skipped, with the reason in its cell, when its shape rule refuses
 (N, width) or the mask, when it has required arguments, when its FLOPs grow
 quadratically (measured from its own ``flops`` rule at N and 2N) past
 ``quadratic_cap``, or when it runs out of memory.
+
+Fidelity (S46): the paper's unified template and length sweep is this suite;
+its model zoo is whatever the registries hold.
 """
 from __future__ import annotations
 

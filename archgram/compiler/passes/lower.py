@@ -11,6 +11,11 @@ kernel where its dispatch accepts the call (CUDA, equal K/V head dims, ...;
 SDPA otherwise). Neither materialises the i x j score matrix. SDPA is the default
 because it measured faster on an H100 for one head and in fp32
 (experiments/fusion/README.md).
+
+Fidelity (S55). Paper: attention as a cascade of extended einsums, computed in
+one pass (online softmax) and mapped onto a spatial accelerator. archgram:
+einsum cascades found in derivations run as one fused one-pass attention call.
+Differs: no accelerator mapping (no such target here).
 """
 from __future__ import annotations
 

@@ -62,7 +62,13 @@ class Landmark(Pattern):
     grouped softmax; a mask cannot add tokens, so the landmark key here is the
     mean key of the block (no extra parameters) and the retrieval is a hard,
     stop-gradient top-k -- the paper's inference-time mechanism. With causal
-    attention only earlier blocks are candidates."""
+    attention only earlier blocks are candidates.
+
+    Fidelity (S41). Paper: a learned landmark token per block, trained with a
+    grouped softmax so attending to a landmark gates its block; at inference a
+    query retrieves the top-k blocks by landmark score. archgram: own block plus
+    the top-k blocks by mean-key score, as a mask. Differs: no learned landmark,
+    no grouped softmax, and retrieval gets no gradient."""
 
     name = "landmark"
     params = ("block", "top_k")
@@ -98,7 +104,14 @@ class TokenSelect(Pattern):
     queries (heavy-hitter estimate, causal if the op is), ``norm`` the key's L2
     norm. The paper compresses Q/K/V to the chosen tokens for speed; this mask
     gives the same outputs for the chosen keys, not the speed. Stop-gradient
-    selection, as in the paper (training-free)."""
+    selection, as in the paper (training-free).
+
+    Fidelity (S60). Paper: per head, gather Q, K, V of the selected tokens,
+    attend densely among them, scatter the output back (unselected positions get
+    no attention output; the residual keeps them), reselecting in every layer.
+    archgram: every query attends to the kept keys plus itself. Differs:
+    unselected queries still attend, the kept count is fixed (no dynamic
+    coverage rule), and the mask gives no speed-up."""
 
     name = "token_select"
     params = ("keep", "by")

@@ -19,6 +19,8 @@ softmax has and linear attention lacks. tau_h is a learned per-head temperature
 clamped from below at ``floor`` = 100, both as in the official code (the clamp
 keeps training stable). Cost is linear in the tokens: O(N w^2 d) + O(N d^2).
 
+Fidelity (S54): the paper's pair (window attention; ReLU linear attention with
+the local concentration module) is what the op computes.
 Deviations: the paper's FFN after each of the two blocks is optional here
 (``mlp_ratio`` 0 leaves the FFN to the grammar); where the grid is not a
 multiple of the window, the zero padding added before partitioning is masked out

@@ -132,6 +132,9 @@ class SQA(Layout):
     projection maps Hq*d back to dim, so attention FLOPs fall by Hq/H -- the
     point of SQA, where GQA/MQA only shrink the KV cache. Default Hq = H/2
     (the paper's standard variant); Hq <= H/4 is its 'extreme' xSQA.
+
+    Fidelity: the paper's mechanism (fewer query heads, FLOPs down by Hq/H) is
+    what this layout computes; nothing differs.
     """
 
     name = "sqa"
@@ -322,6 +325,10 @@ class StripSSA(Layout):
     N^2 * d. Logits are scaled by 1 / sqrt(width) (the op's scale follows
     ``qk_dim``). The paper's full Hybrid Perception Block (DWConv, LIM, MLP around
     SSA) is left to the grammar; this is the attention itself.
+
+    Fidelity: the paper's SSA (spatially reduced K/V by depth-wise conv,
+    channel-compressed Q/K) is what this computes; the HPB around it is a grammar
+    choice, so nothing of the attention differs.
     """
 
     name = "ssa"
@@ -378,3 +385,44 @@ class StripSSA(Layout):
 
     def kv_cache_per_token(self) -> int:
         return self.heads * (self.width + self.head_dim)
+
+
+@LAYOUTS.register
+class Minimal(Layout):
+    """The projection-free layout of "Reducing the Transformer Architecture to a
+    Minimum" (Bermeitinger et al. 2024, catalog S45): W_Q, W_K, W_V and W_O are
+    dropped, q = k = v = x split into heads and the head outputs are concatenated.
+
+    With ``score=symmetric`` the logits are x_h W_h x_h^T with one symmetric W_h
+    per head -- the paper's collapsed W_Q W_K^T (its symmetric, half-parameter
+    variant) -- and the value is the token itself (no W_V); with ``softmax`` the
+    logits are plain x_h . x_h. Leaving out the MLP is the grammar's choice (a
+    block that is only attention). Needs heads * head_dim = channels; keys are
+    the queries, so ``kv_heads`` is ignored.
+    """
+
+    name = "minimal"
+    refs = ("S45",)
+
+    @classmethod
+    def check(cls, dim, heads, kv_heads, head_dim, **params):
+        if heads * head_dim != dim:
+            raise ShapeError(f"layout 'minimal' has no projections: heads x head_dim = {heads} x {head_dim} "
+                             f"must equal the {dim} channels")
+
+    @classmethod
+    def kv_heads(cls, heads, kv_heads, **params):
+        return heads
+
+    def __init__(self, dim: int, heads: int, kv_heads: int, head_dim: int, **params):
+        nn.Module.__init__(self)
+        self.heads = self.kv = heads
+        self.head_dim = head_dim
+
+    def qkv(self, x: torch.Tensor):
+        h = self.split(x, self.heads)
+        return h, h, h
+
+    def out(self, o: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
+        b, h, n, d = o.shape
+        return o.transpose(1, 2).reshape(b, n, h * d)

@@ -280,7 +280,11 @@ class Hebbian(KernelScore):
     (unconditioned stimulus) is bound to its key (conditioned stimulus) by a
     Hebbian outer product, M = sum_j lambda^(t-j) v_j k_j^T, and a query (test
     stimulus) retrieves M q / sqrt(d). Identity feature map, no normalisation;
-    ``decay`` < 1 makes old associations fade."""
+    ``decay`` < 1 makes old associations fade.
+
+    Fidelity (S44): the paper's mechanism is exactly this Hebbian outer-product
+    memory read by the test stimulus; archgram computes it as linear attention
+    (parallel or recurrent); nothing differs (the decay is an option)."""
 
     name = "hebbian"
     params = ("decay",)
@@ -316,7 +320,13 @@ class Lightning(KernelScore):
     ``decay``: one lambda for every head, or (default) TNL's per-head schedule
     lambda_h = exp(-8 h / H), h = 0..H-1 (head 0 keeps undecayed global memory;
     TNL also scales by the layer depth, which a single op does not know).
-    Not causal: decay lambda^|i-j| both ways (a forward and a reversed pass)."""
+    Not causal: decay lambda^|i-j| both ways (a forward and a reversed pass).
+
+    Fidelity (S48). Paper: tile linear attention, conventional masked matmul
+    inside a block and the kernel trick (a running KV state) across blocks, so
+    cost per token stays constant. archgram: the same split in PyTorch and in the
+    Triton kernel (archgram/kernels/linear). Differs: nothing in the mechanism;
+    TNL's layer-depth decay scaling is not known to one op."""
 
     name = "lightning"
     params = ("block", "decay")

@@ -367,7 +367,12 @@ class ShiftedSparse(_HeadSplitPattern):
 
     LongLoRA shifts cyclically, which joins the last and first half-groups into
     one group (``cyclic=True``); SinkLoRA's SF-Attn undoes that wrap, so by
-    default the two edge half-groups stay apart. One head: unshifted groups only."""
+    default the two edge half-groups stay apart. One head: unshifted groups only.
+
+    Fidelity (S52). Paper: S2-Attn with the shift's wrap undone (SF-Attn) plus
+    global sink tokens, for long-context fine-tuning; also H2O KV-cache
+    compression at inference. archgram: the SF-Attn mask with sinks. Differs: the
+    H2O cache eviction is a decoding-time cache policy, not this mask."""
 
     name = "shifted_sparse"
     params = ("group", "sinks", "cyclic")

@@ -46,7 +46,10 @@ class KernelRPE(Score):
     c_{i-j} = 0 for j > i. The random projection W (``features`` rows per head) is
     drawn once from ``seed`` and never trained. No incremental decoding: a new
     query weighs every past token by its own c_{t-j}, so the state is the whole
-    history (constant only beyond ``max_distance``)."""
+    history (constant only beyond ``max_distance``).
+
+Fidelity: the paper's mechanism (PRF kernel times an exp(RPE) Toeplitz factor by
+FFT) is what this computes; the clipped-offset parameterisation of b is ours."""
 
     name = "kernel_rpe"
     params = ("features", "max_distance", "seed")

@@ -56,7 +56,13 @@ class Reversed(Score):
     """Reversed attention (DependencyViT, catalog S47): children choose parents,
     parents receive; gated by a head selector and a message controller (see the
     module docstring). Refuses causal masks: a child sending to an earlier parent
-    means an earlier token receives a later token's value."""
+    means an earlier token receives a later token's value.
+
+    Fidelity. Paper: transposed (child -> parent) attention with a head selector
+    and a cumulative message controller computed from x, and a tree read from
+    the parents. archgram: the transposed map and both gates, from the queries.
+    Differs: gates read q (a score sees only q, k, v) and the controller is per
+    layer, not multiplied across layers."""
 
     name = "reversed"
     params = ("temperature",)

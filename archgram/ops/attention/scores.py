@@ -386,7 +386,13 @@ class Symmetric(Score):
     with W_h symmetric, stored as its d(d+1)/2 upper triangle (half the
     parameters of a collapsed W_Q W_K^T). Queries stand on both sides, so the
     logit matrix is symmetric and the layout's k projection is unused. W starts
-    as the identity (logits q_i . q_j)."""
+    as the identity (logits q_i . q_j).
+
+    Paper's defining mechanism: drop the MLP, collapse W_Q W_K^T into one matrix
+    (optionally symmetric), drop W_V and W_O, with little loss. archgram: this
+    score plus ``layout=minimal`` (no W_Q/W_K/W_V/W_O) is exactly that layer; an
+    MLP-free block is a grammar without the MLP. What differs: nothing; with
+    another layout the score sits on projected queries (a superset)."""
 
     name = "symmetric"
     refs = ("S45",)

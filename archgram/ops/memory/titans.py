@@ -21,6 +21,11 @@ Each example in the batch has its own memory, starting from the learned M_0;
 eta, theta and alpha are op arguments (the paper makes them data-dependent
 gates; constants keep the op small and searchable). The gradient is written out
 in closed form, so the outer training loop differentiates through the updates.
+
+Fidelity: the paper's mechanism (test-time surprise-driven gradient step with
+momentum and forgetting) is here; what differs is the constant eta, theta,
+alpha (the paper's are data-dependent), the gradient clip, and Titans' MAC / MAG
+/ MAL wiring and persistent memory, which a grammar composes around the op.
 """
 from __future__ import annotations
 

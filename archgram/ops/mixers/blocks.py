@@ -130,6 +130,10 @@ class GatedCNN(Mixer):
     LN, then fc1 to (gate g, identity part i, conv part c) with |g| = |i|+|c| = hidden and
     |c| = conv_ratio * D; c passes a k x k depthwise conv (1D along N for sequences); the
     output is fc2(GELU(g) * [i, conv(c)]) plus the shortcut.
+
+    Fidelity (S49): the paper's block is exactly this (a Mamba block with the SSM
+    removed, conv on part of the channels); archgram follows it, sequences get a
+    1D depthwise conv; nothing differs.
     """
 
     def __init__(self, shape: Shape, k: int = 7, ratio: float = 8 / 3, conv_ratio: float = 1.0):

@@ -191,6 +191,11 @@ class ContMix(Mixer):
     is applied at that position to the values (depthwise, per head), then projected. In the
     full OverLoCK the keys come from the Overview-Net's top-down context; a grammar gives
     ContMix that context by what precedes it.
+
+    Fidelity (S50). Paper: a deep Focus-Net whose ContMix kernels are guided by a
+    separate overview context (top-down attention from a lighter Overview-Net).
+    archgram: ContMix with the context taken from its own input. Differs: no
+    separate context input, so the top-down guidance is absent.
     """
 
     ranks = (4,)

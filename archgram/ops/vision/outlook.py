@@ -13,7 +13,8 @@ by those weights and the mixed windows are summed back onto the grid:
   y        = W_o fold_K(y_window)                       overlapping windows summed
 
 ``stride`` s > 1 places anchors every s pixels (the attention comes from an
-s x s average pool), as in the paper. Deviations: none; K must be odd so the
+s x s average pool), as in the paper. Fidelity: the paper's mechanism is what
+this computes. Deviations: none; K must be odd so the
 zero-padded unfold/fold keeps the grid, and the anchor grid from the pool
 (ceil(H/s)) must equal the unfold grid, which holds for padding K // 2.
 """

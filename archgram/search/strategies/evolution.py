@@ -5,6 +5,11 @@ architecture mutates the best of ``tournament`` members drawn with
 replacement; the oldest member leaves when a new one arrives (aging). Until the
 population is full, proposals are the seed architectures (e.g. the einspace
 baselines, cycled) or random samples.
+
+Fidelity (S57): einspace's regularized evolution, seeded with its baselines, is
+what this runs; the grammar (archgram/grammars/einspace.pcfg) keeps its four
+module kinds and probabilities, and sampling is shape-aware without einspace's
+wall-clock retries (a difference in how, not what).
 """
 from __future__ import annotations
 
