@@ -1,7 +1,7 @@
 """Content-based attention patterns: which keys a query sees is decided from the
 queries and keys themselves (landmark retrieval, token selection, k-means
-routing) or, for Combiner, how far keys count. Sparsifiner's learned predictor,
-which gathers keys rather than masking them, lives in sparsifiner.py.
+routing). Sparsifiner (sparsifiner.py) gathers its keys rather than masking
+them; Combiner (combiner.py) attends to block summaries instead of far keys.
 
 Each returns a boolean (B, H, N, N) mask from ``mask_for``. A boolean mask
 carries no gradient, so every selection here is a hard, stop-gradient choice;
@@ -198,41 +198,3 @@ class Routing(Pattern):
             if self.centroids.training:
                 self.centroids.update(torch.cat((q, k), 2), torch.cat((cq, ck), 2))
         return _with_self(cq[..., :, None] == ck[..., None, :])
-
-
-@PATTERNS.register
-class Combiner(Pattern):
-    """Combiner (Ren et al. 2021), fixed-block factorisation: full attention support
-    at sparse cost. A query attends directly to the keys of its own block of
-    ``block`` tokens and, for every other block, to one summary -- key the mean
-    key of the block, value the mean value (uniform local expectation). Written
-    as logits over the real keys this is exact: a key j outside the query's
-    block gets the logit q . mean_k(block j) - log |block j|, since the block's
-    |block| tokens then share exp(q . mean_k) equally. So the pattern gives an
-    additive bias (``bias_for``), not a mask, and is exact for softmax scores
-    (other scores see the same logits but not Combiner's normalisation).
-
-    The paper's learned q(j | block) and max-pooled summaries are replaced by the
-    uniform mean; the dense n x n reference has none of Combiner's speed."""
-
-    name = "combiner"
-    params = ("block",)
-    refs = ("S27",)
-
-    def check(self, n, grid):
-        _integers(self, "block")
-
-    def mask(self, n, grid, device):
-        return None
-
-    def bias_for(self, q, k, grid):
-        n = q.shape[-2]
-        blocks = torch.arange(n, device=q.device) // self.block
-        nb = int(blocks[-1]) + 1
-        summary = _block_means(k, blocks, nb)[..., blocks, :]  # (B, H, N, D): key j -> its block's mean
-        scale = 1.0 / math.sqrt(q.shape[-1])
-        # logit q.summary_j in place of q.k_j, minus log of the block's size
-        swap = (q @ summary.transpose(-1, -2) - q @ k.transpose(-1, -2)) * scale
-        swap = swap - torch.bincount(blocks, minlength=nb).to(q.dtype).log()[blocks]
-        own = blocks[:, None] == blocks[None, :]
-        return swap.masked_fill(own, 0.0)

@@ -18,7 +18,7 @@ from archgram.errors import ShapeError
 from archgram.ops.attention.gathered import gathered_attend, selection_mask
 from archgram.ops.attention.parts import LAYOUTS, PATTERNS, POSITIONS, SCORES
 from archgram.ops.attention.positions import Position
-from archgram.ops.attention.scores import Score
+from archgram.ops.attention.scores import Score, Softmax
 from archgram.ops.registry import Arg, Op, check_rank, register_op
 from archgram.shapes import IMAGE_RANK, Shape
 
@@ -131,6 +131,9 @@ class Attention(Op):
         score_cls = type(self.score)
         self.gathers = (pattern.gathers and score_cls.logits is Score.logits and score_cls.attend is Score.attend
                         and not self.position.reweights)
+        # factorised patterns (Combiner) run their compact softmax when nothing needs the dense logits
+        self.factorised = (pattern.factorised and score_cls is Softmax and not self.position.reweights
+                           and not adds_bias(position[0]))
         self.scale = 1.0 / math.sqrt(qk_dim)
         self.summary = ", ".join(f"{k}={_show(args[k])}" for k in ARGS)
 
@@ -184,6 +187,9 @@ class Attention(Op):
             out = gathered_attend(self.score, q, k, v, idx, valid, bias, self.scale)
             mask = selection_mask(idx, valid, n) if ANALYSIS_HOOK is not None else None
             return self._finish(out, x, q, k, v, mask, bias, image)
+        if self.factorised:  # Combiner: own-block keys plus one summary per other block
+            out = self.pattern.attend(q, k, v, self.scale)
+            return self._finish(out, x, q, k, v, None, None, image)
         mask = self.mask(n, x.device, q, k)
         pattern_bias = self.pattern.bias_for(q, k, self.grid)  # pattern logits, e.g. Combiner's block summaries
         if pattern_bias is not None:

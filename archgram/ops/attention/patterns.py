@@ -29,6 +29,9 @@ class Pattern(Part):
     #: Selector patterns pick keys per query (``select`` -> indices, valid);
     #: the op then gathers those keys instead of masking a dense score matrix.
     gathers = False
+    #: Patterns with their own sub-quadratic softmax contraction (``attend``,
+    #: Combiner); the op uses it for softmax scores without logit biases.
+    factorised = False
 
     def module(self, heads: int, head_dim: int, tokens: int):
         """An nn.Module with this pattern's learned parts, or None."""
@@ -397,4 +400,4 @@ class ShiftedSparse(_HeadSplitPattern):
 
 
 # Content-based patterns live in their own module; importing it registers them.
-from archgram.ops.attention import content, sparsifiner  # noqa: E402,F401
+from archgram.ops.attention import combiner, content, sparsifiner  # noqa: E402,F401

@@ -478,6 +478,61 @@ def test_combiner_equals_attention_over_explicit_block_summaries(causal):
 
 
 @pytest.mark.catalog("S27")
+@pytest.mark.parametrize("causal", [False, True])
+def test_combiner_learned_local_expectation_weights_each_block_summary(causal):
+    """With a trained q(j | block) = softmax_j(w . k_j), a far block's summary is the
+    q-weighted mean of its keys and values; the compact path (softmax), the dense
+    exact-bias path (used with other scores/positions) and a by-hand loop agree."""
+    n, blk = 11, 3
+    x = torch.randn(2, n, 16)
+    m = build((2, n, 16), heads=2, causal=causal, pattern=pat("combiner", block=blk))
+    with torch.no_grad():
+        m.pattern_module.w.copy_(torch.randn(2, 8))
+    assert m.factorised
+    q, k, _ = m.layout.qkv(x)
+    k, v = m.layout.expand(k), m.layout.expand(m.layout.qkv(x)[2])
+    with torch.no_grad():
+        want = torch.zeros_like(q)
+        for i in range(n):
+            keys, values = [], []
+            for s in range(0, n, blk):
+                span = slice(s, min(s + blk, n))
+                if s // blk == i // blk:
+                    stop = i + 1 if causal else span.stop
+                    keys.append(k[:, :, s:stop])
+                    values.append(v[:, :, s:stop])
+                elif not causal or s // blk < i // blk:
+                    p = torch.softmax(torch.einsum("bhnd,hd->bhn", k[:, :, span], m.pattern_module.w), -1)[..., None]
+                    keys.append((p * k[:, :, span]).sum(2, keepdim=True))
+                    values.append((p * v[:, :, span]).sum(2, keepdim=True))
+            keys, values = torch.cat(keys, 2), torch.cat(values, 2)
+            want[:, :, i : i + 1] = torch.softmax(q[:, :, i : i + 1] @ keys.transpose(-1, -2) / math.sqrt(8), -1) @ values
+        torch.testing.assert_close(m(x), m.layout.out(want, x), atol=1e-5, rtol=1e-4)
+        m.factorised = False  # the dense form: additive bias on the n x n logits
+        torch.testing.assert_close(m(x), m.layout.out(want, x), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.catalog("S27")
+def test_combiner_cost_grows_as_n_sqrt_n_not_n_squared():
+    """Combiner's claim: full attention support at sub-quadratic cost. With blocks
+    of sqrt(N) the compact contraction's FLOPs grow 8x when N grows 4x (N^1.5),
+    where dense attention grows 16x; and the op runs that compact path."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    def core(n, name, **params):
+        m = build((1, n, 16), heads=2, pattern=pat(name, **params)).eval()
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            m(torch.randn(1, n, 16))
+        return counter.get_total_flops() - 2 * 4 * (16 * 16) * n  # minus the q, k, v, o projections
+
+    sparse = [core(n, "combiner", block=int(math.isqrt(n))) for n in (16, 64, 256)]
+    dense = [core(n, "full") for n in (16, 64, 256)]
+    assert dense[2] == 16 * dense[1]
+    assert 7.0 < sparse[2] / sparse[1] < 9.0 and 7.0 < sparse[1] / sparse[0] < 9.0
+    assert sparse[2] < dense[2] / 6
+
+
+@pytest.mark.catalog("S27")
 def test_combiner_with_one_block_equals_full_attention():
     x = torch.randn(2, 6, 16)
     m = build((2, 6, 16), heads=2, pattern=pat("combiner", block=6))
