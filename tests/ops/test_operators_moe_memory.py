@@ -91,17 +91,18 @@ def test_spectral_conv_refuses_more_modes_than_the_grid_resolves():
 def test_mgno_two_level_vcycle_equals_its_explicit_composition_2d():
     x = torch.randn(2, 3, 6, 6)
     m = build("mgno", tuple(x.shape), levels=2, smooth=2)
-    A0, S0, A1, S1 = (c.weight for c in (m.A[0], m.S[0], m.A[1], m.S[1]))
+    A0, A1 = m.A[0].weight, m.A[1].weight
+    (S00, S01), (S10, S11) = ([c.weight for c in level] for level in m.S)  # S^{l,i}: one kernel per iteration
     R, P = m.R[0].weight, m.P[0].weight
 
     def conv(w, t):
         return F.conv2d(t, w, padding=1)
 
-    u0 = conv(S0, x)
-    u0 = u0 + conv(S0, x - conv(A0, u0))
+    u0 = conv(S00, x)
+    u0 = u0 + conv(S01, x - conv(A0, u0))
     f1 = F.conv2d(x - conv(A0, u0), R, stride=2, padding=1)  # 6x6 -> 3x3
-    u1 = conv(S1, f1)
-    u1 = u1 + conv(S1, f1 - conv(A1, u1))
+    u1 = conv(S10, f1)
+    u1 = u1 + conv(S11, f1 - conv(A1, u1))
     up = F.conv_transpose2d(u1, P, stride=2, padding=1, output_padding=1)  # 3x3 -> 6x6
     torch.testing.assert_close(m(x), u0 + up)
 
@@ -116,6 +117,22 @@ def test_mgno_is_linear_and_runs_at_other_resolutions_1d_and_2d():
     img = build("mgno", (1, 2, 16, 16), levels=3)
     for hw in ((16, 16), (17, 9), (40, 24)):
         assert img(torch.randn(1, 2, *hw)).shape == (1, 2, *hw)
+
+
+@pytest.mark.catalog("S01")
+def test_mgno_reaches_across_the_whole_grid_from_three_point_stencils():
+    """Multigrid's point: every kernel is a 3-point stencil, yet with enough levels the
+    output at the first grid point depends on the input at the last one; one level
+    (smoothing only) stays local: S f reads 1 neighbour, S (f - A u) 2 more."""
+    def reach(levels):
+        torch.manual_seed(0)
+        m = build("mgno", (1, 64, 2), levels=levels, smooth=2).double()
+        x = torch.randn(1, 64, 2, dtype=torch.float64, requires_grad=True)
+        m(x)[0, 0].sum().backward()
+        return int((x.grad[0].abs().sum(-1) > 0).nonzero().max()) + 1  # last input point it reads
+
+    assert reach(1) == 4
+    assert reach(6) == 64
 
 
 @pytest.mark.catalog("S01")

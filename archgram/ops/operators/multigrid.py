@@ -1,7 +1,18 @@
 """MgNO's multigrid parameterisation of a linear operator (He, Liu & Xu 2023; catalog S01).
 
+Paper: a neural-operator layer is sigma(sum_j W_ij u_j + B_ij), with each linear
+operator W parameterised as one multi-channel V-cycle of multigrid (MgNet's
+W_Mg: smoothing S^{l,i}, residual operator A^l, restriction R, prolongation P,
+all convolutions), so cheap local stencils give a global operator; the bias B is
+a function on the domain.
+archgram: ``mgno`` is W_Mg exactly as below, on 1D and 2D grids; sigma and a
+bias are separate grammar choices (``act``, ``pointwise``) in ``operators.pcfg``.
+Differs: the grammar's bias is a constant per channel, not a learned function
+on the grid (a bias tensor of the grid's size would bind the op to one
+resolution; the V-cycle itself runs at any).
+
 One V-cycle with learned convolutions. At level l the right-hand side f_l is
-smoothed (u <- u + S_l * (f_l - A_l * u), starting from u = 0), the residual
+smoothed (u <- u + S_{l,i} * (f_l - A_l * u) for i = 1..smooth, from u = 0), the residual
 f_l - A_l * u_l is restricted to the next coarser grid with a stride-2
 convolution R_l, the coarse problem is solved by the same recursion, and its
 solution is prolonged back with a stride-2 transposed convolution P_l and added:
@@ -10,9 +21,10 @@ op is one bounded linear operator whose kernels are local at every scale: the
 multigrid structure gives a global receptive field from 3-point stencils.
 
 Like the paper, the op acts on any grid (convolutions do not fix the
-resolution); the grid only has to survive ``levels - 1`` halvings. Only
-pre-smoothing is used (the paper's V-cycle also uses one smoothing pass per
-level on the way down). Sequences (B,N,D) are 1D fields along N; images 2D.
+resolution); the grid only has to survive ``levels - 1`` halvings. As in the
+paper's W_Mg, smoothing happens on the way down only (no post-smoothing) and each
+smoothing iteration has its own kernel. Sequences (B,N,D) are 1D fields along N;
+images 2D.
 """
 from __future__ import annotations
 
@@ -57,7 +69,9 @@ class MultigridOperator(Op):
         conv = nn.Conv2d if self.image else nn.Conv1d
         up = nn.ConvTranspose2d if self.image else nn.ConvTranspose1d
         self.A = nn.ModuleList(conv(c, c, 3, padding=1, bias=False) for _ in range(levels))
-        self.S = nn.ModuleList(conv(c, c, 3, padding=1, bias=False) for _ in range(levels))
+        self.S = nn.ModuleList(
+            nn.ModuleList(conv(c, c, 3, padding=1, bias=False) for _ in range(smooth)) for _ in range(levels)
+        )
         self.R = nn.ModuleList(conv(c, c, 3, stride=2, padding=1, bias=False) for _ in range(levels - 1))
         self.P = nn.ModuleList(up(c, c, 3, stride=2, padding=1, bias=False) for _ in range(levels - 1))
 
@@ -70,7 +84,7 @@ class MultigridOperator(Op):
     @classmethod
     def count_params(cls, shape: Shape, /, levels: int = 3, smooth: int = 1) -> int:
         k = 9 if len(shape) == IMAGE_RANK else 3
-        return channels(shape) ** 2 * k * (4 * levels - 2)
+        return channels(shape) ** 2 * k * ((3 + smooth) * levels - 2)
 
     @classmethod
     def flops(cls, shape, out, params, /, **args) -> int:
@@ -79,9 +93,9 @@ class MultigridOperator(Op):
 
     def vcycle(self, f: torch.Tensor, level: int = 0) -> torch.Tensor:
         A, S = self.A[level], self.S[level]
-        u = S(f)
-        for _ in range(self.smooth - 1):
-            u = u + S(f - A(u))
+        u = S[0](f)  # the first iteration from u = 0
+        for smooth in S[1:]:
+            u = u + smooth(f - A(u))
         if level + 1 < self.levels:
             coarse = self.vcycle(self.R[level](f - A(u)), level + 1)
             u = u + self.P[level](coarse, output_size=f.shape[2:])
