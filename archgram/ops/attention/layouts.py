@@ -18,6 +18,15 @@ from archgram.errors import ShapeError
 from archgram.ops.attention.parts import LAYOUTS, Part
 
 
+def balance_loss(probs: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
+    """MoH's head load-balance loss, E * sum_i f_i P_i, for router probabilities
+    ``probs`` (T, E) and a 0/1 ``chosen`` mask (T, E) of the heads each token picked:
+    1 when tokens and probability spread evenly, E when every token picks one head."""
+    e = probs.shape[-1]
+    f = chosen.sum(0) / chosen.sum()
+    return e * (f * probs.mean(0)).sum()
+
+
 class Layout(Part, nn.Module):
     """Projections for ``heads`` query heads and ``kv_heads`` key/value heads."""
 
@@ -267,9 +276,18 @@ class MoH(Layout):
     official code, each group's gates are renormalised over its active heads
     and scaled by their count (a_1, a_2 by 2), so a uniform router gives every
     active head gate 1 -- a zero-initialised router is exactly MHA over the
-    active heads. The paper's load-balance loss is not added (the op set has
-    no auxiliary-loss channel yet); all heads are computed and masked (a
-    reference, not the sparse fast path).
+    active heads. The paper's load-balance loss over the routed heads,
+    L_b = sum_i f_i P_i (f_i the share of tokens that pick head i, P_i its mean
+    router probability; scaled here by the routed-head count, so 1 is balanced),
+    is left in ``aux_loss`` at each forward for the trainer to add. All heads are
+    computed and masked (a reference, not the sparse fast path).
+
+    Catalog S19, read against the paper. Paper: attention heads as experts; a
+    router activates the top-k heads per token, shared heads are always on, and
+    the output is a weighted (not plain) sum of the active heads; a load-balance
+    loss keeps routed heads in use. archgram: all of it, as above. Differs: the
+    skipped heads are computed and zeroed rather than skipped, so MoH's
+    inference saving is not realised (the output is identical).
     """
 
     name = "moh"
@@ -295,6 +313,8 @@ class MoH(Layout):
         p = torch.softmax(self.route(x), dim=-1)
         chosen = torch.zeros_like(p).scatter(-1, p.topk(self.top, dim=-1).indices, 1.0)
         routed = p * chosen
+        if torch.is_grad_enabled() and not torch.compiler.is_exporting():  # exported: inference only
+            self.aux_loss = balance_loss(p.reshape(-1, p.shape[-1]), chosen.reshape(-1, p.shape[-1]))
         routed = routed / routed.sum(-1, keepdim=True).clamp_min(torch.finfo(p.dtype).eps) * self.top
         if not self.shared:
             return routed

@@ -326,7 +326,19 @@ class Lightning(KernelScore):
     inside a block and the kernel trick (a running KV state) across blocks, so
     cost per token stays constant. archgram: the same split in PyTorch and in the
     Triton kernel (archgram/kernels/linear). Differs: nothing in the mechanism;
-    TNL's layer-depth decay scaling is not known to one op."""
+    TNL's layer-depth decay scaling is not known to one op.
+
+    Catalog S04, read against the paper. Paper: causal linear attention without the
+    cumsum bottleneck, by splitting it into intra-block attention (a masked matmul
+    inside each block) and inter-block linear-attention recurrence (a KV state
+    carried across blocks), tiled so training speed stays constant over length at
+    fixed memory; TNL's form adds SiLU features, per-head decay and SRMSNorm.
+    archgram: exactly that split (``chunked_causal`` in PyTorch, the chunked Triton
+    kernel in archgram/kernels/linear on CUDA) with TNL's decay schedule and
+    SRMSNorm, plus the recurrent step for decoding. Differs: TNL's depth-dependent
+    decay scaling is absent (an op does not know its layer index; ``decay`` sets
+    one rate by hand); the paper's surrounding TNL block (GLU, gating) is the
+    grammar's to build."""
 
     name = "lightning"
     params = ("block", "decay")

@@ -191,6 +191,11 @@ class GLUBlock(Mixer):
     (shared across channels), does the token mixing attention did; then the channel stage
     t = t + ChannelGLU(LN t) (second=glu), the plain GELU MLP (second=mlp), or nothing
     (second=none: the paper's variant without the second MLP). Tied to one N (or H x W).
+
+    Catalog S17, read against the paper. Paper: attention is replaced by a GLU-gated MLP
+    that mixes tokens (GEGLU, SwiGLU, ReGLU variants), followed by the usual MLP, or by
+    nothing in the reduced variant. archgram: both, with the activation and the second
+    stage as arguments. Differs: nothing in the mechanism.
     """
 
     def __init__(self, shape: Shape, token_ratio=0.5, channel_ratio=2.0, act="gelu", second="glu"):
@@ -221,6 +226,13 @@ class NiNformer(Mixer):
     The inner network, an MLP-Mixer layer on LN(t), produces a dynamic elementwise gate G; the
     outer network is a token-wise linear map V = W_v LN(t); the unit returns W_o (G * V) as a
     residual, followed by the usual channel MLP with its residual. Tied to one N (or H x W).
+
+    Catalog S11, read against the paper. Paper: a network-in-network block in place of
+    attention: an inner MLP-Mixer layer (token then channel mixing) generates a dynamic
+    elementwise gate, the outer network is token-wise and multiplies its projection by
+    that gate; then the usual MLP. archgram: that block. Differs: the outer token-wise
+    network is two linear maps around the gate (W_o (G * W_v u)), not an MLP with its own
+    activation.
     """
 
     def __init__(self, shape: Shape, token_ratio: float = 0.5, channel_ratio: float = 4.0):

@@ -26,6 +26,14 @@ class FocalModulation(Mixer):
     z_{L+1} = GELU(mean over positions of z_L) adds the whole input; gated aggregation
     Z = sum_l gate_l * z_l is mapped by a 1x1 map h to the modulator, and the output is
     proj(q * h(Z)). Images use 2D depthwise convs, sequences 1D ones along N.
+
+    Catalog S13, read against the paper. Paper: focal modulation replaces
+    self-attention's query-key interaction by (1) hierarchical contextualisation
+    with stacked depthwise convs of growing kernels plus a global pooled level,
+    (2) gated aggregation of the levels with input-dependent gates, (3) a
+    modulator h(Z) multiplied elementwise into the query. archgram: exactly those
+    three steps. Differs: FocalNet's optional normalisation of the aggregate by
+    L + 1 and its post-modulation LayerNorm variant are not offered.
     """
 
     def __init__(self, shape: Shape, levels: int = 2, window: int = 3):
@@ -75,6 +83,14 @@ class MetaMixer(Mixer):
     Spatial operations where ConvNeXt's FFN is channel-wise and vice versa. Images use 2D
     convs, sequences 1D ones along N. (FFNet's reparameterised multi-kernel branches are
     folded into single kernels here.)
+
+    Catalog S15, read against the paper. Paper: MetaMixer is the query-key-value
+    framework itself, not self-attention's sub-operations; FFNification keeps it
+    but uses FFN-like parts: query projection, large-kernel depthwise conv as the
+    query-key interaction, GELU in place of softmax, a depthwise conv as the
+    value interaction. archgram: those four parts. Differs: the training-time
+    multi-branch reparameterisation is a single kernel from the start (the same
+    function class at inference; training dynamics differ).
     """
 
     def __init__(self, shape: Shape, k: int = 7, k_value: int = 3, ratio: float = 1.0):

@@ -15,6 +15,16 @@ random. Since the copies are identical and the mixing weights sum to one, the
 upcycled block computes exactly the dense block's function at initialisation.
 (BAM upcycles several specialised dense copies; a list of dense blocks may be
 given, in which case expert e copies dense block e and norms are averaged.)
+
+Catalog S10, read against the paper. Paper: Branch-Train-MiX extended to
+attention: dense seed copies are trained apart (specialised), then both their
+FFNs and their attention layers become experts of one MoE model; attention
+experts are mixed by soft routing (all run, softmax weights), FFN experts by
+top-k routing; optional key/value sharing across attention experts; a
+parallel-attention block for throughput. archgram: that block (``bam``) and
+``upcycle`` from one or several dense blocks. Differs: the specialised
+pre-training of the seeds is the user's (an op cannot train its own seeds);
+routers start random as in the paper.
 """
 from __future__ import annotations
 

@@ -16,6 +16,15 @@ this with spatial window attention; here that alternation is the grammar's job.
 Deviations: the scale is the paper's 1/sqrt(C_g) (the official code scales the
 keys the same way but multiplies in the order V-weights-then-Q; both normalise
 over the channel axis of the same group).
+
+Catalog S12, read against the paper. Paper: DaViT's dual attention block
+alternates spatial window attention (tokens attend within local windows) and
+channel group attention (channels are tokens, the whole image their features:
+a global receptive field at linear cost in the tokens). archgram: this op, and
+in ``vision.pcfg`` the dual block: the attention op with non-overlapping
+``halo(b, 0)`` windows, then this op, each in a residual branch. Differs:
+nothing in the mechanism; DaViT's convolutional position encodings and stage
+layout are the grammar's.
 """
 from __future__ import annotations
 

@@ -20,6 +20,15 @@ matched against the block input (the paper's matching function compares token
 and prompt features); top-k selection is not differentiable, so the matching
 similarity is added to the chosen prompts' logits as a straight-through term
 (value 0, gradient 1) and the keys learn from the task loss.
+
+Catalog S20, read against the paper. Paper: visual prompting where prompts are
+coordinated with tokens: role level (CLS prompts for the CLS token, image
+prompts for image tokens) and token level (each image token attends to its own
+matched subset of the image prompts), in place of VPT's one prompt set seen by
+every token. archgram: both levels as one masked attention over [tokens;
+prompts]. Differs: the paper prompts a frozen pre-trained ViT; in a searched
+network nothing is pre-trained, so the block's projections train with the
+prompts; prompt matching uses learned keys with a straight-through score.
 """
 from __future__ import annotations
 

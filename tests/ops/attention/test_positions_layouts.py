@@ -363,3 +363,22 @@ def test_the_sampler_picks_the_new_choices_and_the_shipped_grammar_offers_them()
     Grammar.from_text(text, str(path))  # still parses
     for choice in LAYOUTS.split("|") + POSITIONS.split("|"):
         assert choice in text
+
+
+@pytest.mark.catalog("S19")
+def test_moh_load_balance_loss_is_one_when_heads_share_tokens_and_grows_when_one_head_takes_all():
+    """MoH's L_b = E sum_i f_i P_i: every forward leaves it in ``aux_loss``; a router that
+    sends every token to one head scores near E, an even spread scores 1."""
+    from archgram.ops.attention.layouts import balance_loss
+
+    torch.manual_seed(0)
+    m = build((2, 16, 32), heads=4, layout={"name": "moh", "k": 1})
+    x = torch.randn(2, 16, 32)
+    m(x)
+    p = torch.softmax(m.layout.route(x), -1).reshape(-1, 4)
+    chosen = torch.zeros_like(p).scatter(-1, p.argmax(-1, keepdim=True), 1.0)
+    torch.testing.assert_close(m.layout.aux_loss, 4 * (chosen.mean(0) * p.mean(0)).sum())
+    even = torch.full((8, 4), 0.25)
+    assert balance_loss(even, torch.eye(4).repeat(2, 1)) == pytest.approx(1.0)
+    collapsed = torch.tensor([[0.97, 0.01, 0.01, 0.01]]).repeat(8, 1)
+    assert balance_loss(collapsed, torch.eye(4)[[0] * 8]) == pytest.approx(4 * 0.97)
