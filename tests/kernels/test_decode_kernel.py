@@ -121,3 +121,52 @@ def test_split_kv_decode_long_caches_on_gpu(dtype, d, h, hkv, nq):
     out = decode_attention(q, k, v, lengths)
     want, _ = ref.attention(q, k, v, lengths)
     assert _rel(out, want) < TOL[dtype]
+
+
+# ------------------------------------------------------------------ Lean Attention (stream-K)
+from archgram.kernels.decode.lean import lean_attention, stream_k_ranges, tile_starts  # noqa: E402
+
+
+@pytest.mark.parametrize("h,hkv,nq,d,programs", [
+    (4, 2, 1, 32, 4),     # programs cross tile boundaries
+    (4, 1, 3, 24, 5),     # MQA, three new tokens (causal among them), odd head dim
+    (2, 2, 1, 16, 13),    # more programs than key blocks: idle programs
+    (8, 2, 2, 16, 2),     # each program spans several tiles
+    (4, 2, 1, 32, None),  # the default: two waves of the device
+])
+def test_lean_attention_matches_naive_softmax_with_ragged_lengths(h, hkv, nq, d, programs):
+    q, k, v = _inputs(3, h, hkv, nq, 45, d, seed=h + nq + d)
+    lengths = torch.tensor([45, 17, 5], device=DEVICE)
+    out, lse = lean_attention(q, k, v, lengths, scale=0.3, programs=programs, return_lse=True)
+    want, want_lse = ref.attention(q, k, v, lengths, scale=0.3)
+    assert out.shape == q.shape and _rel(out, want) < TOL[torch.float32]
+    torch.testing.assert_close(lse, want_lse, atol=1e-5, rtol=1e-5)
+
+
+def test_lean_attention_balances_ragged_work_where_split_kv_cannot():
+    """Lean Attention's claim: stream-K gives every program an equal share of all
+    key blocks whatever the context lengths (counted by the kernel itself: loads
+    differ by at most one block), while flash-decoding's equal splits per sequence,
+    given the same number of programs, load the long sequence's programs 2.5x more."""
+    lengths = torch.tensor([160, 16, 16, 16], device=DEVICE)  # 10, 1, 1, 1 key blocks of 16
+    q, k, v = _inputs(4, 2, 1, 1, 160, 16, seed=3)
+    split, n_split = plan(160, 4, 16, torch.device("cpu"), 2)  # flash-decoding: 2 splits x 4 sequences
+    split_loads = [-(-max(0, min(n, (s + 1) * split) - s * split) // 16) for n in lengths.tolist() for s in range(n_split)]
+    out, work = lean_attention(q, k, v, lengths, programs=len(split_loads), return_work=True)
+    assert _rel(out, ref.attention(q, k, v, lengths)[0]) < 1e-5
+    total = int(tile_starts(lengths, 1, 16)[-1])
+    assert work.tolist() == [hi - lo for lo, hi in stream_k_ranges(total, len(split_loads))]
+    assert sum(work.tolist()) == total == sum(split_loads) == 13
+    assert max(work.tolist()) - min(work.tolist()) <= 1 and max(work.tolist()) == 2
+    assert max(split_loads) == 5  # one program runs half of the longest sequence
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype,d,h,hkv,nq", [(torch.bfloat16, 128, 32, 8, 1), (torch.float16, 64, 8, 8, 1),
+                                               (torch.float32, 64, 32, 8, 1), (torch.bfloat16, 128, 16, 1, 4)])
+def test_lean_attention_long_ragged_caches_on_gpu(dtype, d, h, hkv, nq):
+    q, k, v = _inputs(4, h, hkv, nq, 8192, d, dtype=dtype, seed=d + h)
+    lengths = (torch.tensor([8192, 5000, 77, 1], device=DEVICE) + nq - 1).clamp(max=8192)
+    out = lean_attention(q, k, v, lengths)
+    want, _ = ref.attention(q, k, v, lengths)
+    assert _rel(out, want) < TOL[dtype]

@@ -1,4 +1,4 @@
-"""When KV-cache decoding uses the split-KV kernel: CUDA tensors, supported
+"""When KV-cache decoding uses the Lean Attention (stream-K) kernel: CUDA tensors, supported
 dtype / head dim / group size, no gradients needed (forward only),
 ``ARCHGRAM_KERNELS`` not off. Returns None otherwise (the caller runs its
 PyTorch path; the reason is recorded in ``archgram.kernels.fallbacks``)."""
@@ -15,7 +15,7 @@ def on_device(*tensors) -> bool:
 
 
 def why_not(q, k, v, lengths=None) -> str | None:
-    """Why the split-KV kernel does not serve this call, or None when it does."""
+    """Why the decode kernel does not serve this call, or None when it does."""
     from archgram.kernels.decode.split import check_inputs
 
     if not enabled():
@@ -23,7 +23,7 @@ def why_not(q, k, v, lengths=None) -> str | None:
     if not on_device(q, k, v):
         return f"tensors on {q.device.type}; the kernels run on CUDA"
     if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
-        return "split-KV decode has no backward and gradients are needed"
+        return "the decode kernel has no backward and gradients are needed"
     try:
         check_inputs(q, k, v, lengths)
     except ValueError as e:
@@ -37,6 +37,6 @@ def attention(q, k, v, lengths=None, *, scale: float | None = None) -> torch.Ten
     if reason is not None:
         record("decode", reason)
         return None
-    from archgram.kernels.decode.split import decode_attention
+    from archgram.kernels.decode.lean import lean_attention
 
-    return decode_attention(q, k, v, lengths, scale=scale)
+    return lean_attention(q, k, v, lengths, scale=scale)

@@ -91,7 +91,7 @@ def step(attn: Attention, x_t: torch.Tensor, state: DecodeState | None = None) -
 
 
 def _split_kv(attn: Attention, q_t, keys, values) -> torch.Tensor | None:
-    """The split-KV Triton kernel (archgram/kernels/decode, S25) for plain softmax
+    """The Lean Attention decode kernel (archgram/kernels/decode, S25) for plain softmax
     over the whole cache (pattern full or causal, no logit bias) on CUDA; None
     where it does not apply (the readable path below runs)."""
     from archgram.kernels.decode import dispatch
