@@ -194,8 +194,9 @@ class ContMix(Mixer):
 
     Fidelity (S50). Paper: a deep Focus-Net whose ContMix kernels are guided by a
     separate overview context (top-down attention from a lighter Overview-Net).
-    archgram: ContMix with the context taken from its own input. Differs: no
-    separate context input, so the top-down guidance is absent.
+    This unary op takes the context from its own input; ``contmix_guided``
+    (archgram/ops/mixers/guided.py) is the paper's form, keys from a context
+    branch, and reduces to this op when the context is x.
     """
 
     ranks = (4,)
