@@ -489,6 +489,40 @@ def test_oat_decoder_greedily_points_at_objects_and_feeds_them_back():
 
 
 @pytest.mark.catalog("S16")
+def test_oat_decoder_predicts_a_scanpath_as_a_sequence_of_object_fixations():
+    """output=fixations: step t's logits over the objects are the pointer scores, greedy
+    decoding fixates their argmax, and the next step's distribution follows that choice."""
+    x = torch.randn(2, 5, 8)
+    m = build("oat_decoder", tuple(x.shape), steps=3, output="fixations")
+    logits = m(x)
+    assert logits.shape == (2, 3, 5)
+    assert torch.equal(logits[:, :2].argmax(-1), m.last_fixations)  # the fixated objects
+    objects = m.objects(x)
+    fixated = objects.gather(1, m.last_fixations[:, :1, None].expand(-1, -1, 8))
+    h = m.decode(torch.cat([m.start.expand(2, 1, -1), fixated], 1), objects)
+    torch.testing.assert_close(logits[:, 1], (m.pointer(h[:, -1]) [:, None] @ objects.transpose(1, 2))[:, 0])
+    other = objects.gather(1, ((m.last_fixations[:, :1] + 1) % 5)[..., None].expand(-1, -1, 8))
+    h2 = m.decode(torch.cat([m.start.expand(2, 1, -1), other], 1), objects)
+    assert not torch.allclose(m.pointer(h2[:, -1]), m.pointer(h[:, -1]))  # the scanpath conditions on its past
+
+
+@pytest.mark.catalog("S16")
+def test_oat_decoder_learns_a_scanpath_rule_from_fixation_cross_entropy():
+    """A small reproduction of OAT's training: cross-entropy on fixations teaches the decoder
+    a scanpath (visit the objects from left to right by their x coordinate)."""
+    torch.manual_seed(0)
+    x = torch.randn(32, 4, 8)
+    target = x[..., 0].argsort(dim=1)[:, :3]  # leftmost first
+    m = build("oat_decoder", (32, 4, 8), steps=3, heads=2, output="fixations")
+    opt = torch.optim.Adam(m.parameters(), lr=0.03)
+    for _ in range(40):
+        opt.zero_grad()
+        F.cross_entropy(m(x).flatten(0, 1), target.flatten()).backward()
+        opt.step()
+    assert (m(x).argmax(-1) == target).float().mean() > 0.9
+
+
+@pytest.mark.catalog("S16")
 def test_oat_decoder_is_causal_and_declares_one_state_per_fixation():
     x = torch.randn(2, 6, 8)
     m = build("oat_decoder", tuple(x.shape), steps=4)

@@ -11,10 +11,13 @@ object tokens, and points at the next object to fixate:
   decoder   h_1..t = LN(h + CrossAttn(h, o)),  h = LN(z + CausalSelfAttn(z)),
             z = [start, o_f1, ..., o_f(t-1)] + step embeddings
   pointer   f_t = argmax_n (W_p h_t) . o_n       the next fixated object
-  output    (B, steps, C): the decoder state of each fixation step
+  output    (B, steps, C): the decoder state of each fixation step, or with
+            output="fixations" the pointer logits (B, steps, N): step t's
+            distribution over the objects to fixate, the paper's prediction
+            (a scanpath task scores it with cross-entropy against human
+            fixations, as OAT is trained)
 
-Input: a sequence (B, N objects, C); output: (B, steps, C), one state per
-predicted fixation (a head can classify or regress from them).
+Input: a sequence (B, N objects, C).
 
 Deviations: fixations are decoded greedily (argmax, not sampled); the paper
 trains the pointer with a fixation loss, here a straight-through estimator
@@ -22,6 +25,17 @@ trains the pointer with a fixation loss, here a straight-through estimator
 reach it; the paper's
 distance-based 2-D positional encoding is approximated by a sine/cosine
 embedding of the object coordinates; no FFN sublayers (the grammar adds them).
+
+Catalog S16, read against the paper. Paper: scanpaths as sequences of object
+fixations: an encoder embeds objects (appearance + a distance-based 2-D
+position encoding) and the search target; a causal decoder reads the fixations
+so far, cross-attends to the objects, and predicts the next fixated object,
+trained with cross-entropy on human fixations. archgram: the decoder, with the
+fixation distribution as an output (``output=fixations``) or its states; the
+searched body is the encoder, and the target can be one of its tokens.
+Differs: the position encoding is a sine/cosine embedding of the object
+coordinates, not the paper's distance-based one; greedy decoding; no explicit
+target token or termination output.
 """
 from __future__ import annotations
 
@@ -38,6 +52,8 @@ ARGS = {
     "steps": Arg(int, 4, low=1, doc="fixations to predict"),
     "heads": Arg(int, 2, low=1, doc="attention heads"),
     "coords": Arg(bool, True, doc="read channels 0, 1 as object (x, y) and add their position encoding"),
+    "output": Arg(str, "states", choices=("states", "fixations"),
+                  doc="decoder states (B, steps, C), or the fixation logits over the N objects (B, steps, N)"),
 }
 FREQS = 4
 
@@ -61,11 +77,11 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, cau
 class ObjectAttentionDecoder(Op):
     """OAT decoder: object tokens with position encoding; a causal decoder points at the next fixated object."""
 
-    def __init__(self, shape: Shape, steps: int = 4, heads: int = 2, coords: bool = True):
+    def __init__(self, shape: Shape, steps: int = 4, heads: int = 2, coords: bool = True, output: str = "states"):
         super().__init__()
         self.output_shape(shape, steps=steps, heads=heads, coords=coords)
         c = shape[2]
-        self.steps, self.heads, self.coords = steps, heads, coords
+        self.steps, self.heads, self.coords, self.output = steps, heads, coords, output
         self.position = nn.Linear(4 * FREQS, c) if coords else None
         self.start = nn.Parameter(torch.randn(c) * 0.02)
         self.step_embedding = nn.Parameter(torch.randn(steps, c) * 0.02)
@@ -76,22 +92,25 @@ class ObjectAttentionDecoder(Op):
         self.last_fixations: torch.Tensor | None = None
 
     @classmethod
-    def output_shape(cls, shape: Shape, steps: int = 4, heads: int = 2, coords: bool = True) -> Shape:
+    def output_shape(cls, shape: Shape, steps: int = 4, heads: int = 2, coords: bool = True,
+                     output: str = "states") -> Shape:
         check_rank("oat_decoder", shape, 3)
         divides("oat_decoder", shape, shape[2], heads, "heads")
         if coords and shape[2] < 2:
             raise ShapeError(f"oat_decoder: coords=true reads channels 0 and 1 as (x, y), got {shape}")
-        return (shape[0], steps, shape[2])
+        return (shape[0], steps, shape[1] if output == "fixations" else shape[2])
 
     @classmethod
-    def count_params(cls, shape: Shape, /, steps: int = 4, heads: int = 2, coords: bool = True) -> int:
+    def count_params(cls, shape: Shape, /, steps: int = 4, heads: int = 2, coords: bool = True,
+                     output: str = "states") -> int:
         c = shape[2]
         position = 4 * FREQS * c + c if coords else 0
         linears = (3 * c * c + 3 * c) + 4 * (c * c + c) + (2 * c * c + 2 * c)
         return position + c + steps * c + linears + 4 * c
 
     @classmethod
-    def flops(cls, shape, out, params, /, steps: int = 4, heads: int = 2, coords: bool = True) -> int:
+    def flops(cls, shape, out, params, /, steps: int = 4, heads: int = 2, coords: bool = True,
+              output: str = "states") -> int:
         b, n, c = shape
         per_step = 2 * params + 4 * steps * c + 4 * n * c  # projections + attention over prefix and objects
         return b * steps * steps * per_step
@@ -114,12 +133,13 @@ class ObjectAttentionDecoder(Op):
         objects = self.objects(x)
         b = x.shape[0]
         z = self.start.expand(b, 1, -1)
-        fixations = []
+        fixations, logits = [], []
         for t in range(self.steps):
             h = self.decode(z, objects)
+            scores = self.pointer(h[:, -1:]) @ objects.transpose(1, 2)  # (B, 1, N)
+            logits.append(scores)
             if t == self.steps - 1:
                 break
-            scores = self.pointer(h[:, -1:]) @ objects.transpose(1, 2)  # (B, 1, N)
             chosen = scores.argmax(dim=-1)  # (B, 1)
             fixations.append(chosen)
             # straight-through: the argmax object's features, with the softmax's gradient for the pointer
@@ -127,4 +147,4 @@ class ObjectAttentionDecoder(Op):
             hard = torch.zeros_like(p).scatter_(-1, chosen.unsqueeze(-1), 1.0)
             z = torch.cat([z, (hard + p - p.detach()) @ objects], dim=1)
         self.last_fixations = torch.cat(fixations, dim=1) if fixations else None
-        return h
+        return torch.cat(logits, dim=1) if self.output == "fixations" else h
