@@ -2,6 +2,7 @@
 (layouts.py, scores.py, patterns.py, positions.py). Importing registers them."""
 from archgram.ops.attention import (  # noqa: F401  (registration)
     aaren,
+    earlier_qk,
     hierarchical,
     l2vit,
     layouts,

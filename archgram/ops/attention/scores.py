@@ -339,7 +339,19 @@ class FixedMixing(_LengthLimited):
     over the visible keys, the same for every input. The layout's q and k
     projections are unused (only v is mixed). Starts as a uniform average
     (zero logits: under a causal mask, a running mean). Inputs longer than
-    ``max_len`` are refused at shape time."""
+    ``max_len`` are refused at shape time.
+
+    Catalog S09, read against the paper. Paper: attention bundles four principles
+    (mixing across positions, sequence-dependent weights, the dot-product +
+    softmax form, queries/keys tied to the current hidden state); controlled
+    variants relax each, uniformly or in hybrid stacks that keep standard
+    attention in some layers. archgram: input-independent mixing (this score),
+    a non-dot-product similarity (``l2``), queries/keys from an earlier layer
+    (the ``earlier_qk_attention`` merge op) and hybrid stacks (``attention.pcfg``
+    mixes scores per layer and offers the earlier-layer hybrid). Differs: the
+    paper's static-embedding variant takes queries/keys from the input
+    embeddings at every layer; a tree grammar reaches one layer back (the
+    branch point), so only the layer after a split sees an earlier state."""
 
     name = "fixed_mixing"
     params = ("max_len",)
