@@ -87,7 +87,7 @@ def implementations() -> dict[str, list[str]]:
     for spec in all_ops():
         add(spec.refs, f"op:{spec.name}")
     for registry in (SCORES, PATTERNS, POSITIONS, LAYOUTS):
-        for name, cls in registry.parts.items():
+        for name, cls in registry.items():
             add(cls.refs, f"{registry.axis}:{name}")
     _load()
     for name, cls in _STRATEGIES.items():
@@ -121,12 +121,10 @@ def _add_kernels_and_benches(add) -> None:
 
     import archgram.kernels
     from archgram.bench.base import SUITES
-    from archgram.bench.base import _load as load_suites
 
     for info in pkgutil.iter_modules(archgram.kernels.__path__):
         module = importlib.import_module(f"archgram.kernels.{info.name}")
         add(getattr(module, "REFS", ()), f"kernel:{info.name}")
-    load_suites()
     for name, cls in SUITES.items():
         add(cls.refs, f"bench:{name}")
 

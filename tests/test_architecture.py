@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "archgram"
 
 #: Lowest first: a module may import from its own layer and the layers before it.
 LAYERS = (
-    ("errors", "shapes"),
+    ("errors", "shapes", "registry"),
     ("kernels",),
     ("ops",),
     ("grammar",),

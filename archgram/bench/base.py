@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 import torch
 
 from archgram.errors import ArchgramError
+from archgram.registry import Registry
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 _LENGTH = re.compile(r"^(\d+)([kK]?)$")
@@ -70,26 +71,17 @@ class Suite:
         raise NotImplementedError
 
 
-SUITES: dict[str, type[Suite]] = {}
-
-
-def register_suite(cls: type[Suite]) -> type[Suite]:
-    if not cls.name or cls.name in SUITES:
-        raise ArchgramError(f"bench suite '{cls.name}' is unnamed or registered twice")
-    SUITES[cls.name] = cls
-    return cls
-
-
-def get_suite(name: str) -> Suite:
-    _load()
-    if name not in SUITES:
-        raise BenchError(f"unknown suite {name!r}; choose one of: {', '.join(sorted(SUITES))}")
-    return SUITES[name]()
-
-
 def _load() -> None:
     for module in ("kernels", "long_context"):
         importlib.import_module(f"archgram.bench.{module}")
+
+
+SUITES: Registry[type[Suite]] = Registry("suite", error=BenchError, loader=_load)
+register_suite = SUITES.decorator()
+
+
+def get_suite(name: str) -> Suite:
+    return SUITES.get(name)()
 
 
 # ----------------------------------------------------------------- measuring

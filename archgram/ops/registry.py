@@ -11,8 +11,8 @@ Three kinds of op exist, by how many tensors they take and give:
 """
 from __future__ import annotations
 
-import difflib
 import functools
+import importlib
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from archgram.errors import ArchgramError, ShapeError
+from archgram.registry import Registry, did_you_mean
 from archgram.shapes import Shape, channel_axis, numel, positions
 
 REQUIRED: Any = type("Required", (), {"__repr__": lambda self: "REQUIRED"})()
@@ -176,7 +177,7 @@ class OpSpec:
         unknown = set(values) - set(self.args)
         if unknown:
             name = sorted(unknown)[0]
-            hint = _did_you_mean(name, self.args)
+            hint = did_you_mean(name, self.args)
             raise TypeError(f"op '{self.name}' has no argument '{name}'{hint}")
         bound = {}
         for name, arg in self.args.items():
@@ -225,7 +226,10 @@ def _param_count(name: str, shape: Any, args: tuple, ctx: tuple) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-_REGISTRY: dict[str, OpSpec] = {}
+#: Every grammar terminal by name; the first lookup imports archgram.ops, whose
+#: modules register the built-in families.
+OPS: Registry[OpSpec] = Registry("op", loader=lambda: importlib.import_module("archgram.ops"),
+                                 same=lambda old, new: old.cls is new.cls, list_known=False)
 
 
 def register_op(
@@ -239,45 +243,27 @@ def register_op(
     """Class decorator: register ``cls`` as grammar terminal ``name``."""
 
     def decorate(cls: type) -> type:
-        if name in _REGISTRY and _REGISTRY[name].cls is not cls:
-            raise ArchgramError(f"op '{name}' is registered twice ({_REGISTRY[name].cls} and {cls})")
         if not issubclass(cls, (Op, SplitOp, MergeOp)):
             raise ArchgramError(f"op '{name}' must subclass Op, SplitOp or MergeOp")
         doc = (cls.__doc__ or "").strip().splitlines()
         spec = OpSpec(name, cls, family, dict(args or {}), tuple(refs), doc[0] if doc else "", extra)
         cls.spec = spec
-        _REGISTRY[name] = spec
+        OPS.add(name, spec)
         return cls
 
     return decorate
 
 
-def _did_you_mean(name: str, candidates) -> str:
-    close = difflib.get_close_matches(name, list(candidates), n=1)
-    return f"; did you mean '{close[0]}'?" if close else ""
-
-
 def get_op(name: str) -> OpSpec:
-    _ensure_loaded()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ArchgramError(f"unknown op '{name}'{_did_you_mean(name, _REGISTRY)}") from None
+    return OPS.get(name)
 
 
 def has_op(name: str) -> bool:
-    _ensure_loaded()
-    return name in _REGISTRY
+    return name in OPS
 
 
 def all_ops() -> list[OpSpec]:
-    _ensure_loaded()
-    return sorted(_REGISTRY.values(), key=lambda s: (s.family, s.name))
-
-
-def _ensure_loaded() -> None:
-    # Importing the package registers every built-in op family.
-    import archgram.ops  # noqa: F401
+    return sorted(OPS.values(), key=lambda s: (s.family, s.name))
 
 
 def check_rank(name: str, shape: Shape, *ranks: int) -> None:

@@ -8,7 +8,7 @@ from archgram.errors import GrammarError
 from archgram.grammar import syntax
 from archgram.grammar.model import Branch, Grammar, NonTerm, Term, load_grammar
 from archgram.grammar.parser import parse_text
-from archgram.ops.registry import _REGISTRY, Arg, Op, register_op
+from archgram.ops.registry import OPS, Arg, Op, register_op
 
 
 def probs(g: Grammar, rule: str) -> list[float]:
@@ -155,7 +155,7 @@ def dict_op():
             return shape
 
     yield "_test_patterned"
-    del _REGISTRY["_test_patterned"]
+    OPS.remove("_test_patterned")
 
 
 def test_structured_call_value_becomes_a_dict_argument(dict_op):

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from archgram.errors import CompileError
+from archgram.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -26,29 +27,30 @@ class PassSpec:
     doc: str = ""
 
 
-PASSES: dict[str, PassSpec] = {}
+def _load() -> None:
+    from archgram.compiler.passes import lower  # noqa: F401  (registers fuse_attention)
+
+
+PASSES: Registry[PassSpec] = Registry("compiler pass", error=CompileError, loader=_load,
+                                      same=lambda old, new: old.apply is new.apply)
 
 
 def register_pass(name: str, *, find: Callable, refs: tuple[str, ...] = ()):
     """Decorator registering ``apply`` as the pass ``name``."""
 
     def deco(apply: Callable) -> Callable:
-        PASSES[name] = PassSpec(name, find, apply, tuple(refs), (apply.__doc__ or "").strip().split("\n")[0])
+        PASSES.add(name, PassSpec(name, find, apply, tuple(refs), (apply.__doc__ or "").strip().split("\n")[0]))
         return apply
 
     return deco
 
 
 def get_pass(name: str) -> PassSpec:
-    _load()
-    if name not in PASSES:
-        raise CompileError(f"unknown compiler pass {name!r}; known: {', '.join(sorted(PASSES))}")
-    return PASSES[name]
+    return PASSES.get(name)
 
 
 def all_passes() -> list[PassSpec]:
-    _load()
-    return [PASSES[k] for k in sorted(PASSES)]
+    return PASSES.values()
 
 
 def run_passes(network, derivation, names: list[str] | None = None) -> dict[str, list]:
@@ -56,6 +58,3 @@ def run_passes(network, derivation, names: list[str] | None = None) -> dict[str,
     specs = all_passes() if names is None else [get_pass(n) for n in names]
     return {spec.name: spec.apply(network, derivation) for spec in specs}
 
-
-def _load() -> None:
-    from archgram.compiler.passes import lower  # noqa: F401  (registers fuse_attention)

@@ -7,10 +7,10 @@ name them: ``score=sigmoid``, ``pattern=window(7)`` (a structured value,
 """
 from __future__ import annotations
 
-import difflib
 from typing import Any, ClassVar
 
 from archgram.errors import ShapeError
+from archgram.registry import Registry
 
 
 class Part:
@@ -23,30 +23,27 @@ class Part:
     refs: ClassVar[tuple[str, ...]] = ()
 
 
-class PartRegistry:
+class PartRegistry(Registry[type[Part]]):
+    """The parts of one axis; an unknown name is a ShapeError, raised while
+    sampling, so the option is refused with its reason."""
+
     def __init__(self, axis: str):
+        super().__init__(f"attention {axis}", error=ShapeError)
         self.axis = axis
-        self.parts: dict[str, type[Part]] = {}
 
     def register(self, cls: type[Part]) -> type[Part]:
-        if not cls.name or cls.name in self.parts:
-            raise ValueError(f"{self.axis} '{cls.name}' is unnamed or registered twice")
-        self.parts[cls.name] = cls
-        return cls
+        return self.add(cls.name, cls)
 
-    def names(self) -> list[str]:
-        return sorted(self.parts)
+    @property
+    def parts(self) -> dict[str, type[Part]]:
+        return dict(self.items())
 
     def resolve(self, value: str | dict[str, Any]) -> tuple[type[Part], dict[str, Any]]:
         """Class and keyword parameters for a grammar value; ShapeError if unknown
         (raised while sampling, so the option is refused with its reason)."""
         spec = {"name": value} if isinstance(value, str) else dict(value)
         name = spec.pop("name", None)
-        if name not in self.parts:
-            close = difflib.get_close_matches(str(name), list(self.parts), n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise ShapeError(f"unknown attention {self.axis} '{name}'{hint}; known: {', '.join(self.names())}")
-        cls = self.parts[name]
+        cls = self.get(name)
         kwargs: dict[str, Any] = {}
         for key, v in spec.items():
             if key.startswith("_") and key[1:].isdigit():

@@ -1,0 +1,68 @@
+"""The one registry helper every name -> entry table uses."""
+from __future__ import annotations
+
+import pytest
+
+from archgram.errors import ArchgramError, ShapeError
+from archgram.registry import Registry, did_you_mean
+
+
+class Oops(ArchgramError):
+    pass
+
+
+def test_unknown_name_suggests_the_closest_and_lists_the_known_ones():
+    reg = Registry("suite", error=Oops)
+    reg.add("kernels", 1)
+    reg.add("long-context", 2)
+    with pytest.raises(Oops, match=r"unknown suite 'kernals'; did you mean 'kernels'\? known: kernels, long-context"):
+        reg.get("kernals")
+    with pytest.raises(Oops, match=r"unknown suite 'zzz'; known: kernels, long-context$"):
+        reg.get("zzz")
+    assert reg.get("kernels") == 1 and "kernels" in reg and "zzz" not in reg and len(reg) == 2
+
+
+def test_a_taken_name_is_refused_but_the_same_registration_again_is_not():
+    reg = Registry("op", same=lambda old, new: old[0] is new[0], list_known=False)
+    cls = type("X", (), {})
+    reg.add("x", (cls, "spec 1"))
+    reg.add("x", (cls, "spec 2"))  # a re-imported module registers the same class again
+    assert reg.get("x")[1] == "spec 2"
+    with pytest.raises(ArchgramError, match="op 'x' is already registered"):
+        reg.add("x", (type("Y", (), {}), "other"))
+    with pytest.raises(ArchgramError, match=r"unknown op 'y'$"):  # long tables do not list every name
+        reg.get("y")
+
+
+def test_the_loader_runs_once_on_the_first_lookup_and_may_register():
+    calls = []
+    reg: Registry[int] = Registry("task", loader=lambda: calls.append(1) or reg.add("late", 3))
+    reg.add("early", 1)
+    assert calls == [] and reg.names() == ["early", "late"] and reg.get("late") == 3 and calls == [1]
+
+
+def test_normalised_names_and_decorator_and_remove():
+    reg = Registry("task", normalise=lambda n: n.strip().lower().replace("_", "-"))
+    deco = reg.decorator()
+
+    @deco
+    class IclRegression:
+        name = "ICL_Regression"
+
+    assert reg.get(" icl-regression ") is IclRegression and reg.names() == ["icl-regression"]
+    reg.remove("ICL_REGRESSION")
+    assert "icl-regression" not in reg
+
+
+def test_shared_registries_use_the_helper():
+    """Ops, attention parts, bench suites and compiler passes are Registry instances
+    (one did-you-mean): an attention part typo is still a ShapeError while sampling."""
+    from archgram.bench.base import SUITES
+    from archgram.compiler.passes import PASSES
+    from archgram.ops.attention.parts import SCORES
+    from archgram.ops.registry import OPS
+
+    assert all(isinstance(r, Registry) for r in (OPS, SCORES, SUITES, PASSES))
+    with pytest.raises(ShapeError, match="did you mean 'sigmoid'"):
+        SCORES.resolve("sigmoidd")
+    assert did_you_mean("lienar", OPS.names()) == "; did you mean 'linear'?"
