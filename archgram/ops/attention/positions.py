@@ -302,8 +302,11 @@ class PositionalOnly(Position):
       the input; its claim is that such transformers learn parallel algorithms
       (sums, minimum, sorting, ...) and extrapolate in value magnitude, because
       the routing cannot depend on the values; archgram: this position scheme
-      (any score turns P W_Q (P W_K)^T into weights); differs: P is fixed
-      sinusoidal (the paper also uses one-hot/learned encodings, a choice of P).
+      (any score turns P W_Q (P W_K)^T into weights) and the ``algorithmic``
+      task (sum, cumsum, cummin, cummax, sort; test split at larger magnitudes,
+      the paper's value-generalisation setting); differs: P is fixed sinusoidal
+      (the paper also uses one-hot/learned encodings, a choice of P), and the
+      tasks are a subset of the paper's (no median, max-sum subarray, k-hop).
     """
 
     name = "positional"

@@ -1,0 +1,86 @@
+"""Algorithmic tasks with value generalisation (Back de Luca et al., ICML 2025,
+"Positional Attention: Expressivity and Learnability of Algorithmic
+Computation"; catalog S30, the task half of the row).
+
+Input: N numbers uniform in [-1, 1] as a sequence (B, N, 1). Output: one number
+per position, given by ``problem`` -- ``sum`` (the total at every position),
+``cumsum``, ``cummin``, ``cummax``, ``sort`` (ascending). Loss MSE, metric
+-MSE (higher is better). The paper's out-of-distribution question is *value*
+generalisation: same length, larger magnitudes. The test split therefore draws
+its numbers from [-test_scale, test_scale] (1: in distribution), so a study's
+final test score measures how far an architecture extrapolates in value;
+``relative_mse`` normalises by the target's spread so scales compare.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from archgram.errors import ArchgramError
+from archgram.shapes import Shape
+from archgram.tasks.base import Task, TaskData, register_task, seeded, split_seeds
+from archgram.tasks.heads import TokenHead
+
+#: problem name -> target of x (B, N): one value per position.
+PROBLEMS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "sum": lambda x: x.sum(1, keepdim=True).expand_as(x),
+    "cumsum": lambda x: x.cumsum(1),
+    "cummin": lambda x: x.cummin(1).values,
+    "cummax": lambda x: x.cummax(1).values,
+    "sort": lambda x: x.sort(1).values,
+}
+
+
+def relative_mse(pred: torch.Tensor, y: torch.Tensor) -> float:
+    """MSE divided by the target's variance (1.0 = predicting the mean)."""
+    return float(((pred.double() - y.double()) ** 2).mean() / y.double().var().clamp_min(1e-12))
+
+
+@register_task
+class Algorithmic(Task):
+    name = "algorithmic"
+    refs = ("S30",)
+    metric_name = "neg_mse"
+    description = "sum / cumsum / cummin / cummax / sort of N numbers in [-1, 1]; -MSE; test split at test_scale x magnitude"
+
+    def __init__(self, problem: str = "cumsum", length: int = 8, test_scale: float = 1.0, n_train: int = 8000,
+                 n_val: int = 1000, n_test: int | None = None):
+        super().__init__()
+        if problem not in PROBLEMS:
+            raise ArchgramError(f"algorithmic: unknown problem {problem!r}; known: {', '.join(PROBLEMS)}")
+        if not test_scale > 0:
+            raise ArchgramError(f"algorithmic: test_scale must be positive, got {test_scale}")
+        self.problem, self.length, self.test_scale = problem, length, float(test_scale)
+        self.n_train, self.n_val = n_train, n_val
+        self.n_test = n_val if n_test is None else n_test
+
+    def config(self) -> dict:
+        return {"problem": self.problem, "length": self.length, "test_scale": self.test_scale,
+                "n_train": self.n_train, "n_val": self.n_val, "n_test": self.n_test}
+
+    def _split(self, n: int, gen: torch.Generator, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+        x = (torch.rand(n, self.length, generator=gen) * 2 - 1) * scale
+        return x[..., None], PROBLEMS[self.problem](x).contiguous()
+
+    def generate(self, seed: int) -> TaskData:
+        train, val, test = split_seeds(seed)
+        return TaskData(*self._split(self.n_train, seeded(train), 1.0), *self._split(self.n_val, seeded(val), 1.0),
+                        *self._split(self.n_test, seeded(test), self.test_scale))
+
+    def body_input_shape(self, batch_size: int) -> Shape:
+        return (batch_size, self.length, 1)
+
+    def output_target(self, batch_size: int) -> tuple:
+        return (batch_size, self.length, None)
+
+    def head(self, body_output_shape: Shape) -> nn.Module:
+        return TokenHead(body_output_shape, 1, tokens=self.length, squeeze=True)
+
+    def loss(self, pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(pred, y)
+
+    def metric(self, pred: torch.Tensor, y: torch.Tensor) -> float:
+        return -float(F.mse_loss(pred.double(), y.double()))
