@@ -11,4 +11,4 @@ from archgram.analysis.capture import AnalysisError, NoAttentionError, attention
 __all__ = ["AnalysisError", "NoAttentionError", "attention_layers", "capture"]
 
 #: Catalog rows this package implements (read by archgram.catalog).
-CATALOG_REFS = {"tool:analyze": ("S69",), "tool:experts": ("S53",)}
+CATALOG_REFS = {"tool:analyze": ("S69",), "tool:experts": ("S53",), "tool:icl_heads": ("S18",)}

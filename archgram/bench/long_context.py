@@ -16,6 +16,20 @@ quadratically (measured from its own ``flops`` rule at N and 2N) past
 
 Fidelity (S46): the paper's unified template and length sweep is this suite;
 its model zoo is whatever the registries hold.
+
+Catalog S14, read against the paper. Paper: one benchmark for long-context
+attention on two axes: single-device kernels (dense and sparse attention
+implementations) over mask patterns and lengths, and context parallelism over
+devices (ring attention, all-to-all / Ulysses) for distributed training.
+archgram: this suite (every registered score and pattern, plus token mixers,
+over lengths and the full/causal masks, skipping with reasons) and
+``archgram.distributed.context_parallel`` (ring and Ulysses attention with
+contiguous and zig-zag shards, checked against single-process attention).
+Differs: the paper compares third-party kernels (FlashAttention, cuDNN,
+FlexAttention, sparse kernels); this suite compares what a grammar can use.
+Document/variable-length masks are not swept (archgram tensors carry no
+sequence boundaries); sparse patterns appear as their own rows rather than as
+masks of one kernel; hybrid context parallelism (USP, LoongTrain) is absent.
 """
 from __future__ import annotations
 

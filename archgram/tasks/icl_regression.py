@@ -8,8 +8,21 @@ their own label, so a bidirectional body cannot copy the answer, unlike the
 interleaved (x, y) format of causal models.
 
 Metric: negative mean squared error (higher is better). ``reference()`` computes
-on the validation set what predicting zero, per-sequence least squares and the
-Bayes-optimal ridge estimator score.
+on the validation set what predicting zero, per-sequence least squares, the
+Bayes-optimal ridge estimator and the debiased one-step gradient descent that
+trained multi-head softmax attention implements (step size fitted) score.
+``archgram.analysis.icl_heads`` measures the head patterns behind it.
+
+Catalog S18, read against the paper (He et al. 2025, "In-Context Linear
+Regression Demystified"). Paper: one-layer multi-head softmax attention trained
+on in-context linear regression develops diagonal-homogeneous KQ and
+last-entry-only, zero-sum OV patterns, implements debiased gradient descent,
+beats single-head attention and nears the Bayes-optimal ridge predictor.
+archgram: the task generator, the least-squares, ridge and debiased-GD
+references, and the head-pattern analysis for a trained attention layout.
+Differs: the query token carries a context flag and a zero label instead of the
+paper's [x; 0] column (so a bidirectional body cannot copy the answer), and
+several query tokens share one sequence.
 """
 from __future__ import annotations
 
@@ -17,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from archgram.analysis.icl_heads import debiased_gd
 from archgram.shapes import Shape
 from archgram.tasks.base import Task, TaskData, register_task, seeded, split_seeds
 from archgram.tasks.heads import TokenHead
@@ -87,10 +101,12 @@ class ICLRegression(Task):
         lam = max(self.noise, 1e-6) ** 2 * d
         eye = torch.eye(d, dtype=X.dtype)
         w_ridge = torch.linalg.solve(X.transpose(1, 2) @ X + lam * eye, X.transpose(1, 2) @ y)
+        gd = debiased_gd(X, y.squeeze(-1), Xq)
         return {
             "zero": torch.zeros(Xq.shape[:2], dtype=X.dtype),
             "least_squares": (Xq @ w_ls).squeeze(-1),
             "bayes_ridge": (Xq @ w_ridge).squeeze(-1),
+            "debiased_gd": gd,  # scaled by the best step size in reference()
         }
 
     def reference(self, seed: int = 0) -> dict[str, float]:
@@ -99,5 +115,7 @@ class ICLRegression(Task):
         y = data.y_val.double()
         out = dict(self.published)
         for name, pred in self.baseline_predictions(data.x_val).items():
+            if name == "debiased_gd":  # the step size a trained layer would learn: least-squares fit
+                pred = pred * (pred * y).sum() / (pred * pred).sum()
             out[name] = -float(((pred - y) ** 2).mean())
         return out
