@@ -95,34 +95,51 @@ class Landmark(Pattern):
 
 @PATTERNS.register
 class TokenSelect(Pattern):
-    """Token sparse attention (Token Sparse Attention, interleaved token selection):
-    every layer and head picks its own ``keep`` most important tokens and queries
-    attend only to those keys (plus themselves); because the choice is remade in
-    each layer, a token dropped here can return in the next.
+    """Token Sparse Attention (Jo et al. 2026, "Efficient Long-Context Inference with
+    Interleaved Token Selection"; catalog S60).
 
-    Importance (``by``): ``attention`` is the softmax mass a key receives from all
-    queries (heavy-hitter estimate, causal if the op is), ``norm`` the key's L2
-    norm. The paper compresses Q/K/V to the chosen tokens for speed; this mask
-    gives the same outputs for the chosen keys, not the speed. Stop-gradient
-    selection, as in the paper (training-free).
+    Paper's defining mechanism: in every layer and head, select a reduced token
+    set S_h, *compress* Q, K and V to the rows of S_h, run dense attention among
+    them, and *decompress* the output back to the full sequence: a selected token
+    gets attention over the selected tokens, an unselected one gets no attention
+    output (its residual carries it), and because the choice is remade in the
+    next layer and head, a token skipped here can return there. Attention cost
+    falls from N^2 to |S_h|^2; the set size follows the importance mass (Dynamic
+    Token Coverage).
 
-    Fidelity (S60). Paper: per head, gather Q, K, V of the selected tokens,
-    attend densely among them, scatter the output back (unselected positions get
-    no attention output; the residual keeps them), reselecting in every layer.
-    archgram: every query attends to the kept keys plus itself. Differs:
-    unselected queries still attend, the kept count is fixed (no dynamic
-    coverage rule), and the mask gives no speed-up."""
+    What archgram does: ``select`` picks per (batch, head) the fewest tokens
+    whose share of the importance reaches ``coverage`` (1.0: always ``keep``),
+    at most ``keep``. Importance (``by``): ``attention`` is the softmax mass a key
+    receives from all queries (causal if the op is), ``norm`` the key's L2 norm.
+    With a plain dot-product score the op gathers the selected rows, attends
+    among them (causal in the original order) and scatters the result into a zero
+    output (``compressed_attend``): the core costs O(keep^2 d). Other scores run
+    the same attention as a dense mask (selected queries see selected keys) with
+    the unselected rows zeroed. Stop-gradient selection (training-free, as in
+    the paper).
+
+    What differs: the importance estimate here scores every key against every
+    query, an O(N^2) pass without gradient that the paper estimates more cheaply;
+    the attention itself is the paper's.
+    """
 
     name = "token_select"
-    params = ("keep", "by")
+    params = ("keep", "by", "coverage")
     refs = ("S60",)
     data_dependent = True
+    compresses = True
     by = "attention"
+    coverage = 1.0
 
     def check(self, n, grid):
         _integers(self, "keep")
         if self.by not in ("attention", "norm"):
             raise ShapeError(f"token_select: 'by' must be attention or norm, got {self.by!r}")
+        if isinstance(self.coverage, bool) or not isinstance(self.coverage, (int, float)) or not 0 < self.coverage <= 1:
+            raise ShapeError(f"token_select: coverage must lie in (0, 1], got {self.coverage!r}")
+
+    def attended_keys(self, n: int) -> int:
+        return min(n, self.keep)
 
     def importance(self, q, k) -> torch.Tensor:
         """(B, H, N) score per key token; higher is kept."""
@@ -133,11 +150,57 @@ class TokenSelect(Pattern):
             logits = _causal_fill(logits)
         return logits.softmax(-1).sum(-2)
 
+    @torch.no_grad()
+    def select(self, q, k) -> tuple[torch.Tensor, torch.Tensor]:
+        """(idx (B, H, m) token indices in ascending order, valid (B, H, m)), m = min(keep, N):
+        per head the top tokens by importance, the fewest whose share reaches ``coverage``."""
+        score = self.importance(q, k).float()
+        m = min(self.keep, score.shape[-1])
+        top = score.topk(m, dim=-1)
+        share = top.values.clamp_min(0).cumsum(-1) / score.clamp_min(0).sum(-1, keepdim=True).clamp_min(1e-30)
+        before = torch.cat([torch.zeros_like(share[..., :1]), share[..., :-1]], -1)
+        valid = before < self.coverage  # keep adding tokens until the coverage is reached
+        order = torch.where(valid, top.indices, score.shape[-1]).sort(-1)
+        return order.values.clamp_max(score.shape[-1] - 1), order.values < score.shape[-1]
+
+    def kept(self, q, k) -> torch.Tensor:
+        """(B, H, N) bool: the tokens ``select`` keeps."""
+        idx, valid = self.select(q, k)
+        return torch.zeros(*idx.shape[:2], q.shape[-2], dtype=torch.bool, device=q.device).scatter(-1, idx, valid)
+
     def mask_for(self, q, k, grid):
-        with torch.no_grad():
-            keep = _topk_mask(self.importance(q, k).float(), self.keep)  # (B, H, N)
-        n = q.shape[-2]
-        return _with_self(keep[..., None, :].expand(*keep.shape[:2], n, n))
+        """Dense form: selected queries see selected keys; an unselected query sees
+        only itself (so no row is empty) and the op zeroes its output (``rows``)."""
+        keep = self.kept(q, k)
+        return _with_self(keep[..., :, None] & keep[..., None, :])
+
+    def rows(self, q, k) -> torch.Tensor:
+        """(B, H, N, 1) 1.0 for the queries that get attention output, 0.0 for the rest."""
+        return self.kept(q, k)[..., None].to(q.dtype)
+
+
+def compressed_attend(score, q, k, v, idx, valid, bias, scale: float, causal: bool) -> torch.Tensor:
+    """Token Sparse Attention's compress -> attend -> decompress, per head.
+
+    Gathers rows ``idx`` (B, H, m, ascending) of q, k, v, attends among them with
+    ``score`` (causal in the original order when ``causal``; padded slots, where
+    ``valid`` is False, are neither attended to nor written back), and scatters the
+    result into a zero (B, H, N, Dv) output."""
+    def rows(x):
+        return x.gather(2, idx[..., None].expand(*idx.shape, x.shape[-1]))
+
+    mask = valid[..., None, :] & valid[..., :, None]
+    if causal:
+        mask = mask & (idx[..., None, :] <= idx[..., :, None])
+    mask = mask | torch.eye(idx.shape[-1], dtype=torch.bool, device=idx.device)
+    if bias is not None:
+        full = bias.expand(*idx.shape[:2], *bias.shape[-2:])
+        bias = full.gather(2, idx[..., None].expand(*idx.shape, full.shape[-1])).gather(
+            3, idx[..., None, :].expand(*idx.shape, idx.shape[-1]))
+    out = score.attend(rows(q), rows(k), rows(v), mask, bias, scale) * valid[..., None].to(v.dtype)
+    # scatter_add: padded slots (zeros) may share an index with a real one
+    return torch.zeros(*v.shape[:-1], out.shape[-1], dtype=out.dtype, device=out.device).scatter_add(
+        2, idx[..., None].expand(*idx.shape, out.shape[-1]), out)
 
 
 class Centroids(nn.Module):

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from archgram.errors import ShapeError
+from archgram.ops.attention.content import compressed_attend
 from archgram.ops.attention.gathered import gathered_attend, selection_mask
 from archgram.ops.attention.parts import LAYOUTS, PATTERNS, POSITIONS, SCORES
 from archgram.ops.attention.positions import Position
@@ -131,6 +132,9 @@ class Attention(Op):
         score_cls = type(self.score)
         self.gathers = (pattern.gathers and score_cls.logits is Score.logits and score_cls.attend is Score.attend
                         and not self.position.reweights)
+        # token-compressing patterns (Token Sparse Attention) gather Q/K/V rows under the same condition
+        self.compresses = (pattern.compresses and score_cls.logits is Score.logits and score_cls.attend is Score.attend
+                           and not self.position.reweights)
         # factorised patterns (Combiner) run their compact softmax when nothing needs the dense logits
         self.factorised = (pattern.factorised and score_cls is Softmax and not self.position.reweights
                            and not adds_bias(position[0]))
@@ -187,6 +191,11 @@ class Attention(Op):
             out = gathered_attend(self.score, q, k, v, idx, valid, bias, self.scale)
             mask = selection_mask(idx, valid, n) if ANALYSIS_HOOK is not None else None
             return self._finish(out, x, q, k, v, mask, bias, image)
+        if self.compresses:  # Token Sparse Attention: compress Q/K/V rows, attend, decompress
+            idx, valid = self.pattern.select(q, k)
+            out = compressed_attend(self.score, q, k, v, idx, valid, bias, self.scale, self.causal)
+            mask = self.mask(n, x.device, q, k) if ANALYSIS_HOOK is not None else None
+            return self._finish(out, x, q, k, v, mask, bias, image)
         if self.factorised:  # Combiner: own-block keys plus one summary per other block
             out = self.pattern.attend(q, k, v, self.scale)
             return self._finish(out, x, q, k, v, None, None, image)
@@ -204,6 +213,8 @@ class Attention(Op):
             out = self._flash(q, k, v, pattern_bias)
             if out is None:
                 out = self.score.attend(q, k, v, mask, bias, self.scale, causal=self.causal)
+        if self.pattern.compresses:  # dense form of token compression: unselected queries get no output
+            out = out * self.pattern.rows(q, k)
         return self._finish(out, x, q, k, v, mask, bias, image)
 
     def _finish(self, out, x, q, k, v, mask, bias, image) -> torch.Tensor:

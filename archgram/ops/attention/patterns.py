@@ -32,6 +32,9 @@ class Pattern(Part):
     #: Patterns with their own sub-quadratic softmax contraction (``attend``,
     #: Combiner); the op uses it for softmax scores without logit biases.
     factorised = False
+    #: Token-compressing patterns (Token Sparse Attention): ``select`` -> (idx, valid)
+    #: tokens per head; the op attends among them only and zeroes the other rows.
+    compresses = False
 
     def module(self, heads: int, head_dim: int, tokens: int):
         """An nn.Module with this pattern's learned parts, or None."""

@@ -249,7 +249,7 @@ def test_causal_landmark_retrieves_only_earlier_blocks():
 
 @pytest.mark.catalog("S60")
 @pytest.mark.parametrize("by", ["attention", "norm"])
-def test_token_select_keeps_the_top_tokens_per_head_plus_self(by):
+def test_token_select_keeps_the_top_tokens_per_head_and_only_they_attend_to_each_other(by):
     n, keep = 10, 3
     m = build((2, n, 16), heads=2, pattern=pat("token_select", keep=keep, by=by))
     q, k = qk(m, torch.randn(2, n, 16))
@@ -262,8 +262,8 @@ def test_token_select_keeps_the_top_tokens_per_head_plus_self(by):
                 w = torch.softmax(q[b, h] @ k[b, h].T / math.sqrt(8), -1)
                 score = [float(w[:, j].sum()) for j in range(n)]
             kept = sorted(range(n), key=lambda j: -score[j])[:keep]
-            for i in range(n):
-                assert mask[b, h, i].tolist() == [j in kept or j == i for j in range(n)]
+            for i in range(n):  # a kept query sees the kept keys; another only itself (its output is zeroed)
+                assert mask[b, h, i].tolist() == [(i in kept and j in kept) or j == i for j in range(n)]
 
 
 @pytest.mark.catalog("S60")
