@@ -26,6 +26,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,8 +36,15 @@ from archgram.errors import ArchgramError
 from archgram.export.weights import WeightKeeper, weights_file
 from archgram.grammar.derivation import Derivation
 from archgram.grammar.model import load_grammar
-from archgram.search.store import StudyStore
+from archgram.search.drivers import HEARTBEAT_S, this_driver
+from archgram.search.store import DUPLICATE, FULL, StudyStore
 from archgram.search.strategies import get_strategy
+from archgram.tasks.reference import record, resolve
+
+#: proposals a driver tries before it decides the strategy only repeats what
+#: the study already holds
+CLAIM_TRIES = 50
+DRIVER = this_driver()
 
 
 @dataclass
@@ -152,8 +160,12 @@ def training_settings(config: dict[str, Any]) -> dict[str, Any]:
     return {"lr": float(config.get("lr", SearchConfig.lr)), "optimizer": config.get("optimizer", SearchConfig.optimizer)}
 
 
-def _trainable(config: dict[str, Any]) -> None:
+def _trainable(config: dict[str, Any], task=None) -> None:
     """Runs on a Ray worker: evaluate one derivation, report its metrics.
+
+    ``task`` is the driver's task object, with its data, from Ray's object store
+    (``tune.with_parameters``: one copy per node, numpy arrays shared by the
+    node's workers); the worker never rebuilds it from a path or a name.
 
     Everything but a dead worker comes back as a result: evaluate turns model
     problems into failures, and this wrapper turns a broken config (say, a task
@@ -165,7 +177,8 @@ def _trainable(config: dict[str, Any]) -> None:
     started = time.time()
     try:
         derivation = Derivation.from_json(config["derivation"])
-        task = _worker_task(config["task"], config.get("task_options", {}))
+        if task is None:  # multi-task searches ship task names
+            task = _worker_task(config["task"], config.get("task_options", {}))
         budget = Budget.parse(config["budget"])
         on_step = None
         if config.get("reports", 0) > 0:
@@ -271,16 +284,25 @@ def _searcher(strategy, store: StudyStore, config: SearchConfig, progress: Progr
                 return Searcher.FINISHED
             self.suggested += 1
             t0 = time.perf_counter()
-            proposal = strategy.ask()
-            t1 = time.perf_counter()
-            trial = store.start(
-                proposal.derivation,
-                strategy=strategy.name,
-                origin=proposal.origin,
-                parents=proposal.parents,
-            )
+            ask_s = 0.0
+            # drivers sharing the study: skip what it holds or others run, and
+            # claim the trial against the study's total (store.claim)
+            strategy.seen |= store.hashes()
+            for _ in range(CLAIM_TRIES):
+                t_ask = time.perf_counter()
+                proposal = strategy.ask()
+                ask_s += time.perf_counter() - t_ask
+                trial = store.claim(proposal.derivation, config.trials, strategy=strategy.name, origin=proposal.origin,
+                                    parents=proposal.parents, driver=DRIVER, heartbeat=time.time())
+                if trial == FULL:
+                    return Searcher.FINISHED
+                if trial != DUPLICATE:
+                    break
+                strategy.seen.add(proposal.derivation.hash())
+            else:  # the strategy keeps proposing what the study holds: the space is spent
+                return Searcher.FINISHED
             t2 = time.perf_counter()
-            timing = {"ask_s": t1 - t0, "store_start_s": t2 - t1, "t_suggested": time.time()}
+            timing = {"ask_s": ask_s, "store_start_s": t2 - t0 - ask_s, "t_suggested": time.time()}
             self.pending[trial_id] = (trial, proposal.derivation, timing)
             progress.running += 1
             notify(progress)
@@ -403,8 +425,11 @@ def _reports(config: SearchConfig) -> int:
     return min(config.asha_reports, budget.steps) if budget.steps is not None else config.asha_reports
 
 
-def run_search(config: SearchConfig, on_update: Callable[[Progress], None] = lambda p: None) -> StudyStore:
-    """Run (or resume) the search described by ``config``; return its store."""
+def run_search(config: SearchConfig, on_update: Callable[[Progress], None] = lambda p: None,
+               task=None) -> StudyStore:
+    """Run (or resume) the search described by ``config``; return its store.
+    ``task``: the task object (a data task, a task from Python); by default the
+    one ``config.task`` names, built with ``config.task_options``."""
     from archgram.search.evaluator import Budget, check_training
     from archgram.tasks import get_task
 
@@ -414,13 +439,15 @@ def run_search(config: SearchConfig, on_update: Callable[[Progress], None] = lam
     Budget.parse(config.budget)  # an unreadable budget fails here, not in every worker
     check_training(config.lr, config.optimizer, lr_name="--lr")
     grammar = load_grammar(config.grammar)
-    task = get_task(config.task, **config.task_options)
+    if task is None:
+        task = resolve(config.task, config.task_options) if not config.tasks else get_task(config.task)
     shape = task.body_input_shape(config.batch_size)
     store = StudyStore(
         config.study,
         objectives=config.objectives,
         meta={
-            "task": "+".join(config.tasks) if config.tasks else config.task,
+            "task": "+".join(config.tasks) if config.tasks else task.name,
+            **({} if config.tasks else {"task_ref": record(task, config.task, config.task_options)}),
             "input_shape": list(shape),
             "grammar": grammar.name,
             "grammar_sha256": grammar.sha256[:16],
@@ -448,7 +475,7 @@ def run_search(config: SearchConfig, on_update: Callable[[Progress], None] = lam
     on_update(progress)
     if remaining <= 0:
         return store
-    _run_ray(config, strategy, store, progress, remaining, on_update)
+    _run_ray(config, strategy, store, progress, remaining, on_update, None if config.tasks else task)
     return store
 
 
@@ -499,7 +526,16 @@ def _start_ray(ray, init: dict[str, Any], address: str | None) -> None:
             time.sleep(2 * attempt)
 
 
-def _run_ray(config, strategy, store, progress, remaining, on_update) -> None:
+def _heartbeats(store: StudyStore, searcher, stop) -> None:
+    """Renew this driver's running trials until ``stop`` is set (drivers.py)."""
+    while not stop.wait(HEARTBEAT_S):
+        try:
+            store.heartbeat([trial for trial, _, _ in list(searcher.pending.values())])
+        except Exception:  # noqa: BLE001 - a missed heartbeat only risks a stale mark
+            pass
+
+
+def _run_ray(config, strategy, store, progress, remaining, on_update, task=None) -> None:
     for key, value in _TUNE_ENV.items():
         os.environ.setdefault(key, value)
     import ray
@@ -515,12 +551,15 @@ def _run_ray(config, strategy, store, progress, remaining, on_update) -> None:
             if config.gpus_per_trial:
                 init["num_gpus"] = int(config.workers * config.gpus_per_trial)
         _start_ray(ray, init, config.address)
+    stop = threading.Event()
     try:
         errors = _ErrorLog()
         searcher = _searcher(strategy, store, config, progress, remaining, on_update, errors)
         resources = {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial}
+        trainable = _trainable if task is None else tune.with_parameters(_trainable, task=task)
+        threading.Thread(target=_heartbeats, args=(store, searcher, stop), daemon=True).start()
         tuner = tune.Tuner(
-            tune.with_resources(_trainable, resources),
+            tune.with_resources(trainable, resources),
             tune_config=tune.TuneConfig(
                 search_alg=searcher,
                 scheduler=SCHEDULERS[config.scheduler](config),
@@ -540,6 +579,7 @@ def _run_ray(config, strategy, store, progress, remaining, on_update) -> None:
         )
         tuner.fit()
     finally:
+        stop.set()
         _CALLBACKS.pop(id(progress), None)
         if started_here:
             ray.shutdown()

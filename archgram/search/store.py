@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import sqlite3
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,12 +30,22 @@ from optuna.trial import TrialState
 
 from archgram.errors import ArchgramError
 from archgram.grammar.derivation import Derivation
+from archgram.search.drivers import alive
+from archgram.tasks.data.fingerprint import changes
 
 STUDY_NAME = "archgram"
 SQLITE_MAGIC = b"SQLite format 3\x00"
 #: objective name -> direction
 OBJECTIVES = {"score": "maximize", "params": "minimize", "latency": "minimize", "flops": "minimize"}
 INTERRUPTED = "interrupted"
+#: a driver sharing the study claimed a trial for an architecture the study
+#: already holds, or past the study's total: never run, never counted
+DUPLICATE, SURPLUS = "duplicate", "surplus"
+NOT_RUN = (INTERRUPTED, DUPLICATE, SURPLUS)
+#: ``claim`` outcomes other than a trial
+FULL = "full"
+#: meta keys a later run must repeat exactly
+FIXED_META = ("task", "input_shape", "objectives", "tasks", "train_options", "training")
 
 
 def direction(objective: str) -> str:
@@ -150,13 +161,16 @@ class StudyStore:
     def _check_meta(self, meta: dict[str, Any]) -> None:
         """The first run records what the study is about; later runs must match."""
         stored = self.study.user_attrs
-        for key, value in meta.items():
-            if key not in stored:
-                self.study.set_user_attr(key, value)
-            elif key in ("task", "input_shape", "objectives", "tasks", "train_options", "training") and stored[key] != value:
+        for key, value in meta.items():  # every check before any write
+            if key in FIXED_META and key in stored and stored[key] != value:
                 raise StudyError(
                     f"this study was run with {key}={stored[key]!r}, not {value!r}; use another --study file"
                 )
+        if "task_ref" in meta and "task_ref" in stored:
+            _check_task_ref(stored["task_ref"], meta["task_ref"])
+        for key, value in meta.items():
+            if key not in stored:
+                self.study.set_user_attr(key, value)
 
     @property
     def meta(self) -> dict[str, Any]:
@@ -164,9 +178,12 @@ class StudyStore:
 
     # -------------------------------------------------------------- trials
     def recover_interrupted(self) -> int:
-        """Mark trials left RUNNING by a dead driver as interrupted failures."""
+        """Mark trials left RUNNING by a dead driver as interrupted failures
+        (a driver sharing the study that still runs keeps its trials)."""
         count = 0
         for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
+            if _running_elsewhere(trial):
+                continue
             self.storage.set_trial_user_attr(trial._trial_id, "failure", INTERRUPTED)
             self.storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
             count += 1
@@ -184,6 +201,43 @@ class StudyStore:
         )
         trial_id = self.storage.create_new_trial(self.study._study_id, template_trial=template)
         return optuna.trial.Trial(self.study, trial_id)
+
+    def claim(self, derivation: Derivation, total: int, **attrs: Any) -> optuna.trial.Trial | str:
+        """Start a trial for ``derivation`` unless the study already holds that
+        architecture (DUPLICATE) or its ``total`` (FULL), counting the trials
+        that live drivers are running. Safe with several drivers on one study:
+        the trial is written first, then everything started before it (by
+        trial id) decides; a trial that loses is marked FAIL with reason
+        'duplicate' or 'surplus', is never run, and counts for nothing."""
+        trial = self.start(derivation, **attrs)
+        mine, digest = trial._trial_id, derivation.hash()
+        ahead = 0
+        for t in self.study.get_trials(deepcopy=False):
+            if t._trial_id >= mine or not _counts(t):
+                continue
+            if t.user_attrs.get("hash") == digest:
+                self._drop(trial, DUPLICATE)
+                return DUPLICATE
+            ahead += 1
+        if ahead >= total:
+            self._drop(trial, SURPLUS)
+            return FULL
+        return trial
+
+    def _drop(self, trial: optuna.trial.Trial, reason: str) -> None:
+        self._set_attrs(trial, {"failure": reason})
+        self.study.tell(trial, state=TrialState.FAIL)
+
+    def hashes(self) -> set[str]:
+        """Architectures the study holds or live drivers are running."""
+        return {t.user_attrs["hash"] for t in self.study.get_trials(deepcopy=False)
+                if _counts(t) and "hash" in t.user_attrs}
+
+    def heartbeat(self, trials: list[optuna.trial.Trial]) -> None:
+        """Renew the heartbeat of this driver's running trials (see drivers.py)."""
+        now = time.time()
+        for trial in trials:
+            self.storage.set_trial_user_attr(trial._trial_id, "heartbeat", now)
 
     def _set_attrs(self, trial: optuna.trial.Trial, attrs: dict[str, Any]) -> None:
         """All user attributes in one transaction where the RDB storage allows it."""
@@ -224,7 +278,7 @@ class StudyStore:
         out = []
         states = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
         for t in self.study.get_trials(deepcopy=False, states=states):
-            if t.user_attrs.get("failure") == INTERRUPTED:
+            if t.user_attrs.get("failure") in NOT_RUN:
                 continue
             try:
                 d = Derivation.from_json(t.user_attrs["derivation"]) if "derivation" in t.user_attrs else None
@@ -240,6 +294,32 @@ class StudyStore:
     def leaderboard(self, k: int = 10) -> list[TrialRecord]:
         ok = [r for r in self.records() if r.ok and r.score is not None]
         return sorted(ok, key=lambda r: r.score, reverse=True)[:k]
+
+
+def _running_elsewhere(t) -> bool:
+    return t.state == TrialState.RUNNING and alive(t.user_attrs.get("driver"), t.user_attrs.get("heartbeat"))
+
+
+def _counts(t) -> bool:
+    """Does trial ``t`` count towards the study's total (and its architectures)?"""
+    if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
+        return True
+    if t.state == TrialState.FAIL:
+        return t.user_attrs.get("failure") not in NOT_RUN
+    return _running_elsewhere(t)
+
+
+def _check_task_ref(stored: dict[str, Any], now: dict[str, Any]) -> None:
+    """A resumed search must use the same task reference, options and data."""
+    for key in ("ref", "options"):
+        if stored.get(key) != now.get(key):
+            raise StudyError(f"this study was run with task {key} {stored.get(key)!r}, not {now.get(key)!r}; "
+                             "use another --study file")
+    diff = changes({"sha256": stored.get("sha256"), "arrays": stored.get("arrays", {})},
+                   {"sha256": now.get("sha256"), "arrays": now.get("arrays", {})})
+    if diff:
+        raise StudyError(f"the data of {stored.get('ref') or 'the task'} changed since the study began "
+                         f"({'; '.join(diff)}); restore it, or use another --study file")
 
 
 def _objective_value(name: str, result: dict[str, Any]) -> float:

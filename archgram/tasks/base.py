@@ -83,6 +83,14 @@ class TaskData:
         return TaskData(self.x_train[tr], self.y_train[tr], self.x_train[va], self.y_train[va],
                         self.x_test, self.y_test, {**self.info, "validation": f"{n_val} carved from train, seed {seed}"})
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Tensors travel as numpy arrays: Ray's object store shares those
+        between the workers of a node instead of copying them into each."""
+        return {k: _as_numpy(v) for k, v in self.__dict__.items()}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update({k: _as_tensor(v) for k, v in state.items()})
+
     def to(self, device: str | torch.device) -> TaskData:
         moved = [None if t is None else t.to(device) for t in
                  (self.x_train, self.y_train, self.x_val, self.y_val, self.x_test, self.y_test)]
@@ -90,6 +98,24 @@ class TaskData:
 
 
 SPLITS = ("train", "val", "test")
+
+
+def _as_numpy(v: Any) -> Any:
+    if isinstance(v, torch.Tensor) and v.device.type == "cpu" and v.dtype != torch.bfloat16:
+        return v.detach().contiguous().numpy()
+    return v
+
+
+def _as_tensor(v: Any) -> Any:
+    import warnings
+
+    import numpy as np
+
+    if isinstance(v, np.ndarray):
+        with warnings.catch_warnings():  # arrays from Ray's object store are read-only; training only reads
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.from_numpy(v)
+    return v
 
 
 class Task:

@@ -51,7 +51,7 @@ class _BadEveryOther(Strategy):
         return Proposal(self.sample())
 
 
-def _crashing_trainable(config):
+def _crashing_trainable(config, task=None):
     raise RuntimeError("worker exploded on purpose")
 
 
