@@ -14,7 +14,12 @@ a running Ray cluster (``ray start --head``); ``--cpus-per-trial`` and
 ``--gpus-per-trial`` size each trial. ``--objectives score,params`` (or
 ``score,latency``) stores several objectives, so optuna-dashboard and ``show``
 draw the Pareto front. Evolution can start from known architectures:
-``--seed-baselines resnet,vit``.
+``--seed-baselines resnet,vit``. ``--data train.npz`` (or .csv/.parquet with
+``--target``, .pt, a folder of images) searches on your own data; ``--task``
+also takes ``package.module:Class`` and ``path/to/file.py:Class``.
+
+This module only translates options and shows progress: the checks, defaults
+and the search itself are ``archgram.api`` (``prepare``, ``run``).
 
 Every bad input (unknown task, strategy or objective, a bad budget, a study
 file that is not an archgram study) is refused before Ray starts, with one
@@ -39,9 +44,6 @@ from rich.text import Text
 from archgram.errors import ArchgramError
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
-#: Sampling seeds tried before a search starts, to refuse a grammar that cannot
-#: produce anything for the task's input shape (its every trial would fail).
-PRECHECK_SEEDS = 8
 TOP_AFTER_SEARCH = 5
 
 
@@ -63,97 +65,6 @@ def _clock(seconds: float | None) -> str:
 
 def _score(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, (int, float)) and math.isfinite(value) else "-"
-
-
-# ------------------------------------------------------------------ checks
-def _csv(text: str | None) -> list[str]:
-    return [p.strip() for p in (text or "").split(",") if p.strip()]
-
-
-def _objectives(text: str | None, strategy: str) -> tuple[str, ...]:
-    from archgram.search.store import OBJECTIVES
-
-    if text is None:
-        return ("score", "params") if strategy == "nsga2" else ("score",)
-    names = _csv(text)
-    for name in names:
-        if name not in OBJECTIVES:
-            import difflib
-
-            close = difflib.get_close_matches(name, list(OBJECTIVES), n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise ArchgramError(f"--objectives: unknown objective '{name}'{hint} (objectives: {', '.join(OBJECTIVES)})")
-    if not names or names[0] != "score" or len(set(names)) != len(names):
-        raise ArchgramError(f"--objectives {text!r}: give 'score' first, then any of params, latency, flops once each "
-                            "(e.g. score,params)")
-    return tuple(names)
-
-
-def _budget(text: str) -> str:
-    from archgram.search.evaluator import Budget
-
-    try:
-        return str(Budget.parse(text))
-    except ArchgramError as exc:
-        raise ArchgramError(f"--budget: {exc}") from None
-
-
-def _study_path(study: str | None, task: str) -> str:
-    return study if study else str(Path("runs") / f"{task}.db")
-
-
-def _check_address(address: str) -> None:
-    """Refuse an unreachable ``--address`` at once: Ray itself retries for minutes."""
-    import socket
-
-    text = address.strip()
-    if text in ("auto", "local"):
-        return
-    hostport = text.split("://", 1)[1] if "://" in text else text
-    host, sep, port = hostport.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise ArchgramError(f"--address {address!r}: expected HOST:PORT (e.g. 10.0.0.5:6379), ray://HOST:PORT or auto")
-    try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=5):
-            pass
-    except OSError as exc:
-        raise ArchgramError(f"--address {address}: no Ray cluster answers there ({exc.strerror or exc}); start one "
-                            "with `ray start --head --port PORT` or check the address") from None
-
-
-def _seeds(names: list[str], grammar, shape) -> list:
-    """Baselines as derivations of the searched grammar; warn and skip those the
-    task's input shape cannot take."""
-    from archgram.grammar.baselines import BASELINES, baseline
-
-    out = []
-    for name in names:
-        if name not in BASELINES:
-            import difflib
-
-            close = difflib.get_close_matches(name, BASELINES, n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise ArchgramError(f"--seed-baselines: unknown baseline '{name}'{hint} (baselines: {', '.join(BASELINES)})")
-        try:
-            out.append(baseline(name, grammar, shape))
-        except ArchgramError as exc:
-            first = str(exc).splitlines()[0]
-            _ui()._warn(f"--seed-baselines: skipping '{name}': it does not fit input shape "
-                        f"({','.join(map(str, shape))}) of this task ({first[:160]})")
-    return out
-
-
-def _precheck_sampling(grammar, shape, target) -> None:
-    """Refuse a grammar that samples nothing for this shape: every trial would fail."""
-    first = None
-    for seed in range(PRECHECK_SEEDS):
-        try:
-            grammar.sample(shape, seed=seed, target=target)
-            return
-        except ArchgramError as exc:
-            first = first or str(exc).splitlines()[0]
-    raise ArchgramError(f"no architecture of grammar '{grammar.name}' can be sampled for the task's input shape "
-                        f"({','.join(map(str, shape))}): tried seeds 0..{PRECHECK_SEEDS - 1}; first error: {first}")
 
 
 # ----------------------------------------------------------------- display
@@ -277,8 +188,22 @@ def _dashboard_cmd(url: str) -> str:
 def search(
     grammar: Annotated[str, typer.Argument(metavar="[GRAMMAR]", help="Grammar file (.pcfg) or shipped grammar name.")] = "einspace",
     task: Annotated[list[str] | None, typer.Option("--task", "-t", metavar="TASK", show_default=False,
-                                                   help="Task to train on (e.g. mnist1d, digits, mqar; default digits). "
-                                                        "Repeat it (or give a,b) for one multi-task search (S29).")] = None,
+                                                   help="Task to train on: a name (mnist1d, digits, mqar; default "
+                                                        "digits), package.module:Class or path/to/file.py:Class. "
+                                                        "Repeat names (or give a,b) for one multi-task search (S29).")] = None,
+    data: Annotated[str | None, typer.Option("--data", metavar="PATH", show_default=False,
+                                             help="Search on your data: .npz (x, y [, x_val, y_val, x_test, y_test]), "
+                                                  ".csv/.parquet (with --target), .pt tensors, or a folder of images "
+                                                  "with one subfolder per class.")] = None,
+    target: Annotated[str | None, typer.Option("--target", metavar="COLUMN", show_default=False,
+                                               help="--data table: the column to predict.")] = None,
+    task_kind: Annotated[str | None, typer.Option("--task-kind", metavar="KIND", show_default=False,
+                                                  help="--data: override the inferred kind: image, sequence or "
+                                                       "tabular, classification or regression, or both "
+                                                       "(image-classification).")] = None,
+    val_fraction: Annotated[float | None, typer.Option("--val-fraction", show_default=False,
+                                                       help="--data without validation arrays: the share of training "
+                                                            "data carved into validation (fixed seed; default 0.1).")] = None,
     strategy: Annotated[str, typer.Option("--strategy", help="random, evolution, pcfg-eda, tpe or nsga2.")] = "evolution",
     trials: Annotated[int, typer.Option("--trials", "-n", help="The study's total trials; a rerun continues to it.")] = 16,
     workers: Annotated[int, typer.Option("--workers", "-w", help="Trials evaluated at once.")] = 2,
@@ -317,94 +242,23 @@ def search(
     Exit code 0 when the study reached --trials with at least one successful
     trial, 1 when every trial failed, 2 on bad input, 130 when interrupted.
     """
-    from archgram.search.runner import SearchConfig, run_search
-    from archgram.search.strategies import get_strategy
-    from archgram.tasks import get_task
-
-    ui = _ui()
-    # ---- validate everything before Ray starts or the study file is touched
-    from archgram.search.multitask import TaskSet
+    from archgram import api
+    from archgram.search.store import storage_url
     from archgram.search.training import parse_cli
 
-    task_set = TaskSet.parse(task or ["digits"])  # unknown task: did-you-mean
-    task = task_set.names[0]
-    task_obj = get_task(task)
-    train_options = parse_cli(train_option)
-    get_strategy(strategy)
-    from archgram.search.runner import SCHEDULERS
-
-    if scheduler not in SCHEDULERS:
-        raise ArchgramError(f"unknown scheduler '{scheduler}'; schedulers are: {', '.join(SCHEDULERS)}")
-    objs = _objectives(objectives, strategy)
-    if task_set.multi and scheduler != "fifo":
-        raise ArchgramError(f"--scheduler {scheduler} compares one task's training loss; a multi-task search "
-                            f"({task_set.label}) runs with --scheduler fifo")
-    budget_text = _budget(budget)
-    for name, value, low in (("--trials", trials, 1), ("--workers", workers, 1), ("--batch-size", batch_size, 1)):
-        if value < low:
-            raise ArchgramError(f"{name} must be at least {low}, got {value}")
-    if not cpus_per_trial > 0 or not math.isfinite(cpus_per_trial):
-        raise ArchgramError(f"--cpus-per-trial must be positive, got {cpus_per_trial}")
-    if gpus_per_trial < 0 or not math.isfinite(gpus_per_trial):
-        raise ArchgramError(f"--gpus-per-trial must be 0 or more, got {gpus_per_trial}")
-    if address:
-        _check_address(address)
-    if gpus_per_trial > 0 and not address:
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ArchgramError("--gpus-per-trial: this machine has no CUDA GPU; drop the option or join a GPU "
-                                "cluster with --address")
-    options: dict[str, Any] = {}
-    if population is not None or tournament is not None:
-        if strategy not in ("evolution", "nsga2") or (tournament is not None and strategy != "evolution"):
-            raise ArchgramError(f"--population/--tournament apply to evolution (and --population to nsga2), "
-                                f"not to '{strategy}'")
-        if population is not None:
-            if population < 2:
-                raise ArchgramError(f"--population must be at least 2, got {population}")
-            options["population"] = population
-        if strategy == "evolution":
-            pop = population if population is not None else 20
-            tour = tournament if tournament is not None else min(5, pop)
-            if not 1 <= tour <= pop:
-                raise ArchgramError(f"--tournament must be between 1 and the population ({pop}), got {tour}")
-            options["tournament"] = tour
-    if strategy == "evolution" and population is None:
-        # Evolution only mutates once its population is full: size it to the run,
-        # half the trials (at most einspace-like 20), so short searches still evolve.
-        options["population"] = max(2, min(20, trials // 2))
-        options.setdefault("tournament", max(1, min(5, options["population"] // 2)))
-    if strategy in ("tpe", "nsga2"):
-        # multi-task (S29): optimise each task's score (not their mean) next to the costs
-        options["objectives"] = tuple(o for o in task_set.objectives(objs) if o != "score") if task_set.multi else objs
-    g = ui._load(grammar)
-    shape = task_obj.body_input_shape(batch_size)
-    _precheck_sampling(g, shape, task_obj.output_target(batch_size))
-    if task_set.multi:
-        from archgram.search.multitask import precheck
-
-        precheck(g, task_set, batch_size)
-    names = _csv(seed_baselines)
-    if names and strategy != "evolution":
-        ui._warn(f"--seed-baselines seeds evolution only; ignored for '{strategy}'")
-    elif names:
-        seeds = _seeds(names, g, shape)
-        if seeds:
-            options["seeds"] = seeds
-    study_text = _study_path(study, task_set.label)
-    from archgram.search.store import storage_url
-
-    url = storage_url(study_text)  # refuses a directory, a text file, a foreign SQLite file (untouched)
-
-    config = SearchConfig(
-        grammar=grammar, task=task, study=study_text, strategy=strategy, trials=trials, workers=workers,
-        budget=budget_text, seed=seed, batch_size=batch_size, lr=lr, optimizer=optimizer,
-        objectives=task_set.objectives(objs), address=address,
-        cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, strategy_options=options,
-        scheduler=scheduler, tasks=task_set.names if task_set.multi else (), train_options=train_options,
+    ui = _ui()
+    # every check and default lives in the API: this only translates options
+    request = api.prepare(
+        grammar, task=task, data=data, target=target, task_kind=task_kind, strategy=strategy, trials=trials,
+        budget=budget, workers=workers, study=study, seed=seed, batch_size=batch_size, lr=lr, optimizer=optimizer,
+        objectives=objectives, address=address, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
+        population=population, tournament=tournament, seed_baselines=seed_baselines, scheduler=scheduler,
+        train_options=parse_cli(train_option), task_options=None,
+        data_options={"val_fraction": val_fraction} if val_fraction is not None else None, warn=ui._warn,
     )
-    header = f"{g.name} on {task_set.label} | {strategy} | budget {budget_text} | {workers} worker{'s' * (workers != 1)} | {study_text}"
+    config = request.config
+    study_text, budget_text, url = config.study, config.budget, storage_url(config.study)
+    header = f"{request.grammar_name} on {request.label} | {strategy} | budget {budget_text} | {workers} worker{'s' * (workers != 1)} | {study_text}"
     console = ui.err if as_json else ui.console
     display = _Display(console, live=console.is_terminal and not as_json, header=header)
     interrupted = False
@@ -415,9 +269,9 @@ def search(
             from rich.live import Live
 
             with Live(get_renderable=display.render, console=console, refresh_per_second=2, transient=False):
-                run_search(config, _on_update)
+                api.run(request, _on_update)
         else:
-            run_search(config, _on_update)
+            api.run(request, _on_update)
     except KeyboardInterrupt:
         interrupted = True
     except ArchgramError as exc:

@@ -130,7 +130,7 @@ def _from_study(study: str, trial: int | None, best: bool, budget: str | None, r
 
     from archgram.search.evaluator import Budget
     from archgram.search.report import open_study
-    from archgram.tasks import get_task
+    from archgram.tasks.reference import rebuild
 
     store = open_study(study)
     records = store.records()
@@ -147,7 +147,7 @@ def _from_study(study: str, trial: int | None, best: bool, budget: str | None, r
     if record.derivation is None:
         raise AnalysisError(f"trial {record.number} of {study} stores no readable derivation")
     meta = store.meta
-    task = get_task(meta["task"])
+    task = rebuild(meta, what=f"analyze {study}")
     bs = int(meta.get("input_shape", [record.attrs.get("batch_size") or record.derivation.input_shape[0]])[0])
     model = _build(record.derivation, task, bs, require)
     kept = None

@@ -254,7 +254,8 @@ def _onnx(model: nn.Module, x: torch.Tensor, path: Path) -> str | None:
 
 # ------------------------------------------------------------------ export
 def export(study: str | Path, out: str | Path | None = None, *, trial: int | None = None, best: bool = False,
-           force: bool = False, pt2: bool = True, onnx: bool = True, retrain: bool = True) -> ExportResult:
+           force: bool = False, pt2: bool = True, onnx: bool = True, retrain: bool = True,
+           task=None) -> ExportResult:
     """Export a trial of ``study`` (the best one unless ``trial`` is given) to ``out``.
 
     Writes model.py (plain PyTorch, no archgram import), weights.safetensors,
@@ -262,10 +263,12 @@ def export(study: str | Path, out: str | Path | None = None, *, trial: int | Non
     onnx is installed), derivation.json and README.md (a model card). Uses the
     weights the search kept; without them, retrains the trial (``retrain``) and
     says so in the card. ``out`` defaults to ``<study>-best`` (or
-    ``<study>-trial<N>``) beside the study file.
+    ``<study>-trial<N>``) beside the study file. The task is rebuilt from the
+    study's reference (``task`` gives it, for data given from Python) and
+    refused when its data changed since the search.
     """
     from archgram.search.report import open_study
-    from archgram.tasks import get_task
+    from archgram.tasks.reference import TaskReferenceError, rebuild
 
     started = time.perf_counter()
     store = open_study(study)
@@ -275,7 +278,10 @@ def export(study: str | Path, out: str | Path | None = None, *, trial: int | Non
     meta = store.meta
     if meta.get("tasks") or "+" in str(meta.get("task", "")):
         raise ExportError(f"study {study} is a multi-task search ({meta.get('task')}); export supports one task")
-    task = get_task(meta["task"])
+    try:
+        task = rebuild(meta, task, what=f"export {study}")
+    except TaskReferenceError as exc:
+        raise ExportError(str(exc)) from None
     batch_size = int(meta["input_shape"][0])
     derivation = record.derivation
 

@@ -256,3 +256,27 @@ def test_unreachable_address_is_refused_at_once(capsys, tmp_path):
     assert not study.exists()
     code, _, err = invoke(capsys, "search", *SEARCH, "--study", study, "--address", "nonsense")
     assert code == 2 and "HOST:PORT" in err
+
+
+def test_search_data_bad_input_is_one_line_exit_2(capsys, tmp_path):
+    import numpy as np
+
+    np.savez(tmp_path / "short.npz", x=np.zeros((5, 3), np.float32), y=np.zeros(4, np.int64))
+    np.savez(tmp_path / "unseen.npz", x=np.random.default_rng(0).normal(size=(8, 3)), y=np.arange(8) % 2,
+             x_val=np.zeros((2, 3)), y_val=np.array([0, 5]))
+    (tmp_path / "t.csv").write_text("a,label\n1,0\n2,1\n")
+    (tmp_path / "mine.py").write_text("class NotATask:\n    pass\n")
+    study = tmp_path / "s.db"
+    for args, message in (
+        (["--data", tmp_path / "short.npz"], "x has 5 rows but y has 4"),
+        (["--data", tmp_path / "unseen.npz"], "y_val holds label 5"),
+        (["--data", tmp_path / "t.csv"], "needs --target"),
+        (["--data", tmp_path / "nope.npz"], "no such file"),
+        (["--data", tmp_path / "mine.py"], "unsupported file type '.py'"),
+        (["--data", tmp_path / "short.npz", "--task-kind", "pictures"], "--task-kind 'pictures'"),
+        (["--task", f"{tmp_path / 'mine.py'}:NotATask"], "not a Task subclass"),
+        (["--task", f"{tmp_path / 'mine.py'}:Missing"], "defines no 'Missing'"),
+    ):
+        code, _, err = invoke(capsys, "search", "einspace", *args, "--study", study)
+        assert code == 2 and err.count("\n") == 1 and err.startswith("error:") and message in err, (args, err)
+        assert not study.exists()

@@ -29,6 +29,7 @@ def from_path(path: str | Path, **options: Any) -> DataTask:
     """A DataTask from a data file or image folder; ``options``: target,
     image_size (loading) and kind, val_fraction, val_seed, test_fraction."""
     _check_options(options)
+    parse_kind(options.get("kind"))  # a bad --task-kind fails before the file is read
     raw = load_path(path, {k: v for k, v in options.items() if k in LOAD_OPTIONS})
     task_kw = {k: v for k, v in options.items() if k in TASK_OPTIONS}
     info = {**raw.info, "path": str(Path(path).expanduser().resolve())}

@@ -1,0 +1,270 @@
+"""The one entry point: ``archgram.search(...) -> Study`` and ``archgram.open_study(path)``.
+
+    import archgram
+    study = archgram.search("einspace", data="train.npz", trials=16, budget="10s")
+    study = archgram.search("einspace", data=(x, y), study="runs/mine.db")
+    study = archgram.search("attention", task="my_tasks:Blobs", strategy="tpe")
+    study.best(); study.to_dataframe(); study.export("best/")
+    again = archgram.open_study("runs/mine.db", data=(x, y))   # data from Python: give it again
+
+``archgram search`` on the command line is a thin layer over ``search``: every
+default and check lives here or in ``archgram.search.plan``, so both run the
+same search. Bad input raises ArchgramError (one line) before the study file
+is created or changed.
+"""
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from archgram.errors import ArchgramError
+from archgram.search import plan
+from archgram.search.runner import SCHEDULERS, Progress, SearchConfig, run_search
+from archgram.search.store import StudyStore, TrialRecord, storage_url
+from archgram.tasks.base import Task
+from archgram.tasks.reference import DATA_PREFIX, rebuild, reference_of, resolve
+
+
+@dataclass
+class TaskChoice:
+    """The task of a search and how the study will name it."""
+
+    task: Task | None  # None for a multi-task search (tasks travel by name)
+    reference: str  # "" when it cannot be rebuilt from a reference (data from Python)
+    options: dict[str, Any]
+    label: str  # default study name, display title
+    names: tuple[str, ...] = ()  # a multi-task search's tasks
+
+
+def choose_task(task: Any = None, data: Any = None, *, target: str | None = None, task_kind: str | None = None,
+                task_options: dict[str, Any] | None = None, data_options: dict[str, Any] | None = None) -> TaskChoice:
+    """The task from exactly one of ``task`` (a name, ``module:Class``,
+    ``file.py:Class``, a Task class or object, or several names) and ``data``
+    (a path, arrays, tensors, a Dataset)."""
+    from archgram.tasks.data import DataTask, data_task
+
+    task_options = dict(task_options or {})
+    if data is not None:
+        if task is not None:
+            raise ArchgramError("give a task or data, not both")
+        options = {k: v for k, v in {"target": target, "kind": task_kind, **(data_options or {})}.items() if v is not None}
+        built = data_task(data, **options)
+        path = built.info.get("path")
+        ref = f"{DATA_PREFIX}{path}" if path else ""
+        label = Path(path).stem if path else "data"
+        return TaskChoice(built, ref, options if path else {}, label)
+    if target is not None or task_kind is not None:
+        raise ArchgramError("--target and --task-kind apply to --data")
+    if isinstance(task, DataTask):
+        path = task.info.get("path")
+        return TaskChoice(task, f"{DATA_PREFIX}{path}" if path else "", getattr(task, "options", {}), "data")
+    if isinstance(task, Task):
+        return TaskChoice(task, reference_of(task), task_options or task.config(), task.name)
+    if isinstance(task, type) and issubclass(task, Task):
+        built = task(**task_options)
+        return TaskChoice(built, reference_of(built), task_options, built.name)
+    items = [task] if isinstance(task, str) else list(task or ["digits"])
+    if len(items) == 1 and ":" in str(items[0]):
+        built = resolve(str(items[0]), task_options)
+        return TaskChoice(built, reference_of(built) or str(items[0]), task_options, built.name)
+    from archgram.search.multitask import TaskSet
+
+    task_set = TaskSet.parse(items)
+    if task_set.multi:
+        if task_options:
+            raise ArchgramError("task options apply to one task, not to a multi-task search")
+        return TaskChoice(None, "", {}, task_set.label, task_set.names)
+    built = resolve(task_set.names[0], task_options)
+    return TaskChoice(built, task_set.names[0], task_options, task_set.label)
+
+
+@dataclass
+class SearchRequest:
+    """A checked search, ready to run: what ``prepare`` returns."""
+
+    config: SearchConfig
+    task: Task | None
+    grammar_name: str
+    label: str  # the task (or tasks) as shown to people
+
+
+def prepare(
+    grammar: str = "einspace",
+    task: Any = None,
+    data: Any = None,
+    *,
+    target: str | None = None,
+    task_kind: str | None = None,
+    strategy: str = "evolution",
+    trials: int = 16,
+    budget: str | int = "10s",
+    workers: int = 2,
+    study: str | Path | None = None,
+    seed: int = 0,
+    batch_size: int = 32,
+    lr: float = 1e-3,
+    optimizer: str = "adamw",
+    objectives: str | Sequence[str] | None = None,
+    address: str | None = None,
+    cpus_per_trial: float = 1.0,
+    gpus_per_trial: float = 0.0,
+    population: int | None = None,
+    tournament: int | None = None,
+    seed_baselines: str | Sequence[str] | None = None,
+    scheduler: str = "fifo",
+    train_options: dict[str, Any] | None = None,
+    task_options: dict[str, Any] | None = None,
+    data_options: dict[str, Any] | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> SearchRequest:
+    """Check a search request and apply the search policy (``plan``); runs
+    nothing and writes nothing. Arguments as for ``search``."""
+    from archgram.grammar.model import load_grammar
+    from archgram.search.evaluator import Budget, TrainOptions, check_training
+    from archgram.search.multitask import TaskSet
+    from archgram.search.strategies import get_strategy
+
+    warn = warn or (lambda text: warnings.warn(text, stacklevel=3))
+    choice = choose_task(task, data, target=target, task_kind=task_kind, task_options=task_options,
+                         data_options=data_options)
+    get_strategy(strategy)
+    if scheduler not in SCHEDULERS:
+        raise ArchgramError(f"unknown scheduler '{scheduler}'; schedulers are: {', '.join(SCHEDULERS)}")
+    objs = plan.objectives(objectives, strategy)
+    if choice.names and scheduler != "fifo":
+        raise ArchgramError(f"--scheduler {scheduler} compares one task's training loss; a multi-task search "
+                            f"({choice.label}) runs with --scheduler fifo")
+    try:
+        budget_text = str(Budget.parse(budget))
+    except ArchgramError as exc:
+        raise ArchgramError(f"--budget: {exc}") from None
+    check_training(lr, optimizer, lr_name="--lr")
+    train_opts = dict(train_options or {})
+    TrainOptions.from_dict(train_opts)  # names and ranges
+    plan.check_resources(trials, workers, batch_size, cpus_per_trial, gpus_per_trial, address)
+    g = load_grammar(grammar)
+    task_set = TaskSet(choice.names) if choice.names else None
+    first = choice.task if choice.task is not None else resolve(choice.names[0])
+    shape = first.body_input_shape(batch_size)
+    per_task = task_set.objectives(objs) if task_set else None
+    options = plan.strategy_options(strategy, trials, population, tournament, objs, per_task)
+    plan.precheck_sampling(g, shape, first.output_target(batch_size))
+    if task_set:
+        from archgram.search.multitask import precheck
+
+        precheck(g, task_set, batch_size)
+    if seed_baselines and strategy != "evolution":
+        warn(f"--seed-baselines seeds evolution only; ignored for '{strategy}'")
+    elif seed_baselines:
+        seeds = plan.baseline_seeds(seed_baselines, g, shape, warn)
+        if seeds:
+            options["seeds"] = seeds
+    study_text = str(study) if study is not None else str(Path("runs") / f"{choice.label}.db")
+    storage_url(study_text)  # refuses a directory, a text file, a foreign SQLite file (untouched)
+    config = SearchConfig(
+        grammar=str(grammar), task=choice.reference if choice.task is not None else choice.names[0],
+        study=study_text, strategy=strategy, trials=trials, workers=workers, budget=budget_text, seed=seed,
+        batch_size=batch_size, lr=lr, optimizer=optimizer, objectives=per_task or objs, address=address,
+        cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, strategy_options=options,
+        scheduler=scheduler, tasks=choice.names, train_options=train_opts, task_options=choice.options,
+    )
+    return SearchRequest(config, choice.task, g.name, choice.label)
+
+
+def run(request: SearchRequest, on_update: Callable[[Progress], None] | None = None) -> Study:
+    """Run (or resume) a prepared search; ``on_update(progress)`` as trials finish."""
+    store = run_search(request.config, on_update or (lambda p: None), task=request.task)
+    return Study(store, request.config.study, request.task)
+
+
+def search(grammar: str = "einspace", task: Any = None, data: Any = None, *,
+           on_update: Callable[[Progress], None] | None = None, **kwargs: Any) -> Study:
+    """Search ``grammar`` on a task or on data; returns the Study.
+
+    ``task``: a registered name, ``package.module:Class``, ``file.py:Class``, a
+    Task class or object, or several names (a multi-task search). ``data``: a
+    file (.npz with x, y [, x_val, y_val, x_test, y_test]; .csv or .parquet with
+    ``target=COLUMN``; .pt of tensors), a folder of images (one subfolder per
+    class), (x, y) arrays or tensors, a dict of them, or a torch Dataset;
+    ``task_kind`` overrides the inferred kind; ``data_options``: val_fraction,
+    val_seed, test_fraction, image_size.
+
+    Keywords: strategy ('evolution'), trials (16: the study's total, shared by
+    every driver on the study, so a rerun resumes and a second process splits
+    the work), budget ('10s'), workers (2), study (path or RDB URL; default
+    runs/<task>.db), seed, batch_size, lr, optimizer, objectives, address,
+    cpus_per_trial, gpus_per_trial, population, tournament, seed_baselines,
+    scheduler, train_options, task_options, warn.
+    """
+    return run(prepare(grammar, task, data, **kwargs), on_update)
+
+
+class Study:
+    """A study's trials, best architecture and export. ``task`` is the task the
+    search ran on; without one, it is rebuilt from the study's reference when
+    needed (and refused if its data changed)."""
+
+    def __init__(self, store: StudyStore, path: str, task: Task | None = None):
+        self.store, self.path = store, path
+        self._task = task
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return self.store.meta
+
+    @property
+    def task(self) -> Task:
+        if self._task is None:
+            self._task = rebuild(self.meta, what=f"study {self.path}")
+        return self._task
+
+    def trials(self) -> list[TrialRecord]:
+        """Finished trials (ok, failed, pruned) in the order they started."""
+        return self.store.records()
+
+    def best(self) -> TrialRecord | None:
+        board = self.store.leaderboard(1)
+        return board[0] if board else None
+
+    def to_dataframe(self):
+        """One row per finished trial: number, state, score, metric, params, flops,
+        latency_ms, hash, strategy, origin, failure, message."""
+        import pandas as pd
+
+        cols = ("metric", "params", "flops", "latency_ms", "train_seconds", "hash", "strategy", "origin", "failure",
+                "message")
+        rows = [{"number": r.number, "state": r.state, "score": r.score, **{c: r.attrs.get(c) for c in cols}}
+                for r in self.trials()]
+        return pd.DataFrame(rows, columns=["number", "state", "score", *cols])
+
+    def export(self, out: str | Path | None = None, *, trial: int | None = None, force: bool = False, **kwargs: Any):
+        """Export the best trial (or ``trial``) as plain PyTorch; see archgram.export."""
+        from archgram.export.exporter import export
+
+        task = self._task if not self.meta.get("tasks") else None
+        return export(self.path, out, trial=trial, force=force, task=task, **kwargs)
+
+    def __repr__(self) -> str:
+        best = self.best()
+        return (f"Study({self.path!r}, {len(self.trials())} trials, best "
+                f"{'-' if best is None else f'{best.score:.4f} (trial {best.number})'})")
+
+
+def open_study(path: str | Path, *, task: Any = None, data: Any = None, **data_options: Any) -> Study:
+    """Reopen a study for reading (never changes it). A study whose data came
+    from Python needs it again (``data=``, ``task=``), checked against the
+    stored content hash."""
+    from archgram.search.report import open_study as open_store
+
+    store = open_store(path)
+    given = None
+    if task is not None or data is not None:
+        given = choose_task(task, data, **{k: data_options.pop(k) for k in ("target", "task_kind") if k in data_options},
+                            data_options=data_options or None).task
+    out = Study(store, str(path))
+    if given is not None:
+        out._task = rebuild(store.meta, given, what=f"study {path}")
+    return out
