@@ -48,7 +48,7 @@ def heads_of(op: nn.Module) -> int:
 def attention_map(op, q, k, v, mask, bias) -> tuple[torch.Tensor | None, str]:
     """(weights (B, H, Nq, Nk) or None, how they were obtained or why there are none)."""
     from archgram.ops.attention.linear import EPS, KernelScore, kernel_attention_parallel
-    from archgram.ops.attention.scores import GatedSoftmax, Score
+    from archgram.ops.attention.scores import Score
 
     score = op.score
 
@@ -60,7 +60,7 @@ def attention_map(op, q, k, v, mask, bias) -> tuple[torch.Tensor | None, str]:
 
     if op.position.reweights:
         return op.position.reweight(weights(), mask, op.grid), f"{score.name} weights reweighted by {op.position.name}"
-    if type(score).attend is Score.attend or isinstance(score, GatedSoftmax):
+    if type(score).attend is Score.attend:
         return weights(), f"{score.name} weights"
     if isinstance(score, KernelScore):
         fq, fk = score.features(q, k, op.scale)

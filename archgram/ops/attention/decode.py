@@ -86,6 +86,8 @@ def step(attn: Attention, x_t: torch.Tensor, state: DecodeState | None = None) -
         if bias is not None:
             logits = logits + bias[..., t : t + 1, :]
         out = torch.matmul(attn.score.weights(logits, mask_row), values)
+    if attn.gate is not None:
+        out = out * attn.gate(x_t)
     y = attn.layout.out(out, x_t)
     return y, DecodeState(t + 1, keys, values, recurrent)
 

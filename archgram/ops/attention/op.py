@@ -127,6 +127,7 @@ class Attention(Op):
         pattern.causal = self.causal  # content-based patterns select among visible keys
         self.pattern_module = pattern.module(maps, qk_dim, n)  # learned parts, if any
         self.position = position[0](maps, qk_dim, **position[1])
+        self.gate = score[0].input_gate(maps, dim)  # gated attention's per-head gate of the input, if any
         # selector patterns gather their keys when the score is a plain dot product
         # over weights (Score.logits/attend) and no position needs the dense map
         score_cls = type(self.score)
@@ -218,7 +219,9 @@ class Attention(Op):
         return self._finish(out, x, q, k, v, mask, bias, image)
 
     def _finish(self, out, x, q, k, v, mask, bias, image) -> torch.Tensor:
-        """Analysis hook, output projection, and the (B, C, H, W) ``image`` shape back."""
+        """Input gate, analysis hook, output projection, and the (B, C, H, W) ``image`` shape back."""
+        if self.gate is not None:
+            out = out * self.gate(x)
         if ANALYSIS_HOOK is not None:
             out = ANALYSIS_HOOK(self, out, q, k, v, mask, bias)
         y = self.layout.out(out, x)

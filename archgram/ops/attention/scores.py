@@ -56,6 +56,13 @@ class Score(Part, nn.Module):
         """Refuse (ShapeError) patterns or parameters this score cannot serve."""
 
     @classmethod
+    def input_gate(cls, heads: int, dim: int) -> nn.Module | None:
+        """A module mapping the op's input tokens (B, N, C) to per-head output
+        gates (B, H, N, 1) that the op multiplies into the heads' outputs (gated
+        attention), or None for scores without one."""
+        return None
+
+    @classmethod
     def check_shape(cls, n: int, head_dim: int, params: dict) -> None:
         """Refuse (ShapeError) token counts or head dims this score cannot serve."""
 
@@ -163,41 +170,42 @@ class ClippedSoftmax(Score):
         return masked_zero(((self.zeta - self.gamma) * p + self.gamma).clamp(0.0, 1.0), mask)
 
 
+class HeadGate(nn.Module):
+    """Gated attention's gate: sigmoid(W_g x_i + b_g), one scalar per token and
+    head, computed from the layer input x (B, N, C) -> (B, H, N, 1)."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.proj = nn.Linear(dim, heads)
+        nn.init.zeros_(self.proj.weight)  # starts half open for every token
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.proj(x)).transpose(1, 2)[..., None]
+
+
 @SCORES.register
 class GatedSoftmax(Score):
     """Gated attention (Bondarenko et al. 2023, catalog S31): softmax attention whose
-    per-head output is scaled by a learned gate sigmoid(w_h . q_i + b_h), one
-    scalar per token and head, so a head can switch itself off for a token
-    without extreme logits. The paper computes the gate from the layer input x;
-    here it reads the query q = W_q x (the score sees no x), i.e. a linear gate
-    on the head's query subspace. The gate starts half open (w = 0, b = 0).
+    per-head output is scaled by a learned gate sigmoid(W_g x_i + b_g) of the layer
+    input, one scalar per token and head, so a head can switch itself off for a
+    token without extreme logits. The op builds the gate (``input_gate``) and
+    multiplies it into the head outputs; the weights are plain softmax, so the
+    score also decodes token by token. The gate starts half open (W_g = 0, b_g = 0).
 
-    Fidelity (S31, gated attention): Paper: out_h = sigmoid(G_h(x)) * softmax
-      attention_h, a per-token, per-head gate so a head can switch itself off;
-      archgram: the gate is linear in the head's query; differs: the score axis is
-      handed q, k, v, not the layer input x, so the gate reads x only through the
-      query subspace W_q^h (a user loses a gate independent of the query directions).
-    """
+    Fidelity (S31, gated attention): faithful -- Paper: out_h = sigmoid(G_h(x)) *
+    softmax attention_h, G a small map of the input (a linear layer per head);
+    archgram: the same, G = one Linear(C, H); differs: nothing."""
 
     name = "gated_softmax"
     refs = ("S31",)
 
-    def __init__(self, heads: int, head_dim: int):
-        super().__init__(heads)
-        self.gate_weight = nn.Parameter(torch.zeros(heads, head_dim))
-        self.gate_bias = nn.Parameter(torch.zeros(heads))
-
-    takes_head_dim = True
+    @classmethod
+    def input_gate(cls, heads: int, dim: int) -> nn.Module:
+        return HeadGate(dim, heads)
 
     def weights(self, logits, mask):
         return masked_zero(torch.softmax(masked_fill_min(logits, mask), dim=-1), mask)
-
-    def gate(self, q: torch.Tensor) -> torch.Tensor:
-        """(B, H, N, 1) gate in (0, 1) from the queries."""
-        return torch.sigmoid(torch.einsum("bhnd,hd->bhn", q, self.gate_weight) + self.gate_bias[:, None])[..., None]
-
-    def attend(self, q, k, v, mask, bias, scale, causal=False):
-        return super().attend(q, k, v, mask, bias, scale, causal) * self.gate(q)
 
 
 # ------------------------------------------------------------ logit soft-capping

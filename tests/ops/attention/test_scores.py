@@ -69,16 +69,34 @@ def test_clipped_softmax_refuses_stretches_outside_the_paper_range(params):
 
 
 @pytest.mark.catalog("S31")
-def test_gated_attention_scales_each_head_by_a_sigmoid_gate_of_its_query():
+def test_gated_attention_scales_each_head_by_a_sigmoid_gate_of_the_layer_input():
+    """Bondarenko et al.: out_h = sigmoid(W_g x + b_g)_h * softmax(q k^T) v, the gate
+    read from the input x itself (not the query), one scalar per token and head."""
     m = build("gated_softmax")
     with torch.no_grad():
-        m.score.gate_weight.normal_()
-        m.score.gate_bias.copy_(torch.tensor([0.5, -1.0]))
+        m.gate.proj.weight.normal_()
+        m.gate.proj.bias.copy_(torch.tensor([0.5, -1.0]))
     x = torch.randn(2, N, DIM)
     q, k, v = qkv(m, x)
-    gate = torch.sigmoid((q * m.score.gate_weight[None, :, None, :]).sum(-1) + m.score.gate_bias[None, :, None])
+    gate = torch.sigmoid(x @ m.gate.proj.weight.T + m.gate.proj.bias).transpose(1, 2)  # (B, H, N)
     out = torch.softmax(dot_logits(m, x), -1) @ v * gate[..., None]
     torch.testing.assert_close(m(x), m.layout.out(out))
+    # the gate reads x, not the query: with W_q = 0 it still varies from token to token
+    with torch.no_grad():
+        m.layout.q.weight.zero_()
+    assert m.gate(x).std() > 0.05
+
+
+@pytest.mark.catalog("S31")
+def test_gated_attention_decodes_token_by_token_with_its_input_gate():
+    from archgram.ops.attention.decode import decode
+
+    m = build("gated_softmax", causal=True)
+    with torch.no_grad():
+        m.gate.proj.weight.normal_()
+    x = torch.randn(2, N, DIM)
+    with torch.no_grad():
+        torch.testing.assert_close(decode(m, x), m(x), atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.catalog("S31")
@@ -86,7 +104,7 @@ def test_a_closed_gate_lets_a_head_do_nothing():
     """The paper's motivation: a no-op head without huge logits."""
     m = build("gated_softmax")
     with torch.no_grad():
-        m.score.gate_bias.fill_(-60.0)
+        m.gate.proj.bias.fill_(-60.0)
     y = m(torch.randn(2, N, DIM))
     torch.testing.assert_close(y, m.layout.o.bias.expand_as(y))
 
