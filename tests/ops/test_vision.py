@@ -3,6 +3,8 @@ each paper's formula written out with explicit loops or einsums on tiny inputs,
 using the weights of the built module, plus the properties the papers state."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -286,6 +288,50 @@ def test_i2correlation_fuses_self_attention_and_attention_to_the_reference(fuse)
 
 
 @pytest.mark.catalog("S07")
+def test_i2correlation_intra_target_is_an_rbf_kernel_over_token_positions():
+    """T_ij = softmax_j(-|p_i - p_j|^2 / 2 sigma^2) on grid coordinates; sigma = 1 at init."""
+    m = build("i2correlation", (1, 4, 2, 2))
+    from archgram.ops.vision.i2correlation import token_positions
+
+    t = m.target(token_positions(torch.zeros(1, 4, 2, 2)))  # tokens (0,0) (0,1) (1,0) (1,1)
+    row = torch.tensor([1.0, math.exp(-0.5), math.exp(-0.5), math.exp(-1.0)])
+    torch.testing.assert_close(t[0, 0], row / row.sum())
+    m.train()(torch.randn(1, 4, 2, 2))
+    assert m.aux_loss.requires_grad  # the learning targets ride along with each training forward
+
+
+@pytest.mark.catalog("S07")
+def test_i2correlation_learning_targets_make_an_anomalous_token_stand_out():
+    """A small reproduction of FOD's premise: trained on normal data with its learning targets
+    alone (RBF intra target + inter entropy constraint), the layer scores a token unlike the
+    normal patterns with a larger discrepancy than the normal tokens; untrained, it does not."""
+    torch.manual_seed(0)
+    protos = torch.randn(3, 8) * 2  # the normal patterns
+
+    def normal(b):
+        return protos[torch.randint(0, 3, (b, 6))] + 0.1 * torch.randn(b, 6, 8)
+
+    x = normal(64)
+    x[:, 3] = torch.randn(64, 8) * 2  # one anomalous token per sequence
+
+    def ratio(m):
+        with torch.no_grad():
+            d = m.discrepancy(x)
+        return float(d[:, 3].mean() / d[:, [0, 1, 2, 4, 5]].mean())
+
+    m = build("i2correlation", (16, 6, 8), heads=2, references=4)
+    before = ratio(m.eval())
+    opt = torch.optim.Adam(m.parameters(), lr=0.03)
+    m.train()
+    for _ in range(80):
+        opt.zero_grad()
+        m(normal(16))
+        m.aux_loss.backward()
+        opt.step()
+    assert before < 1.2 and ratio(m.eval()) > 2.0
+
+
+@pytest.mark.catalog("S07")
 def test_i2correlation_inter_branch_depends_only_on_each_token_and_the_reference():
     t = torch.randn(1, 6, 4)
     m = build("i2correlation", tuple(t.shape))
@@ -552,7 +598,8 @@ def test_vision_op_trains_gradients_reach_every_parameter_and_the_input(name):
     x = torch.randn(shape, requires_grad=True)
     for _ in range(2):  # twice: stateful ops (fbl_memory) must survive their own update
         m.zero_grad()
-        m(x).square().mean().backward()
+        y = m(x).square().mean()
+        (y + m.__dict__.get("aux_loss", 0.0)).backward()  # the trainer adds ops' learning targets
     assert [n for n, p in m.named_parameters() if p.grad is None] == []
     assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
     assert spec.family == "vision" and spec.refs
