@@ -27,13 +27,6 @@ def _with_self(mask: torch.Tensor) -> torch.Tensor:
     return mask | torch.eye(n, dtype=torch.bool, device=mask.device)
 
 
-def _block_means(x: torch.Tensor, blocks: torch.Tensor, nb: int) -> torch.Tensor:
-    """Mean of x (B, H, N, D) over the tokens of each block -> (B, H, nb, D)."""
-    sums = x.new_zeros(*x.shape[:2], nb, x.shape[-1]).index_add_(2, blocks, x)
-    counts = torch.bincount(blocks, minlength=nb).to(x.dtype)
-    return sums / counts[:, None]
-
-
 def _topk_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
     """True at the k largest finite entries of each row of ``scores``."""
     k = min(k, scores.shape[-1])
@@ -53,22 +46,31 @@ def _causal_fill(scores: torch.Tensor) -> torch.Tensor:
 
 @PATTERNS.register
 class Landmark(Pattern):
-    """Landmark attention (Mohtashami & Jaggi 2023): the sequence is cut into blocks
-    of ``block`` tokens, each represented by a landmark; a query scores the
-    landmarks and attends to the tokens of its own block plus the ``top_k`` blocks
-    whose landmarks score highest (retrieval of whole blocks through attention).
+    """Landmark attention (Mohtashami & Jaggi 2023, "Random-Access Infinite Context
+    Length for Transformers"; catalog S41).
 
-    The paper inserts a learned landmark token per block and trains it with a
-    grouped softmax; a mask cannot add tokens, so the landmark key here is the
-    mean key of the block (no extra parameters) and the retrieval is a hard,
-    stop-gradient top-k -- the paper's inference-time mechanism. With causal
-    attention only earlier blocks are candidates.
+    Paper's defining mechanism: the sequence is cut into blocks, each followed by
+    a landmark token; attention uses a *grouped softmax*: a query's softmax runs
+    over the tokens of its own block and the landmarks of the other blocks, and a
+    token j of another block b receives p(landmark_b | i) * softmax_{j' in b}(q_i .
+    k_j'). Training this makes the landmark score a learned retrieval key for its
+    block; at inference a query retrieves only the top-k blocks by landmark score
+    (random access into long context). Causal: earlier blocks only.
 
-    Fidelity (S41). Paper: a learned landmark token per block, trained with a
-    grouped softmax so attending to a landmark gates its block; at inference a
-    query retrieves the top-k blocks by landmark score. archgram: own block plus
-    the top-k blocks by mean-key score, as a mask. Differs: no learned landmark,
-    no grouped softmax, and retrieval gets no gradient."""
+    What archgram does: exactly that distribution, written as an additive bias on
+    the dense logits (``bias_for``: a far key j of block b gets s_b - logsumexp_{j'
+    in b} q . k_j' added, s_b the landmark logit), so one softmax over all keys
+    gives the grouped weights; in training every block is reachable, in eval mode
+    the mask keeps the own block plus the ``top_k`` blocks of highest landmark
+    score (stop-gradient retrieval, as in the paper's inference).
+
+    What differs: the landmark is not a token carried through the layers (an op
+    keeps its sequence length, and one op has no earlier layers); its key is what
+    a landmark token reading its block would hold: a learned per-head pooling of
+    the block's keys, sum_j softmax_j(w_h . k_j) k_j (w = 0 at the start: the mean
+    key). Users lose landmark states that deepen across layers. With scores other
+    than softmax the bias is applied but the grouped normalisation is softmax's.
+    """
 
     name = "landmark"
     params = ("block", "top_k")
@@ -80,16 +82,48 @@ class Landmark(Pattern):
         _integers(self, "block")
         _integers(self, "top_k", low=0)
 
-    def mask_for(self, q, k, grid):
+    def module(self, heads, head_dim, tokens):
+        from archgram.ops.attention.combiner import LocalExpectation  # the same learned in-block pooling
+
+        self.landmarks = LocalExpectation(heads, head_dim)
+        return self.landmarks
+
+    def _blocks(self, n: int, device) -> tuple[torch.Tensor, int]:
+        blocks = torch.arange(n, device=device) // self.block
+        return blocks, int(blocks[-1]) + 1
+
+    def landmark_logits(self, q, k) -> torch.Tensor:
+        """(B, H, N, nb): q_i . landmark key of block b, scaled."""
+        blocks, nb = self._blocks(q.shape[-2], q.device)
+        keys, _, _ = self.landmarks.summaries(k, k[..., :1], blocks, nb)
+        return q @ keys.transpose(-1, -2) / math.sqrt(q.shape[-1])
+
+    def _candidates(self, blocks: torch.Tensor, nb: int) -> torch.Tensor:
+        ids = torch.arange(nb, device=blocks.device)
+        return (ids[None, :] < blocks[:, None]) if self.causal else (ids[None, :] != blocks[:, None])
+
+    def bias_for(self, q, k, grid):
+        """Grouped softmax as additive logits: far key j of block b gets s_b - lse_b(q . k)."""
         n = q.shape[-2]
-        blocks = torch.arange(n, device=q.device) // self.block
-        nb = int(blocks[-1]) + 1
+        blocks, nb = self._blocks(n, q.device)
+        logits = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])  # (B, H, N, N)
+        pad = nb * self.block - n
+        grouped = torch.nn.functional.pad(logits, (0, pad), value=float("-inf")).unflatten(-1, (nb, self.block))
+        lse = torch.logsumexp(grouped, -1)  # (B, H, N, nb)
+        far = (self.landmark_logits(q, k) - lse)[..., blocks]  # per key, its block's correction
+        own = blocks[:, None] == blocks[None, :]
+        return far.masked_fill(own, 0.0)
+
+    def mask_for(self, q, k, grid):
+        """Training: every block reachable (causal: earlier ones; the op ANDs its mask).
+        Eval: the own block plus the top_k blocks by landmark score."""
+        if self.landmarks.training:
+            return None
+        blocks, nb = self._blocks(q.shape[-2], q.device)
         with torch.no_grad():
-            scores = q @ _block_means(k, blocks, nb).transpose(-1, -2)  # (B, H, N, nb)
-            ids = torch.arange(nb, device=q.device)
-            own = blocks[:, None] == ids[None, :]
-            candidates = (ids[None, :] < blocks[:, None]) if self.causal else ~own
-            chosen = _topk_mask(scores.masked_fill(~candidates, float("-inf")), self.top_k) | own
+            scores = self.landmark_logits(q, k)
+            own = blocks[:, None] == torch.arange(nb, device=q.device)[None, :]
+            chosen = _topk_mask(scores.masked_fill(~self._candidates(blocks, nb), float("-inf")), self.top_k) | own
         return chosen[..., blocks]  # a key is visible when its block is
 
 

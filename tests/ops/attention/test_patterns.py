@@ -209,34 +209,85 @@ def test_shifted_sparse_with_a_group_covering_the_sequence_equals_full_attention
 # ---- content-based patterns ----------------------------------------------
 
 
+def landmark_keys(m, k, block):
+    """Each block's landmark key, by hand: sum_j softmax_j(w_h . k_j) k_j over the block."""
+    w = m.pattern.landmarks.w
+    nb = -(-k.shape[-2] // block)
+    keys = []
+    for s in range(nb):
+        kb = k[..., s * block:(s + 1) * block, :]  # (B, H, b, D)
+        p = torch.softmax(torch.einsum("bhjd,hd->bhj", kb, w), -1)
+        keys.append(torch.einsum("bhj,bhjd->bhd", p, kb))
+    return torch.stack(keys, 2)  # (B, H, nb, D)
+
+
 @pytest.mark.catalog("S41")
-def test_landmark_retrieves_own_block_and_top_k_blocks_by_mean_key():
+def test_landmark_retrieves_own_block_and_top_k_blocks_by_landmark_score_in_eval():
     n, block, top_k = 12, 3, 2
-    m = build((2, n, 16), heads=2, pattern=pat("landmark", block=block, top_k=top_k))
+    m = build((2, n, 16), heads=2, pattern=pat("landmark", block=block, top_k=top_k)).eval()
+    with torch.no_grad():
+        m.pattern.landmarks.w.normal_()
     x = torch.randn(2, n, 16)
     q, k = qk(m, x)
     mask = m.mask(n, "cpu", q, k)
+    with torch.no_grad():
+        keys = landmark_keys(m, k, block)
     for b in range(2):
         for h in range(2):
-            landmarks = [k[b, h, s * block : (s + 1) * block].mean(0) for s in range(n // block)]
             for i in range(n):
                 others = [s for s in range(n // block) if s != i // block]
-                best = sorted(others, key=lambda s: -float(q[b, h, i] @ landmarks[s]))[:top_k]
+                best = sorted(others, key=lambda s: -float(q[b, h, i] @ keys[b, h, s]))[:top_k]
                 expected = [j // block in best or j // block == i // block for j in range(n)]
                 assert mask[b, h, i].tolist() == expected
 
 
 @pytest.mark.catalog("S41")
-def test_landmark_retrieving_every_block_equals_full_attention():
+@pytest.mark.parametrize("causal", [False, True])
+def test_landmark_grouped_softmax_gates_each_far_block_by_its_landmark(causal):
+    """The paper's grouped softmax: one softmax over own-block tokens and the other
+    blocks' landmarks; a far token gets p(landmark_b) * softmax within its block."""
+    n, block, d = 10, 3, 8
+    m = build((1, n, 16), heads=2, causal=causal, pattern=pat("landmark", block=block)).train()
+    with torch.no_grad():
+        m.pattern.landmarks.w.normal_()
+    x = torch.randn(1, n, 16)
+    with torch.no_grad():
+        q, k, v = m.layout.qkv(x)
+        keys = landmark_keys(m, k, block)
+        heads = torch.zeros(1, 2, n, d)
+        for h in range(2):
+            for i in range(n):
+                own = [j for j in range(n) if j // block == i // block and (j <= i or not causal)]
+                far = [s for s in range(-(-n // block)) if (s < i // block if causal else s != i // block)]
+                logits = [q[0, h, i] @ k[0, h, j] / math.sqrt(d) for j in own]
+                logits += [q[0, h, i] @ keys[0, h, s] / math.sqrt(d) for s in far]
+                p = torch.softmax(torch.stack(logits), 0)
+                out = sum(p[a] * v[0, h, j] for a, j in enumerate(own))
+                for a, s in enumerate(far):
+                    members = [j for j in range(n) if j // block == s]
+                    inner = torch.softmax(torch.stack([q[0, h, i] @ k[0, h, j] for j in members]) / math.sqrt(d), 0)
+                    out = out + p[len(own) + a] * sum(wj * v[0, h, j] for wj, j in zip(inner, members))
+                heads[0, h, i] = out
+        expected = m.layout.out(heads, x)
+    torch.testing.assert_close(m(x), expected, atol=1e-5, rtol=1e-5)
+    m(x).square().sum().backward()  # retrieval is learned: the landmark pooling gets a gradient
+    assert m.pattern.landmarks.w.grad.abs().sum() > 0
+
+
+@pytest.mark.catalog("S41")
+def test_landmark_retrieving_every_block_in_eval_equals_the_trained_grouped_softmax():
     x = torch.randn(2, 10, 16)
     m = build((2, 10, 16), heads=2, pattern=pat("landmark", block=3, top_k=4))
-    torch.testing.assert_close(m(x), full_output((2, 10, 16), x))
+    with torch.no_grad():
+        m.pattern.landmarks.w.normal_()
+        trained = m.train()(x)
+        torch.testing.assert_close(m.eval()(x), trained)
 
 
 @pytest.mark.catalog("S41")
 def test_causal_landmark_retrieves_only_earlier_blocks():
     n, block = 16, 4
-    m = build((2, n, 16), heads=2, causal=True, pattern=pat("landmark", block=block, top_k=1))
+    m = build((2, n, 16), heads=2, causal=True, pattern=pat("landmark", block=block, top_k=1)).eval()
     q, k = qk(m, torch.randn(2, n, 16))
     retrieved = m.pattern.mask_for(q, k, None)
     i = torch.arange(n)
