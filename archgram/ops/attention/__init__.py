@@ -4,6 +4,7 @@ from archgram.ops.attention import (  # noqa: F401  (registration)
     aaren,
     earlier_qk,
     hierarchical,
+    karat,
     l2vit,
     layouts,
     linear,

@@ -286,7 +286,18 @@ class FourierKArAt(Score):
     training begins softmax-like. base ``none`` is the paper's pure Fourier KAN.
     The paper's full operator mixes each score row through an N x N (or low-rank)
     KAN; this one is elementwise per head (length-independent). Masked keys are
-    zero before normalisation."""
+    zero before normalisation.
+
+    Catalog S05, read against the paper. Paper: softmax is replaced by a learnable
+    operator on each row of scores, a KAN R^N -> R^N with a learnable univariate
+    function per (output, input) pair in a chosen basis (Fourier for Fourier-KArAt),
+    made affordable as a low-rank operator (R^N -> R^r, then back), followed by a
+    projection onto the l1 ball. archgram: that operator is ``karat_lowrank``
+    (karat.py; its parameters are indexed by key position, so it is length-limited
+    by ``max_len``), and this score is its length-free diagonal special case
+    (phi_jk = 0 for j != k, shared over positions). Differs: both add an optional
+    exp base so training can start from softmax; the paper's full-rank N x N
+    operator is the low-rank one with rank = N."""
 
     name = "karat"
     params = ("grid", "base")

@@ -344,6 +344,7 @@ NEW = [
     {"name": "clipped_softmax"}, {"name": "gated_softmax"}, {"name": "softcap", "cap": 1.0},
     {"name": "softplus_reweight"}, {"name": "karat"}, {"name": "fixed_mixing", "max_len": 8},
     {"name": "l2"}, {"name": "symmetric"}, {"name": "power_law"}, {"name": "triplewise", "max_len": 8},
+    {"name": "karat_lowrank", "max_len": 8},
 ]
 IDS = [s["name"] for s in NEW]
 
