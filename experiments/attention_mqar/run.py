@@ -41,7 +41,19 @@ VARIANTS: dict[str, tuple[str, str]] = {
     "lightning": ("score=lightning", "decayed linear attention, Lightning (S04/S48)"),
     "nala": ("score=nala", "norm-aware linear attention (S21)"),
     "hebbian": ("score=hebbian", "Hebbian fast-weight attention (S44)"),
+    # sigmoid attention with the paper's stabilisers (S06), each alone and together
+    "sigmoid_qknorm": ("score=sigmoid(qk_norm=true), position=rope", "sigmoid, b = -log n, QK-norm"),
+    "sigmoid_layerscale": ("score=sigmoid, position=rope", "sigmoid, b = -log n, LayerScale 1e-4"),
+    "sigmoid_hybrid": ("score=sigmoid, position=rope", "sigmoid, b = -log n, hybrid-norm (norm after attention)"),
+    "sigmoid_hybrid_b0": ("score=sigmoid(0), position=rope", "sigmoid, b = 0, hybrid-norm"),
+    "sigmoid_all": ("score=sigmoid(qk_norm=true), position=rope", "sigmoid, b = -log n, QK-norm + hybrid-norm"),
+    "softmax_hybrid": ("score=softmax, position=rope", "softmax, hybrid-norm (control)"),
 }
+
+#: ops after the attention op, inside the residual branch: hybrid-norm (a norm on
+#: the attention output) or LayerScale (S06's stabilisers of the branch output)
+POST = {"sigmoid_hybrid": "layernorm", "sigmoid_hybrid_b0": "layernorm", "sigmoid_all": "layernorm",
+        "softmax_hybrid": "layernorm", "sigmoid_layerscale": "layer_scale(1e-4)"}
 
 GRAMMAR = """
 start network
@@ -49,13 +61,15 @@ network : layer layer
 layer   : mix ffn
 mix     : clone(2) mixer identity add
 ffn     : clone(2) mlp identity add
-mixer   : layernorm attention(heads={heads}, causal=true, {attention})
+mixer   : layernorm attention(heads={heads}, causal=true, {attention}){post}
 mlp     : layernorm linear(out={hidden}) gelu linear(out={width})
 """
 
 
 def build(variant: str, width: int, batch: int, seq_len: int):
-    text = GRAMMAR.format(heads=max(1, width // 32), attention=VARIANTS[variant][0], hidden=2 * width, width=width)
+    post = f" {POST[variant]}" if variant in POST else ""
+    text = GRAMMAR.format(heads=max(1, width // 32), attention=VARIANTS[variant][0], hidden=2 * width, width=width,
+                          post=post)
     grammar = archgram.grammar.model.Grammar.from_text(text, path=f"<mqar {variant}>")
     return grammar.sample((batch, seq_len, width), seed=0)
 

@@ -16,7 +16,7 @@ from archgram.ops.attention import layouts, patterns, positions, scores
 
 SCORES = {
     scores.Softmax: lambda s: {"score": "softmax"},
-    scores.Sigmoid: lambda s: {"score": "sigmoid", "sigmoid_bias": s.bias},
+    scores.Sigmoid: lambda s: None if s.qk_norm else {"score": "sigmoid", "sigmoid_bias": s.bias},
     scores.SoftCap: lambda s: {"score": "softcap", "cap": s.cap},
     scores.SoftplusReweight: lambda s: {"score": "softplus", "power": s.power},
     scores.ClippedSoftmax: lambda s: {"score": "clipped", "gamma": s.gamma, "zeta": s.zeta},
@@ -64,7 +64,11 @@ def kernel_kwargs(op, n: int, device) -> dict | None:
     if mask is None:
         record("flash", f"pattern {type(op.pattern).__name__}: a query block sees no key block")
         return None
-    kw = {**SCORES[type(op.score)](op.score), **mask, **POSITIONS[type(op.position)](op.position), "scale": op.scale}
+    score_kw = SCORES[type(op.score)](op.score)
+    if score_kw is None:
+        record("flash", f"score {type(op.score).__name__}: this configuration has no kernel (sigmoid's QK-norm)")
+        return None
+    kw = {**score_kw, **mask, **POSITIONS[type(op.position)](op.position), "scale": op.scale}
     if op.causal:
         kw["causal"] = True
     return kw

@@ -14,6 +14,7 @@ from archgram.ops.attention import (  # noqa: F401  (registration)
     reversed,
     scores,
     sinks,
+    stabilisers,
 )
 from archgram.ops.attention.op import Attention
 from archgram.ops.attention.parts import LAYOUTS, PATTERNS, POSITIONS, SCORES

@@ -37,9 +37,15 @@ class Layout(Part, nn.Module):
     reduces_keys: ClassVar[bool] = False
 
     @classmethod
-    def qk_dim(cls, head_dim: int, **params) -> int:
-        """Channels per head of queries and keys (values keep ``head_dim``)."""
+    def qk_dim(cls, head_dim: int, dim: int = 0, **params) -> int:
+        """Channels per head of queries and keys (values keep ``head_dim``);
+        ``dim`` is the op's channel count."""
         return head_dim
+
+    @classmethod
+    def frozen_flops(cls, n: int, dim: int, heads: int, head_dim: int, **params) -> int:
+        """Forward FLOPs of projections held as buffers (not counted by parameters)."""
+        return 0
 
     @classmethod
     def keys(cls, n: int, grid, **params) -> int:

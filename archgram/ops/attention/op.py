@@ -73,7 +73,7 @@ def _resolve(shape: Shape, heads, kv_heads, head_dim, layout, score, pattern, po
     layout_cls.check_geometry(n, grid, **layout_kw)
     # the attention maps computed (SQA computes fewer, TPLA one per head and shard)
     maps = layout_cls.attention_heads(heads, **layout_kw)
-    qk_dim = layout_cls.qk_dim(head_dim, **layout_kw)  # SSA compresses q/k channels
+    qk_dim = layout_cls.qk_dim(head_dim, dim=dim, **layout_kw)  # SSA compresses q/k channels
     score_cls, score_kw = SCORES.resolve(score)
     pattern_cls, pattern_kw = PATTERNS.resolve(pattern)
     pattern_obj = pattern_cls(**pattern_kw)
@@ -164,9 +164,10 @@ class Attention(Op):
         keys = min(layout_cls.keys(n, grid, **layout_kw), pattern_cls(**pattern_kw).attended_keys(n))
         core = score_cls.flops(
             n, head_dim, layout_cls.attention_heads(heads, **layout_kw), shape[0],
-            keys=keys, qk_dim=layout_cls.qk_dim(head_dim, **layout_kw), **score_kw,
+            keys=keys, qk_dim=layout_cls.qk_dim(head_dim, dim=dim, **layout_kw), **score_kw,
         )
-        return 2 * params * shape[0] * n + core
+        frozen = shape[0] * layout_cls.frozen_flops(n, dim, heads, head_dim, **layout_kw)
+        return 2 * params * shape[0] * n + core + frozen
 
     def mask(self, n: int, device, q=None, k=None) -> torch.Tensor | None:
         if self.pattern.data_dependent and q is not None:

@@ -131,20 +131,54 @@ class FrozenLinear(nn.Module):
 
 @LAYOUTS.register
 class RandomQK(MHA):
-    """Single attention layer via random features (Fu et al. 2023, catalog S76):
-    query and key projections are random Gaussian and frozen, only the value and
-    output projections train; many heads make the layer a random-feature model.
-    A layout (not a score) because the frozen parts are the projections; any
-    score can run on top (softmax in the paper). The paper samples each head's
-    bilinear form W_m directly; here it is W_q^T W_k of rank head_dim."""
+    """Single attention layer via random features (Fu, Guo, Bai, Mei 2023,
+    catalog S76).
+
+    Paper: a layer of M heads whose query-key form W_m (the product of query
+    and key matrix, a d x d matrix over the token width d) is sampled once,
+    Gaussian, and frozen; only the value side trains, so the layer is a
+    random-feature model: linear in its trainable weights, able to fit
+    functions of the query token and the key set that are invariant to key
+    order, with error falling as heads are added.
+    Here: head m scores tokens i, j by x_i^T W_m x_j with W_m a frozen buffer of
+    i.i.d. N(0, 1/d) entries (full rank d, one per head), times the op's
+    1/sqrt(d), so logits start at unit scale; values and the output
+    projection train. Queries are the tokens themselves and keys are W_m x_j,
+    so the q/k width is the model width d, not head_dim. Any score runs on top
+    (softmax in archgram's grammars).
+    Differs: the paper analyses one query token against N keys with a 1/N sum
+    of an activation and a value vector per head; here every token is a query
+    (self-attention) under the chosen score, and values are the usual per-head
+    projection followed by the output projection (a linear map after a linear
+    map: the same function class). The paper's non-zero-mean sampling of W_m is
+    not offered."""
 
     name = "random_qk"
     refs = ("S76",)
 
+    @classmethod
+    def qk_dim(cls, head_dim, dim=0, **params):
+        return dim
+
+    @classmethod
+    def frozen_flops(cls, n: int, dim: int, heads: int, head_dim: int, **params) -> int:
+        """Multiply-adds of the frozen key forms W_m x_j (buffers, not parameters)."""
+        return 2 * n * heads * dim * dim
+
     def __init__(self, dim, heads, kv_heads, head_dim, **params):
         super().__init__(dim, heads, kv_heads, head_dim, **params)
-        self.q = FrozenLinear(dim, heads * head_dim)
-        self.k = FrozenLinear(dim, self.kv * head_dim)
+        del self.q, self.k  # the tokens are the queries; W_m makes the keys
+        self.register_buffer("forms", torch.randn(self.heads, dim, dim) / math.sqrt(dim))
+
+    def form(self, head: int) -> torch.Tensor:
+        """Head ``head``'s frozen bilinear form W_m (d x d): logit_ij = x_i^T W_m x_j * scale."""
+        return self.forms[head]
+
+    def qkv(self, x):
+        b, n, d = x.shape
+        q = x.unsqueeze(1).expand(b, self.heads, n, d)
+        k = torch.einsum("bjd,hed->bhje", x, self.forms)
+        return q, k, self.split(self.v(x), self.kv)
 
 
 __all__ = ["FrozenLinear", "KernelRPE", "RandomQK", "toeplitz_fft"]

@@ -98,16 +98,43 @@ class Softmax(Score):
 
 @SCORES.register
 class Sigmoid(Score):
-    """Sigmoid attention (Ramapuram et al., catalog S06): elementwise sigmoid with
-    bias b = -log(n), n the number of keys, so row sums start near 1."""
+    """Sigmoid attention (Ramapuram et al. 2024, catalog S06).
+
+    Paper: weights sigmoid(q.k / sqrt(d) + b), each key judged on its own (no
+    row normalisation), with b = -log n (n the sequence length) so that at
+    initialisation a row sums to about 1 as softmax's does; training is stable
+    only with the large early attention norms tamed, by that bias, QK-norm and
+    hybrid-norm or LayerScale; FlashSigmoid is its fused kernel.
+    Here: ``bias`` None gives b = -log n, n the number of keys of the call (the
+    sequence length); ``qk_norm=true`` normalises each query and key to RMS 1
+    over the head dim (a rotation leaves it unchanged, so RoPE commutes with
+    it) and scales each head's logits by a learned gain starting at 1. Hybrid-
+    norm and LayerScale act on the branch output, so they are grammar choices
+    (``attention(...) layernorm``, ``layer_scale``; see ``stabilisers``). The
+    Triton flash kernel (``archgram/kernels/flash``) serves the plain form.
+    Differs: the QK-norm here is parameter-free per channel with one gain per
+    head, not LayerNorm with per-channel gain and shift (which would not
+    commute with RoPE). At decode time n is the number of keys so far, so the
+    bias of a token's row differs from the parallel form's, whose n is the
+    whole length; the paper fixes n to the training length."""
 
     name = "sigmoid"
-    params = ("bias",)
+    params = ("bias", "qk_norm")
     refs = ("S06",)
 
-    def __init__(self, heads: int, bias: float | None = None):
+    def __init__(self, heads: int, bias: float | None = None, qk_norm: bool = False):
         super().__init__(heads)
         self.bias = bias
+        self.qk_norm = bool(qk_norm)
+        if self.qk_norm:
+            self.qk_gain = nn.Parameter(torch.ones(heads, 1, 1))
+
+    def logits(self, q, k, scale):
+        if not self.qk_norm:
+            return super().logits(q, k, scale)
+        q = q * torch.rsqrt(q.square().mean(-1, keepdim=True) + 1e-6)
+        k = k * torch.rsqrt(k.square().mean(-1, keepdim=True) + 1e-6)
+        return super().logits(q, k, scale) * self.qk_gain
 
     def weights(self, logits, mask):
         b = -math.log(logits.shape[-1]) if self.bias is None else self.bias

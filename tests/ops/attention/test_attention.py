@@ -15,6 +15,12 @@ from archgram.ops.registry import get_op
 SPEC = get_op("attention")
 
 
+def get_score(name):
+    from archgram.ops.attention import SCORES
+
+    return SCORES.parts[name]
+
+
 def build(shape, **args):
     torch.manual_seed(0)
     return SPEC.build(shape, SPEC.bind(args))
@@ -108,6 +114,56 @@ def test_sigmoid_attention_matches_its_formula():
     q, k, v = m.layout.qkv(x)
     w = torch.sigmoid(q @ k.transpose(-1, -2) / math.sqrt(8) - math.log(6))
     torch.testing.assert_close(m(x), m.layout.out(w @ v))
+
+
+@pytest.mark.catalog("S06")
+def test_sigmoid_bias_minus_log_n_keeps_initial_row_sums_near_one_at_every_length():
+    """The paper's reason for b = -log n: at initialisation (logits near 0) a
+    sigmoid row sums to n * sigmoid(-log n) = n / (n + 1), about 1 as softmax's
+    does, at every length; with b = 0 the row sum is n / 2 and grows with n (the
+    large early attention norm the paper must tame)."""
+    g = torch.Generator().manual_seed(0)
+    for n in (16, 64, 256):
+        logits = 0.1 * torch.randn(2, 2, n, n, generator=g)
+        for bias, low, high in ((None, 0.85, 1.1), (0.0, 0.45 * n, 0.55 * n)):
+            score = get_score("sigmoid")(2, bias=bias)
+            sums = score.weights(logits, None).sum(-1)
+            assert low < sums.min() and sums.max() < high, (n, bias, sums.min(), sums.max())
+
+
+@pytest.mark.catalog("S06")
+def test_sigmoid_qk_norm_is_a_gained_cosine_that_commutes_with_rope():
+    """QK-norm (S06's stabiliser): logits = gain_h * sqrt(d) * cos(q, k), so they do
+    not change when a query or key is rescaled, stay within +-gain * sqrt(d), and
+    RoPE (a rotation, norm-preserving) gives the same logits before or after."""
+    m = build((1, 6, 8), heads=2, score={"name": "sigmoid", "qk_norm": True}, position={"name": "rope"})
+    with torch.no_grad():
+        m.score.qk_gain.copy_(torch.tensor([1.0, 2.5]).view(2, 1, 1))
+    q, k = torch.randn(1, 2, 6, 4), torch.randn(1, 2, 6, 4)
+    cos = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-1, -2)
+    want = cos * 2.0 * torch.tensor([1.0, 2.5]).view(2, 1, 1)  # sqrt(d) = 2
+    torch.testing.assert_close(m.score.logits(q, k, m.scale), want, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(m.score.logits(7 * q, 0.5 * k, m.scale), want, atol=1e-4, rtol=1e-4)
+    qr, kr = m.position.rotate(q, k, None)
+    qn, kn = (t * torch.rsqrt(t.square().mean(-1, keepdim=True)) for t in (q, k))
+    qnr, knr = m.position.rotate(qn, kn, None)
+    torch.testing.assert_close(m.score.logits(qr, kr, m.scale), m.score.logits(qnr, knr, m.scale), atol=1e-4, rtol=1e-4)
+    x = torch.randn(1, 6, 8)
+    assert m.pattern_module is None and torch.isfinite(m(x)).all()
+
+
+@pytest.mark.catalog("S06")
+def test_layer_scale_multiplies_each_channel_by_a_learned_scale_that_starts_at_init():
+    spec = get_op("layer_scale")
+    for shape in ((2, 5, 6), (2, 6, 3, 3)):
+        m = spec.build(shape, spec.bind({"init": 1e-4}))
+        x = torch.randn(shape)
+        torch.testing.assert_close(m(x), 1e-4 * x)
+        with torch.no_grad():
+            m.gamma.copy_(torch.arange(6.0))
+        channel = torch.arange(6.0).view(1, 1, 6) if len(shape) == 3 else torch.arange(6.0).view(1, 6, 1, 1)
+        torch.testing.assert_close(m(x), x * channel)
+        assert spec.param_count(shape, spec.bind({"init": 1e-4}), ()) == 6
 
 
 def test_rope_scores_depend_only_on_relative_position():
