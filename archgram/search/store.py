@@ -139,11 +139,16 @@ class StudyStore:
             direction(obj)
         self.url = storage_url(study)
         self.objectives = tuple(objectives)
-        try:
-            self.storage = optuna.storages.RDBStorage(self.url)
-            names = [s.study_name for s in optuna.study.get_all_study_summaries(self.storage)]
-        except Exception as exc:  # SQLAlchemy/optuna errors: unreadable or foreign schema
-            raise StudyError(f"cannot open study {study}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+        for attempt in range(CREATE_TRIES):
+            try:
+                self.storage = optuna.storages.RDBStorage(self.url)
+                names = [s.study_name for s in optuna.study.get_all_study_summaries(self.storage)]
+                break
+            except Exception as exc:  # SQLAlchemy/optuna errors: unreadable or foreign schema
+                if attempt + 1 < CREATE_TRIES and _created_meanwhile(exc):
+                    time.sleep(0.2 * (attempt + 1))  # another driver is creating the same study: use it
+                    continue
+                raise StudyError(f"cannot open study {study}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
         if name not in names:
             if not create:
                 raise StudyError(f"no archgram study '{name}' in {study} (it holds: {', '.join(names) or 'nothing'})")
@@ -294,6 +299,15 @@ class StudyStore:
     def leaderboard(self, k: int = 10) -> list[TrialRecord]:
         ok = [r for r in self.records() if r.ok and r.score is not None]
         return sorted(ok, key=lambda r: r.score, reverse=True)[:k]
+
+
+#: drivers starting together on a new study race to create its tables
+CREATE_TRIES = 5
+
+
+def _created_meanwhile(exc: Exception) -> bool:
+    text = str(exc)
+    return any(m in text for m in ("UNIQUE constraint failed", "already exists", "database is locked"))
 
 
 def _running_elsewhere(t) -> bool:
