@@ -23,6 +23,18 @@ Deviations: the paper's attention network and its matching objective are
 described at the level of "attention + progressive spatial masking"; the
 attention head above (1x1 -> depth-wise 3x3 -> 1x1, sigmoid) and the linear
 ramp are our choices. The training losses are not part of the op.
+
+Catalog S08, read against the paper (abstract and introduction; the method
+section was not available to us). Paper: a three-stage pipeline: an encoder
+pretrained with global + local contrastive losses, a self-supervised attention
+network trained under a progressive spatial masking curriculum so that it finds
+informative regions without labels, then supervised fine-tuning with a LaTeX
+decoder. archgram: the attention network and the curriculum (the evaluator
+advances ``set_progress`` during training). Differs: the attention learns from
+whatever loss the task gives, not from the paper's self-supervised attention
+objective, whose form we could not read; the contrastive pretraining stage and
+the decoder are outside the op. The row stays unreviewed in the fidelity table
+until that objective is checked.
 """
 from __future__ import annotations
 
