@@ -43,6 +43,7 @@ KNOWN_CYCLES = {
     frozenset({"archgram.cli", "archgram.cli_export"}): "the CLI becomes a package over the API",
     frozenset({"archgram.ops.attention.patterns", "archgram.ops.attention.content"}): "content patterns register themselves",
     frozenset({"archgram.ops.attention.patterns", "archgram.ops.attention.sparsifiner"}): "content patterns register themselves",
+    frozenset({"archgram.ops.attention.patterns", "archgram.ops.attention.combiner"}): "content patterns register themselves",
     frozenset({"archgram.ops.attention.patterns", "archgram.ops.attention.content",
                "archgram.ops.attention.sparsifiner"}): "content patterns register themselves",
     frozenset({"archgram.search.training", "archgram.search.training.options",

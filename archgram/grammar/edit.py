@@ -13,6 +13,7 @@ import random
 from dataclasses import dataclass
 
 from archgram.errors import ArchgramError, DerivationError, SamplingError, ShapeError
+from archgram.grammar.cost import cost
 from archgram.grammar.derivation import (
     BranchNode,
     Derivation,
@@ -23,11 +24,10 @@ from archgram.grammar.derivation import (
     children_of,
     clone_tree,
 )
-from archgram.grammar.inference import bound_args, resolve_op
+from archgram.grammar.inference import bound_args
 from archgram.grammar.model import Grammar, Limits
 from archgram.grammar.sampler import Sampler, _Fail, _Restart
 from archgram.ops.registry import get_op
-from archgram.shapes import numel
 
 Path = tuple[int, ...]
 SITE_TRIES = 6  # resamplings of one site (free and aimed alternately) before it is dropped
@@ -90,31 +90,6 @@ def replace(root: Node, path: Path, new: Node) -> Node:
     return root
 
 
-def cost(node: Node) -> tuple[int, int, int, int]:
-    """(nodes, params, flops, memory) of a typed subtree, as the sampler counts them."""
-    if isinstance(node, RuleNode):
-        totals = [0, 0, 0, 0]
-        for child in node.children:
-            for k, v in enumerate(cost(child)):
-                totals[k] += v
-        return tuple(totals)
-    if isinstance(node, BranchNode):
-        opener, closer = resolve_op(node.open), resolve_op(node.close)
-        split, merge = get_op(opener.op), get_op(closer.op)
-        outs = [a.out_shape for a in node.arms]
-        merge_params = merge.param_count(tuple(outs), bound_args(closer))
-        totals = [2, split.param_count(node.in_shape, bound_args(opener)) + merge_params,
-                  merge.cls.flops(outs, node.out_shape, merge_params, **bound_args(closer)), numel(node.out_shape)]
-        for arm in node.arms:
-            for k, v in enumerate(cost(arm)):
-                totals[k] += v
-        return tuple(totals)
-    spec = get_op(node.op)
-    args = bound_args(node)
-    params = spec.param_count(node.in_shape, args)
-    return (1, params, spec.cls.flops(node.in_shape, node.out_shape, params, **args), numel(node.out_shape))
-
-
 def _key(shape) -> tuple:
     return tuple(map(tuple, shape)) if shape and isinstance(shape[0], (list, tuple)) else tuple(shape)
 
@@ -123,12 +98,6 @@ def _editable(grammar: Grammar, site: Site) -> bool:
     """Rule subtrees of this grammar; split/merge slots change with their branch."""
     rule = grammar.rules.get(site.node.symbol)
     return rule is not None and rule.kind == "unary"
-
-
-def _limits(grammar: Grammar, limits: Limits | dict | None) -> Limits:
-    if limits is None:
-        return grammar.limits
-    return limits if isinstance(limits, Limits) else grammar.limits.updated(**limits)
 
 
 def _stretched(lim: Limits, *parents: Derivation) -> Limits:
@@ -167,7 +136,7 @@ def mutate(
     (as einspace's mutation forces a different choice) and keeps its output shape."""
     rng = rng or random.Random(seed)
     parent = _typed(parent)
-    lim = _stretched(_limits(grammar, limits), parent)
+    lim = _stretched(grammar.effective_limits(limits), parent)
     candidates = [s for s in sites(parent.root) if _editable(grammar, s)]
     if not candidates:
         raise ArchgramError(f"derivation {parent.hash()} has no rule of grammar '{grammar.name}' to mutate")
@@ -230,7 +199,7 @@ def crossover(
     Returns None when the parents share no such pair within the limits."""
     rng = rng or random.Random(seed)
     a, b = _typed(a), _typed(b)
-    lim = _stretched(_limits(grammar, limits), a, b)
+    lim = _stretched(grammar.effective_limits(limits), a, b)
     by_type: dict[tuple, list[Site]] = {}
     for s in sites(b.root):
         if _editable(grammar, s):

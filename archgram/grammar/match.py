@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Union
 
 from archgram.errors import ArchgramError, DerivationError, ShapeError
+from archgram.grammar.cost import cost
 from archgram.grammar.derivation import (
     BranchNode,
     Derivation,
@@ -40,6 +41,7 @@ from archgram.grammar.derivation import (
     _arg_from_json,
     _arg_to_json,
     clone_tree,
+    walk,
 )
 from archgram.grammar.inference import resolve_op
 from archgram.grammar.model import Branch, Grammar, NonTerm, Term, iter_terms
@@ -631,23 +633,12 @@ def parse_network(
 def _used_shared(g: Grammar, node: Node):
     """Names of the global params the derivation's terminals draw (approximate:
     every global param of an op name the derivation uses)."""
-    ops = {n.op for n in _ops(node)}
+    ops = {n.op for n in walk(node) if isinstance(n, OpNode)}
     for rule in g.rules.values():
         for prod in rule.productions:
             for t in iter_terms(prod.elems):
                 if t.op.name in ops:
                     yield [s.shared for s in t.args.values() if s.shared]
-
-
-def _ops(node: Node):
-    if isinstance(node, OpNode):
-        yield node
-    elif isinstance(node, RuleNode):
-        for c in node.children:
-            yield from _ops(c)
-    else:
-        for c in [node.open, *node.arms, node.close]:
-            yield from _ops(c)
 
 
 def _stats(g: Grammar, d: Derivation, best: _Res) -> dict[str, Any]:
@@ -659,7 +650,7 @@ def _stats(g: Grammar, d: Derivation, best: _Res) -> dict[str, Any]:
     if stats["nodes"] > g.limits.nodes:
         exceeds.append(f"nodes {stats['nodes']} > {g.limits.nodes}")
     try:
-        params = _param_count(d)
+        params = cost(d.root, ctx=())[1]
     except Exception:  # pragma: no cover - counting never blocks a parse
         params = None
     if params is not None:
@@ -668,34 +659,6 @@ def _stats(g: Grammar, d: Derivation, best: _Res) -> dict[str, Any]:
             exceeds.append(f"params {params} > {g.limits.params:.3g}")
     stats["exceeds"] = exceeds
     return stats
-
-
-def _param_count(d: Derivation) -> int:
-    """Parameters from the ops' shape rules (no module is built)."""
-    from archgram.grammar.inference import bound_args
-
-    total = 0
-
-    def visit(node: Node, ctx: tuple) -> tuple:
-        nonlocal total
-        if isinstance(node, OpNode):
-            spec = get_op(node.op)
-            args = bound_args(node)
-            total += spec.param_count(node.in_shape, args, ctx)
-            return spec.cls.transfer(node.in_shape, ctx, **args)[1]
-        if isinstance(node, RuleNode):
-            for c in node.children:
-                ctx = visit(c, ctx)
-            return ctx
-        opener, closer = resolve_op(node.open), resolve_op(node.close)
-        total += get_op(opener.op).param_count(node.in_shape, bound_args(opener))
-        for arm in node.arms:
-            visit(arm, ctx)
-        total += get_op(closer.op).param_count(tuple(a.out_shape for a in node.arms), bound_args(closer))
-        return ctx
-
-    visit(d.root, ())
-    return total
 
 
 __all__ = ["network_of", "network_to_json", "parse_network"]

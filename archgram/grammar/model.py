@@ -382,6 +382,12 @@ class Grammar:
     def production_probs(self, name: str) -> list[float]:
         return [p.prob for p in self.rules[name].productions]
 
+    def effective_limits(self, limits: Limits | dict | None = None) -> Limits:
+        """The grammar's own limits, replaced by ``limits`` or updated by a dict of them."""
+        if limits is None:
+            return self.limits
+        return limits if isinstance(limits, Limits) else self.limits.updated(**limits)
+
     def sample(self, input_shape, seed: int | None = 0, **kwargs):
         """Sample one architecture for ``input_shape``; see ``archgram.grammar.sampler``."""
         return sample(self, tuple(input_shape), seed=seed, **kwargs)

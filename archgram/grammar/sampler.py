@@ -407,14 +407,6 @@ class Sampler:
         return node, out, ctx
 
 
-def _as_limits(grammar: Grammar, limits: Limits | dict | None) -> Limits:
-    if limits is None:
-        return grammar.limits
-    if isinstance(limits, Limits):
-        return limits
-    return grammar.limits.updated(**limits)
-
-
 def sample(
     grammar: Grammar,
     input_shape: Shape,
@@ -432,7 +424,7 @@ def sample(
     ``max_rejections`` caps the failed options of one attempt before it restarts;
     successful choices are not capped, so large derivations are not penalised."""
     rng = rng or random.Random(seed)
-    lim = _as_limits(grammar, limits)
+    lim = grammar.effective_limits(limits)
     symbol = symbol or grammar.start
     rejections, restarts = 0, 0
     reasons: dict[str, int] = {}
