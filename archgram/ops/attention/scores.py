@@ -45,6 +45,8 @@ class Score(Part, nn.Module):
 
     #: Scores whose weights are sized by the head dim take it in their constructor.
     takes_head_dim: ClassVar[bool] = False
+    #: Scores sized by the input's geometry get ``tokens`` and ``grid`` from the op.
+    uses_geometry: ClassVar[bool] = False
 
     @classmethod
     def build(cls, heads: int, head_dim: int, **params) -> Score:

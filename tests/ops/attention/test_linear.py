@@ -3,6 +3,8 @@ n x n formulas written here, naive loops, and properties from the papers
 (recurrent == parallel, chunked == recurrence, FFT Toeplitz == matmul, ...)."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -245,15 +247,54 @@ def test_agent_attention_equals_its_two_softmax_formula():
     a = q.view(2, 3, 4, 3, 4).mean(-2)  # 4 agents: means of 3 consecutive queries
     agent_v = torch.softmax(a @ k.transpose(-1, -2) * 0.5, -1) @ v
     expected = torch.softmax(q @ a.transpose(-1, -2) * 0.5, -1) @ agent_v
-    torch.testing.assert_close(score("agent", agents=4).attend(q, k, v, None, None, 0.5), expected, **TOL)
+    torch.testing.assert_close(score("agent", agents=4, dwc=0).attend(q, k, v, None, None, 0.5), expected, **TOL)
 
 
 @pytest.mark.catalog("S40")
 def test_agent_attention_with_one_agent_per_query_is_two_softmaxes_over_queries():
     q, k, v = qkv(n=6)
-    out = score("agent", agents=6).attend(q, k, v, None, None, 0.5)
+    out = score("agent", agents=6, dwc=0).attend(q, k, v, None, None, 0.5)
     inner = torch.softmax(q @ k.transpose(-1, -2) * 0.5, -1) @ v
     torch.testing.assert_close(out, torch.softmax(q @ q.transpose(-1, -2) * 0.5, -1) @ inner, **TOL)
+
+
+@pytest.mark.catalog("S40")
+def test_agent_module_is_two_biased_softmaxes_plus_dwc_of_the_values_on_an_image():
+    """Han et al.'s agent attention module, through the op on a 4x4 image:
+    O = softmax(Q A^T s + B2) softmax(A K^T s + B1) V + DWC(V), the agent biases
+    per head and sized for the 16 tokens, DWC a 3x3 depthwise conv over the grid."""
+    x = torch.randn(2, 8, 4, 4, dtype=torch.float64)
+    m = build((2, 8, 4, 4), heads=2, score={"name": "agent", "agents": 4, "dwc": 3})
+    sc = m.score
+    with torch.no_grad():
+        sc.agent_bias.normal_()
+        sc.query_bias.normal_()
+    assert sc.agent_bias.shape == (2, 4, 16) and sc.query_bias.shape == (2, 16, 4)
+    t = x.flatten(2).transpose(1, 2)
+    q, k, v = m.layout.qkv(t)
+    s = 1 / math.sqrt(4)
+    a = q.view(2, 2, 4, 4, 4).mean(-2)  # 4 agents: means of 4 consecutive query tokens
+    agent_v = torch.softmax(a @ k.transpose(-1, -2) * s + sc.agent_bias, -1) @ v
+    out = torch.softmax(q @ a.transpose(-1, -2) * s + sc.query_bias, -1) @ agent_v
+    vimg = v.permute(0, 1, 3, 2).reshape(2, 8, 4, 4)
+    dwc = F.conv2d(vimg, sc.dwc.weight, sc.dwc.bias, padding=1, groups=8).reshape(2, 2, 4, 16).permute(0, 1, 3, 2)
+    want = m.layout.out(out + dwc, t).transpose(1, 2).reshape(2, 8, 4, 4)
+    torch.testing.assert_close(m(x), want, **TOL)
+
+
+@pytest.mark.catalog("S40")
+def test_agent_attention_cost_is_linear_in_the_tokens():
+    """The paper's efficiency claim: with a fixed number of agents the module costs
+    O(n a d) -- measured FLOPs double when the sequence doubles."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    flops = []
+    for n in (64, 128, 256):
+        m = build((1, n, 16), heads=2, score={"name": "agent", "agents": 8})
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            m(torch.randn(1, n, 16, dtype=torch.float64))
+        flops.append(counter.get_total_flops())
+    assert flops[1] == 2 * flops[0] and flops[2] == 2 * flops[1]
 
 
 # ------------------------------------------------------------------ Hebbian memory (S44)
