@@ -90,12 +90,20 @@ def test_polarized_attention_matches_the_papers_branch_formulas(mode):
 
 
 @pytest.mark.catalog("S62")
-def test_polarized_branches_collapse_one_axis_each():
-    x = torch.randn(2, 8, 4, 4)
+def test_polarized_channel_branch_ignores_pixel_order_and_spatial_branch_follows_it():
+    """Each branch collapses one axis completely: the channel-only weights (a
+    softmax-pooled summary over all H*W positions) do not change when the pixels
+    are shuffled, while the spatial-only map is shuffled with them (a per-pixel
+    weight from globally pooled channels); both keep C/2 internal channels."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 8, 4, 4, generator=g)
     m = build("polarized_attention", tuple(x.shape))
-    assert m.channel(x).shape == (2, 8, 1, 1)  # spatial axis fully collapsed
-    assert m.spatial(x).shape == (2, 1, 4, 4)  # channel axis fully collapsed
-    assert m.channel.wv.out_channels == 4  # internal resolution C/2
+    perm = torch.randperm(16, generator=g)
+    shuffled = x.flatten(2)[..., perm].view_as(x)
+    torch.testing.assert_close(m.channel(shuffled), m.channel(x))
+    torch.testing.assert_close(m.spatial(shuffled).flatten(2), m.spatial(x).flatten(2)[..., perm])
+    assert not torch.allclose(m.channel(x)[0], m.channel(x)[1])  # it does read the input
+    assert m.channel.wv.out_channels == 4 and m.spatial.wq.out_channels == 4  # internal resolution C/2
     with pytest.raises(ShapeError, match="polarized_attention"):
         get_op("polarized_attention").cls.output_shape((2, 1, 4, 4))
 

@@ -227,6 +227,17 @@ class TPLA(MLA):
     attention axes see heads * shards maps (index h * shards + s); with one
     shard this is exactly MLA. The paper's orthogonal (Hadamard/PCA) transform
     before slicing, a conversion trick for pretrained MLA weights, is left out.
+
+    Paper's defining mechanism: MLA's latent KV cache split across tensor-
+    parallel devices, each device attending with its slice and the shards'
+    outputs reduced, so each device caches latent/shards per token while every
+    head still reads the whole latent (unlike GLA-style head grouping).
+    What archgram does: that computation on one device, shards as extra
+    attention maps, ``kv_cache_per_device`` = latent / shards.
+    What differs: no orthogonal transform before slicing; it only re-expresses
+    a pretrained MLA checkpoint so slicing loses less, and a model trained from
+    scratch learns W_dkv with any such rotation absorbed. There are no real
+    devices or collectives (the sum stands for the all-reduce).
     """
 
     name = "tpla"

@@ -159,6 +159,16 @@ class RoPEALiBi(RoPE):
     numerator the two factor: exp(q R_(i-j) k) * exp(-m_h |i - j|), a
     rotary content term times a per-head recency decay; both depend on
     i - j only, so the combination stays relative.
+
+    Paper's defining mechanisms (the row lists three): the factored RoPE + ALiBi
+    encoding with harmonic slopes; PrFlashAttention, a probability distribution
+    over block distances deciding which blocks of the causal matrix take part
+    in a round of attention; staircase adaptive quantization (SAQ) of the
+    multi-query KV cache, older entries at stepwise fewer bits.
+    What archgram does: the first, as this position scheme (also served by the
+    flash kernels through their ALiBi slopes).
+    What differs: PrFlashAttention and SAQ are not implemented; the row is
+    covered for its positional encoding only.
     """
 
     name = "rope_alibi"

@@ -513,7 +513,22 @@ class PowerLaw(Score):
     stays causal at O(N d^2) memory per head. Other patterns keep the
     whole-sequence metric (the paper has no patterns), so a window limits whose
     values are mixed, not which tokens shape G. Initialised as in the authors'
-    code: W, a, P Xavier-normal; b, b_a zero."""
+    code: W, a, P Xavier-normal; b, b_a zero.
+
+    Paper's defining mechanism (the S66 paper, "PLDR-LLMs learn a
+    generalizable tensor operator ..."): power-law graph attention whose deep
+    learner turns the query metric into the energy-curvature tensor G_LM, and
+    the finding that a trained G_LM is (nearly) input-invariant, so a G-cache
+    holding the once-inferred G_LM replaces that deep network at inference;
+    G_LM = I is scaled dot-product attention.
+    What archgram does: the equations above; ``g_cache(True)`` arms the
+    G-cache: the next call stores the G of its first sample (whole-sequence
+    metric), later calls use it and skip the metric and its learner until
+    ``g_cache(False)``.
+    What differs: the per-prefix metric under a causal mask (the paper's
+    whole-sequence Q^T Q would leak the future); the cache holds one G per
+    head, filled from the first sample of the arming call, with no KV-cache
+    companion (this score has no token-by-token decode)."""
 
     name = "power_law"
     params = ("layers",)
@@ -537,6 +552,13 @@ class PowerLaw(Score):
         layers = params.get("layers", 1)
         _refuse(cls.name, isinstance(layers, int) and layers >= 0, f"layers must be a non-negative integer, got {layers!r}")
 
+    #: G-cache: None (off), "fill" (armed: the next call stores its G) or the cached (1, H, d, d) G
+    _g_cache: torch.Tensor | str | None = None
+
+    def g_cache(self, on: bool = True) -> None:
+        """Arm (the next call fills it) or clear the G-cache."""
+        self._g_cache = "fill" if on else None
+
     def curvature(self, q: torch.Tensor, prefix: bool) -> torch.Tensor:
         """G: (B, H, d, d), or (B, H, N, d, d) from each query's prefix."""
         if prefix:
@@ -551,8 +573,13 @@ class PowerLaw(Score):
         return torch.matmul(self.coupling[extra], aw.pow(self.power[extra])) + self.coupling_bias[extra]
 
     def attend(self, q, k, v, mask, bias, scale, causal=False):
-        prefix = mask is not None and not bool(mask.triu(1).any())
-        g = self.curvature(q, prefix)
+        if isinstance(self._g_cache, torch.Tensor):
+            g, prefix = self._g_cache, False
+        else:
+            prefix = mask is not None and not bool(mask.triu(1).any())
+            g = self.curvature(q, prefix)
+            if self._g_cache == "fill":
+                self._g_cache = (g[:1, :, -1] if prefix else g[:1]).detach()
         if prefix:
             logits = torch.einsum("bhid,bhide,bhje->bhij", q, g, k) * scale
         else:
@@ -578,7 +605,19 @@ class TripleWise(_LengthLimited):
     both keys are; position biases add for both keys. This is the naive O(N^3)
     form (the paper's almost-linear algorithm for bounded entries is a
     polynomial-method approximation, not implemented), so inputs longer than
-    ``max_len`` are refused at shape time."""
+    ``max_len`` are refused at shape time.
+
+    Paper's defining mechanism: tensor (third-order) attention, a softmax over
+    pairs of keys with logit <q_i, k1_j * k2_l> and value v1_j * v2_l written
+    with column-wise Kronecker products, plus the complexity result: with
+    entries bounded by o(cbrt(log n)) an almost-linear-time approximation
+    exists, above that bound no sub-cubic one does (under SETH).
+    What archgram does: the exact pairwise softmax above, K2/V2 as learned maps
+    of the layout's K/V, masks and position biases applied to both keys.
+    What differs: the bounded-entry almost-linear algorithm is absent; it is a
+    polynomial-method construction whose degree grows with log n and whose
+    constants make it an existence proof rather than a usable kernel, so the
+    op is the cubic form on short sequences (max_len)."""
 
     name = "triplewise"
     params = ("max_len",)

@@ -37,6 +37,16 @@ class Grassmann(Mixer):
     length, is mapped back to D and averaged over the offsets that exist for t (t >= delta);
     (iv) a gate alpha = sigmoid(W_g [h; g]) fuses: out = alpha * h + (1 - alpha) * g.
     Only tokens <= t are read, so the layer is causal, and it is linear in N.
+
+    Paper's defining mechanism: an attention-free causal layer that (i) linearly
+    reduces token states, (ii) encodes each local pair (t - delta, t) over
+    multi-scale offsets as a 2-plane on the Grassmannian through its Plucker
+    coordinates, (iii) fuses those geometric features back through a gated mix;
+    no L x L matrix, cost linear in the length.
+    What archgram does: (i)-(iv) above, offsets a grammar argument.
+    What differs: nothing in the mechanism; the pair features are averaged over
+    the offsets that exist for a token (the paper's exact pooling over offsets
+    and any per-block normalisation around the layer are left to the grammar).
     """
 
     ranks = (3,)

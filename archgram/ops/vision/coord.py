@@ -14,7 +14,14 @@ along one axis while summarising the other:
   y[c, i, j] = x[c, i, j] * g^h[c, i] * g^w[c, j]
 
 with mid = max(min_mid, C // reduction) (the paper's r = 32 and floor 8).
-Deviations: none in the mechanism; ``act`` lets the grammar swap h_swish.
+
+Paper's defining mechanism: the two 1-D directional poolings, one shared
+transform over their concatenation, and two sigmoid maps whose product gates
+each pixel, so the attention keeps exact position along one axis per map.
+What archgram does: the formulas above, BatchNorm and h_swish in the shared
+transform as in the paper.
+What differs: nothing in the mechanism; ``act`` lets the grammar swap
+h_swish for ReLU or SiLU (default h_swish).
 """
 from __future__ import annotations
 

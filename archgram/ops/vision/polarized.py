@@ -13,7 +13,16 @@ and gates with sigmoid ("high dynamic range" mapping):
   parallel      y = A^ch * x + A^sp * x
   sequential    y = A^sp(x') * x',  x' = A^ch(x) * x
 
-(the paper's two compositions, chosen by ``mode``). Deviations: none.
+(the paper's two compositions, chosen by ``mode``).
+
+Paper's defining mechanism: two branches that each collapse one axis fully
+(channel-only: a softmax over the H*W positions pools a C/2-channel value;
+spatial-only: a softmax over C/2 globally pooled channels weighs every pixel)
+while keeping the other axis at high internal resolution (C/2), each ending
+in a sigmoid, composed in parallel or in sequence.
+What archgram does: exactly the formulas above, 1x1 convs, LayerNorm before
+the channel sigmoid, ``mode`` for the two compositions.
+What differs: nothing in the mechanism.
 """
 from __future__ import annotations
 

@@ -286,6 +286,31 @@ def power_law_reference(score, q, k, v):
 
 
 @pytest.mark.catalog("S66")
+def test_power_law_g_cache_replaces_the_metric_network_with_the_once_inferred_g():
+    """G-cache: the arming call is unchanged and stores G_LM of its first sample;
+    later calls attend with q G_cached k^T without running the metric or its
+    deep learner (a different input still uses the cached G); clearing the
+    cache restores the full computation."""
+    m = build({"name": "power_law", "layers": 1}, shape=(1, N, DIM))
+    x, y = torch.randn(1, N, DIM), torch.randn(1, N, DIM)
+    plain_x, plain_y = m(x), m(y)
+    m.score.g_cache(True)
+    torch.testing.assert_close(m(x), plain_x)
+    q, _, _ = qkv(m, x)
+    cached = m.score.curvature(q, False)
+    torch.testing.assert_close(m.score._g_cache, cached)
+    real = m.score.curvature
+    m.score.curvature = lambda q, prefix: pytest.fail("the G-cache must skip the metric network")
+    qy, ky, _ = qkv(m, y)
+    want = attend_with(m, y, torch.softmax(qy @ cached @ ky.transpose(-1, -2) / math.sqrt(D), -1))
+    torch.testing.assert_close(m(y), want)
+    assert not torch.allclose(m(y), plain_y)  # y's own G differs from x's (untrained)
+    m.score.curvature = real
+    m.score.g_cache(False)
+    torch.testing.assert_close(m(y), plain_y)
+
+
+@pytest.mark.catalog("S66")
 def test_power_law_attention_matches_its_equations():
     m = build({"name": "power_law", "layers": 2})
     x = torch.randn(2, N, DIM)
