@@ -61,3 +61,29 @@ def test_karat_lowrank_starts_as_softmax_and_refuses_rows_longer_than_its_operat
     torch.testing.assert_close(sc.weights(s, None), s.softmax(-1))
     with pytest.raises(ShapeError, match="max_len"):
         SPEC.cls.output_shape((1, 9, 16), **SPEC.bind({"heads": 2, "score": {"name": "karat_lowrank", "max_len": 8}}))
+
+
+def test_karat_learns_a_target_attention_function_from_its_weights():
+    """The learnable score can be fitted: from its softmax-like start, gradient descent on the
+    elementwise Fourier KArAt's coefficients recovers a target function's attention weights."""
+    torch.manual_seed(0)
+    target = SCORES.get("karat")(2, grid=3).double()
+    with torch.no_grad():
+        target.cos.copy_(torch.tensor([[0.8, -0.3, 0.2], [0.1, 0.5, -0.4]]))
+        target.sin.copy_(torch.tensor([[-0.2, 0.4, 0.1], [0.6, -0.1, 0.3]]))
+    student = SCORES.get("karat")(2, grid=3).double()
+    s = torch.randn(8, 2, 5, 5, dtype=torch.float64)
+    with torch.no_grad():
+        want = target.weights(s, None)
+
+    def gap():
+        with torch.no_grad():
+            return float((student.weights(s, None) - want).abs().mean())
+
+    before = gap()
+    opt = torch.optim.Adam(student.parameters(), lr=0.08)
+    for _ in range(80):
+        opt.zero_grad()
+        (student.weights(s, None) - want).square().mean().backward()
+        opt.step()
+    assert gap() < before / 10, (before, gap())

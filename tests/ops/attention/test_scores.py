@@ -194,7 +194,7 @@ def test_karat_is_a_fourier_series_per_head_then_l1_rows():
 
 
 @pytest.mark.catalog("S05")
-def test_karat_learns_its_coefficients_and_starts_near_softmax():
+def test_karat_starts_near_softmax_and_its_coefficients_get_gradients():
     m = build({"name": "karat", "grid": 3})
     assert m.score.cos.shape == (HEADS, 3)
     x = torch.randn(2, N, DIM)
