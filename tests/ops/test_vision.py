@@ -219,7 +219,7 @@ def test_csa_importance_comes_from_the_class_semantics_input_not_from_f():
     assert a_c.shape == (2, 1, 6) and a_t.shape == (2, 15, 1)
 
 
-def _fit_csa_selection(scores_from_r: bool, seed: int = 0, steps: int = 150) -> float:
+def _fit_csa_selection(scores_from_r: bool, seed: int = 0, steps: int = 100) -> float:
     """Train csa + a linear readout to sum F's first channel over the time points
     flagged in R; return the held-out MSE over the target's variance."""
     g = torch.Generator().manual_seed(seed)
@@ -253,7 +253,7 @@ def test_csa_reproduction_scores_from_r_select_the_time_points_r_flags():
     """Small reproduction of the paper's claim: importance learned from the
     class-semantics features R picks the useful time points of F; the same op
     gated by F itself (R = F, the old unary form) cannot."""
-    assert _fit_csa_selection(scores_from_r=True) < 0.12
+    assert _fit_csa_selection(scores_from_r=True) < 0.15
     assert _fit_csa_selection(scores_from_r=False) > 0.3
 
 

@@ -180,7 +180,7 @@ def test_l2vit_is_the_composition_lwa_then_lga(mlp_ratio):
 
 
 @pytest.mark.catalog("S54")
-def test_l2vit_refuses_sequences_and_trains():
+def test_l2vit_refuses_sequences_and_passes_finite_gradients_to_every_parameter():
     with pytest.raises(ShapeError):
         L2VIT.cls.output_shape((2, 16, 8), heads=2)
     with pytest.raises(ShapeError):
