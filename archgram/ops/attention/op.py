@@ -130,6 +130,7 @@ class Attention(Op):
         self.pattern_module = pattern.module(maps, qk_dim, n)  # learned parts, if any
         self.position = position[0](maps, qk_dim, **position[1])
         self.gate = score[0].input_gate(maps, dim)  # gated attention's per-head gate of the input, if any
+        self.value_gate = score[0].value_gate(maps, dim, **score[1])  # reversed attention's child gate, if any
         # selector patterns gather their keys when the score is a plain dot product
         # over weights (Score.logits/attend) and no position needs the dense map
         score_cls = type(self.score)
@@ -187,6 +188,8 @@ class Attention(Op):
             x = x.flatten(2).transpose(1, 2)
         q, k, v = self.layout.qkv(x)
         k, v = self.layout.expand(k), self.layout.expand(v)
+        if self.value_gate is not None:
+            v = v * self.value_gate(x)
         q, k = self.position.rotate(q, k, self.grid)
         n = x.shape[1]
         bias = self.position.bias(n, n, x.device)

@@ -13,18 +13,20 @@ parent receives a lot. Summed over heads, A_R = A^T is the paper's soft
 dependency mask; reading the most likely parent of every child gives a
 dependency tree (``dependency_tree``).
 
-The gate g_{h,i} = p_{h,i} m_i combines the paper's two controls:
-  * head selector p: softmax over heads (temperature 0.1, the paper's appendix)
-    -- each child sends through the heads it picks;
-  * message controller m = sigmoid(.) in (0, 1) -- how much a child sends at all
-    (the paper prunes leaves that send little: DependencyViT-Lite).
+The gate g_{h,i} = p_{h,i} m_i combines the paper's two controls, both computed
+from the layer input x (``ChildGate``, the op's value gate: it scales each
+child's value before the transposed map):
+  * head selector p = softmax_h(W_p x_i / temperature) (temperature 0.1, the
+    paper's appendix) -- each child sends through the heads it picks;
+  * message controller m = sigmoid(MLP(x_i)) in (0, 1) -- how much a child sends
+    at all (the paper prunes leaves that send little: DependencyViT-Lite).
+The gates start uniform (p = 1/H, m = 1/2).
 
-Deviations: the paper computes p and m from the layer input x (a linear map and
-an MLP); a score part sees only q, k, v, so both read the queries (p: one linear
-score per head from that head's query; m: a linear map of the queries of all
-heads). The paper multiplies m across layers (a cumulative controller); one op
-has no memory of earlier layers, so m is per layer. The gates start uniform
-(p = 1/H, m = 1/2).
+Fidelity (S47). Paper: reversed attention with the head selector and message
+controller from x, the controller multiplied across layers, and a tree read
+from the parents. archgram: all of it within one layer. Differs: the
+controller is per layer (one op has no state from earlier layers), so users lose
+the cumulative pruning of DependencyViT-Lite across layers.
 """
 from __future__ import annotations
 
@@ -51,32 +53,52 @@ def reversed_weights(logits: torch.Tensor, mask: torch.Tensor | None = None, gat
     return a.transpose(-1, -2)
 
 
+class ChildGate(nn.Module):
+    """g = p * m from the layer input x (B, N, C) -> (B, H, N, 1): head selector
+    p = softmax over heads of W_p x / temperature, message controller
+    m = sigmoid(w_2 . GELU(W_1 x)). Zero-initialised last layers: p = 1/H, m = 1/2."""
+
+    def __init__(self, dim: int, heads: int, temperature: float = 0.1):
+        super().__init__()
+        self.temperature = float(temperature)
+        self.selector = nn.Linear(dim, heads)
+        hidden = max(1, dim // 4)
+        self.controller = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, 1))
+        for layer in (self.selector, self.controller[2]):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def parts(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(p (B, H, N), m (B, N))."""
+        p = torch.softmax(self.selector(x) / self.temperature, dim=-1).transpose(1, 2)
+        m = torch.sigmoid(self.controller(x))[..., 0]
+        return p, m
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p, m = self.parts(x)
+        return (p * m[:, None, :])[..., None]
+
+
 @SCORES.register
 class Reversed(Score):
     """Reversed attention (DependencyViT, catalog S47): children choose parents,
-    parents receive; gated by a head selector and a message controller (see the
-    module docstring). Refuses causal masks: a child sending to an earlier parent
-    means an earlier token receives a later token's value.
-
-    Fidelity. Paper: transposed (child -> parent) attention with a head selector
-    and a cumulative message controller computed from x, and a tree read from
-    the parents. archgram: the transposed map and both gates, from the queries.
-    Differs: gates read q (a score sees only q, k, v) and the controller is per
-    layer, not multiplied across layers."""
+    parents receive; each child's value is gated by a head selector and a message
+    controller computed from the layer input (``ChildGate``, which the op applies
+    as its value gate; see the module docstring). Refuses causal masks: a child
+    sending to an earlier parent means an earlier token receives a later token's
+    value."""
 
     name = "reversed"
     params = ("temperature",)
     refs = ("S47",)
 
-    def __init__(self, heads: int, head_dim: int, temperature: float = 0.1):
+    def __init__(self, heads: int, temperature: float = 0.1):
         super().__init__(heads)
         self.temperature = float(temperature)
-        self.selector_weight = nn.Parameter(torch.zeros(heads, head_dim))
-        self.selector_bias = nn.Parameter(torch.zeros(heads))
-        self.controller_weight = nn.Parameter(torch.zeros(heads, head_dim))
-        self.controller_bias = nn.Parameter(torch.zeros(()))
 
-    takes_head_dim = True
+    @classmethod
+    def value_gate(cls, heads: int, dim: int, temperature: float = 0.1, **params) -> nn.Module:
+        return ChildGate(dim, heads, temperature)
 
     @classmethod
     def check(cls, pattern, causal, params):
@@ -87,22 +109,14 @@ class Reversed(Score):
             raise ShapeError("score 'reversed': children send to parents, which under a causal mask "
                              "leaks later tokens into earlier ones; use a non-causal pattern")
 
-    def gate(self, q: torch.Tensor) -> torch.Tensor:
-        """g = p * m, (B, H, N): head selector (softmax over heads) times message controller."""
-        select = torch.einsum("bhnd,hd->bhn", q, self.selector_weight) + self.selector_bias[:, None]
-        p = torch.softmax(select / self.temperature, dim=1)
-        m = torch.sigmoid(torch.einsum("bhnd,hd->bn", q, self.controller_weight) + self.controller_bias)
-        return p * m[:, None, :]
-
     def weights(self, logits, mask):
-        """The ungated reversed matrix (columns sum to 1); ``attend`` adds the gates."""
+        """The reversed matrix (columns sum to 1); the op gates the children's values."""
         return reversed_weights(logits, mask)
 
     def attend(self, q, k, v, mask, bias, scale, causal=False):
-        logits = self.logits(q, k, scale)
-        if bias is not None:
-            logits = logits + bias
-        return torch.matmul(reversed_weights(logits, mask, self.gate(q)), v)
+        # Overridden on purpose: the transposed map needs every query as a parent, so
+        # selector patterns must not gather or compress keys per query for this score.
+        return super().attend(q, k, v, mask, bias, scale, causal)
 
 
 class DependencyTree(NamedTuple):

@@ -58,6 +58,13 @@ class Score(Part, nn.Module):
         """Refuse (ShapeError) patterns or parameters this score cannot serve."""
 
     @classmethod
+    def value_gate(cls, heads: int, dim: int, **params) -> nn.Module | None:
+        """A module mapping the op's input tokens (B, N, C) to per-head gates
+        (B, H, N, 1) that the op multiplies into the values before attention
+        (reversed attention's per-child message gate), or None."""
+        return None
+
+    @classmethod
     def input_gate(cls, heads: int, dim: int) -> nn.Module | None:
         """A module mapping the op's input tokens (B, N, C) to per-head output
         gates (B, H, N, 1) that the op multiplies into the heads' outputs (gated

@@ -57,13 +57,26 @@ def test_reversed_weights_are_the_transposed_child_softmax_times_the_gate():
 
 @pytest.mark.catalog("S47")
 def test_reversed_score_op_sends_children_values_to_parents():
-    m = build(ATTN, (2, 6, 16), heads=2, score={"name": "reversed"})
+    """Parent j receives sum_i a_ij g_i v_i, a the child's softmax over parents and
+    g = p * m the head selector times the message controller, both from the layer
+    input x (not from the queries: they vary with W_q = 0)."""
+    m = build(ATTN, (2, 6, 16), heads=2, score={"name": "reversed", "temperature": 0.5})
+    gate = m.value_gate
     x = torch.randn(2, 6, 16)
+    p0, m0 = gate.parts(x)
+    torch.testing.assert_close(p0, torch.full_like(p0, 0.5))  # uniform heads and m = 1/2 at init
+    torch.testing.assert_close(m0, torch.full_like(m0, 0.5))
+    with torch.no_grad():
+        for t in (gate.selector.weight, gate.controller[2].weight):
+            t.normal_()
+        m.layout.q.weight.zero_()
+        m.layout.q.bias.normal_()
     q, k, v = m.layout.qkv(x)
     a = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(8), -1)  # (B, H, child, parent)
-    gate = m.score.gate(q)
-    torch.testing.assert_close(gate, torch.full_like(gate, 0.5 / 2))  # uniform heads, m = 1/2 at init
-    out = torch.einsum("bhij,bhi,bhid->bhjd", a, gate, v)  # parent j gets sum_i a_ij g_i v_i
+    p = torch.softmax((x @ gate.selector.weight.T + gate.selector.bias) / 0.5, -1).transpose(1, 2)  # (B, H, N)
+    ctrl = torch.sigmoid(gate.controller(x))[..., 0]  # (B, N)
+    assert p.std() > 0 and ctrl.std() > 0
+    out = torch.einsum("bhij,bhi,bhid->bhjd", a, p * ctrl[:, None], v)
     torch.testing.assert_close(m(x), m.layout.out(out, x))
     assert grads_finite(m, x)
 
