@@ -48,3 +48,18 @@ def test_strip_attention_measured_quadratic_flops_shrink_by_reduction_squared_an
         ssa = quadratic(image, heads=2, layout={"name": "ssa", "reduction": r, "width": width})
         # logits cost width per pair, values d per pair, over N x N / r^2 pairs (MHA: d + d over N x N)
         assert ssa * r * r * (2 * d) == mha * (width + d), (r, width, ssa, mha)
+
+
+@pytest.mark.catalog("S48")
+@pytest.mark.parametrize("causal", [False, True])
+def test_lightning_tiled_linear_attention_measured_flops_grow_linearly_in_length(causal):
+    """Lightning Attention-2's point: intra-block masked matmuls plus an inter-block
+    KV recurrence cost O(N), so tokens per FLOP stay constant as N grows; softmax
+    attention's quadratic term does not vanish."""
+    def seq(scale):
+        return (1, 64 * scale, 32)
+
+    score = {"name": "lightning", "block": 16}
+    assert quadratic(seq, heads=2, causal=causal, score=score) == 0
+    assert quadratic(lambda s: (1, 128 * s, 32), heads=2, causal=causal, score=score) == 0
+    assert quadratic(seq, heads=2, causal=causal) > 0
