@@ -485,3 +485,21 @@ def test_relative_bias_bad_tables_raise_actionable_errors(table):
     q, k, v = _inputs(1, 2, 2, 9, 32)
     with pytest.raises(FlashArgumentError, match="rel_bias must be"):
         flash_attention(q, k, v, rel_bias=table.to(DEVICE))
+
+
+def test_attention_op_records_why_it_ran_pytorch(monkeypatch):
+    """A score without a kernel, and CPU tensors, each leave their reason in
+    the fallback recorder (what ARCHGRAM_KERNELS=explain and archgram bench show)."""
+    from archgram.kernels import fallbacks
+    from archgram.ops.attention.op import Attention
+
+    fallbacks.reset()
+    x = torch.randn(1, 9, 32, device=DEVICE)
+    monkeypatch.setattr(dispatch, "on_device", lambda *t: True)
+    op = Attention((1, 9, 32), heads=2, score={"name": "l2"}).to(DEVICE)
+    op(x)
+    monkeypatch.setattr(dispatch, "on_device", lambda *t: False)
+    Attention((1, 9, 32), heads=2).to(DEVICE)(x)
+    assert {r["reason"] for r in fallbacks.counts()} == {
+        f"score {type(op.score).__name__} has no kernel", f"tensors on {x.device.type}; the kernels run on CUDA"}
+    fallbacks.reset()

@@ -96,12 +96,16 @@ def _split_kv(attn: Attention, q_t, keys, values) -> torch.Tensor | None:
     """The Lean Attention decode kernel (archgram/kernels/decode, S25) for plain softmax
     over the whole cache (pattern full or causal, no logit bias) on CUDA; None
     where it does not apply (the readable path below runs)."""
+    from archgram.kernels import fallbacks
     from archgram.kernels.decode import dispatch
     from archgram.ops.attention.scores import Softmax
 
     if type(attn.score) is not Softmax or attn.pattern.name not in ("full", "causal"):
+        fallbacks.record("decode", f"score {type(attn.score).__name__} / pattern {attn.pattern.name}: "
+                                   "split-KV decode serves softmax over the whole cache")
         return None
     if attn.position.bias(1, 1, q_t.device) is not None:
+        fallbacks.record("decode", f"position {type(attn.position).__name__} adds a logit bias")
         return None
     return dispatch.attention(q_t, keys, values, scale=attn.scale)
 

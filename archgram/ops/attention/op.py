@@ -211,6 +211,9 @@ class Attention(Op):
         if pattern_bias is not None:
             bias = pattern_bias if bias is None else bias + pattern_bias
         if self.position.reweights:  # URPE, GPSA: post-process the weights the score forms
+            from archgram.kernels import fallbacks
+
+            fallbacks.record("flash", f"position {type(self.position).__name__} re-weights the attention matrix")
             logits = self.score.logits(q, k, self.scale)
             if bias is not None:
                 logits = logits + bias
