@@ -181,11 +181,11 @@ def score_overheads(rows):
     return "\n".join(out)
 
 
-#: forward tile candidates (BLOCK_M, BLOCK_N, warps, stages) per BLOCK_D for --tiles:
-#: FlexAttention's H100 defaults (128, 64, 4, 3) for dims it has no entry for and
-#: (64, 32, 4, 3) at 256, our tables' rows, and neighbours of them that fit shared memory
-TILE_CANDIDATES = {128: [(128, 64, 4, 3), (128, 128, 8, 3), (128, 64, 8, 3), (64, 64, 4, 3)],
-                   256: [(64, 32, 4, 3), (64, 64, 4, 2), (64, 64, 8, 2), (128, 64, 8, 2)]}
+#: forward tile candidates (BLOCK_M, BLOCK_N, warps, stages) per BLOCK_D for --tiles: our
+#: tables' rows first, FlexAttention's H100 defaults ((128, 64, 4, 3) for dims it has no entry
+#: for, (64, 32, 4, 3) at 256) and neighbours that fit shared memory (tile_resources.py)
+TILE_CANDIDATES = {128: [(128, 128, 8, 3), (128, 64, 4, 3), (128, 64, 8, 3), (64, 64, 4, 3)],
+                   256: [(64, 32, 8, 2), (64, 32, 4, 3), (64, 32, 8, 3), (128, 32, 8, 2)]}
 
 
 def tile_rows(b, n, h, d, masked):

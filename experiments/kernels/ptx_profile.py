@@ -19,6 +19,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
+from archgram.kernels.flash.common import head_dim_args
 from archgram.kernels.flash.forward import _flash_fwd
 from archgram.kernels.flash.spec import SCORE_IDS
 
@@ -31,7 +32,7 @@ SCORES_PER_THREAD = 3 * 128 * 64 // 128
 
 
 def ptx(score: str) -> str:
-    const = dict(GROUP=1, HEAD_DIM=64, SCORE=SCORE_IDS[score], CAUSAL=False, HAS_WINDOW=False, NEIGHBOR=False,
+    const = dict(GROUP=1, **head_dim_args(64), SCORE=SCORE_IDS[score], CAUSAL=False, HAS_WINDOW=False, NEIGHBOR=False,
                  DILATED=False, GRID2D=False, BLOCK_SPARSE=False, HAS_ALIBI=False, HAS_RELB=False, BLOCK_M=128,
                  BLOCK_N=64, PRECISION="tf32", FAST_APPROX=True)
     sig = {n: "constexpr" if n in const else POINTERS.get(n, "fp32" if n in FLOATS else "i32")

@@ -227,3 +227,28 @@ def test_no_head_dim_from_16_to_256_falls_back(monkeypatch, caplog):
     assert [r.getMessage() for r in caplog.records] == \
         ["archgram kernels: flash ran PyTorch instead: head dim 264 outside 16-256"]
     fallbacks.reset()
+
+
+def test_a_config_too_large_for_the_gpu_steps_down_and_is_remembered():
+    """launch_fitting: on Triton's OutOfResources the next smaller config runs
+    (fewer stages, then halved tiles), and later calls start from it."""
+    from triton.runtime.errors import OutOfResources
+
+    from archgram.kernels.flash.common import smaller
+    from archgram.kernels.launch import launch_fitting
+
+    tried = []
+
+    def run(cfg):
+        tried.append(cfg)
+        if cfg[0] * cfg[1] * cfg[3] > 64 * 32 * 2:
+            raise OutOfResources(1, 0, "shared memory")
+        return cfg
+
+    key = ("test", 256, torch.float32)
+    assert launch_fitting(key, (64, 32, 8, 3), smaller, run) == (64, 32, 8, 2)
+    assert launch_fitting(key, (128, 64, 8, 2), smaller, run) == (32, 64, 8, 2)
+    assert tried == [(64, 32, 8, 3), (64, 32, 8, 2), (128, 64, 8, 2), (64, 64, 8, 2), (32, 64, 8, 2)]
+    tried.clear()
+    assert launch_fitting(key, (64, 32, 8, 3), smaller, run) == (64, 32, 8, 2) and tried == [(64, 32, 8, 2)]
+    assert smaller((16, 16, 1, 1)) is None

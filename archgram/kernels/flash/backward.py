@@ -384,7 +384,7 @@ def backward(do, q, k, v, out, lse, aux, spec: Spec, alibi_slopes=None, block=No
         if alibi_slopes is not None else delta
     scale, _ = spec.resolved(nk, d)
     sargs = score_args(spec, nk, d)
-    kv_cfg, q_cfg = bwd_config(d, spec.masked, q.element_size())
+    kv_cfg, q_cfg = bwd_config(d, spec.masked)
     if block is not None:
         kv_cfg, q_cfg = (*block, *kv_cfg[2:]), (*block, *q_cfg[2:])
     relb, rmax = rel_bias_args(rel_bias, delta)

@@ -257,40 +257,31 @@ def load_tile(ptrs, n_ok, d_ok, CHECK_N: tl.constexpr, PAD_D: tl.constexpr):
 # are mostly partly visible or skipped, as opposed to full attention.
 # BLOCK_D 64 and 128 were picked on an H100 (experiments/kernels/tune_flash.py);
 # BLOCK_D 16 and 32 use the 64 row (smaller tiles of the same shape). BLOCK_D 256
-# (head dims 129-256) starts from FlexAttention's H100 default for head dim 256,
-# (64, 32, 4, 3): the 64 x 256 fp32 accumulator is then 128 registers a thread on
-# 4 warps, and K, V (32 x 256 bf16, 16 KiB each) in 3 stages take 96 KiB of
-# shared memory, where 128 x 64 tiles would need 192 KiB and spill the accumulator.
+# (head dims 129-256) is register-bound: a 64 x 256 fp32 accumulator alone is
+# 128 registers a thread on 4 warps, and FlexAttention's H100 default for head
+# dim 256, (64, 32, 4, 3), spills ~2 KB a thread in our forward (Triton 3.6,
+# sm_90: experiments/kernels/tile_resources.md). On 8 warps the same 64 x 32
+# tiles spill 88 bytes and take 48 KiB of shared memory, so the forward uses
+# (64, 32, 8, 2) and the backward 32 x 32 tiles on 8 warps (28-36 bytes of
+# spills; 64-row tiles spill 0.5-1.7 KB).
 FWD_CONFIGS = {(64, False): (128, 128, 4, 3), (64, True): (64, 64, 4, 3),
                (128, False): (128, 128, 8, 3), (128, True): (128, 64, 8, 3),
-               (256, False): (64, 32, 4, 3), (256, True): (64, 32, 4, 3)}
-#: per (BLOCK_D, masked): (dK/dV kernel config, dQ kernel config). At BLOCK_D 256
-#: each kernel keeps two 64 x 256 fp32 accumulators (dK and dV, or dQ and the
-#: q / dO tiles) on 8 warps and streams the other side in 32-row tiles, 2 stages:
-#: 96 KiB of shared memory.
+               (256, False): (64, 32, 8, 2), (256, True): (64, 32, 8, 2)}
+#: per (BLOCK_D, masked): (dK/dV kernel config, dQ kernel config)
 BWD_CONFIGS = {(64, False): ((64, 64, 4, 3), (64, 64, 4, 2)), (64, True): ((64, 64, 4, 2), (64, 64, 4, 3)),
                (128, False): ((64, 128, 8, 2), (128, 64, 8, 3)), (128, True): ((64, 128, 8, 3), (128, 64, 8, 3)),
-               (256, False): ((32, 64, 8, 2), (64, 32, 8, 2)), (256, True): ((32, 64, 8, 2), (64, 32, 8, 2))}
+               (256, False): ((32, 32, 8, 2), (32, 32, 8, 2)), (256, True): ((32, 32, 8, 2), (32, 32, 8, 2))}
 
 #: Shared memory one program may use on an H100 / H200 (227 KiB opt-in).
 SMEM_BYTES = 227 * 1024
 
 
-def smem_bytes(kind: str, cfg, block_d: int, itemsize: int) -> int:
-    """Estimated shared memory of a kernel at ``cfg``: the tile kept for the whole
-    program, plus (stages - 1) pipelined buffers of the two streamed tiles,
-    plus the (BLOCK_M x BLOCK_N) weights fed to the second matmul. "fwd"
-    keeps q and streams k, v; "dq" keeps q, dO and streams k, v; "kv" keeps
-    k, v and streams q, dO. (Calibrated so the H100-tuned configs fit.)"""
-    bm, bn, _warps, stages = cfg
-    kept, streamed = {"fwd": (bm, bn), "dq": (2 * bm, bn), "kv": (2 * bn, bm)}[kind]
-    return itemsize * (block_d * (kept + 2 * max(stages - 1, 1) * streamed) + bm * bn)
-
-
 def smaller(cfg):
-    """The next config to try when ``cfg`` does not fit: fewer stages (down to 2),
-    then the larger of BLOCK_M / BLOCK_N halved (down to 16), then one stage;
-    None when nothing is left to shrink."""
+    """The next config to try when the compiler finds ``cfg`` too large for the
+    GPU (``launch.launch_fitting``): fewer stages (down to 2), then the larger of
+    BLOCK_M / BLOCK_N halved (down to 16), then one stage; None when nothing is
+    left to shrink. The tables fit an H100 with 2-byte inputs; fp32 inputs double
+    the tiles' bytes, a smaller GPU has less shared memory."""
     bm, bn, warps, stages = cfg
     if stages > 2:
         return bm, bn, warps, stages - 1
@@ -299,28 +290,19 @@ def smaller(cfg):
     return (bm, bn, warps, 1) if stages > 1 else None
 
 
-def fitted(kind: str, cfg, block_d: int, itemsize: int):
-    """``cfg`` shrunk (``smaller``) until its estimated shared memory fits
-    (fp32 inputs need twice the bytes of the 2-byte configs in the tables)."""
-    while smem_bytes(kind, cfg, block_d, itemsize) > SMEM_BYTES and smaller(cfg) is not None:
-        cfg = smaller(cfg)
-    return cfg
-
-
 def _tuned_key(d: int, masked: bool) -> tuple[int, bool]:
     """The table row of head dim d: its BLOCK_D, at least 64."""
     return max(64, pow2(d)), bool(masked)
 
 
-def fwd_config(d: int, masked: bool = False, itemsize: int = 2) -> tuple[int, int, int, int]:
+def fwd_config(d: int, masked: bool = False) -> tuple[int, int, int, int]:
     if interpreting():
         return 16, 16, 1, 1
-    return fitted("fwd", FWD_CONFIGS[_tuned_key(d, masked)], pow2(d), itemsize)
+    return FWD_CONFIGS[_tuned_key(d, masked)]
 
 
-def bwd_config(d: int, masked: bool = False, itemsize: int = 2):
+def bwd_config(d: int, masked: bool = False):
     """((BLOCK_M, BLOCK_N, warps, stages) of the dK/dV kernel, the same of the dQ kernel)."""
     if interpreting():
         return (16, 16, 1, 1), (16, 16, 1, 1)
-    kv, dq = BWD_CONFIGS[_tuned_key(d, masked)]
-    return fitted("kv", kv, pow2(d), itemsize), fitted("dq", dq, pow2(d), itemsize)
+    return BWD_CONFIGS[_tuned_key(d, masked)]

@@ -328,7 +328,7 @@ def forward(q, k, v, spec: Spec, alibi_slopes=None, block=None, rel_bias=None):
     slopes = (alibi_slopes.to(device=q.device, dtype=torch.float32) * LOG2E).contiguous() \
         if alibi_slopes is not None else lse
     relb, rmax = rel_bias_args(rel_bias, lse)
-    cfg = fwd_config(d, spec.masked, q.element_size())
+    cfg = fwd_config(d, spec.masked)
     if block is not None:
         cfg = (*block, *cfg[2:])
 
