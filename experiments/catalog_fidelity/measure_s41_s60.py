@@ -45,7 +45,7 @@ def mote() -> None:
     for seed in range(3):
         model, (xa, ya), (xb, yb) = train(seed)
 
-        def err(x, y):
+        def err(x, y, model=model):
             with torch.no_grad():
                 return (model(x) - y).square().mean().item()
 
