@@ -56,8 +56,15 @@ def test_experts_command_refuses_a_model_without_moe(tmp_path, capsys):
     assert code == 2 and "no routed mixture-of-experts" in capsys.readouterr().err
 
 
-def test_an_exported_model_keeps_grammar_tuning_and_the_tune_method():
-    from archgram.export.codegen import build_recorded, generate
+def test_an_exported_model_keeps_grammar_tuning_and_is_tuned_through_the_python_api():
+    """The export's model.py (vendored source, no archgram import needed) keeps the
+    grammar's disable/force, and archgram.analysis.experts reads and retunes it."""
+    import sys
+    import types
+
+    from archgram.analysis.experts import activation_rates, moe_layers, tune_experts
+    from archgram.export.codegen import build_recorded, generate, map_key
+    from archgram.export.exporter import model_source, sample_input
     from archgram.grammar.model import Grammar
     from archgram.search.evaluator import build_model
     from archgram.tasks import get_task
@@ -65,6 +72,21 @@ def test_an_exported_model_keeps_grammar_tuning_and_the_tune_method():
     task = get_task("mnist1d")
     d = Grammar.from_text("start net\nnet : linear(out=8) moe(experts=4, k=2, disable=(1), force=(2))\n").sample(
         task.body_input_shape(8), seed=0, target=task.output_target(8))
-    code = generate(*build_recorded(lambda: build_model(d, task, 8)[0]))
-    assert "disable=(1,), force=(2,)" in code.network
-    assert "def tune(self" in code.vendored and "def activation_rates(self" in code.vendored
+    model, records, traced = build_recorded(lambda: build_model(d, task, 8)[0])
+    gen = generate(model, records, traced, "mote")
+    x = sample_input(task, 8)
+    module = types.ModuleType("exported_mote")
+    sys.modules["exported_mote"] = module
+    try:
+        exec(compile(model_source(gen, "mote", x.shape, "float32"), "exported_mote.py", "exec"), module.__dict__)
+        exported = module.Model()
+    finally:
+        sys.modules.pop("exported_mote", None)
+    exported.load_state_dict({map_key(k, gen.keymap): v for k, v in model.state_dict().items()})
+    (name, layer), = moe_layers(exported).items()
+    assert "archgram" not in type(layer).__module__
+    rates = activation_rates(exported, [x])[name]
+    assert rates[1] == 0 and rates[2] == 1  # the grammar's tuning survived the export
+    tune_experts(exported, disable=[(name, 0)], force=[(name, 1)])
+    rates = activation_rates(exported, [x])[name]
+    assert rates[0] == 0 and rates[1] == 1
