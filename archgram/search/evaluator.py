@@ -18,6 +18,7 @@ as it was), so the same call gives exactly the same score.
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import gc
 import math
@@ -419,6 +420,41 @@ def score_split(model: nn.Module, task: Task, data, split: str, batch_size: int,
     return score, float(task.loss(pred, y))
 
 
+def train_batches(data, batch_size: int, gen: torch.Generator, device: torch.device):
+    """Training batches (x, y) without end: each epoch a permutation drawn from
+    ``gen``, cut into full batches (the body is typed for ``batch_size``). Inputs
+    that stay on disk (``loader``: data larger than memory) are read ahead by a
+    DataLoader's worker processes; tensors are indexed in place."""
+    n = data.n_train
+
+    def index_batches():
+        while True:
+            perm = torch.randperm(n, generator=gen)
+            for k in range(n // batch_size):
+                yield perm[k * batch_size:(k + 1) * batch_size]
+
+    loader = getattr(data.x_train, "loader", None)
+    if loader is not None:
+        pending: collections.deque = collections.deque()
+
+        def recorded():
+            for idx in index_batches():
+                pending.append(idx)
+                yield idx
+
+        stream = loader(recorded())
+        try:
+            for xb in stream:
+                idx = pending.popleft()
+                yield xb.to(device), data.y_train[idx].to(device)
+        finally:
+            del stream  # shuts the loader's workers down
+    else:
+        for idx in index_batches():
+            idx = idx.to(device)
+            yield data.x_train[idx], data.y_train[idx]
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -533,7 +569,9 @@ class _Run:
             raise _Timeout("wall-clock cap reached")
 
     def release(self) -> None:
-        self.model = self.opt = None
+        if getattr(self, "batches", None) is not None:
+            self.batches.close()  # stops a data loader's worker processes
+        self.model = self.opt = self.batches = None
         self.data = None
 
     def execute(self) -> None:
@@ -561,17 +599,14 @@ class _Run:
         curriculum = [m for m in model.modules() if callable(getattr(m, "set_progress", None))]
         model.train()
         t0 = time.perf_counter()
-        step, perm = 0, None
+        step = 0
+        self.batches = batches = train_batches(data, bs, gen, self.device)
         while True:
             elapsed = time.perf_counter() - t0
             if step > 0 and ((total is not None and step >= total) or (seconds is not None and elapsed >= seconds)):
                 break
             self.check_clock()
-            if step % per_epoch == 0:
-                perm = torch.randperm(n, generator=gen).to(self.device)
-            k = step % per_epoch
-            idx = perm[k * bs:(k + 1) * bs]
-            xb, yb = data.x_train[idx], data.y_train[idx]
+            xb, yb = next(batches)
             progress = max(step / total if total else 0.0, elapsed / seconds if seconds else 0.0)
             if opt is not None:
                 for group in opt.param_groups:

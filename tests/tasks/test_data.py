@@ -211,3 +211,32 @@ def test_fingerprint_names_the_array_that_changed():
     assert changes(before, fingerprint(b)) == [f"y contents (sha256 {before['arrays']['y']['sha256'][:12]} -> "
                                                f"{fingerprint(b)['arrays']['y']['sha256'][:12]})"]
     assert changes(before, fingerprint(dict(a, x=np.zeros((4, 2))))) == ["x shape (3, 2) -> (4, 2)"]
+
+
+# ------------------------------------------------------- larger than memory
+def test_npy_folder_inputs_stay_on_disk_and_stream_the_same_batches(tmp_path):
+    """x.npy is memory-mapped: splits are row indices, pickling ships the path and
+    indices (not the data), and training batches read through a DataLoader with
+    worker processes equal the in-memory ones batch for batch."""
+    import pickle
+
+    from archgram.search.evaluator import train_batches
+    from archgram.tasks.data.lazy import LazyRows
+
+    x = RNG.integers(0, 256, (300, 6, 5, 3), dtype=np.uint8)  # channels last, laid out per batch
+    y = np.arange(300) % 3
+    (tmp_path / "d").mkdir()
+    np.save(tmp_path / "d" / "x.npy", x)
+    np.save(tmp_path / "d" / "y.npy", y)
+    lazy, memory = from_path(tmp_path / "d", loader_workers=2), from_arrays(x, y)
+    dl, dm = lazy.data(0), memory.data(0)
+    assert isinstance(dl.x_train, LazyRows) and dl.x_train.shape == dm.x_train.shape == (240, 3, 6, 5)
+    assert torch.equal(dl.x_val[:7], dm.x_val[:7]) and torch.equal(dl.x_test[[3, 1]], dm.x_test[[3, 1]])
+    assert lazy.x_mean == pytest.approx(memory.x_mean) and lazy.fingerprint == memory.fingerprint
+    assert len(pickle.dumps(dl.x_train)) < x.nbytes / 10  # the path and row indices, not the pixels
+    streamed = train_batches(dl, 16, torch.Generator().manual_seed(3), torch.device("cpu"))
+    in_memory = train_batches(dm, 16, torch.Generator().manual_seed(3), torch.device("cpu"))
+    for _ in range(20):  # past the first epoch (15 batches)
+        (xs, ys), (xm, ym) = next(streamed), next(in_memory)
+        assert torch.equal(xs, xm) and torch.equal(ys, ym)
+    streamed.close()

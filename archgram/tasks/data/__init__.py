@@ -20,7 +20,7 @@ from archgram.tasks.data.loaders import LOADERS, RawData, load_path
 from archgram.tasks.data.task import DataTask
 
 #: DataTask keyword arguments a data reference may carry (stored with the study)
-TASK_OPTIONS = ("kind", "val_fraction", "val_seed", "test_fraction")
+TASK_OPTIONS = ("kind", "val_fraction", "val_seed", "test_fraction", "loader_workers")
 #: loader options (stored with the study)
 LOAD_OPTIONS = ("target", "image_size")
 

@@ -159,6 +159,24 @@ def load_parquet(path: Path, options: dict[str, Any]) -> RawData:
 
 
 @loader(FOLDER)
+def load_folder(path: Path, options: dict[str, Any]) -> RawData:
+    """A folder of .npy arrays (x.npy, y.npy [, x_val.npy, ...]) or of images."""
+    if (path / "x.npy").is_file():
+        return load_npy_folder(path, options)
+    return load_image_folder(path, options)
+
+
+def load_npy_folder(path: Path, options: dict[str, Any]) -> RawData:
+    """x.npy, y.npy [, x_val.npy, y_val.npy, x_test.npy, y_test.npy]: inputs are
+    memory-mapped (read where indexed: data larger than memory), targets loaded."""
+    names = [f.stem for f in path.glob("*.npy")]
+
+    def get(k: str) -> np.ndarray:
+        return np.load(path / f"{k}.npy", mmap_mode="r" if k.startswith("x") else None, allow_pickle=False)
+
+    return RawData(_splits_from_mapping(get, names, path), {"format": "npy folder (memory-mapped inputs)"})
+
+
 def load_image_folder(path: Path, options: dict[str, Any]) -> RawData:
     """ROOT/<class>/*.png (or ROOT/train|val|test/<class>/*.png), decoded by Pillow
     into uint8 (N, C, H, W): greyscale when every image is, else RGB; images of

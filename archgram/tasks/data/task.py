@@ -24,9 +24,10 @@ from torch import nn
 
 from archgram.shapes import Shape
 from archgram.tasks.base import Task, TaskData, accuracy
-from archgram.tasks.data.checks import DataError, check_finite, check_labels, check_lengths, chunk_rows
+from archgram.tasks.data.checks import CHUNK_BYTES, DataError, check_finite, check_labels, check_lengths
 from archgram.tasks.data.fingerprint import fingerprint
 from archgram.tasks.data.kinds import LAYOUTS, Kind, infer_kind
+from archgram.tasks.data.lazy import LazyRows
 from archgram.tasks.data.modules import FeatureTokens, RegressionHead, Standardize
 from archgram.tasks.heads import ClassificationHead
 
@@ -101,13 +102,13 @@ class DataTask(Task):
 
     def __init__(self, splits: dict[str, tuple[np.ndarray, np.ndarray]], *, kind: str | None = None,
                  source: str = "arrays", val_fraction: float = 0.1, val_seed: int = 0, test_fraction: float = 0.1,
-                 info: dict[str, Any] | None = None):
+                 info: dict[str, Any] | None = None, loader_workers: int = 2):
         super().__init__()
         if "train" not in splits:
             raise DataError("data needs a training split (x, y)")
         if not (0 < val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
             raise DataError(f"validation/test fractions {val_fraction}/{test_fraction} must be in (0, 1) and sum below 1")
-        splits = {k: (np.asarray(x), np.asarray(y)) for k, (x, y) in splits.items()}
+        splits = {k: (np.asanyarray(x), np.asarray(y)) for k, (x, y) in splits.items()}
         check_lengths(splits)
         self.fingerprint = fingerprint({f"{'x' if k == 'train' else 'x_' + k}": x for k, (x, _) in splits.items()}
                                        | {f"{'y' if k == 'train' else 'y_' + k}": y for k, (_, y) in splits.items()})
@@ -115,13 +116,11 @@ class DataTask(Task):
         self.name = f"data:{source}"
         x_train, y_train = splits["train"]
         self.kind: Kind = infer_kind(x_train, y_train, kind)
-        self.problem = PROBLEMS[self.kind.problem]
-        self.modality = MODALITY_STEMS[self.kind.modality]
         self.metric_name = self.problem.metric_name
         for split, (x, _) in splits.items():
             check_finite("x" if split == "train" else f"x_{split}", x)
         splits = self._targets(splits)
-        splits = {k: (LAYOUTS[self.kind.modality](x), y) for k, (x, y) in splits.items()}
+        splits = {k: (_rows_of(x, self.kind.modality, loader_workers), y) for k, (x, y) in splits.items()}
         self.arrays, notes = _carve(splits, val_fraction, test_fraction, val_seed)
         self.info = {**(info or {}), "source": source, "kind": str(self.kind), **notes}
         self.x_mean, self.x_std = _stats(self.arrays["x_train"], self.modality.stat_axes)
@@ -149,6 +148,14 @@ class DataTask(Task):
         self.y_mean = tuple(float(v) for v in y2.mean(0))
         self.y_std = tuple(max(float(v), MIN_STD) for v in y2.std(0))
         return {k: (x, y.astype(np.float32)) for k, (x, y) in splits.items()}
+
+    @property
+    def problem(self) -> Problem:
+        return PROBLEMS[self.kind.problem]
+
+    @property
+    def modality(self) -> Modality:
+        return MODALITY_STEMS[self.kind.modality]
 
     # ------------------------------------------------------------- data
     def generate(self, seed: int) -> TaskData:
@@ -206,9 +213,28 @@ def _plain(v: Any) -> Any:
     return v.item() if hasattr(v, "item") else v
 
 
-def _tensor(a: np.ndarray) -> torch.Tensor:
-    """A tensor sharing ``a``'s memory. Arrays from Ray's object store are
-    read-only; training only ever reads them, so torch's warning is muted."""
+def _rows_of(x: np.ndarray, modality: str, workers: int):
+    """Inputs laid out for the modality: a view of an in-memory array, or
+    LazyRows over a memory-mapped .npy file (data larger than memory)."""
+    path = getattr(x, "filename", None)
+    if isinstance(x, np.memmap) and path:
+        return LazyRows(path, np.arange(len(x)), modality, workers)
+    return LAYOUTS[modality](x)
+
+
+def _take(x, idx: np.ndarray):
+    return x.subset(idx) if isinstance(x, LazyRows) else x[idx]
+
+
+def _chunk(x, i: int, j: int) -> np.ndarray:
+    return x.numpy(slice(i, j)) if isinstance(x, LazyRows) else x[i:j]
+
+
+def _tensor(a):
+    """A tensor sharing ``a``'s memory (LazyRows stay on disk). Arrays from Ray's
+    object store are read-only; training only reads them, so torch's warning is muted."""
+    if isinstance(a, LazyRows):
+        return a
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         return torch.from_numpy(a)
@@ -231,12 +257,12 @@ def _carve(splits: dict, val_fraction: float, test_fraction: float, seed: int) -
         perm = np.random.default_rng(seed).permutation(n)
         va, te, tr = np.sort(perm[:n_val]), np.sort(perm[n_val:n_val + n_test]), np.sort(perm[n_val + n_test:])
         if need_val:
-            splits["val"] = (x[va], y[va])
+            splits["val"] = (_take(x, va), y[va])
             notes["validation"] = f"{n_val} carved from train, seed {seed}"
         if need_test:
-            splits["test"] = (x[te], y[te])
+            splits["test"] = (_take(x, te), y[te])
             notes["test"] = f"{n_test} carved from train, seed {seed}"
-        splits["train"] = (x[tr], y[tr])
+        splits["train"] = (_take(x, tr), y[tr])
     arrays = {}
     for k in ("train", "val", "test"):
         arrays[f"x_{k}"], arrays[f"y_{k}"] = splits[k]
@@ -246,14 +272,14 @@ def _carve(splits: dict, val_fraction: float, test_fraction: float, seed: int) -
 def _stats(x: np.ndarray, axes: tuple[int, ...]) -> tuple[tuple, tuple]:
     """Per-channel mean and std of the training inputs over ``axes``, in chunks of
     rows and float64 (a 1 GB uint8 array is never converted whole)."""
-    keep = [i for i in range(x.ndim) if i not in axes]
+    keep = [i for i in range(len(x.shape)) if i not in axes]
     total = np.zeros([x.shape[i] for i in keep], np.float64)
     sq = np.zeros_like(total)
     count = 0
     rest = tuple(a for a in axes if a != 0)
-    rows = chunk_rows(x, 8)
+    rows = max(1, CHUNK_BYTES // (8 * int(np.prod(x.shape[1:], dtype=np.int64))))
     for i in range(0, len(x), rows):
-        c = x[i:i + rows].astype(np.float64)
+        c = _chunk(x, i, i + rows).astype(np.float64)
         total += c.sum(axis=(0, *rest))
         sq += (c ** 2).sum(axis=(0, *rest))
         count += c.size // max(1, total.size)
