@@ -234,7 +234,8 @@ def search(
                                               "finishes (to <study>-best/; see `archgram export`).")] = True,
     train_option: Annotated[list[str] | None, typer.Option("--train-option", metavar="OPT", show_default=False,
                                                            help="Training: at or vat (adversarial training on the "
-                                                                "embedding, S74/S75), or KEY=VALUE such as adv_eps=0.05, "
+                                                                "embedding), attention_at or attention_vat (on the "
+                                                                "attention logits, S74/S75), or KEY=VALUE such as adv_eps=0.05, "
                                                                 "adv_weight=1, schedule=constant; repeatable.")] = None,
 ) -> None:
     """Search GRAMMAR for architectures on a task; resumable, results in an Optuna study.

@@ -5,6 +5,21 @@ distance, as in ViT), attention-map images and an HTML report.
 ``capture`` (the opt-in hook of the composite attention op), ``distance``,
 ``importance``, ``plots``, ``report``, ``source`` (model from a study trial, a
 derivation or an export); ``archgram analyze`` drives them.
+
+S69 (Li et al. 2023, "How does attention work in vision transformers? A visual
+analytics attempt"). Paper: three analyses behind an interactive system --
+head importance by pruning heads, each head's attention strength against
+spatial distance, and a summary of the attention patterns that image patches
+receive, learned with an autoencoder and browsed interactively.
+What archgram does: head importance by ablation (validation loss and metric
+with one head masked), per-head mean attention distance and the attention
+strength at each distance (``capture.strength``), attention-map images and an
+HTML report, for any compiled model with composite attention ops, sequences
+(token distance) or images (pixel distance).
+What differs: no interactive views and no autoencoder pattern summary: the
+tool writes files for any model a search produced, so the browsing the paper
+does by hand is left to the report; a user loses the learned clustering of
+patch-level patterns.
 """
 from archgram.analysis.capture import AnalysisError, NoAttentionError, attention_layers, capture
 

@@ -24,13 +24,15 @@ def analyze(loaded: Loaded, out: Path, *, max_val: int = 256, ablate: bool = Tru
     with capture(model, maps=True) as cap, torch.no_grad():
         predict(model, x[: bs * MAP_BATCHES], bs)
     distance = cap.mean_distance()
+    strength = cap.strength()
     result = {
         "source": loaded.description,
         "task": task.name,
         "val_examples": len(x),
         "distance_unit": "pixels" if any(op.grid for _, op in layers) else "tokens",
         "layers": [{"name": name, "heads": heads_of(op), "map": cap.how.get(name, "not reached by the forward pass"),
-                    "mean_distance": distance.get(name), "summary": op.summary} for name, op in layers],
+                    "mean_distance": distance.get(name), "strength_by_distance": strength.get(name),
+                    "summary": op.summary} for name, op in layers],
         "importance": head_importance(model, task, x, y, bs).to_dict() if ablate else None,
     }
     files = report.write(out, result, cap.example)

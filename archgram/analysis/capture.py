@@ -21,8 +21,11 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from archgram.analysis.distance import distance_matrix, row_distances
+from archgram.analysis.distance import distance_matrix, row_distances, strength_by_distance
 from archgram.errors import ArchgramError
+
+#: Distance bins of the attention-strength profile (0 .. 15 tokens or pixels, then "further").
+STRENGTH_BINS = 16
 
 
 class AnalysisError(ArchgramError):
@@ -88,6 +91,8 @@ class Capture:
         self.how: dict[str, str] = {}
         self.dist_sum: dict[str, torch.Tensor] = {}  # name -> (H,)
         self.dist_count: dict[str, torch.Tensor] = {}
+        self.strength_sum: dict[str, torch.Tensor] = {}  # name -> (H, STRENGTH_BINS), summed over calls
+        self.strength_calls: dict[str, int] = {}
 
     def __call__(self, op, out, q, k, v, mask, bias):
         name = self.names.get(id(op))
@@ -117,6 +122,13 @@ class Capture:
         c = ok.sum((0, 2)).cpu().double()
         self.dist_sum[name] = self.dist_sum.get(name, 0) + s
         self.dist_count[name] = self.dist_count.get(name, 0) + c
+        strength = strength_by_distance(w, dmat, STRENGTH_BINS).cpu().double()
+        self.strength_sum[name] = self.strength_sum.get(name, 0) + strength
+        self.strength_calls[name] = self.strength_calls.get(name, 0) + 1
+
+    def strength(self) -> dict[str, list[list[float]]]:
+        """Layer -> per head, attention strength at distance 0, 1, ... (last bin: further)."""
+        return {n: (self.strength_sum[n] / self.strength_calls[n]).tolist() for n in self.strength_sum}
 
     def mean_distance(self) -> dict[str, list[float]]:
         """Layer -> mean attention distance per head (tokens or pixels)."""

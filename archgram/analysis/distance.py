@@ -25,3 +25,15 @@ def row_distances(weights: torch.Tensor, dmat: torch.Tensor) -> torch.Tensor:
     w = weights.abs().float()
     mass = w.sum(-1)
     return torch.where(mass > 0, (w * dmat).sum(-1) / mass.clamp(min=1e-30), torch.full_like(mass, float("nan")))
+
+
+def strength_by_distance(weights: torch.Tensor, dmat: torch.Tensor, bins: int) -> torch.Tensor:
+    """(H, bins) attention strength at each distance: the |weight| a query puts
+    on keys whose distance rounds to d (d = 0 .. bins - 1, the last bin holding
+    everything further), averaged over batch and queries (Li et al. 2023's
+    attention strength against spatial distance, catalog S69)."""
+    w = weights.abs().float()
+    idx = dmat.round().long().clamp(max=bins - 1).to(w.device)  # (Nq, Nk)
+    per_bin = torch.zeros(*w.shape[:-1], bins, dtype=w.dtype, device=w.device)
+    per_bin.scatter_add_(-1, idx.expand_as(w), w)  # (B, H, Nq, bins)
+    return per_bin.mean((0, 2))

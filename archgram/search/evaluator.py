@@ -202,8 +202,9 @@ class TrainOptions:
     #: Weight of the auxiliary losses ops leave in ``aux_loss`` (MoE load balance,
     #: Sparsifiner's predictor); 0 ignores them.
     aux_weight: float = 0.01
-    #: Adversarial training on the embedding (the stem's output): None, 'at' (S74)
-    #: or 'vat' (S75); see archgram/search/training/adversarial.py.
+    #: Adversarial training: None, on the embedding (the stem's output) 'at' / 'vat',
+    #: or on every attention layer's logits 'attention_at' (S74) / 'attention_vat'
+    #: (S75); see archgram/search/training/adversarial.py and attention_adversarial.py.
     adversarial: str | None = None
     adv_eps: float = 0.05  # perturbation size, a fraction of each example's embedding norm
     adv_weight: float = 1.0  # weight of the adversarial loss term

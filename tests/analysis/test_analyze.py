@@ -8,7 +8,7 @@ import torch
 
 import archgram
 from archgram.analysis.capture import AnalysisError, attention_layers, attention_map, capture
-from archgram.analysis.distance import distance_matrix, row_distances
+from archgram.analysis.distance import distance_matrix, row_distances, strength_by_distance
 from archgram.ops.attention import op as attention_op
 
 pytestmark = pytest.mark.catalog("S69")
@@ -98,6 +98,28 @@ def test_distances_hand_computed():
     uniform = torch.full((1, 1, n, n), 1.0 / n)
     assert row_distances(uniform, distance_matrix(n, n, None)).mean().item() == pytest.approx((n * n - 1) / (3 * n))
     assert distance_matrix(4, 2, None) is None
+
+
+def test_strength_by_distance_hand_computed_and_bounded_by_a_local_heads_reach():
+    """Attention strength against distance (the paper's per-head profile): on a
+    hand case each query's weight lands in the bin of its key's distance; on a
+    model whose heads see a neighbourhood of 9 tokens (a window of 9 keys, shifted
+    inward at the sequence ends), every head puts all its softmax weight within
+    distance 8, almost all within 4."""
+    d = distance_matrix(3, 3, None)
+    w = torch.tensor([[[[1.0, 0, 0], [0.5, 0.5, 0], [0.2, 0.2, 0.6]]]])
+    got = strength_by_distance(w, d, bins=4)  # query 0: all at 0; 1: 0.5 at 1, 0.5 at 0; 2: 0.6 at 0, 0.2 at 1, 0.2 at 2
+    torch.testing.assert_close(got, torch.tensor([[(1 + 0.5 + 0.6) / 3, (0.5 + 0.2) / 3, 0.2 / 3, 0.0]]))
+    model = _model(SOFTMAX_SEED)
+    with capture(model) as cap, torch.no_grad():
+        model(torch.randn(SHAPE))
+    profiles = cap.strength()
+    assert set(profiles) == {n for n, _ in attention_layers(model)}
+    for heads in profiles.values():
+        for p in heads:
+            assert sum(p) == pytest.approx(1.0, abs=1e-5) and sum(p[9:]) == pytest.approx(0.0, abs=1e-7)
+            assert sum(p[:5]) > 0.9
+            assert p[1] > 0 and p[4] > 0  # it does reach its whole window
 
 
 def test_capture_collects_distances_and_refuses_bad_masks():

@@ -171,3 +171,85 @@ def test_cli_words_become_checked_train_options():
             parse_cli(words)
     with pytest.raises(ArchgramError, match="unknown adversarial training method 'vta'; did you mean 'vat'"):
         TrainOptions.from_dict({"adversarial": "vta"})
+
+
+# ------------------------------------------------ adversarial training on attention (S74, S75)
+ATTN = "net : attention(heads=2, causal=true, position=rope) linear(out=16) attention(heads=2, causal=true)\n"
+
+
+def _attention_model():
+    task = get_task("mqar", vocab=16, seq_len=16, kv_pairs=2, d_model=16, n_train=64, n_val=32)
+    model = _model(task, ATTN, batch=8)
+    data = task.data(0)
+    return task, model, data.x_train[:8], data.y_train[:8]
+
+
+def _random_over_layers(r: dict, seed: int) -> dict:
+    """Random perturbation with each example's norm over all layers equal to r's."""
+    from archgram.search.training.attention_adversarial import unit_over_layers
+
+    g = torch.Generator().manual_seed(seed)
+    noise = unit_over_layers({k: torch.randn(t.shape, generator=g) for k, t in r.items()})
+    size = sum(t.flatten(1).square().sum(1) for t in r.values()).sqrt()
+    return {k: t * size.view(-1, 1, 1, 1) for k, t in noise.items()}
+
+
+@pytest.mark.catalog("S74")
+def test_attention_at_perturbs_every_attention_layers_logits_uphill():
+    """Attention AT (Kitada & Iyatomi): the perturbation lives on the attention
+    scores of each attention layer, not the embedding; adding it raises the loss
+    above the clean loss and above random logit perturbations of the same size,
+    before any update; each example's perturbation over all layers has norm eps."""
+    from archgram.search.training.attention_adversarial import perturbed
+
+    task, model, xb, yb = _attention_model()
+    opts = TrainOptions.from_dict({"adversarial": "attention_at", "adv_eps": 2.0})
+    emb, clean_pred, r = perturbation(model, task, xb, yb, opts)
+    assert len(r) == 2 and all(t.shape == (8, 2, 16, 16) for t in r.values())  # two layers, (B, H, N, N) logits
+    norms = sum(t.flatten(1).square().sum(1) for t in r.values()).sqrt()
+    torch.testing.assert_close(norms, torch.full((8,), 2.0))
+    with torch.no_grad():
+        clean = float(task.loss(clean_pred, yb))
+        adv = float(task.loss(perturbed(model.network, r, emb), yb))
+        rand = max(float(task.loss(perturbed(model.network, _random_over_layers(r, s), emb), yb)) for s in range(5))
+    assert adv - clean > 1e-3 and adv - clean > 10 * abs(rand - clean), (clean, adv, rand)
+    assert all(p.grad is None for p in model.parameters())
+
+
+@pytest.mark.catalog("S75")
+def test_attention_vat_moves_the_prediction_most_and_ignores_labels():
+    """Attention VAT: the power-iteration direction over the attention logits
+    changes the model's prediction (KL) more than random logit perturbations of
+    the same size, and does not read the labels."""
+    from archgram.search.training.attention_adversarial import perturbed
+
+    task, model, xb, yb = _attention_model()
+    opts = TrainOptions.from_dict({"adversarial": "attention_vat", "adv_eps": 2.0, "vat_iters": 2})
+    torch.manual_seed(3)
+    emb, clean_pred, r = perturbation(model, task, xb, yb, opts)
+    torch.manual_seed(3)
+    _, _, r_shuffled = perturbation(model, task, xb, yb.flip(0), opts)
+    for key in r:
+        torch.testing.assert_close(r[key], r_shuffled[key])
+    with torch.no_grad():
+        vat = float(divergence(clean_pred, perturbed(model.network, r, emb), True))
+        rand = max(float(divergence(clean_pred, perturbed(model.network, _random_over_layers(r, s), emb), True))
+                   for s in range(5))
+    assert vat > 2 * rand > 0, (vat, rand)
+
+
+@pytest.mark.catalog("S74", "S75")
+def test_attention_adversarial_terms_train_every_parameter_and_need_an_attention_layer(digits):
+    task, model, xb, yb = _attention_model()
+    with torch.no_grad():
+        clean = float(task.loss(model(xb), yb))
+    for method in ("attention_at", "attention_vat"):
+        loss = training_loss(model, task, xb, yb, TrainOptions.from_dict({"adversarial": method, "adv_eps": 1.0}))
+        assert float(loss.detach()) > clean
+        model.zero_grad()
+        loss.backward()
+        assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    mlp = _model(digits)
+    data = digits.data(0)
+    with pytest.raises(ArchgramError, match="needs an attention op"):
+        training_loss(mlp, digits, data.x_train[:B], data.y_train[:B], TrainOptions.from_dict({"adversarial": "attention_at"}))

@@ -33,6 +33,15 @@ paragraphs, modalities); a grammar op has only the tensor, so the hierarchy is a
 fixed regular grouping of positions. We could read only the abstract and
 secondary summaries of the paper: the mean-energy block rule above is our
 reading of its "closest to softmax under the hierarchy's block constraints".
+
+In three parts: Paper's defining mechanism: attention over a nested signal
+derived by entropy minimisation -- the KL-closest attention to softmax under
+the hierarchy's block constraints -- computed by a dynamic programme over the
+tree. What archgram does: that attention (block energies as means of the leaf
+energies) by the bottom-up programme, on a regular tree of sequence blocks or
+image quadtree windows. What differs: the tree is a fixed regular grouping of
+positions, not the data's own structure (documents, modalities), since an op
+sees only a tensor.
 """
 from __future__ import annotations
 

@@ -29,6 +29,12 @@ from archgram.shapes import IMAGE_RANK, Shape
 #: masked). None, the default, costs one global lookup per forward.
 ANALYSIS_HOOK = None
 
+#: Opt-in logit hook (adversarial training on attention, S74/S75, sets it):
+#: ``hook(op, q, k)`` returns a tensor added to the op's attention logits
+#: (broadcast to (B, H, Nq, Nk)) or None. Asked on the dense path only, by ops
+#: whose score forms logits (``takes_bias``); a perturbed op runs its PyTorch path.
+LOGIT_HOOK = None
+
 
 def _geometry(shape: Shape) -> tuple[int, int, tuple[int, int] | None]:
     """(tokens, channels, grid) of an input shape."""
@@ -210,6 +216,9 @@ class Attention(Op):
         pattern_bias = self.pattern.bias_for(q, k, self.grid)  # pattern logits, e.g. Combiner's block summaries
         if pattern_bias is not None:
             bias = pattern_bias if bias is None else bias + pattern_bias
+        perturbation = LOGIT_HOOK(self, q, k) if LOGIT_HOOK is not None and self.score.takes_bias else None
+        if perturbation is not None:
+            bias = perturbation if bias is None else bias + perturbation
         if self.position.reweights:  # URPE, GPSA: post-process the weights the score forms
             from archgram.kernels import fallbacks
 
@@ -220,7 +229,7 @@ class Attention(Op):
             weights = self.position.reweight(self.score.weights(logits, mask), mask, self.grid)
             out = torch.matmul(weights, v)
         else:
-            out = self._flash(q, k, v, pattern_bias)
+            out = self._flash(q, k, v, pattern_bias) if perturbation is None else None
             if out is None:
                 out = self.score.attend(q, k, v, mask, bias, self.scale, causal=self.causal)
         if self.pattern.compresses:  # dense form of token compression: unselected queries get no output

@@ -28,6 +28,16 @@ modality has only "image" tokens, so every non-sink visible key receives and the
 image-attention condition always holds. The paper applies VAR training-free to a
 trained LMM; here it is a fixed post-softmax transform that a searched model
 trains through (the selection is not differentiated).
+
+In three parts: Paper's defining mechanism: detect visual sink tokens by
+massive hidden activations, select image-centric heads, and recycle a fixed
+fraction of the sinks' attention to the image tokens, row sums kept.
+What archgram does: sink detection by attention share or by the key's
+massive activation, row selection by sink share, the proportional
+redistribution of ``ratio`` of the sink mass. What differs: detection reads
+the head's keys, not residual-stream dimensions (a score sees only q, k, v);
+with one modality every non-sink key receives and every row passes the
+image-attention test.
 """
 from __future__ import annotations
 

@@ -8,6 +8,19 @@ concept's embedding, q' = q + sum_i p(i | q) a_i (the expected embedding, the
 differentiable form of sampling a concept and adding its embedding). The op
 returns q' (``mode='feedback'``, shape preserving) or the concept logits
 (``mode='logits'``, (B,N,K)).
+
+Paper's defining mechanism: concepts with dual representations, an index and
+an embedding; the representation layer is decoded into a distribution over
+concept indices, a concept is sampled and its embedding written back to the
+representation layer, so decoding one concept conditions the next (subject,
+predicate, object of a triple in turn); sensory, index, representation and
+working-memory layers around it.
+What archgram does: one decoding step per op with the expected embedding fed
+back; stacked decoder ops decode in turn, each conditioned by the last.
+What differs: the feedback is the expectation sum_i p(i|q) a_i, not a sampled
+concept's embedding, so the op stays differentiable inside a searched network;
+a user loses stochastic (sampled) decoding. The sensory buffer and working
+memory are not ops of their own.
 """
 from __future__ import annotations
 

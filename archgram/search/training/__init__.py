@@ -1,9 +1,10 @@
 """Training methods the evaluator can switch on with ``train_options``.
 
 Each method changes the training loss of one step, never the architecture:
-``adversarial="at"`` (adversarial training, catalog S74) and ``"vat"`` (virtual
-adversarial training, S75) perturb the embedding, the stem's output that the
-searched body receives. ``parse_cli`` turns ``--train-option`` words into the
+``adversarial="attention_at"`` (adversarial training for attention, catalog
+S74) and ``"attention_vat"`` (virtual adversarial training for attention, S75)
+perturb every attention layer's logits; ``"at"`` and ``"vat"`` perturb the
+embedding, the stem's output that the searched body receives. ``parse_cli`` turns ``--train-option`` words into the
 ``train_options`` dict the evaluator checks.
 """
 from __future__ import annotations

@@ -124,6 +124,22 @@ METHODS: dict[str, AdversarialMethod] = {
 }
 
 
+def _attention_methods() -> dict[str, AdversarialMethod]:
+    from archgram.search.training import attention_adversarial as aa
+
+    return {
+        "attention_at": AdversarialMethod("attention_at", ("S74",), aa.at_perturbation, aa.at_term,
+                                          "Attention AT: supervised loss with every attention layer's logits "
+                                          "moved eps*g/||g||"),
+        "attention_vat": AdversarialMethod("attention_vat", ("S75",), aa.vat_perturbation, aa.vat_term,
+                                           "Attention VAT: KL(p || p(logits + r)) over the attention logits by "
+                                           "power iteration, no labels"),
+    }
+
+
+METHODS.update(_attention_methods())
+
+
 def get_method(name: str) -> AdversarialMethod:
     if name not in METHODS:
         close = difflib.get_close_matches(str(name), list(METHODS), n=1)
