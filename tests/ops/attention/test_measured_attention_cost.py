@@ -63,3 +63,19 @@ def test_lightning_tiled_linear_attention_measured_flops_grow_linearly_in_length
     assert quadratic(seq, heads=2, causal=causal, score=score) == 0
     assert quadratic(lambda s: (1, 128 * s, 32), heads=2, causal=causal, score=score) == 0
     assert quadratic(seq, heads=2, causal=causal) > 0
+
+
+@pytest.mark.catalog("S54")
+def test_l2vit_measured_flops_grow_linearly_in_the_number_of_pixels():
+    """L2ViT's window attention and enhanced linear attention both cost O(N): the
+    measured FLOPs of the block pair at 8x16 pixels are exactly twice those at 8x8."""
+    spec = get_op("l2vit")
+
+    def count(w):
+        m = spec.build((1, 16, 8, w), spec.bind({"heads": 2, "window": 4})).eval()
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            m(torch.randn(1, 16, 8, w))
+        return counter.get_total_flops()
+
+    assert count(16) == 2 * count(8) > 0
+    assert count(32) == 2 * count(16)
