@@ -50,3 +50,7 @@ class CompileError(ArchgramError):
 
 class DerivationError(ArchgramError):
     """A derivation file or object is malformed or does not match its grammar."""
+
+
+class ExportError(ArchgramError):
+    """A model, trial or output directory cannot be exported."""

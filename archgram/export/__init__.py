@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from archgram.export.vendor import ExportError
+from archgram.errors import ExportError
 
 __all__ = ["ExportError", "ExportResult", "export"]
 

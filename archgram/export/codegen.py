@@ -26,7 +26,8 @@ import torch
 from torch import nn
 
 from archgram.compiler.modules import Branch, Network, Sequence
-from archgram.export.vendor import ExportError, Vendor, Vendored
+from archgram.errors import ExportError
+from archgram.export.vendor import Vendor, Vendored
 
 
 # ---------------------------------------------------------------- recording

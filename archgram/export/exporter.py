@@ -24,8 +24,8 @@ import torch
 from torch import nn
 
 import archgram
+from archgram.errors import ExportError
 from archgram.export.codegen import build_recorded, generate, map_key
-from archgram.export.vendor import ExportError
 
 #: Files an export writes (model.pt2 / model.onnx only when they succeed).
 FILES = ("model.py", "weights.safetensors", "model.pt2", "model.onnx", "derivation.json", "README.md")

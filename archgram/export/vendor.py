@@ -29,14 +29,11 @@ import importlib
 import importlib.util
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from archgram.errors import ArchgramError
-
-
-class ExportError(ArchgramError):
-    """A model, trial or output directory cannot be exported."""
-
+from archgram.errors import ExportError
+from archgram.export.references import REGISTER_OP, Collector, Refs
+from archgram.export.source import SourceModule, Unit, load_module, resolve
 
 #: Modules under this package (Triton kernels and their dispatch) are not copied:
 #: code that imports one gets :data:`NO_KERNELS`, whose every function answers
@@ -73,7 +70,6 @@ def op(name: str):
     return decorate
 '''
 STAND_IN_NAMES = ("OpInfo", "op", "NamedTuple", "NoKernels", "no_kernels")
-_REGISTER_OP = ("archgram.ops.registry", "register_op")
 REGISTER_OP_STAND_IN = '''\
 def register_op(name: str, **spec):
     """archgram's op registry decorator, reduced to naming the class."""
@@ -83,290 +79,6 @@ def register_op(name: str, **spec):
 _BUILTINS = set(dir(builtins)) | {"__name__", "__file__", "__doc__"}
 
 
-# ------------------------------------------------------------------ modules
-@dataclass
-class _Unit:
-    module: str
-    names: tuple[str, ...]
-    node: ast.stmt
-    start: int  # 1-based first line (decorators included)
-    end: int
-
-    @property
-    def key(self) -> tuple[str, int]:
-        return (self.module, self.start)
-
-
-@dataclass
-class _Module:
-    name: str
-    lines: list[bytes]
-    tree: ast.Module
-    units: dict[str, _Unit] = field(default_factory=dict)  # defined name -> unit
-    archgram: dict[str, tuple[str, str]] = field(default_factory=dict)  # local -> (module, name)
-    external: dict[str, str] = field(default_factory=dict)  # local -> import line
-    factories: list[_Unit] = field(default_factory=list)  # top-level expression statements
-
-
-_CACHE: dict[str, _Module] = {}
-
-
-def _absolute(module: str, level: int, target: str | None) -> str:
-    """The absolute name of a (possibly relative) ``from ... import`` source."""
-    if not level:
-        return target or ""
-    package = module if _is_package(module) else module.rsplit(".", 1)[0]
-    parts = package.split(".")
-    base = parts[: len(parts) - (level - 1)]
-    return ".".join(base + ([target] if target else []))
-
-
-def _is_package(module: str) -> bool:
-    mod = sys.modules.get(module) or importlib.import_module(module)
-    return hasattr(mod, "__path__")
-
-
-def _load(name: str) -> _Module:
-    if name in _CACHE:
-        return _CACHE[name]
-    mod = importlib.import_module(name)
-    path = getattr(mod, "__file__", None)
-    if not path or not path.endswith(".py"):
-        raise ExportError(f"module {name} has no Python source to vendor")
-    with open(path, "rb") as fh:
-        data = fh.read()
-    m = _Module(name, data.splitlines(keepends=True), ast.parse(data))
-    for node in m.tree.body:
-        start = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            unit = _Unit(name, (node.name,), node, start, node.end_lineno)
-        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            names = tuple(n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name))
-            if not names or names == ("__all__",) or (isinstance(node, ast.AnnAssign) and node.value is None):
-                continue
-            unit = _Unit(name, names, node, start, node.end_lineno)
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            _imports(m, node, m.archgram, m.external)
-            continue
-        elif isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
-            m.factories.append(_Unit(name, (), node, start, node.end_lineno))
-            continue
-        else:
-            continue
-        for n in unit.names:
-            m.units[n] = unit
-    _CACHE[name] = m
-    return m
-
-
-def _imports(m: _Module, node: ast.stmt, archgram: dict, external: dict) -> None:
-    if isinstance(node, ast.ImportFrom):
-        src = _absolute(m.name, node.level, node.module)
-        if src == "__future__":
-            return
-        for alias in node.names:
-            local = alias.asname or alias.name
-            if src == "archgram" or src.startswith("archgram."):
-                archgram[local] = (src, alias.name)
-            else:
-                as_ = f" as {alias.asname}" if alias.asname else ""
-                external[local] = f"from {src} import {alias.name}{as_}"
-    else:
-        for alias in node.names:
-            local = alias.asname or alias.name.split(".")[0]
-            if alias.name == "archgram" or alias.name.startswith("archgram."):
-                archgram[local] = (alias.name, "")  # a module reference
-            else:
-                external[local] = f"import {alias.name}" + (f" as {alias.asname}" if alias.asname else "")
-
-
-def resolve(module: str, name: str, seen: frozenset = frozenset()) -> tuple[str, str]:
-    """Where ``name`` as imported from ``module`` is defined: (module, name)."""
-    if (module, name) in seen:
-        raise ExportError(f"circular import of {name} from {module}")
-    if not name:
-        raise ExportError(f"code uses the module {module} itself, which cannot be vendored name by name")
-    m = _load(module)
-    if name in m.units:
-        return module, name
-    if name in m.archgram:
-        src, target = m.archgram[name]
-        return resolve(src, target, seen | {(module, name)})
-    sub = f"{module}.{name}"
-    if _is_package(module) and importlib.util.find_spec(sub) is not None:
-        raise ExportError(f"code uses the module {sub} itself, which cannot be vendored name by name")
-    raise ExportError(f"cannot find the definition of {name} in {module}")
-
-
-# ----------------------------------------------------------- name analysis
-@dataclass
-class _Refs:
-    """What a unit reads: module-level names, by whether the definition needs them."""
-
-    names: list[ast.Name] = field(default_factory=list)  # all global references (for renames)
-    runtime: set[str] = field(default_factory=set)
-    definition: set[str] = field(default_factory=set)  # needed when the unit itself runs
-    annotations: set[str] = field(default_factory=set)
-    local_archgram: dict[str, tuple[str, str]] = field(default_factory=dict)
-    local_external: dict[str, str] = field(default_factory=dict)
-    deleted: list[tuple[int, int]] = field(default_factory=list)  # whole lines (1-based, inclusive)
-    decorators: list[tuple[ast.expr, str]] = field(default_factory=list)  # register_op -> @op(name)
-
-
-def _bound_in(body: list[ast.stmt], args: ast.arguments | None) -> set[str]:
-    """Names local to a function: parameters and everything assigned in its body
-    (not in nested functions), minus ``global`` ones."""
-    out: set[str] = set()
-    if args is not None:
-        for a in args.posonlyargs + args.args + args.kwonlyargs + [args.vararg, args.kwarg]:
-            if a is not None:
-                out.add(a.arg)
-    glob: set[str] = set()
-    stack = list(body)
-    while stack:
-        node = stack.pop()
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            out.add(node.name)
-            continue
-        if isinstance(node, ast.Lambda):
-            continue
-        if isinstance(node, ast.Global):
-            glob.update(node.names)
-        elif isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
-            out.add(node.id)
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            for alias in node.names:
-                out.add(alias.asname or alias.name.split(".")[0])
-        elif isinstance(node, ast.ExceptHandler) and node.name:
-            out.add(node.name)
-        stack.extend(ast.iter_child_nodes(node))
-    return out - glob
-
-
-class _Collector:
-    def __init__(self, module: _Module, unit: _Unit):
-        self.m, self.unit, self.refs = module, unit, _Refs()
-
-    def run(self) -> _Refs:
-        node = self.unit.node
-        self._stmt(node, scopes=[], definition=True, qual="")
-        return self.refs
-
-    # -- helpers
-    def _use(self, n: ast.Name, scopes: list[set[str]], definition: bool, annotation: bool = False) -> None:
-        if any(n.id in s for s in scopes):
-            return
-        if annotation:
-            self.refs.annotations.add(n.id)
-            self.refs.names.append(n)
-            return
-        self.refs.names.append(n)
-        self.refs.runtime.add(n.id)
-        if definition:
-            self.refs.definition.add(n.id)
-
-    def _expr(self, node: ast.AST | None, scopes, definition: bool, annotation: bool = False) -> None:
-        if node is None:
-            return
-        if isinstance(node, ast.Lambda):
-            self._args_defaults(node.args, scopes, definition)
-            inner = scopes + [_bound_in([node.body], node.args)]
-            self._expr(node.body, inner, False)
-            return
-        if isinstance(node, (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)):
-            targets = {n.id for g in node.generators for n in ast.walk(g.target) if isinstance(n, ast.Name)}
-            inner = scopes + [targets]
-            for child in ast.iter_child_nodes(node):
-                self._expr(child, inner, definition, annotation)
-            return
-        if isinstance(node, ast.Name):
-            if isinstance(node.ctx, ast.Load):
-                self._use(node, scopes, definition, annotation)
-            return
-        for child in ast.iter_child_nodes(node):
-            self._expr(child, scopes, definition, annotation)
-
-    def _args_defaults(self, args: ast.arguments, scopes, definition: bool) -> None:
-        for d in args.defaults + [d for d in args.kw_defaults if d is not None]:
-            self._expr(d, scopes, definition)
-        for a in args.posonlyargs + args.args + args.kwonlyargs + [args.vararg, args.kwarg]:
-            if a is not None and a.annotation is not None:
-                self._expr(a.annotation, scopes, False, annotation=True)
-
-    def _decorators(self, node, scopes, definition: bool) -> None:
-        for dec in node.decorator_list:
-            call = dec.func if isinstance(dec, ast.Call) else dec
-            if isinstance(call, ast.Name) and not any(call.id in s for s in scopes) and self._is_register_op(call.id):
-                args = dec.args if isinstance(dec, ast.Call) else []
-                if not args or not isinstance(args[0], ast.Constant) or not isinstance(args[0].value, str):
-                    raise ExportError(f"{self.m.name}: @register_op on {node.name} does not name the op with a string")
-                self.refs.decorators.append((dec, args[0].value))
-                continue
-            self._expr(dec, scopes, definition)
-
-    def _is_register_op(self, local: str) -> bool:
-        if local in self.m.units:
-            return (self.m.name, local) == _REGISTER_OP
-        if local in self.m.archgram:
-            try:
-                return resolve(*self.m.archgram[local]) == _REGISTER_OP
-            except ExportError:
-                return False
-        return False
-
-    def _stmt(self, node: ast.stmt, scopes: list[set[str]], definition: bool, qual: str) -> None:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            self._decorators(node, scopes, definition)
-            self._args_defaults(node.args, scopes, definition)
-            if node.returns is not None:
-                self._expr(node.returns, scopes, False, annotation=True)
-            name = f"{qual}{node.name}"
-            self._local_imports(node)
-            inner = scopes + [_bound_in(node.body, node.args) - set(self.refs.local_archgram)]
-            for stmt in node.body:
-                self._stmt(stmt, inner, False, f"{name}.")
-            return
-        if isinstance(node, ast.ClassDef):
-            self._decorators(node, scopes, definition)
-            for b in node.bases + [k.value for k in node.keywords]:
-                self._expr(b, scopes, definition)
-            inner = scopes + [_bound_in([s for s in node.body if not isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef))], None)]
-            for stmt in node.body:
-                # methods run later and do not see the class scope; class-level
-                # statements run with the class definition
-                method = isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef))
-                self._stmt(stmt, scopes if method else inner, definition, f"{qual}{node.name}.")
-            return
-        if isinstance(node, ast.AnnAssign):
-            self._expr(node.annotation, scopes, False, annotation=True)
-            self._expr(node.value, scopes, definition)
-            return
-        if isinstance(node, (ast.Import, ast.ImportFrom)):
-            return
-        for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.stmt):
-                self._stmt(child, scopes, definition, qual)
-            else:
-                self._expr(child, scopes, definition)
-
-    def _local_imports(self, fn: ast.AST) -> None:
-        """Record a function's ``from archgram... import`` lines (anywhere in its
-        body) and mark them for deletion: their names are vendored alongside."""
-        for stmt in ast.walk(fn):
-            if not isinstance(stmt, (ast.Import, ast.ImportFrom)):
-                continue
-            arch: dict[str, tuple[str, str]] = {}
-            ext: dict[str, str] = {}
-            _imports(self.m, stmt, arch, ext)
-            if arch and ext:
-                raise ExportError(f"{self.m.name}:{stmt.lineno}: an import mixes archgram and other modules")
-            if arch and (stmt.lineno, stmt.end_lineno) not in self.refs.deleted:
-                self.refs.local_archgram.update(arch)
-                self.refs.deleted.append((stmt.lineno, stmt.end_lineno))
-
-
-# ------------------------------------------------------------------ closure
 @dataclass
 class Vendored:
     """The vendored block: its source, import lines and the name each root got."""
@@ -386,12 +98,12 @@ class Vendor:
 
     def __init__(self, traced: dict[int, set[str]] | None = None):
         self.traced = traced or {}
-        self.units: dict[tuple[str, int], _Unit] = {}
-        self.refs: dict[tuple[str, int], _Refs] = {}
+        self.units: dict[tuple[str, int], Unit] = {}
+        self.refs: dict[tuple[str, int], Refs] = {}
         self.deps: dict[tuple[str, int], dict[str, tuple[str, str]]] = {}  # unit -> local name -> (module, name)
         self.external: dict[str, str] = {}
         self.annotation_only: dict[tuple[str, str], None] = {}
-        self.aliases: dict[tuple[str, str], _Unit] = {}  # (module, class name) made by a factory call
+        self.aliases: dict[tuple[str, str], Unit] = {}  # (module, class name) made by a factory call
         self.needs_register_op = False
         self.needs_kernels = False
 
@@ -401,8 +113,8 @@ class Vendor:
         module, name = cls.__module__, cls.__qualname__
         if not module.startswith("archgram."):
             raise ExportError(f"class {module}.{name} is not archgram's; cannot vendor it")
-        if "." in name or "<locals>" in name or name not in _load(module).units:
-            m = _load(module)
+        if "." in name or "<locals>" in name or name not in load_module(module).units:
+            m = load_module(module)
             spec = getattr(cls, "spec", None)
             unit = next((u for u in m.factories if spec is not None and _first_arg(u.node) == spec.name), None)
             if unit is None:
@@ -418,16 +130,16 @@ class Vendor:
 
     def add(self, module: str, name: str) -> None:
         module, name = resolve(module, name)
-        self._add_unit(_load(module).units[name])
+        self._add_unit(load_module(module).units[name])
 
-    def _add_unit(self, unit: _Unit) -> None:
+    def _add_unit(self, unit: Unit) -> None:
         queue = [unit]
         while queue:
             u = queue.pop()
             if u.key in self.units:
                 continue
-            m = _load(u.module)
-            refs = _Collector(m, u).run()
+            m = load_module(u.module)
+            refs = Collector(m, u).run()
             self.units[u.key], self.refs[u.key] = u, refs
             deps: dict[str, tuple[str, str]] = {}
             for local in sorted(refs.runtime | refs.annotations):
@@ -438,16 +150,16 @@ class Vendor:
                     continue
                 deps[local] = target
                 if local in refs.runtime:
-                    if target == _REGISTER_OP or target[0] == KERNELS:
+                    if target == REGISTER_OP or target[0] == KERNELS:
                         self.needs_register_op = True
                         continue
-                    queue.append(_load(target[0]).units[target[1]])
+                    queue.append(load_module(target[0]).units[target[1]])
                 else:
                     self.annotation_only[target] = None
             self.deps[u.key] = deps
             queue.extend(self._registered_parts(u))
 
-    def _target(self, m: _Module, refs: _Refs, local: str) -> tuple[str, str] | None:
+    def _target(self, m: SourceModule, refs: Refs, local: str) -> tuple[str, str] | None:
         imported = refs.local_archgram.get(local) or m.archgram.get(local)
         if imported is not None and _is_kernel_module(*imported):
             self.needs_kernels = True
@@ -469,7 +181,7 @@ class Vendor:
             return None
         return None  # a local of an enclosing scope we did not model; nothing to copy
 
-    def _registered_parts(self, unit: _Unit) -> list[_Unit]:
+    def _registered_parts(self, unit: Unit) -> list[Unit]:
         """A vendored part registry brings the registered classes the model resolved."""
         if not isinstance(unit.node, ast.Assign) or len(unit.names) != 1:
             return []
@@ -477,12 +189,12 @@ class Vendor:
         wanted = self.traced.get(id(obj))
         if not wanted:
             return []
-        found: list[_Unit] = []
+        found: list[Unit] = []
         for modname in sorted(n for n in sys.modules if n.startswith("archgram.")):
             mod = sys.modules[modname]
             if mod is None or not (getattr(mod, "__file__", None) or "").endswith(".py") or modname.startswith(KERNELS):
                 continue
-            m = _load(modname)
+            m = load_module(modname)
             for u in {id(x): x for x in m.units.values()}.values():
                 if not isinstance(u.node, ast.ClassDef):
                     continue
@@ -495,7 +207,7 @@ class Vendor:
         return found
 
     @staticmethod
-    def _is(m: _Module, local: str, unit: _Unit) -> bool:
+    def _is(m: SourceModule, local: str, unit: Unit) -> bool:
         try:
             if local in m.units:
                 return (m.name, local) == (unit.module, unit.names[0])
@@ -506,7 +218,7 @@ class Vendor:
         return False
 
     # -- order and names
-    def _order(self) -> list[_Unit]:
+    def _order(self) -> list[Unit]:
         keys = list(self.units)
         rank = self._module_rank()
         need: dict[tuple, set[tuple]] = {k: set() for k in keys}
@@ -514,15 +226,15 @@ class Vendor:
         for k in keys:
             for local in self.refs[k].definition:
                 target = self.deps[k].get(local)
-                if target is None or target[0] in ("external", KERNELS) or target == _REGISTER_OP:
+                if target is None or target[0] in ("external", KERNELS) or target == REGISTER_OP:
                     continue
-                dep = _load(target[0]).units[target[1]].key
+                dep = load_module(target[0]).units[target[1]].key
                 if dep != k and dep in need:
                     need[k].add(dep)
                     users[dep].add(k)
         heap = [(rank[k[0]], k[1], k) for k in keys if not need[k]]
         heapq.heapify(heap)
-        out: list[_Unit] = []
+        out: list[Unit] = []
         done: set[tuple] = set()
         while len(out) < len(keys):
             if not heap:  # a cycle at definition time: fall back to source order for the rest
@@ -574,7 +286,7 @@ class Vendor:
             return emitted
 
         if self.needs_register_op:
-            names[_REGISTER_OP] = claim(*_REGISTER_OP)
+            names[REGISTER_OP] = claim(*REGISTER_OP)
         for u in order:
             for n in u.names:
                 names[(u.module, n)] = claim(u.module, n)
@@ -591,7 +303,7 @@ class Vendor:
             taken.update({NO_KERNELS, "NoKernels"})
             blocks.append(NO_KERNELS_SOURCE)
         if self.needs_register_op:
-            blocks.append(REGISTER_OP_STAND_IN.replace("def register_op", f"def {names[_REGISTER_OP]}"))
+            blocks.append(REGISTER_OP_STAND_IN.replace("def register_op", f"def {names[REGISTER_OP]}"))
         if stubs:
             blocks.append("\n".join(stubs) + "\n")
         by_factory = {id(u): key for key, u in self.aliases.items()}
@@ -606,8 +318,8 @@ class Vendor:
         imports = sorted(set(self.external.values()) | {"from typing import Any, NamedTuple"})
         return Vendored("\n\n".join(b.rstrip("\n") + "\n" for b in blocks), imports, names, taken, modules)
 
-    def _text(self, u: _Unit, names: dict[tuple[str, str], str]) -> str:
-        m, refs, deps = _load(u.module), self.refs[u.key], self.deps[u.key]
+    def _text(self, u: Unit, names: dict[tuple[str, str], str]) -> str:
+        m, refs, deps = load_module(u.module), self.refs[u.key], self.deps[u.key]
         lines = m.lines[u.start - 1:u.end]
         offsets = [0]
         for line in lines:
