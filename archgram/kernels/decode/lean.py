@@ -42,9 +42,9 @@ def _lean_partial(
     PRECISION: tl.constexpr, HAS_LENGTHS: tl.constexpr, SEARCH: tl.constexpr,
 ):
     p = tl.program_id(0)
-    total = tl.load(TILES + NTILES)
-    lo = (p * total) // NPROG
-    hi = ((p + 1) * total) // NPROG
+    total = tl.load(TILES + NTILES).to(tl.int64)  # products below stay exact past 2^31
+    lo = ((p * total) // NPROG).to(tl.int32)
+    hi = (((p + 1) * total) // NPROG).to(tl.int32)
     # the tile holding block lo: the largest t with TILES[t] <= lo (binary search)
     a = lo * 0
     bnd = a + NTILES
@@ -114,11 +114,11 @@ def _lean_reduce(PO, PLSE, TILES, Out, LSE, HKV, NQ, D, NTILES, NPROG, GROUP: tl
     rows = GROUP * NQ
     t = pid // rows
     r = pid % rows
-    total = tl.maximum(tl.load(TILES + NTILES), 1)
-    s0 = tl.load(TILES + t)
-    s1 = tl.load(TILES + t + 1)
-    first = ((s0 + 1) * NPROG - 1) // total  # the program running block s0
-    last = (s1 * NPROG - 1) // total  # ... and block s1 - 1
+    total = tl.maximum(tl.load(TILES + NTILES), 1).to(tl.int64)
+    s0 = tl.load(TILES + t).to(tl.int64)
+    s1 = tl.load(TILES + t + 1).to(tl.int64)
+    first = (((s0 + 1) * NPROG - 1) // total).to(tl.int32)  # the program running block s0
+    last = ((s1 * NPROG - 1) // total).to(tl.int32)  # ... and block s1 - 1
     offs_d = tl.arange(0, BLOCK_D)
     d_ok = offs_d < D
     m = tl.full([1], float("-inf"), dtype=tl.float32)
