@@ -1,7 +1,10 @@
 """The attention family: one composite op whose axes are registries of parts
-(layouts.py, scores.py, patterns.py, positions.py). Importing registers them."""
+(layouts.py, scores.py, patterns.py, positions.py; content-based patterns in
+content.py, combiner.py, sparsifiner.py). Importing the package registers them."""
 from archgram.ops.attention import (  # noqa: F401  (registration)
     aaren,
+    combiner,
+    content,
     earlier_qk,
     hierarchical,
     karat,
@@ -14,6 +17,7 @@ from archgram.ops.attention import (  # noqa: F401  (registration)
     reversed,
     scores,
     sinks,
+    sparsifiner,
     stabilisers,
 )
 from archgram.ops.attention.op import Attention

@@ -400,7 +400,3 @@ class ShiftedSparse(_HeadSplitPattern):
         mask = ids[:, :, None] == ids[:, None, :]
         mask[..., : self.sinks] = True
         return mask
-
-
-# Content-based patterns live in their own module; importing it registers them.
-from archgram.ops.attention import combiner, content, sparsifiner  # noqa: E402,F401
