@@ -403,17 +403,36 @@ def test_bvr_each_pixel_attends_to_the_top_k_heatmap_points_with_geometry():
     for qi in range(3):
         for qj in range(4):
             xq = x[0, :, qi, qj]
-            q, kk, vv = m.q(xq), m.k(feats), m.v(feats)
+            dec = m.decoders[0]
+            q, kk, vv = dec.q(xq), dec.k(feats), dec.v(feats)
             heads = []
             for hd in range(2):
                 sl = slice(2 * hd, 2 * hd + 2)
                 logits = torch.stack([
                     q[sl] @ kk[n, sl] / 2**0.5
-                    + m.geometry(offset_embedding(torch.tensor([(qi - ki) / 3, (qj - kj) / 4]), 2))[hd]
+                    + dec.geometry(offset_embedding(torch.tensor([(qi - ki) / 3, (qj - kj) / 4]), 2))[hd]
                     for n, (ki, kj) in enumerate(keys)])
                 heads.append(torch.softmax(logits, 0) @ vv[:, sl])
-            ref[0, :, qi, qj] += m.out(torch.cat(heads))
+            ref[0, :, qi, qj] += dec.out(torch.cat(heads))
     torch.testing.assert_close(m(x), ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.catalog("S39")
+def test_bvr_key_sets_each_pick_their_own_points_and_their_decoders_add():
+    """Several key sets (the paper's centre and corner points): each has its own
+    heatmap channel, so its own top-k points, and its own decoder; the op adds the
+    decoders' outputs to the input."""
+    x = torch.randn(1, 4, 4, 4)
+    m = build("bvr", tuple(x.shape), keys=2, kinds=2)
+    with torch.no_grad():
+        m.heat.weight[1].copy_(-m.heat.weight[0])  # opposite heatmaps: disjoint top points
+        m.heat.bias.zero_()
+    (_, pos0), (_, pos1) = m.sample_keys(x, 0), m.sample_keys(x, 1)
+    assert not {tuple(p) for p in pos0[0].tolist()} & {tuple(p) for p in pos1[0].tolist()}
+    t = x.flatten(2).transpose(1, 2)
+    parts = [dec(t, *m.sample_keys(x, i), (4, 4)) for i, dec in enumerate(m.decoders)]
+    torch.testing.assert_close(m(x), x + (parts[0] + parts[1]).transpose(1, 2).reshape(1, 4, 4, 4))
+    assert get_op("bvr").param_count((1, 4, 4, 4), get_op("bvr").bind({"kinds": 2})) == sum(p.numel() for p in m.parameters())
 
 
 @pytest.mark.catalog("S39")
