@@ -655,3 +655,65 @@ def test_2d_patterns_are_refused_on_sequences(name):
 def test_bad_pattern_parameters_are_refused_by_the_shape_rule(pattern, reason):
     with pytest.raises(ShapeError, match=reason):
         SPEC.cls.output_shape((2, 10, 16), **SPEC.bind({"pattern": pattern}))
+
+
+# ---- gathered 2D neighbourhoods (S61 axial, S72 halo, S77 circular) -----------------
+GRID_PATTERNS = [pat("axial_row"), pat("axial_col"), pat("axial"), pat("halo", block=2, halo=1),
+                 pat("circular", radius=1.5)]
+GRID_IDS = ["axial_row", "axial_col", "axial", "halo", "circular"]
+
+
+def _dense_masked(m, x, causal=False):
+    """Softmax attention over the pattern's dense mask (the reference the gathered path must equal)."""
+    b, c, h, w = x.shape
+    t = x.flatten(2).transpose(1, 2)
+    q, k, v = m.layout.qkv(t)
+    mask = m.pattern.mask(h * w, (h, w), x.device)
+    if causal:
+        mask = mask & torch.ones_like(mask).tril()
+    logits = (q @ k.transpose(-1, -2) * m.scale).masked_fill(~mask, float("-inf"))
+    y = m.layout.out(torch.softmax(logits, -1) @ v, t)
+    return y.transpose(1, 2).reshape(b, c, h, w)
+
+
+@pytest.mark.catalog("S61", "S72", "S77")
+@pytest.mark.parametrize("pattern", GRID_PATTERNS, ids=GRID_IDS)
+@pytest.mark.parametrize("causal", [False, True])
+def test_grid_patterns_gather_their_keys_and_equal_dense_masked_attention(pattern, causal):
+    shape = (2, 8, 5, 6)
+    m = build(shape, heads=2, pattern=pattern, causal=causal)
+    assert m.gathers  # each query reads its own keys; no N x N logits
+    x = torch.randn(shape)
+    torch.testing.assert_close(m(x), _dense_masked(m, x, causal), atol=1e-5, rtol=1e-5)
+
+
+def _core_flops(m, x) -> int:
+    """FLOPs of the op's forward minus its projections: the attention core."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    t = x.flatten(2).transpose(1, 2)
+    with torch.no_grad(), FlopCounterMode(display=False) as total:
+        m(x)
+    with torch.no_grad(), FlopCounterMode(display=False) as projections:
+        q, _, _ = m.layout.qkv(t)
+        m.layout.out(q, t)
+    return total.get_total_flops() - projections.get_total_flops()
+
+
+@pytest.mark.catalog("S61", "S72", "S77")
+def test_local_and_axial_attention_cores_grow_slower_than_full_attention():
+    """The papers' cost claims, measured: growing the image 16x16 -> 32x32 (4x the
+    pixels) would multiply full attention's core FLOPs by 16 (N^2); it multiplies
+    axial attention's by 8 (N * sqrt(N): a query reads its row), and HaloNet's
+    blocked local attention's and CLEAR's circular window's by 4 (linear: a
+    fixed neighbourhood)."""
+    ratio = {}
+    for name, pattern in (("axial_row", pat("axial_row")), ("axial", pat("axial")),
+                          ("halo", pat("halo", block=4, halo=1)), ("circular", pat("circular", radius=2))):
+        flops = []
+        for side in (16, 32):
+            shape = (1, 16, side, side)
+            flops.append(_core_flops(build(shape, heads=2, pattern=pattern), torch.randn(shape)))
+        ratio[name] = flops[1] / flops[0]
+    assert ratio["axial_row"] == pytest.approx(8, rel=0.05) and ratio["axial"] < 8.6, ratio
+    assert ratio["halo"] == pytest.approx(4, rel=0.05) and ratio["circular"] == pytest.approx(4, rel=0.05), ratio
