@@ -614,12 +614,13 @@ class _Run:
                     group["lr"] = self.lr * opts.factor(progress)
             for m in curriculum:  # training curricula, e.g. progressive masking (S08)
                 m.set_progress(round(progress * 1000), 1000)
-            if opts.adversarial:  # AT / VAT on the embedding (S74, S75)
-                from archgram.search.training import training_loss
+            with task.teaching(model, yb):  # teacher forcing, for heads that read their own outputs
+                if opts.adversarial:  # AT / VAT on the embedding (S74, S75)
+                    from archgram.search.training import training_loss
 
-                loss = training_loss(model, task, xb, yb, opts)
-            else:
-                loss = task.loss(model(xb), yb)
+                    loss = training_loss(model, task, xb, yb, opts)
+                else:
+                    loss = task.loss(model(xb), yb)
             if opts.aux_weight:
                 loss = loss + opts.aux_weight * auxiliary_loss(model)
             value = float(loss.detach())

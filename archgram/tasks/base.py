@@ -13,6 +13,7 @@ raw inputs into that body input (an embedding for tokens, identity otherwise), a
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
 import math
 from collections.abc import Callable
@@ -185,6 +186,12 @@ class Task:
     def head(self, body_output_shape: Shape) -> nn.Module:
         """Body output -> predictions (logits, values, pointer scores)."""
         raise NotImplementedError
+
+    def teaching(self, model: nn.Module, y: torch.Tensor) -> contextlib.AbstractContextManager:
+        """Context for one training forward of ``model`` on a batch with targets ``y``:
+        a task whose head conditions on its own earlier outputs (a pointer decoder)
+        feeds it the targets instead (teacher forcing). Default: nothing."""
+        return contextlib.nullcontext()
 
     # ------------------------------------------------------------- scoring
     def loss(self, pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from archgram.ops.heads.pointer import teach_pointer_decoders
 from archgram.shapes import Shape
 from archgram.tasks.base import Task, TaskData, register_task, seeded, split_seeds
 from archgram.tasks.heads import pointer_decoder
@@ -90,6 +91,10 @@ class ConvexHull(Task):
 
     def head(self, body_output_shape: Shape) -> nn.Module:
         return pointer_decoder(body_output_shape, self.length + 1, hidden=self.hidden, score=self.score)
+
+    def teaching(self, model: nn.Module, y: torch.Tensor):
+        """Teacher forcing: the decoder reads the true previous pointers while training."""
+        return teach_pointer_decoders(model, y.clamp(min=0))
 
     def loss(self, pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(pred.flatten(0, 1), y.flatten(), ignore_index=IGNORE)

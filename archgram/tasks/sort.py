@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from archgram.ops.heads.pointer import teach_pointer_decoders
 from archgram.shapes import Shape
 from archgram.tasks.base import Task, TaskData, accuracy, register_task, seeded, split_seeds
 from archgram.tasks.heads import pointer_decoder
@@ -51,6 +52,10 @@ class Sort(Task):
 
     def head(self, body_output_shape: Shape) -> nn.Module:
         return pointer_decoder(body_output_shape, self.length, hidden=self.hidden, score=self.score)
+
+    def teaching(self, model: nn.Module, y: torch.Tensor):
+        """Teacher forcing: the decoder reads the true previous pointers while training."""
+        return teach_pointer_decoders(model, y)
 
     def loss(self, pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(pred.flatten(0, 1), y.flatten())

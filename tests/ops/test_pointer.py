@@ -71,3 +71,22 @@ def test_declared_parameter_count_matches_the_module():
     for score in ("additive", "dot"):
         m = PointerDecoder(5, 0, hidden=7, score=score)
         assert sum(p.numel() for p in m.parameters()) == PointerDecoder.param_count(5, 7, score)
+
+
+def test_teacher_forcing_feeds_the_true_previous_pointers_only_while_training():
+    """Pointer tasks train as the paper does: inside ``Task.teaching`` a training forward
+    reads the target pointers; eval (and any forward outside it) reads its own argmax."""
+    from archgram.tasks import get_task
+
+    task = get_task("sort", length=5, n_train=8, n_val=8)
+    head = task.head((8, 5, 4)).double()
+    model = torch.nn.Sequential(torch.nn.Identity(), head)
+    h = torch.randn(8, 5, 4, dtype=torch.float64)
+    y = torch.stack([torch.randperm(5) for _ in range(8)])
+    with task.teaching(model, y):
+        forced = model.train()(h)
+        free_in_eval = model.eval()(h)
+    torch.testing.assert_close(forced, head.decode(h, y))
+    torch.testing.assert_close(free_in_eval, head.decode(h))
+    assert head.teacher is None
+    assert not torch.allclose(forced, free_in_eval)

@@ -20,18 +20,25 @@ positions with the additive form above (``score="dot"`` is (W1 e_j) . (W2 d_i) /
 sqrt(H)). Logits (B, M, N) are returned, a softmax over the last axis gives the
 pointer distributions.
 
-Differs: the previous pointer is the decoder's own greedy choice (argmax), in
-training as at inference, because a grammar op sees only its input, never the
-targets; the paper trains with teacher forcing (the true previous pointer) and
-decodes with beam search. ``decode(h, pointers=...)`` takes given pointers
-(teacher forcing, or a beam search written around it). Outputs are a fixed M per
-call (``outputs``; 0 means one per input position); a task with variable-length
-answers pads the targets (``convex-hull`` points back at its start, then ignores
-the rest), where the paper emits an end symbol.
+Training: as in the paper, with teacher forcing: a task whose head is this
+decoder (``sort``, ``convex-hull``) feeds the true previous pointers during its
+training forwards (``Task.teaching`` -> ``teach``). Without targets (inference,
+or the ``pointer_head`` op inside a grammar, which never sees targets) each step
+reads its own greedy choice (argmax). ``decode(h, pointers=...)`` takes given
+pointers directly.
+
+Differs: greedy decoding, not the paper's beam search; outputs are a fixed M per
+call (``outputs``; 0 means one per input position); a task with
+variable-length answers pads the targets (``convex-hull`` points back at its
+start, then ignores the rest), where the paper emits an end symbol. As a grammar
+op (not a task head) it trains free-running, which learns far worse on hulls
+(experiments/pointer_networks).
 """
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -57,6 +64,17 @@ class PointerDecoder(nn.Module):
         self.cell = nn.LSTMCell(hidden, hidden)
         self.query = nn.Linear(hidden, hidden, bias=False)  # W2 d_i
         self.v = nn.Linear(hidden, 1, bias=False) if score == "additive" else None
+        self.teacher: torch.Tensor | None = None
+
+    @contextlib.contextmanager
+    def teach(self, pointers: torch.Tensor) -> Iterator[None]:
+        """Teacher forcing for the forwards inside: in training mode, step i reads the
+        true pointer ``pointers[:, i-1]`` instead of its own argmax."""
+        self.teacher = pointers
+        try:
+            yield
+        finally:
+            self.teacher = None
 
     @staticmethod
     def param_count(dim: int, hidden: int, score: str) -> int:
@@ -88,7 +106,17 @@ class PointerDecoder(nn.Module):
         return torch.stack(rows, dim=1)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return self.decode(h)
+        teacher = self.teacher if self.training else None
+        return self.decode(h, teacher)
+
+
+def teach_pointer_decoders(model: nn.Module, pointers: torch.Tensor) -> contextlib.ExitStack:
+    """Teacher forcing for every pointer decoder in ``model`` (``Task.teaching`` of pointer tasks)."""
+    stack = contextlib.ExitStack()
+    for m in model.modules():
+        if isinstance(m, PointerDecoder):
+            stack.enter_context(m.teach(pointers))
+    return stack
 
 
 @register_op(
