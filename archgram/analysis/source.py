@@ -38,11 +38,11 @@ def load(source: str, *, task: str | None = None, trial: int | None = None, best
 
 
 def _task(name: str | None, what: str):
-    from archgram.tasks import get_task
+    from archgram.tasks.reference import resolve
 
     if name is None:
         raise AnalysisError(f"{what} does not say which task it was trained for: give --task (e.g. --task mqar)")
-    return get_task(name)
+    return resolve(name)  # a name, package.module:Class, file.py:Class or data:PATH
 
 
 def _build(derivation, task, batch_size: int, require) -> nn.Module:

@@ -217,8 +217,8 @@ class StudyStore:
         trial = self.start(derivation, **attrs)
         mine, digest = trial._trial_id, derivation.hash()
         ahead = 0
-        for t in self.study.get_trials(deepcopy=False):
-            if t._trial_id >= mine or not _counts(t):
+        for t in self._light_trials():
+            if t.trial_id >= mine or not _counts(t):
                 continue
             if t.user_attrs.get("hash") == digest:
                 self._drop(trial, DUPLICATE)
@@ -235,8 +235,30 @@ class StudyStore:
 
     def hashes(self) -> set[str]:
         """Architectures the study holds or live drivers are running."""
-        return {t.user_attrs["hash"] for t in self.study.get_trials(deepcopy=False)
-                if _counts(t) and "hash" in t.user_attrs}
+        return {t.user_attrs["hash"] for t in self._light_trials() if _counts(t) and "hash" in t.user_attrs}
+
+    def _light_trials(self) -> list[_Light]:
+        """Every trial's id, state and the attributes that decide whether it counts
+        (hash, failure, driver, heartbeat), in one query that skips the
+        derivations: claims stay cheap in a study of thousands of trials."""
+        try:
+            from optuna.storages._rdb import models
+            from optuna.storages._rdb.storage import _create_scoped_session
+
+            with _create_scoped_session(self.storage.scoped_session) as session:
+                study_id = self.study._study_id
+                rows = session.query(models.TrialModel.trial_id, models.TrialModel.state).filter(
+                    models.TrialModel.study_id == study_id).all()
+                attrs = session.query(models.TrialUserAttributeModel.trial_id, models.TrialUserAttributeModel.key,
+                                      models.TrialUserAttributeModel.value_json).join(models.TrialModel).filter(
+                    models.TrialModel.study_id == study_id, models.TrialUserAttributeModel.key.in_(_LIGHT_KEYS)).all()
+        except (ImportError, AttributeError):  # optuna internals moved: read whole trials
+            return [_Light(t._trial_id, t.state, {k: t.user_attrs[k] for k in _LIGHT_KEYS if k in t.user_attrs})
+                    for t in self.study.get_trials(deepcopy=False)]
+        by_id: dict[int, dict[str, Any]] = {tid: {} for tid, _ in rows}
+        for tid, key, value in attrs:
+            by_id.setdefault(tid, {})[key] = json.loads(value)
+        return sorted((_Light(tid, state, by_id[tid]) for tid, state in rows), key=lambda t: t.trial_id)
 
     def heartbeat(self, trials: list[optuna.trial.Trial]) -> None:
         """Renew the heartbeat of this driver's running trials (see drivers.py)."""
@@ -299,6 +321,16 @@ class StudyStore:
     def leaderboard(self, k: int = 10) -> list[TrialRecord]:
         ok = [r for r in self.records() if r.ok and r.score is not None]
         return sorted(ok, key=lambda r: r.score, reverse=True)[:k]
+
+
+_LIGHT_KEYS = ("hash", "failure", "driver", "heartbeat")
+
+
+@dataclass
+class _Light:
+    trial_id: int
+    state: TrialState
+    user_attrs: dict[str, Any]
 
 
 #: drivers starting together on a new study race to create its tables
