@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from archgram.errors import ShapeError
+from archgram.ops.attention.gathered import selection_mask
 from archgram.ops.attention.parts import PATTERNS
 from archgram.ops.attention.patterns import Pattern, _integers
 
@@ -264,20 +265,30 @@ class Centroids(nn.Module):
 
 @PATTERNS.register
 class Routing(Pattern):
-    """Routing attention (Roy et al. 2021, Routing Transformer): queries and keys are
-    assigned to the nearest of ``clusters`` centroids (online spherical k-means,
-    centroids updated by EMA with ``decay`` in training) and a query attends only
-    to keys routed to its own cluster, plus itself.
+    """Routing attention (Roy et al. 2021, Routing Transformer, catalog S78).
 
-    Deviation: the paper balances clusters by taking the top-w nearest tokens per
-    centroid (equal-size clusters for batching); this mask uses plain
-    nearest-centroid assignment, and normalises q and k onto the unit sphere with
-    an L2 norm where the paper uses a parameter-free layer norm."""
+    Paper's defining mechanism: content-based sparse attention. Queries and keys
+    are routed to ``clusters`` centroids of an online spherical k-means (EMA
+    updates, no gradient); clusters are balanced by taking, for each centroid,
+    the w = N / clusters tokens nearest to it, and attention runs within each
+    cluster, so with sqrt(N) clusters a layer costs O(N^1.5 d).
+    What archgram does: each centroid takes its w nearest keys (cosine, top-w:
+    balanced, w = ceil(N / clusters)); each query reads the w keys of its nearest
+    centroid, plus itself, gathered (``gathers``), so the core costs N (w + 1) d
+    and no N x N logits exist; centroids move by EMA toward the unit queries and
+    keys assigned to them, in training only. Under a causal mask later keys are
+    dropped from a query's set.
+    What differs: on the query side the paper also takes the top-w queries per
+    centroid, so a query can fall in several clusters or in none; here every
+    query joins exactly its nearest centroid, so every token gets an output
+    (a grammar op must return one per token). q and k are put on the unit
+    sphere by an L2 norm where the paper uses a parameter-free layer norm."""
 
     name = "routing"
     params = ("clusters", "decay")
     refs = ("S78",)
     data_dependent = True
+    gathers = True
     decay = 0.999
 
     def check(self, n, grid):
@@ -289,9 +300,29 @@ class Routing(Pattern):
         self.centroids = Centroids(heads, head_dim, self.clusters, float(self.decay))
         return self.centroids
 
-    def mask_for(self, q, k, grid):
+    def attended_keys(self, n: int) -> int:
+        return min(n, -(-n // self.clusters) + 1)  # a balanced cluster plus the query itself
+
+    def select(self, q, k, grid=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(idx, valid), (B, H, Nq, w + 1): the w keys nearest to each query's centroid, then itself
+        (invalid where already among them, or, under a causal mask, where later than the query)."""
+        n = k.shape[-2]
+        w = -(-n // self.clusters)
         with torch.no_grad():
             cq, ck = self.centroids.assign(q), self.centroids.assign(k)
             if self.centroids.training:
                 self.centroids.update(torch.cat((q, k), 2), torch.cat((cq, ck), 2))
-        return _with_self(cq[..., :, None] == ck[..., None, :])
+            near = F.normalize(k.float(), dim=-1) @ self.centroids.centroids.transpose(-1, -2)[None]  # (B, H, Nk, C)
+            members = near.topk(w, dim=-2).indices.transpose(-1, -2)  # (B, H, C, w): each centroid's w nearest keys
+            idx = members.gather(2, cq[..., None].expand(*cq.shape, w))  # (B, H, Nq, w)
+            me = torch.arange(q.shape[-2], device=q.device)[:, None].expand(*cq.shape, 1)
+            valid = torch.ones(*cq.shape, w + 1, dtype=torch.bool, device=q.device)
+            valid[..., -1] = ~(idx == me).any(-1)
+            idx = torch.cat((idx, me), -1)
+            if self.causal:
+                valid &= idx <= me
+        return idx, valid
+
+    def mask_for(self, q, k, grid):
+        idx, valid = self.select(q, k, grid)
+        return selection_mask(idx, valid, k.shape[-2])

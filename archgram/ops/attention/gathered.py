@@ -38,6 +38,7 @@ def gathered_attend(score, q, k, v, idx, valid, bias, scale: float) -> torch.Ten
 
 def selection_mask(idx: torch.Tensor, valid: torch.Tensor, nk: int) -> torch.Tensor:
     """The dense (B, H, Nq, Nk) bool mask of a selection (for analysis and the
-    dense fallback; the gathered path never builds it)."""
-    mask = torch.zeros(*idx.shape[:-1], nk, dtype=torch.bool, device=idx.device)
-    return mask.scatter(-1, idx, valid)
+    dense fallback; the gathered path never builds it). A key listed twice for a
+    query (e.g. routing's own-token slot) is visible if any of its entries is valid."""
+    mask = torch.zeros(*idx.shape[:-1], nk, dtype=torch.int8, device=idx.device)
+    return mask.scatter_reduce(-1, idx, valid.to(torch.int8), reduce="amax") > 0
