@@ -100,13 +100,13 @@ def prepare(
     task_kind: str | None = None,
     strategy: str = "evolution",
     trials: int = 16,
-    budget: str | int = "10s",
+    budget: str | int | None = None,
     workers: int = 2,
     study: str | Path | None = None,
     seed: int = 0,
-    batch_size: int = 32,
-    lr: float = 1e-3,
-    optimizer: str = "adamw",
+    batch_size: int | None = None,
+    lr: float | None = None,
+    optimizer: str | None = None,
     objectives: str | Sequence[str] | None = None,
     address: str | None = None,
     cpus_per_trial: float = 1.0,
@@ -119,6 +119,11 @@ def prepare(
     task_options: dict[str, Any] | None = None,
     data_options: dict[str, Any] | None = None,
     warn: Callable[[str], None] | None = None,
+    reference: bool = True,
+    rungs: int = 1,
+    eta: int = 3,
+    prescreen: int = 1,
+    proxy: str = "synflow",
 ) -> SearchRequest:
     """Check a search request and apply the search policy (``plan``); runs
     nothing and writes nothing. Arguments as for ``search``."""
@@ -137,8 +142,13 @@ def prepare(
     if choice.names and scheduler != "fifo":
         raise ArchgramError(f"--scheduler {scheduler} compares one task's training loss; a multi-task search "
                             f"({choice.label}) runs with --scheduler fifo")
+    task_set = TaskSet(choice.names) if choice.names else None
+    first = choice.task if choice.task is not None else resolve(choice.names[0])
+    # the task's recipe fills whatever training setting the caller left unset
+    recipe = first.recipe.override(budget=budget, lr=lr, optimizer=optimizer, batch_size=batch_size)
+    lr, optimizer, batch_size = recipe.lr, recipe.optimizer, recipe.batch_size
     try:
-        budget_text = str(Budget.parse(budget))
+        budget_text = str(Budget.parse(recipe.budget))
     except ArchgramError as exc:
         raise ArchgramError(f"--budget: {exc}") from None
     check_training(lr, optimizer, lr_name="--lr")
@@ -146,8 +156,6 @@ def prepare(
     TrainOptions.from_dict(train_opts)  # names and ranges
     plan.check_resources(trials, workers, batch_size, cpus_per_trial, gpus_per_trial, address)
     g = load_grammar(grammar)
-    task_set = TaskSet(choice.names) if choice.names else None
-    first = choice.task if choice.task is not None else resolve(choice.names[0])
     shape = first.body_input_shape(batch_size)
     per_task = task_set.objectives(objs) if task_set else None
     options = plan.strategy_options(strategy, trials, population, tournament, objs, per_task)
@@ -170,6 +178,7 @@ def prepare(
         batch_size=batch_size, lr=lr, optimizer=optimizer, objectives=per_task or objs, address=address,
         cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, strategy_options=options,
         scheduler=scheduler, tasks=choice.names, train_options=train_opts, task_options=choice.options,
+        reference=reference, seed_reference=reference, rungs=rungs, eta=eta, prescreen=prescreen, proxy=proxy,
     )
     return SearchRequest(config, choice.task, g.name, choice.label)
 
@@ -194,10 +203,14 @@ def search(grammar: str = "einspace", task: Any = None, data: Any = None, *,
 
     Keywords: strategy ('evolution'), trials (16: the study's total, shared by
     every driver on the study, so a rerun resumes and a second process splits
-    the work), budget ('10s'), workers (2), study (path or RDB URL; default
-    runs/<task>.db), seed, batch_size, lr, optimizer, objectives, address,
-    cpus_per_trial, gpus_per_trial, population, tournament, seed_baselines,
-    scheduler, train_options, task_options, warn.
+    the work), budget, batch_size, lr, optimizer (default: the task's recipe,
+    ``Task.recipe``), workers (2), study (path or RDB URL; default
+    runs/<task>.db), seed, objectives, address, cpus_per_trial, gpus_per_trial,
+    population, tournament, seed_baselines, scheduler, train_options,
+    task_options, warn; reference (True: train the task's reference
+    architecture once, cache it in the study, seed the search with it where the
+    grammar can express it), rungs/eta (multi-fidelity successive halving),
+    prescreen/proxy (zero-cost proxy pre-screening).
     """
     return run(prepare(grammar, task, data, **kwargs), on_update)
 

@@ -207,8 +207,9 @@ def search(
     strategy: Annotated[str, typer.Option("--strategy", help="random, evolution, pcfg-eda, tpe or nsga2.")] = "evolution",
     trials: Annotated[int, typer.Option("--trials", "-n", help="The study's total trials; a rerun continues to it.")] = 16,
     workers: Annotated[int, typer.Option("--workers", "-w", help="Trials evaluated at once.")] = 2,
-    budget: Annotated[str, typer.Option("--budget", "-b", help="Training per trial: 500steps, 60s, 2epochs, or several "
-                                        "joined by commas.")] = "10s",
+    budget: Annotated[str | None, typer.Option("--budget", "-b", show_default=False,
+                                               help="Training per trial: 500steps, 60s, 2epochs, or several joined by "
+                                                    "commas (default: the task's recipe).")] = None,
     study: Annotated[str | None, typer.Option("--study", metavar="PATH|URL", show_default=False,
                                               help="SQLite study file or RDB URL (default: runs/<task>.db).")] = None,
     seed: Annotated[int, typer.Option("--seed", "-s", help="Strategy seed; trial k trains with seed SEED+k.")] = 0,
@@ -219,9 +220,16 @@ def search(
                                                 help="Join a running Ray cluster instead of starting a local one.")] = None,
     cpus_per_trial: Annotated[float, typer.Option("--cpus-per-trial", help="CPUs each trial reserves.")] = 1.0,
     gpus_per_trial: Annotated[float, typer.Option("--gpus-per-trial", help="GPUs each trial reserves.")] = 0.0,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Training batch size.")] = 32,
-    lr: Annotated[float, typer.Option("--lr", help="Learning rate of every trial's training.")] = 1e-3,
-    optimizer: Annotated[str, typer.Option("--optimizer", help="adamw, adam or sgd.")] = "adamw",
+    batch_size: Annotated[int | None, typer.Option("--batch-size", show_default=False,
+                                                   help="Training batch size (default: the task's recipe).")] = None,
+    lr: Annotated[float | None, typer.Option("--lr", show_default=False,
+                                             help="Learning rate of every trial (default: the task's recipe).")] = None,
+    optimizer: Annotated[str | None, typer.Option("--optimizer", show_default=False,
+                                                  help="adamw, adam or sgd (default: the task's recipe).")] = None,
+    reference: Annotated[bool, typer.Option("--reference/--no-reference",
+                                            help="Train the task's reference architecture once (cached in the study), "
+                                                 "show best/reference, and seed the search with it where the grammar "
+                                                 "can express it.")] = True,
     seed_baselines: Annotated[str | None, typer.Option("--seed-baselines", metavar="LIST", show_default=False,
                                                        help="Seed evolution with baselines, e.g. resnet,vit.")] = None,
     population: Annotated[int | None, typer.Option("--population", show_default=False,
@@ -229,6 +237,12 @@ def search(
     tournament: Annotated[int | None, typer.Option("--tournament", show_default=False,
                                                    help="Tournament size (evolution, default 5).")] = None,
     scheduler: Annotated[str, typer.Option("--scheduler", help="fifo, or asha to stop weak trials early.")] = "fifo",
+    rungs: Annotated[int, typer.Option("--rungs", help="Multi-fidelity: successive-halving rungs over the step budget "
+                                       "(1 = off); the best 1/ETA of each rung train again for ETA x the steps.")] = 1,
+    eta: Annotated[int, typer.Option("--eta", help="Multi-fidelity reduction factor between rungs.")] = 3,
+    prescreen: Annotated[int, typer.Option("--prescreen", metavar="K", help="Draw K candidates per trial, train only "
+                                           "the zero-cost proxy's best (1 = off).")] = 1,
+    proxy: Annotated[str, typer.Option("--proxy", help="Proxy of --prescreen: synflow, gradnorm, naswot or params.")] = "synflow",
     as_json: Annotated[bool, typer.Option("--json", help="No live display; print one JSON summary at the end.")] = False,
     export_best: Annotated[bool, typer.Option("--export/--no-export", help="Export the best trial when the search "
                                               "finishes (to <study>-best/; see `archgram export`).")] = True,
@@ -256,6 +270,7 @@ def search(
         population=population, tournament=tournament, seed_baselines=seed_baselines, scheduler=scheduler,
         train_options=parse_cli(train_option), task_options=None,
         data_options={"val_fraction": val_fraction} if val_fraction is not None else None, warn=ui._warn,
+        reference=reference, rungs=rungs, eta=eta, prescreen=prescreen, proxy=proxy,
     )
     config = request.config
     study_text, budget_text, url = config.study, config.budget, storage_url(config.study)
@@ -292,9 +307,16 @@ def search(
     stopped = interrupted or len(records) < trials
     rows = leaderboard_rows(records, TOP_AFTER_SEARCH)
     show_cmd = f"archgram show {study_text}"
+    from archgram.search.final import stored_final
+    from archgram.search.reference_arch import REFERENCE_KEY, ratio
+
+    final = stored_final(store)
+    ref = store.meta.get(REFERENCE_KEY)
+    best = rows[0]["score"] if rows else None
     summary = {
         "study": study_text, "url": url, "trials": trials, "finished": len(records), "status": counts,
         "stopped": stopped, "seconds": time.monotonic() - started, "leaderboard": rows,
+        "final": final, "reference": ref, "best_over_reference": ratio(best, ref),
         "show": show_cmd, "dashboard": _dashboard_cmd(url),
     }
     exported = _export_best(study_text, ui.err if as_json else ui.console) if export_best and rows and not stopped else None
@@ -312,6 +334,10 @@ def search(
     if not as_json:
         if rows:
             ui.console.print(leaderboard_table(rows, f"top {len(rows)} of {len(records)} trials ({_counts_text(counts)})"))
+        if ref:
+            ui.console.print(_reference_text(ref, best), soft_wrap=True, highlight=False)
+        if final:
+            ui.console.print(_final_text(final), soft_wrap=True, highlight=False)
         if exported is not None:
             from archgram.cli_export import print_result
 
@@ -326,6 +352,32 @@ def search(
         ui._error(f"every one of the {len(records)} trials failed (most often '{reason}', {n}x"
                   + (f": {str(message).splitlines()[0][:200]}" if message else "") + ")")
         raise typer.Exit(EXIT_FAILED)
+
+
+def _reference_text(ref: dict, best: float | None) -> Text:
+    """One line: the task's reference under the recipe, and the best trial's ratio to it."""
+    from archgram.search.reference_arch import ratio
+
+    r = ref.get("recipe", {})
+    recipe = (f"{r.get('optimizer')} lr {r.get('lr')}, batch {r.get('batch_size')}, {r.get('budget')}, "
+              f"{r.get('schedule')}")
+    share = ratio(best, ref)
+    tail = f" | best {_score(best)}" + (f" = {share:.3f}x the reference" if share is not None else "")
+    return Text.assemble(("reference: ", "bold"), f"{ref.get('grammar')} validation {ref.get('metric', 'score')} "
+                         f"{_score(ref.get('validation'))} (recipe {recipe})", tail if best is not None else "")
+
+
+def _final_text(final: dict) -> Text:
+    """One line: the final pick, its validation score and its one test score."""
+    return Text.assemble(("final pick: ", "bold"), f"trial {final['trial']} ({str(final.get('hash') or '')[:8]}), "
+                         f"validation {final.get('metric', 'score')} {_score(final.get('validation'))}, "
+                         f"test {_score(final.get('test'))} (scored once, {final.get('weights')} weights)")
+
+
+def _ratio(rows: list[dict], meta: dict) -> float | None:
+    from archgram.search.reference_arch import ratio
+
+    return ratio(rows[0]["score"], meta.get("reference")) if rows else None
 
 
 def _export_best(study: str, console):
@@ -389,7 +441,8 @@ def show(
     result = {
         "study": str(study), "url": store.url, "meta": meta, "objectives": list(store.objectives),
         "finished": len(records), "interrupted": interrupted, "running": running, "status": counts,
-        "leaderboard": rows, "pareto": fronts, "plots": written,
+        "leaderboard": rows, "final": meta.get("final"), "reference": meta.get("reference"),
+        "best_over_reference": _ratio(rows, meta), "pareto": fronts, "plots": written,
         **({"per_task": per_task} if per_task else {}),
     }
     if as_json:
@@ -400,7 +453,11 @@ def show(
                                    f"{len(records)} finished trials: {_counts_text(counts, interrupted, running)}"),
                      soft_wrap=True, highlight=False)
     if rows:
-        ui.console.print(leaderboard_table(rows, f"top {len(rows)} by score"))
+        ui.console.print(leaderboard_table(rows, f"top {len(rows)} by validation score"))
+        if isinstance(meta.get("reference"), dict):
+            ui.console.print(_reference_text(meta["reference"], rows[0]["score"]), soft_wrap=True, highlight=False)
+        if isinstance(meta.get("final"), dict):
+            ui.console.print(_final_text(meta["final"]), soft_wrap=True, highlight=False)
         for c, nums in fronts.items():
             ui.console.print(Text.assemble((f"Pareto front (score vs {c}): ", "bold"),
                                            ", ".join(f"#{n}" for n in nums) or "-"), soft_wrap=True, highlight=False)

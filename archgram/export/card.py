@@ -22,6 +22,25 @@ def _num(v: Any, fmt: str = ",") -> str:
     return "-" if v is None else format(v, fmt)
 
 
+def _test_text(final: Any, trial: Any) -> str:
+    """The test score the search stored for its final pick (read once, never again here)."""
+    if not isinstance(final, dict) or final.get("test") is None:
+        return "- (the study stores no test score)"
+    if final.get("trial") != trial:
+        return f"- (only the final pick, trial {final.get('trial')}, is scored on test)"
+    return f"{final['test']:.4f} (the search's final pick, scored once on the test split; {final.get('weights')} weights)"
+
+
+def _reference_text(ref: Any, score: Any) -> str:
+    """The task's reference architecture under the study's recipe, and this trial's ratio to it."""
+    if not isinstance(ref, dict) or not isinstance(ref.get("validation"), (int, float)):
+        return "- (the study stores no reference)"
+    text = f"{ref.get('grammar')}: validation {ref['validation']:.4f} under the same recipe"
+    if isinstance(score, (int, float)) and ref["validation"] > 0 and score >= 0:
+        text += f"; this trial / reference = {score / ref['validation']:.3f}"
+    return text
+
+
 def model_card(info: dict[str, Any], gen, title: str, x: torch.Tensor, params: int, latency_ms: float,
                files: list[str], notes: dict[str, str], diff: float) -> str:
     meta, attrs = info.get("meta", {}), info.get("attrs", {})
@@ -36,6 +55,8 @@ def model_card(info: dict[str, Any], gen, title: str, x: torch.Tensor, params: i
                    f" ({attrs.get('origin', '?')}), objectives {', '.join(meta.get('objectives', ['score']))}"),
         ("training", f"budget {attrs.get('budget', '?')}, {attrs.get('steps', '?')} steps, seed {attrs.get('seed', '?')}"),
         (f"validation {metric}", "-" if score is None else f"{score:.4f}"),
+        (f"test {metric}", _test_text(meta.get("final"), info.get("trial"))),
+        ("reference", _reference_text(meta.get("reference"), score)),
         ("parameters", _num(params)),
         ("FLOPs (one batch)", _num(attrs.get("flops"))),
         ("latency", f"{latency_ms:.2f} ms per batch of {x.shape[0]} (median of {info.get('latency_calls', 10)}, {platform.machine()} CPU, "

@@ -37,7 +37,7 @@ from archgram.export.weights import WeightKeeper, weights_file
 from archgram.grammar.derivation import Derivation
 from archgram.grammar.model import load_grammar
 from archgram.search.drivers import HEARTBEAT_S, this_driver
-from archgram.search.store import DUPLICATE, FULL, StudyStore
+from archgram.search.store import DUPLICATE, FULL, PROTOCOL, StudyStore
 from archgram.search.strategies import get_strategy
 from archgram.tasks.reference import record, resolve
 
@@ -55,12 +55,13 @@ class SearchConfig:
     strategy: str = "evolution"
     trials: int = 20
     workers: int = 1
-    budget: str = "10s"
+    #: training of every trial; None takes the task's recipe (Task.recipe)
+    budget: str | None = None
     seed: int = 0
-    batch_size: int = 32
+    batch_size: int | None = None
     #: learning rate and optimizer of every trial's training (evaluator.OPTIMIZERS)
-    lr: float = 1e-3
-    optimizer: str = "adamw"
+    lr: float | None = None
+    optimizer: str | None = None
     objectives: tuple[str, ...] = ("score",)
     address: str | None = None
     cpus_per_trial: float = 1.0
@@ -80,6 +81,18 @@ class SearchConfig:
     tasks: tuple[str, ...] = ()
     #: evaluator train options (e.g. {"adversarial": "at"}), stored with the study
     train_options: dict[str, Any] = field(default_factory=dict)
+    #: score the final pick (best validation trial) on test once and store it
+    final_test: bool = True
+    #: train the task's reference architecture under the recipe once, cache it in the study
+    reference: bool = True
+    #: start the search from the reference where the grammar can express it
+    seed_reference: bool = True
+    #: multi-fidelity: successive-halving rungs over the step budget (1 = off) and their reduction factor
+    rungs: int = 1
+    eta: int = 3
+    #: zero-cost proxy pre-screening: train the proxy's best of this many candidates (1 = off)
+    prescreen: int = 1
+    proxy: str = "synflow"
 
 
 @dataclass
@@ -154,10 +167,30 @@ class _Reporter:
             self.report({"train_loss": mean, "step": step, "progress": round(100 * (self.next - 1) / self.reports)})
 
 
+#: optimizer settings of studies written before they were recorded
+LEGACY_TRAINING = {"lr": 1e-3, "optimizer": "adamw"}
+
+
 def training_settings(config: dict[str, Any]) -> dict[str, Any]:
     """The optimizer settings (lr, optimizer) a trial config or a study's stored
-    "training" record carries, with SearchConfig's defaults for older studies."""
-    return {"lr": float(config.get("lr", SearchConfig.lr)), "optimizer": config.get("optimizer", SearchConfig.optimizer)}
+    "training" record carries, with the old defaults for older studies."""
+    return {"lr": float(config.get("lr", LEGACY_TRAINING["lr"])),
+            "optimizer": config.get("optimizer", LEGACY_TRAINING["optimizer"])}
+
+
+def resolve_recipe(config: SearchConfig, task) -> tuple[SearchConfig, Any]:
+    """``config`` with every training field the user left unset taken from the
+    task's recipe, and that recipe (with the user's overrides). Train options
+    the user gave win over the recipe's schedule and warm-up."""
+    import dataclasses
+
+    recipe = task.recipe.override(lr=config.lr, optimizer=config.optimizer, batch_size=config.batch_size,
+                                  budget=config.budget)
+    options = {**recipe.train_options(), **config.train_options}
+    recipe = recipe.override(schedule=options["schedule"], warmup=options["warmup"])
+    resolved = dataclasses.replace(config, lr=recipe.lr, optimizer=recipe.optimizer, batch_size=recipe.batch_size,
+                                   budget=recipe.budget, train_options=options)
+    return resolved, recipe
 
 
 def _trainable(config: dict[str, Any], task=None) -> None:
@@ -292,8 +325,9 @@ def _searcher(strategy, store: StudyStore, config: SearchConfig, progress: Progr
                 t_ask = time.perf_counter()
                 proposal = strategy.ask()
                 ask_s += time.perf_counter() - t_ask
+                rung = {"rung": proposal.info["rung"]} if proposal.info.get("rung") else {}  # multi-fidelity
                 trial = store.claim(proposal.derivation, config.trials, strategy=strategy.name, origin=proposal.origin,
-                                    parents=proposal.parents, driver=DRIVER, heartbeat=time.time())
+                                    parents=proposal.parents, driver=DRIVER, heartbeat=time.time(), **rung)
                 if trial == FULL:
                     return Searcher.FINISHED
                 if trial != DUPLICATE:
@@ -313,7 +347,7 @@ def _searcher(strategy, store: StudyStore, config: SearchConfig, progress: Progr
                 "tasks": list(config.tasks),
                 "train_options": config.train_options,
                 "weights": None if config.tasks else weights_file(store.url, trial.number),  # for `archgram export`
-                "budget": config.budget,
+                "budget": proposal.budget or config.budget,
                 "seed": config.seed + trial.number,
                 "batch_size": config.batch_size,
                 "lr": config.lr,
@@ -362,7 +396,7 @@ _RESULT_KEYS = (
 
 def _metrics(outcome: dict[str, Any]) -> dict[str, Any]:
     """What a strategy learns besides the score; ``pruned`` marks an early stop."""
-    out = {k: outcome[k] for k in ("params", "flops", "latency_ms", "train_loss") if outcome.get(k) is not None}
+    out = {k: outcome[k] for k in ("params", "flops", "latency_ms", "train_loss", "budget") if outcome.get(k) is not None}
     if outcome.get("status") == "pruned":
         out["pruned"] = True
     return out
@@ -435,12 +469,14 @@ def run_search(config: SearchConfig, on_update: Callable[[Progress], None] = lam
 
     if config.trials < 1 or config.workers < 1:
         raise ArchgramError("--trials and --workers must be at least 1")
-    _check_scheduler(config)
-    Budget.parse(config.budget)  # an unreadable budget fails here, not in every worker
-    check_training(config.lr, config.optimizer, lr_name="--lr")
-    grammar = load_grammar(config.grammar)
     if task is None:
         task = resolve(config.task, config.task_options) if not config.tasks else get_task(config.task)
+    config, recipe = resolve_recipe(config, task)
+    _check_scheduler(config)
+    budget = Budget.parse(config.budget)  # an unreadable budget fails here, not in every worker
+    check_training(config.lr, config.optimizer, lr_name="--lr")
+    _check_budget_policies(config, budget)  # rungs and prescreen the budget cannot hold: before any trial
+    grammar = load_grammar(config.grammar)
     shape = task.body_input_shape(config.batch_size)
     store = StudyStore(
         config.study,
@@ -455,10 +491,22 @@ def run_search(config: SearchConfig, on_update: Callable[[Progress], None] = lam
             **({"tasks": list(config.tasks)} if config.tasks else {}),
             **({"train_options": config.train_options} if config.train_options else {}),
             "training": {"lr": config.lr, "optimizer": config.optimizer},
+            "protocol": PROTOCOL,
         },
     )
     options = dict(config.strategy_options)
     strategy = get_strategy(config.strategy)(grammar, shape, seed=config.seed, target=task.output_target(config.batch_size), **options)
+    strategy = _wrap(strategy, config, task)
+    if config.reference and not config.tasks:
+        from archgram.search.reference_arch import cached_reference
+
+        cached_reference(store, task, recipe, train_options=config.train_options)  # raises if it cannot train
+    if config.seed_reference and not config.tasks:
+        from archgram.search.reference_arch import seed_derivation
+
+        seed = seed_derivation(task, grammar, config.batch_size)
+        if seed is not None:
+            strategy.enqueue(seed, origin="reference")
     records = store.records()
     strategy.replay([(r.derivation, r.score, _metrics(_replayed(r))) for r in records if r.derivation is not None])
     progress = Progress(
@@ -473,10 +521,38 @@ def run_search(config: SearchConfig, on_update: Callable[[Progress], None] = lam
         progress.best, progress.best_hash = best[0].score, best[0].attrs.get("hash")
     remaining = config.trials - len(records)
     on_update(progress)
-    if remaining <= 0:
-        return store
-    _run_ray(config, strategy, store, progress, remaining, on_update, None if config.tasks else task)
+    if remaining > 0:
+        _run_ray(config, strategy, store, progress, remaining, on_update, None if config.tasks else task)
+    if not config.tasks and config.final_test:
+        from archgram.search.final import record_final
+
+        record_final(store, task, config.batch_size)  # test, once, for the final pick
     return store
+
+
+def _check_budget_policies(config: SearchConfig, budget) -> None:
+    """Refuse multi-fidelity rungs or a prescreen that the trial budget cannot hold."""
+    from archgram.search.fidelity import rung_budgets, step_budget
+    from archgram.search.prescreen import check_prescreen
+
+    if config.rungs > 1:
+        rung_budgets(step_budget(budget), config.rungs, config.eta)  # raises with the reason
+    check_prescreen(config.prescreen, budget.steps, config.proxy)
+
+
+def _wrap(strategy, config: SearchConfig, task):
+    """The strategy behind the budget policies the config asks for: prescreen
+    (proxy's best of K), then successive-halving rungs on top."""
+    if config.prescreen > 1:
+        from archgram.search.prescreen import Prescreen
+
+        strategy = Prescreen(strategy, task, config.batch_size, k=config.prescreen, proxy=config.proxy,
+                             seed=config.seed)
+    if config.rungs > 1:
+        from archgram.search.fidelity import SuccessiveHalving
+
+        strategy = SuccessiveHalving(strategy, config.budget, rungs=config.rungs, eta=config.eta)
+    return strategy
 
 
 def _replayed(record) -> dict[str, Any]:

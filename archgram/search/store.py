@@ -46,6 +46,11 @@ NOT_RUN = (INTERRUPTED, DUPLICATE, SURPLUS)
 FULL = "full"
 #: meta keys a later run must repeat exactly
 FIXED_META = ("task", "input_shape", "objectives", "tasks", "train_options", "training")
+#: How trials are scored. Version 2: trials score the validation split; test is read
+#: once, for the final pick. A study without this attribute but with trials was
+#: written by an earlier archgram that scored trials on test.
+PROTOCOL = 2
+PROTOCOL_KEY = "protocol"
 
 
 def direction(objective: str) -> str:
@@ -166,6 +171,13 @@ class StudyStore:
     def _check_meta(self, meta: dict[str, Any]) -> None:
         """The first run records what the study is about; later runs must match."""
         stored = self.study.user_attrs
+        if PROTOCOL_KEY in meta and stored.get(PROTOCOL_KEY) != meta[PROTOCOL_KEY] and self.study.get_trials(deepcopy=False):
+            raise StudyError(
+                f"study {self.url} was written by an earlier archgram (scoring protocol "
+                f"{stored.get(PROTOCOL_KEY, 1)}): its trials were scored on the test split, which this version "
+                f"reads only once, for the final pick (protocol {meta[PROTOCOL_KEY]}). Its scores cannot be "
+                "compared or continued: start a new study with --study NEW.db (`archgram show` still reads the old one)"
+            )
         for key, value in meta.items():  # every check before any write
             if key in FIXED_META and key in stored and stored[key] != value:
                 raise StudyError(
@@ -209,18 +221,19 @@ class StudyStore:
 
     def claim(self, derivation: Derivation, total: int, **attrs: Any) -> optuna.trial.Trial | str:
         """Start a trial for ``derivation`` unless the study already holds that
-        architecture (DUPLICATE) or its ``total`` (FULL), counting the trials
+        architecture on the same rung (``attrs['rung']``, multi-fidelity; DUPLICATE) or its ``total`` (FULL), counting the trials
         that live drivers are running. Safe with several drivers on one study:
         the trial is written first, then everything started before it (by
         trial id) decides; a trial that loses is marked FAIL with reason
         'duplicate' or 'surplus', is never run, and counts for nothing."""
         trial = self.start(derivation, **attrs)
-        mine, digest = trial._trial_id, derivation.hash()
+        # a multi-fidelity promotion trains a held architecture again on a higher rung
+        mine, digest = trial._trial_id, (derivation.hash(), attrs.get("rung"))
         ahead = 0
         for t in self._light_trials():
             if t.trial_id >= mine or not _counts(t):
                 continue
-            if t.user_attrs.get("hash") == digest:
+            if (t.user_attrs.get("hash"), t.user_attrs.get("rung")) == digest:
                 self._drop(trial, DUPLICATE)
                 return DUPLICATE
             ahead += 1

@@ -18,6 +18,7 @@ import difflib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -101,6 +102,36 @@ class TaskData:
 SPLITS = ("train", "val", "test")
 
 
+@dataclass(frozen=True)
+class Recipe:
+    """How a task's trials train by default: the setting under which the task's
+    reference architecture trains well. A search takes it unless the user
+    overrides a field (``--lr``, ``--optimizer``, ``--batch-size``, ``--budget``).
+    ``budget`` is a step budget wherever possible, so scores do not depend on
+    machine load."""
+
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    batch_size: int = 32
+    budget: str = "500steps"
+    schedule: str = "cosine"  # TrainOptions.schedule
+    warmup: float = 0.05  # TrainOptions.warmup
+
+    def train_options(self) -> dict[str, Any]:
+        """The evaluator train options this recipe sets."""
+        return {"schedule": self.schedule, "warmup": self.warmup}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"optimizer": self.optimizer, "lr": self.lr, "batch_size": self.batch_size, "budget": self.budget,
+                "schedule": self.schedule, "warmup": self.warmup}
+
+    def override(self, **fields_: Any) -> Recipe:
+        """This recipe with the given fields replaced; None values keep the recipe's."""
+        import dataclasses
+
+        return dataclasses.replace(self, **{k: v for k, v in fields_.items() if v is not None})
+
+
 def _as_numpy(v: Any) -> Any:
     if isinstance(v, torch.Tensor) and v.device.type == "cpu" and v.dtype != torch.bfloat16:
         return v.detach().contiguous().numpy()
@@ -139,6 +170,8 @@ class Task:
     #: validation split, and the fixed seed of that carving.
     val_fraction: ClassVar[float] = 0.1
     val_seed: ClassVar[int] = 0
+    #: The default training recipe (see Recipe); every shipped task sets its own.
+    recipe: ClassVar[Recipe] = Recipe()
 
     def __init__(self) -> None:
         self._cache: dict[int, TaskData] = {}
@@ -214,6 +247,14 @@ class Task:
         return out
 
     # -------------------------------------------------------------- views
+    def reference_grammar(self) -> Path | None:
+        """The task's reference architecture, a shipped deterministic grammar
+        (``archgram/grammars/references/<name>.pcfg``), or None when it has none."""
+        from archgram.grammar.model import SHIPPED
+
+        path = SHIPPED / "references" / f"{self.name}.pcfg"
+        return path if path.is_file() else None
+
     def config(self) -> dict[str, Any]:
         """The constructor arguments, for logs and the study store."""
         return {}

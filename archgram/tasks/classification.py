@@ -14,7 +14,7 @@ from torch import nn
 
 from archgram.errors import ArchgramError
 from archgram.shapes import Shape
-from archgram.tasks.base import Task, TaskData, accuracy, fixed_rng_state, register_task
+from archgram.tasks.base import Recipe, Task, TaskData, accuracy, fixed_rng_state, register_task
 from archgram.tasks.heads import ClassificationHead
 
 
@@ -55,6 +55,10 @@ class MNIST1D(ClassificationTask):
     # Test accuracy from the mnist1d README.
     published = {"logistic_regression": 0.32, "mlp": 0.68, "cnn": 0.94, "gru": 0.91, "human": 0.96}
     length = 40
+    # The paper's CNN recipe (Adam, lr 1e-2, batch 100, constant rate) at half its
+    # 6,000 steps: the reference (references/mnist1d.pcfg) reaches 0.915
+    # validation accuracy (seed 0; the paper's full 6,000 steps give 0.94 on test).
+    recipe = Recipe(optimizer="adam", lr=1e-2, batch_size=100, budget="3000steps", schedule="constant", warmup=0.0)
 
     def generate(self, seed: int) -> TaskData:
         # The benchmark is one fixed data set (mnist1d's own seed 42); ``seed``
@@ -107,6 +111,8 @@ class Digits(ClassificationTask):
     description = "sklearn load_digits, 8x8 grey images, 10 classes, fixed seeded 80/20 split"
     split_seed = 0
     val_fraction = 0.15
+    # The reference CNN (references/digits.pcfg) reaches 0.97 validation accuracy (seed 0).
+    recipe = Recipe(optimizer="adam", lr=3e-3, batch_size=32, budget="500steps")
 
     def generate(self, seed: int) -> TaskData:
         # One fixed split (split_seed): ``seed`` varies training, not the data.

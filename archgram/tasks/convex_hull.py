@@ -18,7 +18,7 @@ from torch import nn
 
 from archgram.ops.heads.pointer import teach_pointer_decoders
 from archgram.shapes import Shape
-from archgram.tasks.base import Task, TaskData, register_task, seeded, split_seeds
+from archgram.tasks.base import Recipe, Task, TaskData, register_task, seeded, split_seeds
 from archgram.tasks.heads import pointer_decoder
 
 IGNORE = -100
@@ -59,6 +59,9 @@ def hull_target(points: list[tuple[float, float]], steps: int) -> list[int]:
 @register_task
 class ConvexHull(Task):
     name = "convex-hull"
+    # The sort recipe; the reference (references/convex-hull.pcfg, the sort
+    # encoder) under it is not measured yet.
+    recipe = Recipe(optimizer="adamw", lr=1e-3, batch_size=32, budget="1000steps")
     refs = ("S03",)
     metric_name = "sequence_accuracy"
     description = "planar convex hull of N points; pointer decoder; whole-sequence accuracy"

@@ -32,13 +32,16 @@ from torch import nn
 
 from archgram.analysis.icl_heads import debiased_gd
 from archgram.shapes import Shape
-from archgram.tasks.base import Task, TaskData, register_task, seeded, split_seeds
+from archgram.tasks.base import Recipe, Task, TaskData, register_task, seeded, split_seeds
 from archgram.tasks.heads import TokenHead
 
 
 @register_task
 class ICLRegression(Task):
     name = "icl-regression"
+    # The small causal transformer (references/icl-regression.pcfg) reaches neg-MSE -0.161 on validation (seed 0;
+    # predicting zero scores about -1).
+    recipe = Recipe(optimizer="adamw", lr=1e-3, batch_size=32, budget="1000steps")
     refs = ("S18",)
     metric_name = "neg_mse"
     description = "in-context linear regression, w ~ N(0, I/d) per sequence; -MSE at query tokens"

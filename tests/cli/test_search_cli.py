@@ -16,7 +16,7 @@ import pytest
 from archgram import cli
 from archgram.grammar.derivation import Derivation
 from archgram.search import report
-from archgram.search.store import StudyStore, TrialRecord
+from archgram.search.store import PROTOCOL, StudyStore, TrialRecord
 
 #: refused before anything runs, so the grammar does not matter
 SEARCH = ["einspace", "--task", "digits", "--budget", "20steps", "--batch-size", "16"]
@@ -170,7 +170,7 @@ def test_show_prints_leaderboard_and_writes_plots(capsys, tmp_path):
     before = digest(study)
     code, out, err = invoke(capsys, "show", study, "--top", "3")
     assert code == 0, err
-    assert "top 3 by score" in out and "6 ok, 2 failed (shape 2)" in out and "1 running" in out
+    assert "top 3 by validation score" in out and "6 ok, 2 failed (shape 2)" in out and "1 running" in out
     assert "Pareto front" in out  # (table cells may be squeezed to the console width; --json below is exact)
     plots = tmp_path / "runs" / "toy_plots"
     assert (plots / "best_so_far.png").stat().st_size > 1000
@@ -208,7 +208,8 @@ def test_search_continues_to_total_then_does_nothing(tmp_path):
     grammar.write_text(TINY)
     study = tmp_path / "s.db"
     g = load_grammar(grammar)
-    store = StudyStore(study, meta={"task": "digits", "input_shape": [16, 1, 8, 8], "objectives": ["score"]})
+    store = StudyStore(study, meta={"task": "digits", "input_shape": [16, 1, 8, 8], "objectives": ["score"],
+                                    "protocol": PROTOCOL})
     ok = store.start(g.sample((16, 1, 8, 8), seed=1), strategy="evolution", origin="sample")
     store.finish(ok, {"status": "ok", "score": 0.25, "metric": "accuracy", "params": 40})
     bad = store.start(g.sample((16, 1, 8, 8), seed=2), strategy="evolution", origin="sample")
@@ -219,7 +220,7 @@ def test_search_continues_to_total_then_does_nothing(tmp_path):
     assert before == {0: ("COMPLETE", 0.25), 1: ("FAIL", None)}
 
     args = [grammar, "--task", "digits", "--budget", "5steps", "--batch-size", "16", "--trials", "4",
-            "--workers", "2", "--study", study]
+            "--workers", "2", "--study", study, "--no-reference"]  # 5 steps cannot train the reference
     run = archgram("search", *args, "--json")
     assert run.returncode == 0, run.stderr
     assert "Traceback" not in run.stderr

@@ -29,7 +29,7 @@ def ray_local():
 
 def config(tmp_path, name="s.db", **kw) -> SearchConfig:
     base = dict(grammar="einspace", task="digits", study=str(tmp_path / name), strategy="random", trials=3,
-                workers=2, budget=BUDGET, seed=0)
+                workers=2, budget=BUDGET, seed=0, reference=False, seed_reference=False)  # runner mechanics only
     return SearchConfig(**(base | kw))
 
 

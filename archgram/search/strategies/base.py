@@ -27,6 +27,8 @@ class Proposal:
     origin: str = "sample"  # sample | mutation | crossover | seed | ...
     parents: list[str] = field(default_factory=list)  # hashes
     info: dict[str, Any] = field(default_factory=dict)
+    #: training budget of this proposal (multi-fidelity rungs); None: the search's budget
+    budget: str | None = None
 
 
 class Strategy(ABC):
@@ -54,6 +56,8 @@ class Strategy(ABC):
         self.rng = random.Random(seed)
         self.seen: set[str] = set()
         self.history: list[tuple[Derivation, float | None]] = []
+        #: proposals asked before the strategy's own (e.g. the task's reference)
+        self.queue: list[Proposal] = []
 
     # -- to implement ------------------------------------------------------
     @abstractmethod
@@ -66,7 +70,17 @@ class Strategy(ABC):
         return None
 
     # -- shared ------------------------------------------------------------
+    def enqueue(self, derivation: Derivation, origin: str = "seed") -> None:
+        """Propose ``derivation`` before anything else (once: a replayed study that
+        already holds it skips it)."""
+        self.queue.append(Proposal(derivation, origin=origin))
+
     def ask(self) -> Proposal:
+        while self.queue:
+            first = self.queue.pop(0)
+            if first.derivation.hash() not in self.seen:
+                self.seen.add(first.derivation.hash())
+                return first
         proposal = self.propose()
         for _ in range(self.dedup_tries):
             if proposal.derivation.hash() not in self.seen:

@@ -1,0 +1,144 @@
+"""Multi-fidelity search: successive-halving rungs around any strategy.
+
+Many cheap trials first, the best promoted to longer budgets. With rungs
+``r`` and reduction ``eta`` on a step budget ``B``, rung ``k`` trains for
+``B / eta**(r-1-k)`` steps: rung 0 is ``B / eta**(r-1)``, the top rung the full
+``B``. Promotion follows asynchronous successive halving (ASHA, Li et al.
+2020), so it needs no synchronisation barrier and works with any number of
+workers: whenever a proposal is asked for, the highest rung that has a
+candidate in the top ``1/eta`` of its finished trials, not yet promoted, sends
+that candidate one rung up; otherwise the wrapped strategy proposes a new
+architecture for rung 0.
+
+Unlike ASHA as a scheduler (which only stops bad trials early), the wrapped
+strategy *learns* from the cheap rung: evolution selects parents and TPE fits
+its densities on rung-0 scores, which are comparable among themselves. Scores
+of other rungs are never told to it (one architecture, one vote). A promoted
+trial is a new trial of the study with the same derivation and a longer
+budget; its trainer starts again from the initialisation (the weights of the
+shorter run are not reused).
+
+The wrapper is a strategy itself (ask/tell/replay), so the Ray runner and the
+local loop run it unchanged; a proposal carries its rung's budget.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from archgram.errors import ArchgramError
+from archgram.grammar.derivation import Derivation
+from archgram.search.strategies.base import Proposal
+
+#: a rung shorter than this many steps says nothing about an architecture
+MIN_RUNG_STEPS = 10
+
+
+def rung_budgets(steps: int, rungs: int, eta: int) -> list[int]:
+    """Step budgets of the rungs, cheapest first; raises when the budget cannot hold them."""
+    if rungs < 1 or eta < 2:
+        raise ArchgramError(f"multi-fidelity needs rungs >= 1 and eta >= 2, got rungs={rungs}, eta={eta}")
+    budgets = [steps // eta ** (rungs - 1 - k) for k in range(rungs)]
+    if budgets[0] < MIN_RUNG_STEPS:
+        raise ArchgramError(f"multi-fidelity: {rungs} rungs with eta {eta} on a {steps}-step budget give a first rung "
+                            f"of {budgets[0]} steps (< {MIN_RUNG_STEPS}); use fewer rungs, a smaller eta or a larger "
+                            "--budget")
+    return budgets
+
+
+def step_budget(budget) -> int:
+    """The steps of a pure step budget; raises for a time or epoch budget (rungs
+    must not depend on machine load)."""
+    from archgram.search.evaluator import Budget
+
+    budget = Budget.parse(budget)
+    if budget.steps is None or budget.seconds is not None or budget.epochs is not None:
+        raise ArchgramError(f"multi-fidelity rungs need a pure step budget (e.g. --budget 900steps), got '{budget}'")
+    return int(budget.steps)
+
+
+class SuccessiveHalving:
+    """Wraps a strategy (``inner``) with successive-halving rungs over a step budget."""
+
+    def __init__(self, inner, budget, *, rungs: int = 3, eta: int = 3):
+        self.inner = inner
+        self.name = f"{inner.name}+sh"
+        self.eta = eta
+        self.budgets = rung_budgets(step_budget(budget), rungs, eta)
+        self.scores: list[dict[str, float]] = [{} for _ in self.budgets]  # per rung: hash -> score
+        self.promoted: list[set[str]] = [set() for _ in self.budgets]
+        self.derivations: dict[str, Derivation] = {}
+        self.pending: dict[str, int] = {}  # hash -> rung asked and not told yet
+
+    # -- the strategy interface ---------------------------------------------
+    @property
+    def queue(self):
+        return self.inner.queue
+
+    @property
+    def seen(self) -> set[str]:
+        """Architectures the wrapped strategy will not propose again (the runner adds the study's)."""
+        return self.inner.seen
+
+    @seen.setter
+    def seen(self, value: set[str]) -> None:
+        self.inner.seen = value
+
+    def enqueue(self, derivation: Derivation, origin: str = "seed") -> None:
+        self.inner.enqueue(derivation, origin)
+
+    def ask(self) -> Proposal:
+        for rung in range(len(self.budgets) - 2, -1, -1):
+            candidate = self._promotable(rung)
+            if candidate is not None:
+                self.promoted[rung].add(candidate)
+                self.pending[candidate] = rung + 1
+                return Proposal(self.derivations[candidate].copy(), origin="promotion", parents=[candidate],
+                                info={"rung": rung + 1}, budget=self.budget_text(rung + 1))
+        proposal = self.inner.ask()
+        h = proposal.derivation.hash()
+        self.derivations[h] = proposal.derivation
+        self.pending[h] = 0
+        proposal.budget = self.budget_text(0)
+        proposal.info["rung"] = 0
+        return proposal
+
+    def tell(self, derivation: Derivation, score: float | None, metrics: dict[str, Any] | None = None) -> None:
+        h = derivation.hash()
+        rung = self.pending.pop(h, None)
+        if rung is None:
+            rung = self._rung_of((metrics or {}).get("budget"))
+        self.derivations.setdefault(h, derivation)
+        self.scores[rung][h] = score if score is not None else float("-inf")
+        if rung == 0:
+            self.inner.tell(derivation, score, metrics)
+
+    def replay(self, finished: list[tuple]) -> None:
+        for derivation, score, *metrics in finished:
+            m = metrics[0] if metrics else None
+            rung = self._rung_of((m or {}).get("budget"))
+            if rung > 0:  # whatever reached rung k was promoted from rung k-1
+                self.promoted[rung - 1].add(derivation.hash())
+            self.tell(derivation, score, m)
+
+    # -- rungs -----------------------------------------------------------------
+    def budget_text(self, rung: int) -> str:
+        return f"{self.budgets[rung]}steps"
+
+    def _rung_of(self, budget: Any) -> int:
+        text = str(budget or "")
+        for k in range(len(self.budgets)):
+            if text == self.budget_text(k):
+                return k
+        return len(self.budgets) - 1  # a trial of the full budget (or of an older run without rungs)
+
+    def _promotable(self, rung: int) -> str | None:
+        """The best not-yet-promoted trial of ``rung`` among its top 1/eta, if any."""
+        done = self.scores[rung]
+        top = len(done) // self.eta
+        if top == 0:
+            return None
+        ranked = sorted(done, key=lambda h: done[h], reverse=True)[:top]
+        for h in ranked:
+            if h not in self.promoted[rung] and done[h] > float("-inf") and h not in self.pending:
+                return h
+        return None

@@ -1,0 +1,102 @@
+"""Task recipes and reference architectures: every shipped task declares both; the
+reference is trained once per recipe and cached in the study; a recipe that cannot
+train it stops with a message; the search starts from it where the grammar can
+express it."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+import archgram
+from archgram.grammar.match import network_of
+from archgram.search import reference_arch as ref_mod
+from archgram.search.reference_arch import ReferenceError, cached_reference, ratio, seed_derivation
+from archgram.search.runner import SearchConfig, resolve_recipe
+from archgram.search.store import StudyStore
+from archgram.search.strategies import get_strategy
+from archgram.tasks import Recipe, all_tasks, get_task
+
+
+@pytest.mark.parametrize("cls", all_tasks(), ids=lambda c: c.name)
+def test_every_task_has_a_recipe_and_a_deterministic_reference_that_types(cls):
+    task = cls()
+    assert cls.recipe is not Recipe() and cls.recipe != Recipe(), "the task keeps the base recipe"
+    path = task.reference_grammar()
+    assert path is not None and path.name == f"{task.name}.pcfg"
+    g = archgram.load_grammar(path)
+    bs = cls.recipe.batch_size
+    shape = task.body_input_shape(bs)
+    a, b = (g.sample(shape, seed=s, target=task.output_target(bs)) for s in (0, 7))
+    assert a.hash() == b.hash()  # deterministic: one architecture
+    task.check_body_output(tuple(a.infer_shapes()))
+
+
+def test_recipe_fields_the_user_sets_win_and_the_rest_come_from_the_task():
+    digits = get_task("digits")
+    config = SearchConfig(grammar="einspace", task="digits", study="x.db", lr=0.5, train_options={"warmup": 0.0})
+    resolved, recipe = resolve_recipe(config, digits)
+    want = digits.recipe
+    assert (resolved.lr, resolved.optimizer, resolved.batch_size, resolved.budget) == (0.5, want.optimizer,
+                                                                                        want.batch_size, want.budget)
+    assert resolved.train_options == {"schedule": want.schedule, "warmup": 0.0}
+    assert recipe == want.override(lr=0.5, warmup=0.0)
+
+
+def _quick(task, **kw):
+    return dataclasses.replace(task.recipe, budget="15steps", **kw)
+
+
+def test_reference_is_trained_once_per_recipe_and_cached_in_the_study(tmp_path, monkeypatch):
+    digits = get_task("digits")
+    calls = []
+
+    def fake(task, recipe, **kw):  # training itself is tested below and in test_evaluator
+        calls.append(recipe)
+        return {"task": task.name, "recipe": recipe.to_dict(), "train_options": dict(kw.get("train_options") or {}),
+                "validation": 0.5 + 0.1 * len(calls)}
+
+    monkeypatch.setattr(ref_mod, "evaluate_reference", fake)
+    store = StudyStore(tmp_path / "s.db", meta={"task": "digits"})
+    first = cached_reference(store, digits, _quick(digits))
+    assert first["validation"] == pytest.approx(0.6) and first["recipe"]["budget"] == "15steps"
+    again = cached_reference(StudyStore(tmp_path / "s.db"), digits, _quick(digits))
+    assert again == first and len(calls) == 1  # read back from the study file
+    other = cached_reference(store, digits, _quick(digits, lr=1e-3))  # another recipe: trained again
+    assert len(calls) == 2 and other["recipe"]["lr"] == 1e-3
+    assert StudyStore(tmp_path / "s.db").meta["reference"] == other
+
+
+@pytest.mark.parametrize("lr, why", [(1e9, "did not train"), (1e-12, "made no progress")])
+def test_a_recipe_that_cannot_train_the_reference_stops_with_a_message(lr, why):
+    digits = get_task("digits")
+    with pytest.raises(ReferenceError, match=why):
+        ref_mod.evaluate_reference(digits, dataclasses.replace(digits.recipe, budget="3steps", lr=lr,
+                                                               optimizer="sgd", warmup=0.0))
+
+
+def test_the_reference_seeds_a_grammar_that_can_express_it_and_only_such_a_grammar():
+    digits = get_task("digits")
+    reference = ref_mod.reference_derivation(digits, 32)
+    seed = seed_derivation(digits, archgram.load_grammar("einspace"), 32)
+    assert seed is not None and network_of(seed) == network_of(reference)  # the same network, einspace's rules
+    assert seed_derivation(digits, archgram.load_grammar("mixers"), 32) is None
+
+
+def test_a_queued_seed_is_asked_first_and_not_again_after_a_replay():
+    g = archgram.load_grammar("einspace")
+    digits = get_task("digits")
+    seed = seed_derivation(digits, g, 32)
+    strategy = get_strategy("random")(g, (32, 1, 8, 8), seed=0)
+    strategy.enqueue(seed, origin="reference")
+    first = strategy.ask()
+    assert first.origin == "reference" and first.derivation.hash() == seed.hash()
+    resumed = get_strategy("random")(g, (32, 1, 8, 8), seed=0)
+    resumed.enqueue(seed, origin="reference")
+    resumed.replay([(seed, 0.9)])
+    assert resumed.ask().origin != "reference"
+
+
+def test_ratio_is_best_over_reference_only_for_positive_scores():
+    assert ratio(0.9, {"validation": 0.6}) == pytest.approx(1.5)
+    assert ratio(-0.1, {"validation": -0.2}) is None and ratio(None, {"validation": 0.5}) is None
