@@ -39,9 +39,6 @@ KNOWN_UPWARD = {
     ("archgram.tasks.icl_regression", "archgram.analysis"): "the debiased-GD baseline moves into the task",
 }
 KNOWN_CYCLES = {
-    frozenset({"archgram.cli", "archgram.cli_search", "archgram.cli_export"}): "the CLI becomes a package over the API",
-    frozenset({"archgram.cli", "archgram.cli_search"}): "the CLI becomes a package over the API",
-    frozenset({"archgram.cli", "archgram.cli_export"}): "the CLI becomes a package over the API",
     frozenset({"archgram.search.training.adversarial",
                "archgram.search.training.attention_adversarial"}): "attention AT/VAT registers its methods",
     frozenset({"archgram.search.training", "archgram.search.training.options",

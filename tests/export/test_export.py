@@ -138,7 +138,7 @@ def test_search_end_exports_the_best(study, tmp_path, monkeypatch):
     import shutil
 
     from archgram.cli import console
-    from archgram.cli_search import _export_best
+    from archgram.cli.search import _export_best
 
     copy = tmp_path / "digits.db"
     shutil.copy(study, copy)

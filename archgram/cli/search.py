@@ -101,7 +101,7 @@ class _Display:
 
     @staticmethod
     def _last_text(last: dict) -> str:
-        from archgram.cli_util import human
+        from archgram.cli.util import human
 
         if not last:
             return "-"
@@ -151,7 +151,7 @@ def _on_update(progress) -> None:
 
 # ------------------------------------------------------------------ tables
 def leaderboard_table(rows: list[dict], title: str) -> Table:
-    from archgram.cli_util import human
+    from archgram.cli.util import human
 
     table = Table(title=title, title_justify="left", header_style="bold")
     for col, kw in (("#", {"justify": "right"}), ("trial", {"justify": "right"}), ("score", {"justify": "right"}),
@@ -339,7 +339,7 @@ def search(
         if final:
             ui.console.print(_final_text(final), soft_wrap=True, highlight=False)
         if exported is not None:
-            from archgram.cli_export import print_result
+            from archgram.cli.export import print_result
 
             print_result(ui.console, exported)
         ui.console.print(Text.assemble(("next: ", "bold"), show_cmd, "   |   ", _dashboard_cmd(url)),
@@ -473,7 +473,7 @@ def show(
 
 def _task_table(per_task: dict) -> Table:
     """The per-task Pareto front of a multi-task study, then each task's best trial."""
-    from archgram.cli_util import human
+    from archgram.cli.util import human
 
     tasks = per_task["tasks"]
     table = Table(title="per-task Pareto front (no trial scores at least as well on every task)", title_justify="left",

@@ -33,7 +33,7 @@ from rich.table import Table
 from rich.text import Text
 
 import archgram
-from archgram.cli_util import (
+from archgram.cli.util import (
     arg_text,
     human,
     jsonable,
@@ -627,13 +627,13 @@ def ops_cmd(
 
 # ------------------------------------------------------- search and show
 def _register_search() -> None:
-    from archgram.cli_analyze import register as register_analyze
-    from archgram.cli_bench import register as register_bench
-    from archgram.cli_catalog import register as register_catalog
-    from archgram.cli_experts import register as register_experts
-    from archgram.cli_export import register as register_export
-    from archgram.cli_fuse import register as register_fuse
-    from archgram.cli_search import register
+    from archgram.cli.analyze import register as register_analyze
+    from archgram.cli.bench import register as register_bench
+    from archgram.cli.catalog import register as register_catalog
+    from archgram.cli.experts import register as register_experts
+    from archgram.cli.export import register as register_export
+    from archgram.cli.fuse import register as register_fuse
+    from archgram.cli.search import register
 
     register(app)
     register_catalog(app)

@@ -1,0 +1,4 @@
+"""`python -m archgram.cli`: the archgram command line."""
+from archgram.cli import main
+
+main()
