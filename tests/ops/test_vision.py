@@ -535,11 +535,10 @@ def test_fbl_memory_accumulates_knowledge_across_inputs_only_in_training():
 # ------------------------------------------------------------ S16 OAT object decoder
 @pytest.mark.catalog("S16")
 def test_oat_decoder_greedily_points_at_objects_and_feeds_them_back():
-    from archgram.ops.vision.bvr import offset_embedding
-
     x = torch.randn(1, 5, 4)
     m = build("oat_decoder", tuple(x.shape), steps=3, heads=1)
-    objects = x[0] + m.position(offset_embedding(x[0, :, :2], 4))
+    pe = (2 / 4) ** 0.5 * torch.cos(x[0, :, :2] @ m.omega + m.phase)  # random Fourier features
+    objects = x[0] + pe
 
     def attend_rows(q, k, v, causal):
         logits = q @ k.T / q.shape[-1] ** 0.5
@@ -559,6 +558,20 @@ def test_oat_decoder_greedily_points_at_objects_and_feeds_them_back():
         inputs.append(objects[nxt])
     torch.testing.assert_close(m(x)[0], h)
     assert m.last_fixations[0].tolist() == chosen[:2]
+
+
+@pytest.mark.catalog("S16")
+def test_oat_position_encoding_similarity_is_a_gaussian_of_object_distance():
+    """The paper's distance-based encoding: PE(p) . PE(q) = exp(-|p - q|^2 / 2 sigma^2), so nearby
+    objects look alike and far ones orthogonal (random Fourier features: error ~ 1/sqrt(C))."""
+    torch.manual_seed(0)
+    m = build("oat_decoder", (1, 4, 2048), heads=1, sigma=0.3)
+    p = torch.rand(12, 2)
+    pe = m.position_encoding(p)
+    gauss = torch.exp(-torch.cdist(p, p).pow(2) / (2 * 0.3**2))
+    assert (pe @ pe.T - gauss).abs().max() < 0.1
+    near, far = pe[0] @ m.position_encoding(p[:1] + 0.05).T, pe[0] @ m.position_encoding(p[:1] + 1.0).T
+    assert near > 0.9 and far.abs() < 0.1
 
 
 @pytest.mark.catalog("S16")

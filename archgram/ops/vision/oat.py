@@ -6,8 +6,16 @@ pixel saliency map. Objects are tokens (appearance + an encoding of where the
 object is); a transformer decoder reads the fixations so far, attends to the
 object tokens, and points at the next object to fixate:
 
-  objects   o_n = x_n + P(sincos(x_n[:2]))       channels 0, 1 of a token are read
+  objects   o_n = x_n + PE(x_n[:2])             channels 0, 1 of a token are read
                                                  as its (x, y) position (coords=True)
+  PE        the paper's distance-based encoding: PE(p) . PE(q) = exp(-|p - q|^2 / 2 s^2),
+            a Gaussian of the objects' distance, so nearby objects have similar
+            encodings. The paper fits a table of per-axis grid encodings to that
+            target; objects here sit at continuous coordinates, where random
+            Fourier features of the Gaussian kernel give the same similarity
+            (PE(p) = sqrt(2 / C) cos(p Omega + b), Omega ~ N(0, 1 / s^2), frozen;
+            the dot product matches the Gaussian up to O(1 / sqrt(C))); s is
+            ``sigma``
   decoder   h_1..t = LN(h + CrossAttn(h, o)),  h = LN(z + CausalSelfAttn(z)),
             z = [start, o_f1, ..., o_f(t-1)] + step embeddings
   pointer   f_t = argmax_n (W_p h_t) . o_n       the next fixated object
@@ -22,9 +30,7 @@ Input: a sequence (B, N objects, C).
 Deviations: fixations are decoded greedily (argmax, not sampled); the paper
 trains the pointer with a fixation loss, here a straight-through estimator
 (the argmax object forward, the softmax's gradient backward) lets a task loss
-reach it; the paper's
-distance-based 2-D positional encoding is approximated by a sine/cosine
-embedding of the object coordinates; no FFN sublayers (the grammar adds them).
+reach it; no FFN sublayers (the grammar adds them).
 
 Catalog S16, read against the paper. Paper: scanpaths as sequences of object
 fixations: an encoder embeds objects (appearance + a distance-based 2-D
@@ -32,12 +38,14 @@ position encoding) and the search target; a causal decoder reads the fixations
 so far, cross-attends to the objects, and predicts the next fixated object,
 trained with cross-entropy on human fixations. archgram: the decoder, with the
 fixation distribution as an output (``output=fixations``) or its states; the
-searched body is the encoder, and the target can be one of its tokens.
-Differs: the position encoding is a sine/cosine embedding of the object
-coordinates, not the paper's distance-based one; greedy decoding; no explicit
-target token or termination output.
+searched body is the encoder, and the target can be one of its tokens; the
+distance-based encoding as random Fourier features (the same Gaussian-of-
+distance similarity, for continuous coordinates). Differs: greedy decoding; no
+explicit target token or termination output.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -45,17 +53,16 @@ from torch import nn
 from archgram.errors import ShapeError
 from archgram.ops.registry import Arg, Op, check_rank, register_op
 from archgram.ops.vision._common import divides
-from archgram.ops.vision.bvr import offset_embedding
 from archgram.shapes import Shape
 
 ARGS = {
     "steps": Arg(int, 4, low=1, doc="fixations to predict"),
     "heads": Arg(int, 2, low=1, doc="attention heads"),
     "coords": Arg(bool, True, doc="read channels 0, 1 as object (x, y) and add their position encoding"),
+    "sigma": Arg(float, 0.5, low=1e-3, doc="distance scale of the position encoding's Gaussian similarity"),
     "output": Arg(str, "states", choices=("states", "fixations"),
                   doc="decoder states (B, steps, C), or the fixation logits over the N objects (B, steps, N)"),
 }
-FREQS = 4
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, causal: bool = False) -> torch.Tensor:
@@ -77,12 +84,15 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, cau
 class ObjectAttentionDecoder(Op):
     """OAT decoder: object tokens with position encoding; a causal decoder points at the next fixated object."""
 
-    def __init__(self, shape: Shape, steps: int = 4, heads: int = 2, coords: bool = True, output: str = "states"):
+    def __init__(self, shape: Shape, steps: int = 4, heads: int = 2, coords: bool = True, sigma: float = 0.5,
+                 output: str = "states"):
         super().__init__()
         self.output_shape(shape, steps=steps, heads=heads, coords=coords)
         c = shape[2]
         self.steps, self.heads, self.coords, self.output = steps, heads, coords, output
-        self.position = nn.Linear(4 * FREQS, c) if coords else None
+        # Frozen random Fourier features of the Gaussian kernel of width sigma (buffers, not trained).
+        self.register_buffer("omega", torch.randn(2, c) / sigma if coords else None)
+        self.register_buffer("phase", 2 * math.pi * torch.rand(c) if coords else None)
         self.start = nn.Parameter(torch.randn(c) * 0.02)
         self.step_embedding = nn.Parameter(torch.randn(steps, c) * 0.02)
         self.self_qkv, self.self_out = nn.Linear(c, 3 * c), nn.Linear(c, c)
@@ -92,7 +102,7 @@ class ObjectAttentionDecoder(Op):
         self.last_fixations: torch.Tensor | None = None
 
     @classmethod
-    def output_shape(cls, shape: Shape, steps: int = 4, heads: int = 2, coords: bool = True,
+    def output_shape(cls, shape: Shape, steps: int = 4, heads: int = 2, coords: bool = True, sigma: float = 0.5,
                      output: str = "states") -> Shape:
         check_rank("oat_decoder", shape, 3)
         divides("oat_decoder", shape, shape[2], heads, "heads")
@@ -101,25 +111,29 @@ class ObjectAttentionDecoder(Op):
         return (shape[0], steps, shape[1] if output == "fixations" else shape[2])
 
     @classmethod
-    def count_params(cls, shape: Shape, /, steps: int = 4, heads: int = 2, coords: bool = True,
+    def count_params(cls, shape: Shape, /, steps: int = 4, heads: int = 2, coords: bool = True, sigma: float = 0.5,
                      output: str = "states") -> int:
         c = shape[2]
-        position = 4 * FREQS * c + c if coords else 0
         linears = (3 * c * c + 3 * c) + 4 * (c * c + c) + (2 * c * c + 2 * c)
-        return position + c + steps * c + linears + 4 * c
+        return c + steps * c + linears + 4 * c
 
     @classmethod
-    def flops(cls, shape, out, params, /, steps: int = 4, heads: int = 2, coords: bool = True,
+    def flops(cls, shape, out, params, /, steps: int = 4, heads: int = 2, coords: bool = True, sigma: float = 0.5,
               output: str = "states") -> int:
         b, n, c = shape
         per_step = 2 * params + 4 * steps * c + 4 * n * c  # projections + attention over prefix and objects
         return b * steps * steps * per_step
 
+    def position_encoding(self, xy: torch.Tensor) -> torch.Tensor:
+        """PE (..., C) of positions xy (..., 2): PE(p) . PE(q) ~ exp(-|p - q|^2 / 2 sigma^2)."""
+        c = self.omega.shape[1]
+        return math.sqrt(2.0 / c) * torch.cos(xy @ self.omega.to(xy.dtype) + self.phase.to(xy.dtype))
+
     def objects(self, x: torch.Tensor) -> torch.Tensor:
         """Object tokens with their position encoding (B, N, C)."""
-        if self.position is None:
+        if self.omega is None:
             return x
-        return x + self.position(offset_embedding(x[..., :2], FREQS))
+        return x + self.position_encoding(x[..., :2])
 
     def decode(self, z: torch.Tensor, objects: torch.Tensor) -> torch.Tensor:
         """Decoder states (B, t, C) of the fixation inputs z (B, t, C)."""
