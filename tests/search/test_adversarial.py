@@ -253,3 +253,44 @@ def test_attention_adversarial_terms_train_every_parameter_and_need_an_attention
     data = digits.data(0)
     with pytest.raises(ArchgramError, match="needs an attention op"):
         training_loss(mlp, digits, data.x_train[:B], data.y_train[:B], TrainOptions.from_dict({"adversarial": "attention_at"}))
+
+
+def _span_residual(r: dict, logits: dict) -> float:
+    """Largest relative distance of an example's perturbation (all layers) from the
+    span of its attention-logit differences to the other examples."""
+    keys = list(r)
+    a = torch.cat([logits[k].flatten(1) for k in keys], 1).double()
+    v = torch.cat([r[k].flatten(1) for k in keys], 1).double()
+    worst = 0.0
+    for b in range(len(a)):
+        basis = (a[b] - a[torch.arange(len(a)) != b]).T  # (M, B - 1)
+        coef = torch.linalg.lstsq(basis, v[b][:, None]).solution
+        worst = max(worst, float((basis @ coef)[:, 0].sub(v[b]).norm() / v[b].norm()))
+    return worst
+
+
+@pytest.mark.catalog("S74", "S75")
+def test_attention_iat_and_ivat_move_attention_only_toward_other_examples_attention():
+    """The interpretable variants (Attention iAT / iVAT): the perturbation of each
+    example lies in the span of the differences between its attention logits and
+    the other examples' (plain Attention AT's does not), still raises the loss
+    (iAT), and iVAT ignores the labels."""
+    from archgram.search.training.attention_adversarial import _leaves, perturbed
+
+    task, model, xb, yb = _attention_model()
+    emb = model.stem(xb)
+    hook, _ = _leaves(model.network, emb.detach())
+    opts = {"adv_eps": 2.0}
+    _, clean_pred, r_iat = perturbation(model, task, xb, yb, TrainOptions.from_dict({"adversarial": "attention_iat", **opts}))
+    _, _, r_at = perturbation(model, task, xb, yb, TrainOptions.from_dict({"adversarial": "attention_at", **opts}))
+    assert _span_residual(r_iat, hook.logits) < 1e-4 < 0.1 < _span_residual(r_at, hook.logits)
+    with torch.no_grad():
+        assert float(task.loss(perturbed(model.network, r_iat, emb), yb)) > float(task.loss(clean_pred, yb))
+    ivat = TrainOptions.from_dict({"adversarial": "attention_ivat", **opts})
+    torch.manual_seed(5)
+    _, _, r_ivat = perturbation(model, task, xb, yb, ivat)
+    torch.manual_seed(5)
+    _, _, r_shuffled = perturbation(model, task, xb, yb.flip(0), ivat)
+    assert _span_residual(r_ivat, hook.logits) < 1e-4
+    for key in r_ivat:
+        torch.testing.assert_close(r_ivat[key], r_shuffled[key])

@@ -2,7 +2,8 @@
 
 Each method changes the training loss of one step, never the architecture:
 ``adversarial="attention_at"`` (adversarial training for attention, catalog
-S74) and ``"attention_vat"`` (virtual adversarial training for attention, S75)
+S74) and ``"attention_vat"`` (virtual adversarial training for attention, S75),
+with their interpretable variants ``"attention_iat"`` / ``"attention_ivat"``,
 perturb every attention layer's logits; ``"at"`` and ``"vat"`` perturb the
 embedding, the stem's output that the searched body receives. ``parse_cli`` turns ``--train-option`` words into the
 ``train_options`` dict the evaluator checks.

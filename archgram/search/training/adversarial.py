@@ -134,6 +134,12 @@ def _attention_methods() -> dict[str, AdversarialMethod]:
         "attention_vat": AdversarialMethod("attention_vat", ("S75",), aa.vat_perturbation, aa.vat_term,
                                            "Attention VAT: KL(p || p(logits + r)) over the attention logits by "
                                            "power iteration, no labels"),
+        "attention_iat": AdversarialMethod("attention_iat", ("S74",), aa.iat_perturbation, aa.at_term,
+                                           "Attention iAT: Attention AT along differences between examples' "
+                                           "attention"),
+        "attention_ivat": AdversarialMethod("attention_ivat", ("S75",), aa.ivat_perturbation, aa.vat_term,
+                                            "Attention iVAT: Attention VAT along differences between examples' "
+                                            "attention"),
     }
 
 

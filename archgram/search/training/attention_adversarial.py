@@ -23,15 +23,18 @@ perturbations applied to the attention mechanism itself, so that training
 makes attention robust to them and, per the papers, more interpretable; plus
 the "interpretable" variants iAT / iVAT, whose perturbation is taken on
 attention normalised across the words to sharpen differences between them.
-What archgram does: Attention AT and Attention VAT on the logits of every
-composite attention layer (``adversarial=attention_at`` / ``attention_vat``),
-next to the embedding-level AT / VAT (``at`` / ``vat``) the papers compare
-against.
+What archgram does: Attention AT, VAT, iAT and iVAT on the logits of every
+composite attention layer (``adversarial=attention_at`` / ``attention_vat`` /
+``attention_iat`` / ``attention_ivat``), next to the embedding-level AT / VAT
+(``at`` / ``vat``) the papers compare against. The interpretable variants
+restrict the perturbation to the span of the differences between an example's
+attention and the other examples' in the batch (``toward_other_examples``).
 What differs: the papers perturb one RNN attention layer's additive scores;
 here every attention op's logits are perturbed jointly with one norm per
-example. The iAT / iVAT variants are not implemented. Attention ops on a
-gathered, compressed or factorised path (Sparsifiner, token-sparse, Combiner)
-and linear scores are not perturbed.
+example, the natural reading for a network with many attention layers.
+Attention ops on a gathered, compressed or factorised path (Sparsifiner,
+token-sparse, Combiner, the gathered grid and routing patterns) and linear
+scores are not perturbed.
 """
 from __future__ import annotations
 
@@ -45,11 +48,13 @@ from archgram.search.training.adversarial import TINY, divergence
 
 
 class _Logits:
-    """The hook: a fixed perturbation per op, or new zero leaves to take gradients at."""
+    """The hook: a fixed perturbation per op, or new zero leaves to take gradients
+    at (then also the clean logits, which the interpretable variants need)."""
 
     def __init__(self, fixed: dict[int, torch.Tensor] | None = None):
         self.fixed = fixed
         self.leaves: dict[int, torch.Tensor] = {}
+        self.logits: dict[int, torch.Tensor] = {}
 
     def __call__(self, op, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor | None:
         if self.fixed is not None:
@@ -57,6 +62,8 @@ class _Logits:
         r = torch.zeros(q.shape[0], q.shape[1], q.shape[2], k.shape[2], dtype=q.dtype, device=q.device,
                         requires_grad=True)
         self.leaves[id(op)] = r  # an op called twice in one forward keeps its last call's leaf
+        with torch.no_grad():
+            self.logits[id(op)] = op.score.logits(q, k, op.scale)
         return r
 
 
@@ -112,6 +119,45 @@ def vat_perturbation(body, task, emb, clean_pred, yb, opts) -> dict[int, torch.T
             div = divergence(clean_pred, body(base), categorical)
         d = _grads(div, d)
     return {key: opts.adv_eps * u for key, u in unit_over_layers(d).items()}
+
+
+def toward_other_examples(direction: dict[int, torch.Tensor], logits: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
+    """The interpretable variants' restriction (iAT / iVAT): ``direction`` projected
+    onto the unit differences between this example's attention and every other
+    example's in the batch, r_b = sum_b' <g_b, u_bb'> u_bb' with u_bb' =
+    (a_b - a_b') / ||a_b - a_b'|| over all layers' logits. A perturbation can then
+    only move a sentence's attention toward or away from the others', never in a
+    direction no example takes. Computed from Gram matrices (no B x B x M tensor)."""
+    keys = list(direction)
+    a = torch.cat([logits[key].flatten(1) for key in keys], 1).double()  # (B, M)
+    g = torch.cat([direction[key].detach().flatten(1) for key in keys], 1).double()
+    gram = a @ a.T
+    sq = gram.diagonal()
+    norm = (sq[:, None] + sq[None, :] - 2 * gram).clamp_min(0).sqrt()
+    ga = g @ a.T  # <g_b, a_b'>
+    alpha = (ga.diagonal()[:, None] - ga) / norm.clamp_min(TINY)  # <g_b, u_bb'>
+    c = torch.where(norm > TINY, alpha / norm.clamp_min(TINY), torch.zeros_like(alpha))
+    r = c.sum(1, keepdim=True) * a - c @ a  # sum_b' c_bb' (a_b - a_b')
+    out, start = {}, 0
+    for key in keys:
+        size = direction[key][0].numel()
+        out[key] = r[:, start:start + size].view_as(direction[key]).to(direction[key].dtype)
+        start += size
+    return out
+
+
+def iat_perturbation(body, task, emb, clean_pred, yb, opts) -> dict[int, torch.Tensor]:
+    """Attention iAT: the loss gradient at the logits, restricted to differences between examples' attention."""
+    hook, pred = _leaves(body, emb.detach())
+    g = toward_other_examples(_grads(task.loss(pred, yb), hook.leaves), hook.logits)
+    return {key: opts.adv_eps * u for key, u in unit_over_layers(g).items()}
+
+
+def ivat_perturbation(body, task, emb, clean_pred, yb, opts) -> dict[int, torch.Tensor]:
+    """Attention iVAT: VAT's power-iteration direction, restricted the same way (labels unused)."""
+    hook, _ = _leaves(body, emb.detach())
+    d = vat_perturbation(body, task, emb, clean_pred, yb, opts)
+    return {key: opts.adv_eps * u for key, u in unit_over_layers(toward_other_examples(d, hook.logits)).items()}
 
 
 def at_term(body, task, emb, r, clean_pred, yb) -> torch.Tensor:
