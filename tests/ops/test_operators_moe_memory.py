@@ -342,3 +342,29 @@ def test_tensor_brain_decoder_matches_its_formula_and_feeds_the_concept_back():
     state = 4 * m.embeddings[2].detach()[None, None]
     assert int(m.logits(state).argmax(-1)) == 2
     torch.testing.assert_close(m(state), state + m.embeddings[2].detach(), atol=1e-4, rtol=0)
+
+
+@pytest.mark.catalog("S70")
+def test_tensor_brain_sampled_decoding_feeds_back_one_concept_drawn_from_its_posterior():
+    """sample=true: each token's representation moves by exactly one concept
+    embedding, drawn with frequency p(i|q) (the paper's sampling of the index
+    layer), and the gradient is that of the expected embedding (straight-through)."""
+    m = build("tensor_brain_decoder", (1, 4000, 4), concepts=3, sample=True)
+    with torch.no_grad():
+        m.embeddings.copy_(torch.tensor([[2.0, 0, 0, 0], [0, 2.0, 0, 0], [0, 0, 2.0, 0]]))
+        m.bias.copy_(torch.tensor([0.0, 0.5, -0.5]))
+    q = torch.zeros(1, 4000, 4)  # logits = bias: p = softmax(0, 0.5, -0.5) for every token
+    torch.manual_seed(0)
+    moved = m(q) - q
+    hits = (moved[0, :, None, :] == m.embeddings.detach()[None]).all(-1)  # (N, K)
+    assert hits.sum(-1).eq(1).all()  # exactly one concept's embedding each
+    want = torch.softmax(torch.tensor([0.0, 0.5, -0.5]), -1)
+    torch.testing.assert_close(hits.float().mean(0), want, atol=0.03, rtol=0)
+    x = torch.randn(1, 4000, 4, requires_grad=True)
+    torch.manual_seed(1)
+    m(x).sum().backward()
+    soft = build("tensor_brain_decoder", (1, 4000, 4), concepts=3)
+    soft.load_state_dict(m.state_dict())
+    x2 = x.detach().clone().requires_grad_(True)
+    soft(x2).sum().backward()
+    torch.testing.assert_close(x.grad, x2.grad)

@@ -17,10 +17,12 @@ predicate, object of a triple in turn); sensory, index, representation and
 working-memory layers around it.
 What archgram does: one decoding step per op with the expected embedding fed
 back; stacked decoder ops decode in turn, each conditioned by the last.
-What differs: the feedback is the expectation sum_i p(i|q) a_i, not a sampled
-concept's embedding, so the op stays differentiable inside a searched network;
-a user loses stochastic (sampled) decoding. The sensory buffer and working
-memory are not ops of their own.
+``sample=true`` feeds back the embedding of a concept drawn from p(i|q), as
+the paper decodes, with the expectation's gradient (straight-through).
+What differs: the default feeds back the expectation sum_i p(i|q) a_i (the
+sample's mean, deterministic); sampled training uses a straight-through
+gradient, the paper's model being a cognitive account rather than a trained
+network. The sensory buffer and working memory are not ops of their own.
 """
 from __future__ import annotations
 
@@ -38,29 +40,31 @@ from archgram.shapes import Shape
     args={
         "concepts": Arg(int, 16, low=2, doc="K, entries of the concept (index) memory"),
         "mode": Arg(str, "feedback", choices=("feedback", "logits")),
+        "sample": Arg(bool, False, doc="feed back a sampled concept's embedding (straight-through gradient) "
+                                       "instead of the expected embedding"),
     },
 )
 class TensorBrainDecoder(Op):
     """Tensor Brain decoder: concept distribution from an embedding memory, fed back to the representation."""
 
-    def __init__(self, shape: Shape, concepts: int = 16, mode: str = "feedback"):
+    def __init__(self, shape: Shape, concepts: int = 16, mode: str = "feedback", sample: bool = False):
         super().__init__()
         d = shape[-1]
-        self.mode = mode
+        self.mode, self.sample = mode, sample
         self.embeddings = nn.Parameter(torch.randn(concepts, d) / d**0.5)
         self.bias = nn.Parameter(torch.zeros(concepts))
 
     @classmethod
-    def output_shape(cls, shape: Shape, concepts: int = 16, mode: str = "feedback") -> Shape:
+    def output_shape(cls, shape: Shape, concepts: int = 16, mode: str = "feedback", sample: bool = False) -> Shape:
         check_rank("tensor_brain_decoder", shape, 3)
         return shape if mode == "feedback" else (shape[0], shape[1], concepts)
 
     @classmethod
-    def count_params(cls, shape: Shape, /, concepts: int = 16, mode: str = "feedback") -> int:
+    def count_params(cls, shape: Shape, /, concepts: int = 16, mode: str = "feedback", sample: bool = False) -> int:
         return concepts * (shape[-1] + 1)
 
     @classmethod
-    def flops(cls, shape, out, params, /, concepts: int = 16, mode: str = "feedback") -> int:
+    def flops(cls, shape, out, params, /, concepts: int = 16, mode: str = "feedback", sample: bool = False) -> int:
         b, n, d = shape
         return b * n * concepts * d * (4 if mode == "feedback" else 2)
 
@@ -71,7 +75,12 @@ class TensorBrainDecoder(Op):
         logits = self.logits(q)
         if self.mode == "logits":
             return logits
-        return q + logits.softmax(-1) @ self.embeddings
+        p = logits.softmax(-1)
+        expected = p @ self.embeddings
+        if not self.sample:
+            return q + expected
+        drawn = torch.multinomial(p.detach().reshape(-1, p.shape[-1]), 1).view(p.shape[:-1])
+        return q + expected + (self.embeddings[drawn] - expected).detach()  # forward: the sample; gradient: the expectation's
 
     def extra_repr(self) -> str:
-        return f"concepts={self.embeddings.shape[0]}, mode={self.mode}"
+        return f"concepts={self.embeddings.shape[0]}, mode={self.mode}, sample={self.sample}"
