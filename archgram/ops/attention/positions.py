@@ -167,8 +167,9 @@ class RoPEALiBi(RoPE):
     multi-query KV cache, older entries at stepwise fewer bits.
     What archgram does: the first, as this position scheme (also served by the
     flash kernels through their ALiBi slopes).
-    What differs: PrFlashAttention and SAQ are not implemented; the row is
-    covered for its positional encoding only.
+    What differs: PrFlashAttention and SAQ are not implemented (only the
+    abstract could be read; it names neither the block-distance distribution
+    nor the bit schedule); the row is covered for its positional encoding only.
     """
 
     name = "rope_alibi"

@@ -248,3 +248,23 @@ def test_hierarchical_attention_op_shapes_refusals_and_gradients():
     assert refused(HSA, (1, 8, 6, 4), levels=3, branch=2, heads=2)  # 4 x 4 blocks on a 6 x 4 grid
     assert refused(HSA, (1, 8, 15), heads=4)  # 15 channels, 4 heads
     assert refused(HSA, (1, 8), heads=1)  # a vector has no tokens
+
+
+@pytest.mark.catalog("S73")
+def test_hierarchical_attention_dynamic_programme_cost_is_linear_in_the_tokens():
+    """The paper's efficient algorithm, measured: with branch 4 and as many levels as
+    the sequence allows (the top level always has 4 nodes), each level's nodes
+    meet only their siblings and the levels shrink geometrically, so 4x the tokens
+    multiplies the matmul FLOPs of the dynamic programme by 4, where dense
+    attention's would grow 16x."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from archgram.ops.attention.hierarchical import hierarchical_attention
+
+    flops = []
+    for n, levels in ((64, 3), (256, 4)):
+        q, k, v = (torch.randn(1, 2, n, 8) for _ in range(3))
+        with FlopCounterMode(display=False) as counter:
+            hierarchical_attention(q, k, v, (1, n), levels, 4, 0.35)
+        flops.append(counter.get_total_flops())
+    assert flops[1] / flops[0] == pytest.approx(4, rel=0.05), flops
