@@ -116,3 +116,20 @@ def test_open_study_of_python_data_needs_the_same_data(tmp_path):
     assert api.open_study(tmp_path / "s.db", data=(x, y)).task.data(0).n_train == 24
     with pytest.raises(ArchgramError, match="y contents"):
         api.open_study(tmp_path / "s.db", data=(x, 1 - y))
+
+
+@pytest.mark.slow  # one local Ray start and two short trials
+def test_workers_get_the_data_from_the_object_store_not_the_path(tmp_path):
+    """The data file is deleted after the driver read it and before any trial
+    runs: the workers still train, because the task travels through Ray's object
+    store; the study records the reference and the content hash."""
+    grammar = tmp_path / "tiny.pcfg"
+    grammar.write_text("start net\nnet : linear(out=8|16) relu\n")
+    path = table(tmp_path, n=200)
+    request = api.prepare(str(grammar), data=path, task_kind="sequence", trials=2, workers=1, budget="10steps",
+                          batch_size=16, study=tmp_path / "s.db", strategy="random")
+    path.unlink()
+    study = api.run(request)
+    assert [r.state for r in study.trials()] == ["COMPLETE", "COMPLETE"], [r.attrs for r in study.trials()]
+    stored = study.meta["task_ref"]
+    assert stored["ref"] == f"data:{path.resolve()}" and stored["sha256"] == request.task.fingerprint["sha256"]

@@ -97,7 +97,7 @@ def test_two_search_processes_on_one_study_finish_its_total_without_repeats(tmp_
     env = {**os.environ, "PYTHONPATH": str(root)}
     cmd = [sys.executable, "-m", "archgram", "search", str(grammar), "--task", "digits", "--budget", "3steps",
            "--batch-size", "16", "--trials", "8", "--workers", "1", "--strategy", "random", "--study", str(study),
-           "--no-export", "--json"]
+           "--no-export", "--no-reference", "--json"]
     procs = [subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]
     outs = [p.communicate(timeout=600) for p in procs]

@@ -103,3 +103,47 @@ def test_search_joins_a_running_cluster(tmp_path):
         _stop(head)
         log.close()
         shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_search_on_data_joins_a_cluster_and_never_reads_the_drivers_file(tmp_path):
+    """A data search joined to a cluster by --address: the file is deleted after
+    the driver read it, so the cluster's workers can only train on the task that
+    travelled through the object store."""
+    ray_bin = Path(sys.executable).with_name("ray")
+    ray_cmd = [str(ray_bin)] if ray_bin.exists() else [sys.executable, "-m", "ray.scripts.scripts"]
+    port = _free_port()
+    temp = tempfile.mkdtemp(prefix="agray", dir="/tmp")
+    env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
+    log = open(tmp_path / "head.log", "w")
+    head = subprocess.Popen(
+        [*ray_cmd, "start", "--head", f"--port={port}", "--num-cpus=2", "--num-gpus=0", "--include-dashboard=false",
+         f"--temp-dir={temp}", "--disable-usage-stats", "--block"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while not _listening(port):
+            assert head.poll() is None, (tmp_path / "head.log").read_text()
+            assert time.monotonic() < deadline, "ray start --head did not come up"
+            time.sleep(0.5)
+        (tmp_path / "tiny.pcfg").write_text(TINY)
+        code = (
+            "import numpy as np, pathlib, sys\n"
+            "from archgram import api\n"
+            "rng = np.random.default_rng(0)\n"
+            "np.savez('d.npz', x=rng.integers(0, 256, (300, 8, 8), dtype=np.uint8), y=np.arange(300) % 3)\n"
+            "req = api.prepare('tiny.pcfg', data='d.npz', trials=2, workers=2, budget='5steps', batch_size=16,\n"
+            f"                  study='s.db', strategy='random', address='127.0.0.1:{port}', reference=False)\n"
+            "pathlib.Path('d.npz').unlink()\n"
+            "study = api.run(req)\n"
+            "print(sorted(r.state for r in study.trials()))\n"
+        )
+        run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                             env=env)
+        assert run.returncode == 0, run.stdout + run.stderr[-3000:]
+        assert run.stdout.strip().splitlines()[-1] == "['COMPLETE', 'COMPLETE']", run.stdout
+    finally:
+        _stop(head)
+        log.close()
+        shutil.rmtree(temp, ignore_errors=True)
