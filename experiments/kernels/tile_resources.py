@@ -1,6 +1,8 @@
 """Shared memory, registers and spills of the flash kernels at their table tile
 configs, per head dim, compiled for sm_90 without a GPU (Triton emits PTX and
-a cubin for a named target; ptxas -v reports registers and spills).
+a cubin for a named target; ptxas -v reports registers and spills); then the
+linear chunk kernel (forward, decayed) and the split-KV decode partial kernel
+(GQA 4, one token) at theirs.
 
 python experiments/kernels/tile_resources.py [--dims 64,80,96,128,256] [--out FILE.md]
 
@@ -19,13 +21,18 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
+from archgram.kernels.decode import split
 from archgram.kernels.flash.backward import _flash_bwd_dkdv, _flash_bwd_dq
 from archgram.kernels.flash.common import BWD_CONFIGS, FWD_CONFIGS, SMEM_BYTES, _tuned_key, head_dim_args
 from archgram.kernels.flash.forward import _flash_fwd
+from archgram.kernels.linear import chunk
 
 POINTERS = {**dict.fromkeys(("Q", "K", "V", "Out", "DO", "DQ", "DK", "DV"), "*bf16"),
             **dict.fromkeys(("LSE", "AUX", "DELTA", "SLOPES", "RELB", "DRELB"), "*fp32"),
             "BMASK": "*i8", "TILES": "*i32"}
+LINEAR_POINTERS = {**dict.fromkeys(("Q", "K", "V", "Out", "X"), "*bf16"),
+                   **dict.fromkeys(("G", "LOGLAM", "S_IN", "S_OUT", "TOT", "DOT"), "*fp32")}
+DECODE_POINTERS = {"Q": "*bf16", "K": "*bf16", "V": "*bf16", "LENS": "*i32", "PO": "*fp32", "PLSE": "*fp32"}
 FLOATS = {"qk_scale", "sig_b2", "cap", "czeta", "gamma", "power", "scale"}
 KERNELS = {"fwd": _flash_fwd, "dq": _flash_bwd_dq, "dkdv": _flash_bwd_dkdv}
 
@@ -40,10 +47,26 @@ def compile_one(kind: str, d: int, masked: bool, cfg):
     const = dict(GROUP=1, **head_dim_args(d), SCORE=0, CAUSAL=masked, HAS_WINDOW=False, NEIGHBOR=False,
                  DILATED=False, GRID2D=False, BLOCK_SPARSE=False, HAS_ALIBI=False, HAS_RELB=False,
                  BLOCK_M=bm, BLOCK_N=bn, PRECISION="tf32", FAST_APPROX=True)
-    fn = KERNELS[kind]
-    sig = {n: "constexpr" if n in const else POINTERS.get(n, "fp32" if n in FLOATS else "i32") for n in fn.arg_names}
+    return build(KERNELS[kind], const, warps, stages)
+
+
+def build(fn, const: dict, warps: int, stages: int, pointers=POINTERS):
+    sig = {n: "constexpr" if n in const else pointers.get(n, "fp32" if n in FLOATS else "i32") for n in fn.arg_names}
     return triton.compile(ASTSource(fn, sig, const), target=GPUTarget("cuda", 90, 32),
                           options={"num_warps": warps, "num_stages": stages})
+
+
+def linear_and_decode(d: int):
+    """((name, config, compiled kernel), ...) of the linear chunk and decode kernels at head dim d."""
+    bt, bv, warps, stages = chunk.CONFIGS[max(64, triton.next_power_of_2(d))]
+    lin = build(chunk._chunk_fwd, dict(BK=triton.next_power_of_2(d), BV=bv, BT=bt, HAS_DECAY=True, HAS_GATE=False,
+                                       REVERSE=False, STORE_STATE=False, HAS_INIT=False, STATE_ONLY=False,
+                                       ROW_DOT=False, PRECISION="tf32"), warps, stages, LINEAR_POINTERS)
+    block_d = triton.next_power_of_2(d)
+    dec_warps = split.WARPS.get(block_d, 4)
+    dec = build(split._decode_partial, dict(GROUP=4, BLOCK_M=16, BLOCK_N=64, BLOCK_D=block_d, PRECISION="tf32",
+                                            HAS_LENGTHS=True), dec_warps, 2, DECODE_POINTERS)
+    return (("linear fwd", (bt, bv, warps, stages), lin), ("decode", (16, 64, dec_warps, 2), dec))
 
 
 def ptxas_report(ptx: str) -> tuple[int, int]:
@@ -77,6 +100,14 @@ def main():
                         f"{regs} | {spills} |")
                 print(line, flush=True)
                 lines.append(line)
+    lines += ["", "Linear chunk forward (decayed; tiles BT, BV, warps, stages) and split-KV decode (GQA 4, one "
+              "token; tiles BLOCK_M, BLOCK_N, warps, stages):", "",
+              "| D | kernel | tiles | shared KiB | registers / thread | spill bytes |", "|---|---|---|---|---|---|"]
+    for d in (int(x) for x in args.dims.split(",")):
+        for name, cfg, k in linear_and_decode(d):
+            regs, spills = ptxas_report(k.asm["ptx"])
+            lines.append(f"| {d} | {name} | {cfg} | {k.metadata.shared / 1024:.0f} | {regs} | {spills} |")
+            print(lines[-1], flush=True)
     text = "\n".join(lines)
     print(text)
     if args.out:

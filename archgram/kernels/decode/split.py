@@ -26,6 +26,10 @@ from archgram.kernels.launch import dot_precision, interpreting, pow2, sm_count
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 MAX_HEAD_DIM = 256
 MAX_ROWS = 128  # query heads per KV head x query tokens stacked in one tile
+#: warps per head-dim tile (BLOCK_D), default 4: at 256 the 16 x 256 fp32
+#: accumulator and the 64-key K, V tiles spill 584 bytes a thread on 4 warps and
+#: none on 8 (sm_90, Triton 3.6: experiments/kernels/tile_resources.md)
+WARPS = {256: 8}
 
 
 @triton.jit
@@ -163,7 +167,7 @@ def decode_attention(q, k, v, lengths=None, *, scale: float | None = None, split
         hkv, nq, nk, d, split, n_split, scale,
         GROUP=group, BLOCK_M=pow2(group * nq), BLOCK_N=block_n, BLOCK_D=block_d,
         PRECISION=dot_precision(q.dtype), HAS_LENGTHS=has_lengths,
-        num_warps=1 if interpreting() else 4, num_stages=1 if interpreting() else 2,
+        num_warps=1 if interpreting() else WARPS.get(block_d, 4), num_stages=1 if interpreting() else 2,
     )
     out = torch.empty(bsz, h, nq, d, device=q.device, dtype=q.dtype)
     lse = torch.empty(bsz, h, nq, device=q.device, dtype=torch.float32)
