@@ -5,6 +5,8 @@
     model = archgram.compile(d, (8, 3, 32, 32))     # a plain nn.Module
     study = archgram.search("einspace", data="train.npz", trials=16)   # -> Study
     study = archgram.open_study("runs/train.db")
+    report = archgram.check_grammar(g, (8, 3, 32, 32), n=20)   # what `archgram check` runs
+    summary = archgram.sample_grammar(g, (8, 3, 32, 32), n=20, out="samples/")   # `archgram sample`
 """
 import importlib
 import sys
@@ -19,7 +21,8 @@ __version__ = "0.1.0"
 #: runs the kernel tests and benchmarks) does not need lark, the grammar's parser.
 _LAZY = {"compile": "archgram.compiler", "Derivation": "archgram.grammar", "Grammar": "archgram.grammar",
          "Limits": "archgram.grammar", "load_grammar": "archgram.grammar", "Study": "archgram.api",
-         "open_study": "archgram.api"}
+         "open_study": "archgram.api", "check_grammar": "archgram.compiler.check",
+         "sample_grammar": "archgram.grammar.samples"}
 
 
 class _SearchEntry:
@@ -78,4 +81,6 @@ __all__ = [
     "open_study",
     "search",
     "Study",
+    "check_grammar",
+    "sample_grammar",
 ]

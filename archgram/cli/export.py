@@ -12,6 +12,8 @@ import typer
 from rich.markup import escape
 from rich.text import Text
 
+from archgram.cli.common import console, emit_json
+
 
 def print_result(console, result) -> None:
     """The lines ``export`` and ``search`` print after an export."""
@@ -46,15 +48,14 @@ def export_command(
     The export is checked before it is written: model.py with the weights must
     reproduce the search's model output.
     """
-    from archgram import cli
     from archgram.export.exporter import export
 
     result = export(study, out, trial=trial, best=best, force=force, pt2=pt2, onnx=onnx)
     if as_json:
-        cli._emit_json(result.to_dict())
+        emit_json(result.to_dict())
         return
-    print_result(cli.console, result)
-    cli.console.print(Text.assemble(("load: ", "bold"), f"cd {result.out} && python -c 'from model import load; "
+    print_result(console, result)
+    console.print(Text.assemble(("load: ", "bold"), f"cd {result.out} && python -c 'from model import load; "
                                     "print(load())'"), soft_wrap=True, highlight=False)
 
 

@@ -1,9 +1,9 @@
-"""Helpers of the command-line interface: argument parsing, number formatting and
-grammar summaries. Kept apart from ``cli.py`` so the commands read as a script."""
+"""Text helpers of the command-line interface: argument parsing, number formatting and
+op descriptions. Pure functions of their arguments: the consoles and option
+types the commands share are ``archgram.cli.common``."""
 from __future__ import annotations
 
 import math
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -78,50 +78,6 @@ def limits_dict(limits) -> dict[str, float]:
     from dataclasses import asdict
 
     return asdict(limits)
-
-
-def normalisation_notes(grammar) -> dict[str, str]:
-    """Per rule, how its written @-weights became probabilities: 'as written',
-    'rescaled (sum 2)', or 'N unannotated share R'. Read from the rule syntax."""
-    notes: dict[str, str] = {}
-    syntax = getattr(grammar, "_syntax", None) or {}
-    for name, syn in syntax.items():
-        weights = [a.weight for a in syn.alternatives]
-        given = sum(w for w in weights if w is not None)
-        free = sum(1 for w in weights if w is None)
-        if free == len(weights):
-            notes[name] = "uniform" if free > 1 else "-"
-        elif free:
-            notes[name] = f"rest {max(0.0, 1 - given):.3g} to {free} unannotated"
-        elif abs(given - 1) > 1e-6:
-            notes[name] = f"rescaled from sum {given:.6g}"
-        else:
-            notes[name] = "as written"
-    return notes
-
-
-def rules_summary(grammar) -> list[dict[str, Any]]:
-    notes = normalisation_notes(grammar)
-    out = []
-    for name, rule in grammar.rules.items():
-        out.append(
-            {
-                "name": name,
-                "kind": rule.kind,
-                "location": str(rule.loc),
-                "start": name == grammar.start,
-                "normalisation": notes.get(name, ""),
-                "productions": [
-                    {"index": p.index, "prob": p.prob, "text": p.text, "location": str(p.loc)} for p in rule.productions
-                ],
-            }
-        )
-    return out
-
-
-def op_counts(derivation) -> dict[str, int]:
-    counts = Counter(n.op for n in derivation.ops())
-    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def ops_text(counts: dict[str, int]) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import stat
 import subprocess
 import sys
@@ -13,7 +14,9 @@ from pathlib import Path
 import pytest
 
 import archgram
+import archgram.compiler.check
 from archgram import cli
+from archgram.cli import grammar as grammar_cli
 from archgram.grammar.derivation import Derivation
 
 IMAGE = "8,3,32,32"
@@ -108,7 +111,7 @@ def test_check_compile_failure_exits_1(capsys, monkeypatch):
     def broken(d, *args, **kwargs):
         raise archgram.CompileError("no module for you")
 
-    monkeypatch.setattr(archgram, "compile", broken)
+    monkeypatch.setattr(archgram.compiler.check, "compile", broken)
     code, out, _ = invoke(capsys, "check", "einspace", "-i", IMAGE, "-n", "2", "--json")
     assert code == 1
     data = json.loads(out)
@@ -184,7 +187,7 @@ def test_internal_error_hides_traceback_unless_debug(capsys, monkeypatch):
     def boom(name):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(cli, "_load", boom)
+    monkeypatch.setattr(grammar_cli, "open_grammar", boom)
     code, _, err = invoke(capsys, "check", "einspace", "-i", IMAGE)
     assert code == 3
     assert err.strip() == "internal error: RuntimeError: boom (rerun with --debug for the traceback)"
@@ -238,7 +241,7 @@ def test_sample_show_prints_trees(capsys):
 
 
 def test_sample_dot_without_graphviz(capsys, tmp_path, monkeypatch):
-    monkeypatch.setattr(cli.shutil, "which", lambda name: None)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
     out = tmp_path / "s"
     code, _, err = invoke(capsys, "sample", "einspace", "-i", IMAGE, "-n", "2", "--out", out, "--dot")
     assert code == 0
