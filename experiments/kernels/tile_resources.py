@@ -1,8 +1,8 @@
 """Shared memory, registers and spills of the flash kernels at their table tile
 configs, per head dim, compiled for sm_90 without a GPU (Triton emits PTX and
 a cubin for a named target; ptxas -v reports registers and spills); then the
-linear chunk kernel (forward, decayed) and the split-KV decode partial kernel
-(GQA 4, one token) at theirs.
+linear chunk kernel (forward, decayed) and the two decode partial kernels,
+split-KV and Lean Attention (GQA 4, one token), at theirs.
 
 python experiments/kernels/tile_resources.py [--dims 64,80,96,128,256] [--out FILE.md]
 
@@ -21,7 +21,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from archgram.kernels.decode import split
+from archgram.kernels.decode import lean, split
 from archgram.kernels.flash.backward import _flash_bwd_dkdv, _flash_bwd_dq
 from archgram.kernels.flash.common import BWD_CONFIGS, FWD_CONFIGS, SMEM_BYTES, _tuned_key, head_dim_args
 from archgram.kernels.flash.forward import _flash_fwd
@@ -32,7 +32,8 @@ POINTERS = {**dict.fromkeys(("Q", "K", "V", "Out", "DO", "DQ", "DK", "DV"), "*bf
             "BMASK": "*i8", "TILES": "*i32"}
 LINEAR_POINTERS = {**dict.fromkeys(("Q", "K", "V", "Out", "X"), "*bf16"),
                    **dict.fromkeys(("G", "LOGLAM", "S_IN", "S_OUT", "TOT", "DOT"), "*fp32")}
-DECODE_POINTERS = {"Q": "*bf16", "K": "*bf16", "V": "*bf16", "LENS": "*i32", "PO": "*fp32", "PLSE": "*fp32"}
+DECODE_POINTERS = {"Q": "*bf16", "K": "*bf16", "V": "*bf16", "LENS": "*i32", "TILES": "*i32", "WORK": "*i32",
+                   "PO": "*fp32", "PLSE": "*fp32"}
 FLOATS = {"qk_scale", "sig_b2", "cap", "czeta", "gamma", "power", "scale"}
 KERNELS = {"fwd": _flash_fwd, "dq": _flash_bwd_dq, "dkdv": _flash_bwd_dkdv}
 
@@ -66,7 +67,10 @@ def linear_and_decode(d: int):
     dec_warps = split.WARPS.get(block_d, 4)
     dec = build(split._decode_partial, dict(GROUP=4, BLOCK_M=16, BLOCK_N=64, BLOCK_D=block_d, PRECISION="tf32",
                                             HAS_LENGTHS=True), dec_warps, 2, DECODE_POINTERS)
-    return (("linear fwd", (bt, bv, warps, stages), lin), ("decode", (16, 64, dec_warps, 2), dec))
+    leaned = build(lean._lean_partial, dict(GROUP=4, BLOCK_M=16, BLOCK_N=64, BLOCK_D=block_d, PRECISION="tf32",
+                                            HAS_LENGTHS=True, SEARCH=8), dec_warps, 2, DECODE_POINTERS)
+    return (("linear fwd", (bt, bv, warps, stages), lin), ("decode split-KV", (16, 64, dec_warps, 2), dec),
+            ("decode lean", (16, 64, dec_warps, 2), leaned))
 
 
 def ptxas_report(ptx: str) -> tuple[int, int]:
@@ -100,8 +104,8 @@ def main():
                         f"{regs} | {spills} |")
                 print(line, flush=True)
                 lines.append(line)
-    lines += ["", "Linear chunk forward (decayed; tiles BT, BV, warps, stages) and split-KV decode (GQA 4, one "
-              "token; tiles BLOCK_M, BLOCK_N, warps, stages):", "",
+    lines += ["", "Linear chunk forward (decayed; tiles BT, BV, warps, stages) and the decode kernels (GQA 4, "
+              "one token; tiles BLOCK_M, BLOCK_N, warps, stages):", "",
               "| D | kernel | tiles | shared KiB | registers / thread | spill bytes |", "|---|---|---|---|---|---|"]
     for d in (int(x) for x in args.dims.split(",")):
         for name, cfg, k in linear_and_decode(d):

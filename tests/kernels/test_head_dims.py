@@ -1,6 +1,6 @@
 """Every head dim from 16 to 256, powers of two or not, through the flash
 forward and backward, the linear chunk kernel and split-KV decode, against the
-float64 references and their autograd gradients.
+float64 references and their autograd gradients (decode: both kernels, split-KV and Lean Attention).
 
 The cross product (head dim x score x mask x GQA x position x dtype x lengths)
 is large; the default (CPU interpreter) run samples it with fixed seeds, a
@@ -22,6 +22,7 @@ if not torch.cuda.is_available():
 
 from archgram.kernels import fallbacks  # noqa: E402
 from archgram.kernels.decode import reference as decode_ref  # noqa: E402
+from archgram.kernels.decode.lean import lean_attention  # noqa: E402
 from archgram.kernels.decode.split import decode_attention  # noqa: E402
 from archgram.kernels.flash import dispatch, flash_attention  # noqa: E402
 from archgram.kernels.flash.reference import attention as reference  # noqa: E402
@@ -194,13 +195,18 @@ def test_linear_chunk_kernel_serves_every_head_dim(d):
         assert _rel(got, ref_grad) < 2e-5, f"d{name}"
 
 
+@pytest.mark.parametrize("kernel", ["split", "lean"])
 @pytest.mark.parametrize("d", HEAD_DIMS)
-def test_split_kv_decode_serves_every_head_dim(d):
+def test_decode_kernels_serve_every_head_dim(d, kernel):
+    """Split-KV and Lean Attention decode, GQA 2, ragged cache lengths."""
     g = torch.Generator().manual_seed(d)
     q = torch.randn(2, 4, 1, d, generator=g).to(DEVICE)
     k, v = (torch.randn(2, 2, 37, d, generator=g).to(DEVICE) for _ in range(2))
     lengths = torch.tensor([37, 11], device=DEVICE)
-    out = decode_attention(q, k, v, lengths, splits=3)
+    if kernel == "split":
+        out = decode_attention(q, k, v, lengths, splits=3)
+    else:
+        out = lean_attention(q, k, v, lengths, programs=3)
     want, _ = decode_ref.attention(q, k, v, lengths)
     assert _rel(out, want) < 1e-5
 

@@ -27,7 +27,7 @@ import torch
 import triton
 import triton.language as tl
 
-from archgram.kernels.decode.split import _programs, check_inputs
+from archgram.kernels.decode.split import WARPS, _programs, check_inputs
 from archgram.kernels.launch import dot_precision, interpreting, pow2
 
 
@@ -184,7 +184,7 @@ def lean_attention(q, k, v, lengths=None, *, scale: float | None = None, program
         hkv, nq, nk, d, ntiles, nprog, scale,
         GROUP=group, BLOCK_M=pow2(rows), BLOCK_N=block_n, BLOCK_D=block_d,
         PRECISION=dot_precision(q.dtype), HAS_LENGTHS=True, SEARCH=max(1, ntiles.bit_length()),
-        num_warps=1 if interpreting() else 4, num_stages=1 if interpreting() else 2,
+        num_warps=1 if interpreting() else WARPS.get(block_d, 4), num_stages=1 if interpreting() else 2,
     )
     out = torch.empty(bsz, h, nq, d, device=q.device, dtype=q.dtype)
     lse = torch.empty(bsz, h, nq, device=q.device, dtype=torch.float32)

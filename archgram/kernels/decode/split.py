@@ -26,9 +26,10 @@ from archgram.kernels.launch import dot_precision, interpreting, pow2, sm_count
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 MAX_HEAD_DIM = 256
 MAX_ROWS = 128  # query heads per KV head x query tokens stacked in one tile
-#: warps per head-dim tile (BLOCK_D), default 4: at 256 the 16 x 256 fp32
-#: accumulator and the 64-key K, V tiles spill 584 bytes a thread on 4 warps and
-#: none on 8 (sm_90, Triton 3.6: experiments/kernels/tile_resources.md)
+#: warps per head-dim tile (BLOCK_D), default 4, for this kernel and lean.py's:
+#: at 256 the 16 x 256 fp32 accumulator and the 64-key K, V tiles spill 584 / 688
+#: bytes a thread on 4 warps and 0 / 28 on 8 (sm_90, Triton 3.6:
+#: experiments/kernels/tile_resources.md)
 WARPS = {256: 8}
 
 
