@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from archgram.bench.base import BenchConfig, BenchError, parse_dtype, parse_lengths
+from archgram.cli.common import console, err
 
 
 def bench_command(
@@ -53,20 +53,18 @@ def bench_command(
     from archgram.bench.base import get_suite
 
     get_suite(suite)  # unknown suite: a clear error before any work
-    console = Console(stderr=True)
-
     def show(row: dict) -> None:
         from archgram.bench.report import cell
 
-        console.print(f"[dim]{escape(row['case'])} \\[{escape(row['mask'])}] N={row['n']}:[/] {escape(cell(row))}",
+        err.print(f"[dim]{escape(row['case'])} \\[{escape(row['mask'])}] N={row['n']}:[/] {escape(cell(row))}",
                       highlight=False, soft_wrap=True)
 
     rows, paths = run(suite, cfg, out, command=_command_line(given), on_row=show)
     ok = sum(r["status"] == "ok" for r in rows)
     from archgram.kernels import fallbacks
 
-    console.print(escape(fallbacks.table(fallbacks.counts())), highlight=False, soft_wrap=True)
-    Console().print(f"{suite}: {ok}/{len(rows)} cells measured; wrote " + ", ".join(str(p) for p in paths.values()))
+    err.print(escape(fallbacks.table(fallbacks.counts())), highlight=False, soft_wrap=True)
+    console.print(f"{suite}: {ok}/{len(rows)} cells measured; wrote " + ", ".join(str(p) for p in paths.values()))
 
 
 def _command_line(given: dict) -> str:

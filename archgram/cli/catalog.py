@@ -6,15 +6,14 @@
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from archgram.catalog import catalog, default_tests_dir
+from archgram.cli.common import console, emit_json
 from archgram.errors import ArchgramError
 
 STATUSES = ("implemented", "partial", "missing")
@@ -34,9 +33,8 @@ def catalog_command(
         raise ArchgramError(f"test folder {tests} does not exist")
     rows = [r for r in catalog(folder) if status is None or r.status == status]
     if as_json:
-        typer.echo(json.dumps([r.to_dict() for r in rows], indent=2))
+        emit_json([r.to_dict() for r in rows])
         return
-    console = Console()
     table = Table(title="archgram catalog" + ("" if folder else " (no test folder found: tests not scanned)"))
     for col in ("id", "status", "fidelity", "paper", "implemented by", "tests"):
         table.add_column(col, overflow="fold")

@@ -7,12 +7,12 @@
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from archgram.cli.common import emit_json
 from archgram.errors import ArchgramError
 
 
@@ -44,7 +44,7 @@ def fusions_command(
         raise ArchgramError(f"cannot read derivation {derivation}: {exc.strerror}") from None
     matches = find_fusions(Derivation.from_json(text))
     if as_json:
-        typer.echo(json.dumps([_as_dict(m, one_pass) for m in matches], indent=2))
+        emit_json([_as_dict(m, one_pass) for m in matches])
     else:
         typer.echo(describe(matches, one_pass))
 
