@@ -193,8 +193,9 @@ def search(
                                                         "Repeat names (or give a,b) for one multi-task search (S29).")] = None,
     data: Annotated[str | None, typer.Option("--data", metavar="PATH", show_default=False,
                                              help="Search on your data: .npz (x, y [, x_val, y_val, x_test, y_test]), "
-                                                  ".csv/.parquet (with --target), .pt tensors, or a folder of images "
-                                                  "with one subfolder per class.")] = None,
+                                                  ".csv/.parquet (with --target), .pt tensors, a folder of images "
+                                                  "with one subfolder per class, or a folder of .npy files (x.npy, "
+                                                  "y.npy: memory-mapped, for data larger than memory).")] = None,
     target: Annotated[str | None, typer.Option("--target", metavar="COLUMN", show_default=False,
                                                help="--data table: the column to predict.")] = None,
     task_kind: Annotated[str | None, typer.Option("--task-kind", metavar="KIND", show_default=False,
