@@ -94,3 +94,22 @@ def tune_experts(model: nn.Module, disable: Iterable[tuple[str, int]] = (),
     named = {name for name, _ in (*disable, *force)} | {name for name, _ in (steer or {})}
     for name in named:
         layers[name].tune(**per[name])
+
+
+def tuning_effect(model: nn.Module, sets: Mapping[str, Iterable[torch.Tensor]], disable: Iterable[tuple[str, int]] = (),
+                  force: Iterable[tuple[str, int]] = ()) -> dict[str, dict[str, float]]:
+    """Tune the experts (as ``tune_experts``; the model stays tuned) and say what
+    it did to each named set of input batches: the mean absolute change of the
+    outputs, and the share of argmax predictions that changed (nan for outputs
+    without a class axis)."""
+    sets = {name: list(batches) for name, batches in sets.items()}
+    with torch.no_grad():
+        before = {name: torch.cat([model(x) for x in batches]) for name, batches in sets.items()}
+        tune_experts(model, disable=list(disable), force=list(force))
+        after = {name: torch.cat([model(x) for x in batches]) for name, batches in sets.items()}
+    out = {}
+    for name, y0 in before.items():
+        y1 = after[name]
+        flips = (y1.argmax(-1) != y0.argmax(-1)).float().mean().item() if y0.dim() > 1 else float("nan")
+        out[name] = {"mean_change": (y1 - y0).abs().mean().item(), "changed_predictions": flips}
+    return out

@@ -58,9 +58,7 @@ def experts_command(
     force: Annotated[list[str] | None, typer.Option("--force", help="LAYER:EXPERT to force on (repeatable).", show_default=False)] = None,
 ) -> None:
     """Rank experts by activation on A minus B; optionally tune them and report the change."""
-    import torch
-
-    from archgram.analysis.experts import distinctive_experts, moe_layers, tune_experts
+    from archgram.analysis.experts import distinctive_experts, moe_layers, tuning_effect
     from archgram.analysis.source import AnalysisError, load
 
     def require_moe(model) -> None:
@@ -78,19 +76,15 @@ def experts_command(
     on = _pairs(force or [], "--force")
     if not off and not on:
         return
-    with torch.no_grad():
-        before = [torch.cat([model(x) for x in s]) for s in (a, b)]
-        try:
-            tune_experts(model, disable=off, force=on)
-        except ValueError as exc:
-            raise ArchgramError(str(exc)) from None
-        after = [torch.cat([model(x) for x in s]) for s in (a, b)]
+    try:
+        effect = tuning_effect(model, {"A": a, "B": b}, disable=off, force=on)
+    except ValueError as exc:
+        raise ArchgramError(str(exc)) from None
     what = ", ".join([f"off {layer}:{e}" for layer, e in off] + [f"on {layer}:{e}" for layer, e in on])
     typer.echo(f"tuned ({what}):")
-    for name, y0, y1 in zip("AB", before, after):
-        change = (y1 - y0).abs().mean().item()
-        flips = (y1.argmax(-1) != y0.argmax(-1)).float().mean().item() if y0.dim() > 1 else float("nan")
-        typer.echo(f"  {name}: mean |output change| {change:.4f}, changed predictions {flips:.1%}")
+    for name, e in effect.items():
+        typer.echo(f"  {name}: mean |output change| {e['mean_change']:.4f}, "
+                   f"changed predictions {e['changed_predictions']:.1%}")
 
 
 def register(app: typer.Typer) -> None:
