@@ -1,6 +1,7 @@
 """Every head dim from 16 to 256, powers of two or not, through the flash
-forward and backward, the linear chunk kernel and split-KV decode, against the
-float64 references and their autograd gradients (decode: both kernels, split-KV and Lean Attention).
+forward and backward, the linear chunk kernel and both decode kernels
+(split-KV, Lean Attention), against the float64 references and their autograd
+gradients.
 
 The cross product (head dim x score x mask x GQA x position x dtype x lengths)
 is large; the default (CPU interpreter) run samples it with fixed seeds, a
