@@ -13,13 +13,14 @@ spatial distance, and a summary of the attention patterns that image patches
 receive, learned with an autoencoder and browsed interactively.
 What archgram does: head importance by ablation (validation loss and metric
 with one head masked), per-head mean attention distance and the attention
-strength at each distance (``capture.strength``), attention-map images and an
-HTML report, for any compiled model with composite attention ops, sequences
-(token distance) or images (pixel distance).
-What differs: no interactive views and no autoencoder pattern summary: the
-tool writes files for any model a search produced, so the browsing the paper
-does by hand is left to the report; a user loses the learned clustering of
-patch-level patterns.
+strength at each distance (``capture.strength``), an autoencoder summary of
+every query's attention pattern per layer (``patterns.summarize``: 2-D codes,
+plotted by head), attention-map images and an HTML report, for any compiled
+model with composite attention ops, sequences (token distance) or images
+(pixel distance).
+What differs: no interactive views: the tool writes a static report for any
+model a search produced, run unattended; the autoencoder's codes are 2-D
+directly rather than projected from a wider latent.
 """
 from archgram.analysis.capture import AnalysisError, NoAttentionError, attention_layers, capture
 

@@ -9,6 +9,7 @@ import torch
 from archgram.analysis import report
 from archgram.analysis.capture import attention_layers, capture, heads_of
 from archgram.analysis.importance import head_importance, predict
+from archgram.analysis.patterns import summarize
 from archgram.analysis.source import Loaded
 
 #: Validation batches whose attention maps feed the distance profiles.
@@ -35,5 +36,10 @@ def analyze(loaded: Loaded, out: Path, *, max_val: int = 256, ablate: bool = Tru
                     "summary": op.summary} for name, op in layers],
         "importance": head_importance(model, task, x, y, bs).to_dict() if ablate else None,
     }
+    for layer in result["layers"]:  # the paper's learned summary of per-patch attention patterns
+        maps = cap.example.get(layer["name"])
+        if maps is not None:
+            codes, mse = summarize(maps.reshape(-1, maps.shape[-1]))
+            layer["pattern_codes"], layer["pattern_mse"] = codes.tolist(), mse
     files = report.write(out, result, cap.example)
     return result, files

@@ -68,3 +68,18 @@ def distances(path: Path, layers: list[str], values: list[list[float]], unit: st
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
+
+
+def pattern_codes(path: Path, codes: list[list[float]], heads: int, title: str) -> None:
+    """Autoencoder codes of one layer's per-patch attention patterns, coloured by head."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    per_head = len(codes) // max(heads, 1)
+    for h in range(heads):
+        part = codes[h * per_head:(h + 1) * per_head]
+        ax.scatter([c[0] for c in part], [c[1] for c in part], s=8, label=f"h{h}")
+    ax.set_title(title, fontsize=8)
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)

@@ -28,6 +28,11 @@ def write(out: Path, result: dict, maps: dict) -> list[str]:
             plots.attention_maps(out / name, maps[layer["name"]], f"L{i} {layer['name']}: {layer['map']} (example 0)")
             layer["png"] = name
             files.append(name)
+        if layer.get("pattern_codes"):
+            name = f"patterns_L{i}.png"
+            plots.pattern_codes(out / name, layer["pattern_codes"], layer["heads"],
+                                f"L{i}: autoencoder codes of per-query attention patterns")
+            files.append(name)
     imp = result.get("importance")
     if imp:
         plots.importance(out / "importance.png", layers, [imp["loss_delta"][n] for n in layers],
