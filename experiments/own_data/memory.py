@@ -6,6 +6,7 @@ pages count once) by role: driver, Ray's own processes (raylet, which holds
 the object store), and workers; plus each worker's peak RSS and private USS.
 
     python experiments/own_data/memory.py --gb 1.0 --workers 2 --out OUT
+    python experiments/own_data/memory.py --gb 1.0 --workers 2 --npy --out OUT    # memory-mapped .npy folder
 """
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ GRAMMAR = "start net\nnet : conv2d(out=8|16, k=3) relu conv2d(out=8|16, k=3) rel
 SHAPE = (3, 32, 32)
 
 
-def make(path: Path, n: int, n_eval: int = 1000) -> float:
+def make(path: Path, n: int, n_eval: int = 1000, npy: bool = False) -> float:
+    """An .npz file, or (``npy``) a folder of .npy files whose inputs are memory-mapped."""
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (n, *SHAPE), dtype=np.uint8)
     y = rng.integers(0, 10, n)
@@ -34,7 +36,13 @@ def make(path: Path, n: int, n_eval: int = 1000) -> float:
     ye = rng.integers(0, 10, n_eval)
     ye[:10] = np.arange(10)
     y[:10] = np.arange(10)
-    np.savez(path, x=x, y=y, x_val=xe, y_val=ye, x_test=xe, y_test=ye)
+    arrays = {"x": x, "y": y, "x_val": xe, "y_val": ye, "x_test": xe, "y_test": ye}
+    if npy:
+        path.mkdir()
+        for k, v in arrays.items():
+            np.save(path / f"{k}.npy", v)
+    else:
+        np.savez(path, **arrays)
     return x.nbytes / 1e9
 
 
@@ -48,7 +56,8 @@ def child(args) -> None:
     t0 = time.time()
     with Sampler() as s:
         study = archgram.search(args.grammar, data=args.data, trials=args.trials, workers=args.workers,
-                                budget=args.budget, batch_size=32, study=args.study, strategy="random")
+                                budget=args.budget, batch_size=32, study=args.study, strategy="random",
+                                reference=False, data_options={"loader_workers": args.loader_workers})
         s.sample()
     out = {"peak_bytes": s.peak, "workers": {str(k): v for k, v in s.workers.items()},
            "trials": len(study.trials()), "ok": sum(r.ok for r in study.trials()), "seconds": time.time() - t0}
@@ -58,7 +67,7 @@ def child(args) -> None:
 def run(data: Path, study: Path, result: Path, args) -> dict:
     cmd = [sys.executable, __file__, "--child", "--data", str(data), "--study", str(study), "--result", str(result),
            "--workers", str(args.workers), "--trials", str(args.trials), "--budget", args.budget,
-           "--grammar", args.grammar]
+           "--grammar", args.grammar, "--loader-workers", str(args.loader_workers)]
     subprocess.run(cmd, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     return json.loads(result.read_text())
 
@@ -70,6 +79,8 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=4)
     ap.add_argument("--budget", default="20steps")
     ap.add_argument("--out", type=Path, default=Path("own_data_memory"))
+    ap.add_argument("--npy", action="store_true", help="a folder of .npy files (memory-mapped) instead of an .npz")
+    ap.add_argument("--loader-workers", type=int, default=2, help="DataLoader workers per trial (.npy folders)")
     ap.add_argument("--child", action="store_true")
     ap.add_argument("--data"), ap.add_argument("--study"), ap.add_argument("--result"), ap.add_argument("--grammar")
     args = ap.parse_args()
@@ -82,16 +93,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=args.out) as tmp:
         tmp = Path(tmp)
         n_big = int(args.gb * 1e9 / np.prod(SHAPE))
-        big_gb = make(tmp / "big.npz", n_big)
-        make(tmp / "tiny.npz", 2000)
-        runs = {"baseline": run(tmp / "tiny.npz", tmp / "tiny.db", tmp / "tiny.json", args),
-                "data": run(tmp / "big.npz", tmp / "big.db", tmp / "big.json", args)}
+        suffix = "" if args.npy else ".npz"
+        big_gb = make(tmp / f"big{suffix}", n_big, npy=args.npy)
+        make(tmp / f"tiny{suffix}", 2000, npy=args.npy)
+        runs = {"baseline": run(tmp / f"tiny{suffix}", tmp / "tiny.db", tmp / "tiny.json", args),
+                "data": run(tmp / f"big{suffix}", tmp / "big.db", tmp / "big.json", args)}
     gib = 2 ** 30
-    report = {"array_gb": big_gb, "array_shape": [n_big, *SHAPE], "workers": args.workers, "runs": runs,
+    report = {"array_gb": big_gb, "array_shape": [n_big, *SHAPE], "workers": args.workers, "npy": args.npy,
+              "runs": runs,
               "above_baseline_gib": {k: (runs["data"]["peak_bytes"][k] - runs["baseline"]["peak_bytes"][k]) / gib
                                      for k in runs["data"]["peak_bytes"]},
               "command": " ".join([sys.executable, *sys.argv])}
-    (args.out / "memory.json").write_text(json.dumps(report, indent=1))
+    (args.out / ("memory_npy.json" if args.npy else "memory.json")).write_text(json.dumps(report, indent=1))
     print(json.dumps({k: round(v, 3) for k, v in report["above_baseline_gib"].items()}))
     for name, r in runs.items():
         ws = list(r["workers"].values())

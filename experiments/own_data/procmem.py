@@ -44,7 +44,8 @@ def usage(pid: int) -> dict[str, float] | None:
         if len(parts) >= 2 and parts[1].isdigit():
             kb[parts[0].rstrip(":")] = int(parts[1]) * 1024
     return {"pss": kb.get("Pss", 0), "rss": kb.get("Rss", 0),
-            "uss": kb.get("Private_Clean", 0) + kb.get("Private_Dirty", 0)}
+            "uss": kb.get("Private_Clean", 0) + kb.get("Private_Dirty", 0),
+            "pss_anon": kb.get("Pss_Anon", 0), "pss_file": kb.get("Pss_File", 0), "pss_shmem": kb.get("Pss_Shmem", 0)}
 
 
 def shared_store(pid: int) -> int:
@@ -106,6 +107,7 @@ class Sampler:
 
     def sample(self) -> None:
         totals: dict[str, float] = {"driver": 0, "ray": 0, "worker": 0}
+        kinds: dict[str, float] = {"pss_anon": 0, "pss_file": 0, "pss_shmem": 0}
         store = 0
         for pid in tree(self.root):
             store = max(store, shared_store(pid))
@@ -114,6 +116,8 @@ class Sampler:
                 continue
             r = role(pid, self.root)
             totals[r] += u["pss"]
+            for k in kinds:
+                kinds[k] += u[k]
             if r == "worker":
                 w = self.workers.setdefault(pid, {"pss": 0, "rss": 0, "uss": 0})
                 for k in w:
@@ -121,5 +125,6 @@ class Sampler:
         totals["node"] = sum(totals.values())
         totals["ray_side"] = totals["ray"] + totals["worker"]
         totals["object_store_resident"] = store
+        totals.update({f"node_{k}": v for k, v in kinds.items()})  # anonymous / file-backed (page cache) / shm
         for k, v in totals.items():
             self.peak[k] = max(self.peak.get(k, 0), v)
