@@ -20,6 +20,13 @@ def digest(path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def tiny(tmp_path) -> str:
+    """A two-choice grammar: planning and prechecks stay fast."""
+    path = tmp_path / "tiny.pcfg"
+    path.write_text("start net\nnet : linear(out=8|16) relu\n")
+    return str(path)
+
+
 def table(tmp_path, n=80):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(n, 4)).astype(np.float32)
@@ -48,7 +55,7 @@ def test_prepare_sizes_evolution_to_the_run_as_the_cli_did(tmp_path):
 def test_prepare_builds_a_data_task_with_its_reference_and_default_study(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     path = table(tmp_path)
-    request = api.prepare("mixers", data=path, target=None, data_options={"val_fraction": 0.2})
+    request = api.prepare(tiny(tmp_path), data=path, target=None, data_options={"val_fraction": 0.2})
     assert request.config.task == f"data:{path.resolve()}"
     assert request.config.task_options == {"val_fraction": 0.2}
     assert request.config.study.endswith("runs/d.db") and request.task.data(0).n_val == 16
@@ -74,7 +81,7 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, kwargs, message):
 
 def test_resume_with_changed_data_is_refused_and_the_study_is_untouched(tmp_path):
     path = table(tmp_path)
-    request = api.prepare("mixers", data=path, study=tmp_path / "s.db", trials=2)
+    request = api.prepare(tiny(tmp_path), data=path, study=tmp_path / "s.db", trials=2)
     task = request.task
     StudyStore(request.config.study, meta={"task": task.name, "task_ref": record(task, request.config.task, {}),
                                            "input_shape": list(task.body_input_shape(32))})
@@ -82,7 +89,7 @@ def test_resume_with_changed_data_is_refused_and_the_study_is_untouched(tmp_path
     x = np.load(path)["x"]
     np.savez(path, x=x * 2, y=(x[:, 0] > 0).astype(np.int64))
     with pytest.raises(ArchgramError) as err:
-        archgram.search("mixers", data=path, study=tmp_path / "s.db", trials=2)
+        archgram.search(tiny(tmp_path), data=path, study=tmp_path / "s.db", trials=2)
     assert "changed since the study began" in str(err.value) and "x contents" in str(err.value)
     assert "y contents" not in str(err.value)
     assert digest(tmp_path / "s.db") == before
