@@ -124,6 +124,7 @@ def prepare(
     eta: int = 3,
     prescreen: int = 1,
     proxy: str = "synflow",
+    inherit: bool = False,
 ) -> SearchRequest:
     """Check a search request and apply the search policy (``plan``); runs
     nothing and writes nothing. Arguments as for ``search``."""
@@ -179,6 +180,7 @@ def prepare(
         cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, strategy_options=options,
         scheduler=scheduler, tasks=choice.names, train_options=train_opts, task_options=choice.options,
         reference=reference, seed_reference=reference, rungs=rungs, eta=eta, prescreen=prescreen, proxy=proxy,
+        inherit=inherit,
     )
     return SearchRequest(config, choice.task, g.name, choice.label)
 
@@ -210,7 +212,8 @@ def search(grammar: str = "einspace", task: Any = None, data: Any = None, *,
     task_options, warn; reference (True: train the task's reference
     architecture once, cache it in the study, seed the search with it where the
     grammar can express it), rungs/eta (multi-fidelity successive halving),
-    prescreen/proxy (zero-cost proxy pre-screening).
+    prescreen/proxy (zero-cost proxy pre-screening), inherit (a mutated or
+    crossed-over child starts from its parent's trained weights).
     """
     return run(prepare(grammar, task, data, **kwargs), on_update)
 

@@ -244,6 +244,9 @@ def search(
     prescreen: Annotated[int, typer.Option("--prescreen", metavar="K", help="Draw K candidates per trial, train only "
                                            "the zero-cost proxy's best (1 = off).")] = 1,
     proxy: Annotated[str, typer.Option("--proxy", help="Proxy of --prescreen: synflow, gradnorm, naswot or params.")] = "synflow",
+    inherit: Annotated[bool, typer.Option("--inherit/--no-inherit", help="Weight inheritance: a mutated or crossed-over "
+                                          "child starts from its parent's trained weights for the subtrees it "
+                                          "shares with it.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="No live display; print one JSON summary at the end.")] = False,
     export_best: Annotated[bool, typer.Option("--export/--no-export", help="Export the best trial when the search "
                                               "finishes (to <study>-best/; see `archgram export`).")] = True,
@@ -271,7 +274,7 @@ def search(
         population=population, tournament=tournament, seed_baselines=seed_baselines, scheduler=scheduler,
         train_options=parse_cli(train_option), task_options=None,
         data_options={"val_fraction": val_fraction} if val_fraction is not None else None, warn=ui._warn,
-        reference=reference, rungs=rungs, eta=eta, prescreen=prescreen, proxy=proxy,
+        reference=reference, rungs=rungs, eta=eta, prescreen=prescreen, proxy=proxy, inherit=inherit,
     )
     config = request.config
     study_text, budget_text, url = config.study, config.budget, storage_url(config.study)

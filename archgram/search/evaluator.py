@@ -152,6 +152,9 @@ class TrialResult:
     train_loss: float | None = None  # mean loss over the last 10% of steps
     val_loss: float | None = None
     total_seconds: float = 0.0  # wall clock of the whole call
+    #: CPU time of the whole call (this process; one thread per trial makes it the
+    #: trial's compute whatever else loads the machine)
+    cpu_seconds: float = 0.0
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -477,6 +480,7 @@ def evaluate(
     on_step: Callable[[int, float], Any] | None = None,
     data_seed: int = 0,
     weights: str | None = None,
+    inherit_from: tuple[str, Derivation] | None = None,
 ) -> TrialResult:
     """Train ``derivation`` on ``task`` within ``budget`` and score it on the val split.
 
@@ -488,10 +492,12 @@ def evaluate(
     scored). ``data_seed`` picks the generated data set (kept fixed across
     trials so their scores compare); ``seed`` drives initialisation and batches.
     ``weights``: a path where a successful run keeps its trained state dict
-    (safetensors; ``archgram export`` reads it).
+    (safetensors; ``archgram export`` reads it). ``inherit_from``: (weights
+    file, derivation) of a trained parent; the model starts from its weights
+    for every subtree it shares with it (``archgram.search.inherit``).
     """
     _warm_up()
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     task = get_task(task) if isinstance(task, str) else task
     budget = Budget.parse(budget)
     opts = TrainOptions.from_dict(train_options)
@@ -515,6 +521,7 @@ def evaluate(
         result.arch_hash = ""
         result.message = str(exc)
     run = _Run(derivation, task, budget, seed, device, batch_size, lr, optimizer, opts, deadline, on_step, data, result)
+    run.inherit_from = inherit_from
     try:
         with _alarm(deadline), _threads(opts.threads), _seeded(seed, device, opts.deterministic):
             run.execute()
@@ -539,6 +546,7 @@ def evaluate(
         if device.type == "cuda":
             torch.cuda.empty_cache()
     result.total_seconds = time.perf_counter() - started
+    result.cpu_seconds = time.process_time() - cpu_started
     return result
 
 
@@ -564,6 +572,7 @@ class _Run:
         self.deadline, self.on_step, self.data, self.result = deadline, on_step, data, result
         self.model: nn.Module | None = None
         self.opt: torch.optim.Optimizer | None = None
+        self.inherit_from: tuple[str, Derivation] | None = None
 
     def check_clock(self) -> None:
         if self.deadline is not None and time.perf_counter() > self.deadline:
@@ -580,12 +589,27 @@ class _Run:
         model, _, flops = build_model(self.derivation, task, self.bs)
         r.params = sum(p.numel() for p in model.parameters())
         r.flops = flops
+        if self.inherit_from is not None:
+            self.inherit(model)
         self.check_clock()
         self.model = model = model.to(self.device)
         data = self.data.to(self.device)
         self.train(model, data)
         self.score(model, data)
         self.latency(model, data)
+
+    def inherit(self, model: nn.Module) -> None:
+        """Start from the parent's trained weights where the child shares its subtrees."""
+        from archgram.export.weights import load_weights
+        from archgram.search.inherit import inherit
+
+        path, parent = self.inherit_from
+        try:
+            state = load_weights(path)
+        except (OSError, ValueError) as exc:  # the parent's file is gone: train from scratch, say so
+            self.result.extras["inherit_error"] = f"{type(exc).__name__}: {exc}"
+            return
+        self.result.extras["inherited"] = inherit(model, state, parent, self.derivation)
 
     def train(self, model: nn.Module, data) -> None:
         r, task, bs, opts = self.result, self.task, self.bs, self.opts

@@ -34,32 +34,43 @@ class LoopResult:
 
 
 def run_local(strategy, task, recipe, total_steps: int, *, seed: int = 0, threads: int = 1,
-              max_trials: int | None = None) -> LoopResult:
+              max_trials: int | None = None, inherit: bool = False) -> LoopResult:
     """Ask ``strategy`` for proposals and train them under ``recipe`` (a Task
-    Recipe; a proposal's own budget wins) until ``total_steps`` are spent."""
+    Recipe; a proposal's own budget wins) until ``total_steps`` are spent.
+    ``inherit``: a mutated or crossed-over child starts from its (first)
+    parent's trained weights for the subtrees it shares with it."""
     out = LoopResult()
     options = {**recipe.train_options(), "threads": threads}
     with tempfile.TemporaryDirectory(prefix="archgram-loop-") as tmp:
         best_path = Path(tmp) / "best.safetensors"
         trial_path = Path(tmp) / "trial.safetensors"
+        trained: dict[str, tuple[Path, object]] = {}  # hash -> (weights, derivation), for inheritance
         number = 0
         while out.steps < total_steps and (max_trials is None or number < max_trials):
             before = getattr(strategy, "evaluations", 0)
             proposal = strategy.ask()
             out.steps += getattr(strategy, "evaluations", 0) - before  # proxy evaluations
             budget = proposal.budget or recipe.budget
+            parent = trained.get(proposal.parents[0]) if inherit and proposal.parents and proposal.origin in (
+                "mutation", "crossover") else None
             r = evaluate(proposal.derivation, task, budget, seed=seed * 10_000 + number, batch_size=recipe.batch_size,
-                         lr=recipe.lr, optimizer=recipe.optimizer, train_options=options, weights=str(trial_path))
+                         lr=recipe.lr, optimizer=recipe.optimizer, train_options=options, weights=str(trial_path),
+                         inherit_from=None if parent is None else (str(parent[0]), parent[1]))
             out.steps += max(1, r.steps)
             score = r.score if r.ok else None
             strategy.tell(proposal.derivation, score, {"params": r.params, "budget": budget})
             if score is not None and (out.best is None or score > out.best):
                 out.best, out.best_trial = score, number
-                trial_path.replace(best_path)
+                best_path.write_bytes(trial_path.read_bytes())
+            if inherit and score is not None:
+                kept = Path(tmp) / f"{number}.safetensors"
+                trial_path.replace(kept)
+                trained[proposal.derivation.hash()] = (kept, proposal.derivation)
             out.trials.append({"number": number, "hash": proposal.derivation.hash(), "origin": proposal.origin,
                                "budget": budget, "score": score, "steps": r.steps, "spent": out.steps,
                                "best": out.best, "failure": r.failure, "params": r.params,
-                               "seconds": round(r.total_seconds, 3),
+                               "seconds": round(r.total_seconds, 3), "cpu_seconds": round(r.cpu_seconds, 3),
+                               "inherited": r.extras.get("inherited"),
                                "derivation": proposal.derivation.to_json(indent=None)})
             number += 1
         if out.best_trial is not None:

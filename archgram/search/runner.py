@@ -93,6 +93,8 @@ class SearchConfig:
     #: zero-cost proxy pre-screening: train the proxy's best of this many candidates (1 = off)
     prescreen: int = 1
     proxy: str = "synflow"
+    #: weight inheritance: a mutated or crossed-over child starts from its parent's kept weights
+    inherit: bool = False
 
 
 @dataclass
@@ -227,9 +229,12 @@ def _trainable(config: dict[str, Any], task=None) -> None:
                                         batch_size=config["batch_size"], train_options=train_options, on_step=on_step,
                                         **training_settings(config))
         else:
+            parent = config.get("inherit")  # weight inheritance: the parent's kept weights and derivation
             evaluation = evaluate(derivation, task, budget, seed=config["seed"], device=config.get("device", "cpu"),
                                   batch_size=config["batch_size"], train_options=train_options, on_step=on_step,
-                                  weights=config.get("weights"), **training_settings(config))
+                                  weights=config.get("weights"), **training_settings(config),
+                                  inherit_from=(parent["path"], Derivation.from_json(parent["derivation"]))
+                                  if parent else None)
         result = evaluation.to_dict() | {k: v for k, v in evaluation.extras.items() if ":" in k}
         eval_end = time.time()
     except Exception as exc:  # noqa: BLE001 - a failure is a result, never a crash
@@ -311,6 +316,8 @@ def _searcher(strategy, store: StudyStore, config: SearchConfig, progress: Progr
             self.suggested = 0
             self.keeper = WeightKeeper.for_url(store.url)  # the best trials' weight files
             self.pending: dict[str, tuple[Any, Derivation, dict[str, float]]] = {}
+            #: hash -> (trial number, derivation) of successful trials: parents to inherit from
+            self.trained = {r.attrs.get("hash"): (r.number, r.derivation) for r in store.records() if r.ok}
 
         def suggest(self, trial_id: str):
             if self.suggested >= remaining:
@@ -348,6 +355,7 @@ def _searcher(strategy, store: StudyStore, config: SearchConfig, progress: Progr
                 "train_options": config.train_options,
                 "weights": None if config.tasks else weights_file(store.url, trial.number),  # for `archgram export`
                 "budget": proposal.budget or config.budget,
+                "inherit": self._parent(proposal) if config.inherit else None,
                 "seed": config.seed + trial.number,
                 "batch_size": config.batch_size,
                 "lr": config.lr,
@@ -356,6 +364,16 @@ def _searcher(strategy, store: StudyStore, config: SearchConfig, progress: Progr
                 "cpus": config.cpus_per_trial,
                 "reports": reports,
             }
+
+        def _parent(self, proposal) -> dict[str, str] | None:
+            """The kept weights of a mutated or crossed-over proposal's first parent."""
+            if proposal.origin not in ("mutation", "crossover") or not proposal.parents:
+                return None
+            number, derivation = self.trained.get(proposal.parents[0], (None, None))
+            path = None if number is None else weights_file(store.url, number)
+            if path is None or not os.path.isfile(path):
+                return None
+            return {"path": path, "derivation": derivation.to_json(indent=None)}
 
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
             t_complete = time.time()
@@ -374,6 +392,8 @@ def _searcher(strategy, store: StudyStore, config: SearchConfig, progress: Progr
                           eval_s=outcome.get("total_seconds"))
             progress.timings.append(timing)
             ok = outcome.get("status") == "ok"
+            if ok:
+                self.trained[derivation.hash()] = (trial.number, derivation)
             strategy.tell(derivation, outcome.get("score") if ok else None, _metrics(outcome))
             progress.done += 1
             if outcome["status"] == "pruned":
@@ -390,7 +410,7 @@ def _searcher(strategy, store: StudyStore, config: SearchConfig, progress: Progr
 
 _RESULT_KEYS = (
     "status", "score", "metric", "params", "flops", "latency_ms", "train_seconds", "steps", "failure", "message",
-    "train_loss", "val_loss", "total_seconds", "seed", "budget", "batch_size",  # seed..: to retrain on export
+    "train_loss", "val_loss", "total_seconds", "cpu_seconds", "seed", "budget", "batch_size",  # seed..: to retrain on export
 )
 
 

@@ -48,6 +48,7 @@ METHODS = {
     "evolution+sh": {"strategy": "evolution", "rungs": 2, "eta": 3},
     "tpe+sh": {"strategy": "tpe", "rungs": 2, "eta": 3},
     "evolution+prescreen": {"strategy": "evolution", "prescreen": 4, "proxy": "synflow"},
+    "evolution+inherit": {"strategy": "evolution", "inherit": True},
 }
 
 
@@ -94,10 +95,11 @@ def one_run(task_name: str, method_name: str, seed: int, cfg: dict, out: str, se
         if ref is not None:
             strategy.enqueue(ref, origin="reference")
     t0 = time.time()
-    result = run_local(strategy, task, recipe, cfg["total"], seed=seed, threads=1)
+    result = run_local(strategy, task, recipe, cfg["total"], seed=seed, threads=1, inherit=method.get("inherit", False))
     record = {"task": task_name, "method": method_name, "seed": seed, "grammar": cfg["grammar"],
               "recipe": recipe.to_dict(), "total": cfg["total"], "steps": result.steps, "best": result.best,
               "test": result.test, "best_trial": result.best_trial, "seconds": time.time() - t0,
+              "cpu_seconds": sum(t.get("cpu_seconds", 0.0) for t in result.trials),
               "trials": result.trials}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record))
@@ -247,8 +249,13 @@ def main(argv=None) -> None:
             runs.append(r)
             print(f"[{len(runs)}/{len(jobs)}] {r['task']} {r['method']} seed {r['seed']}: best {r['best']} "
                   f"test {r['test']} ({r['seconds']:.0f}s, {len(r['trials'])} trials)", flush=True)
-    cpu = sum(r["seconds"] for r in runs)
-    print(f"{len(runs)} runs, {cpu / 60:.1f} CPU-minutes of search, {(time.time() - started) / 60:.1f} minutes wall")
+    cpu = sum(r.get("cpu_seconds", r["seconds"]) for r in runs)
+    print(f"{len(runs)} runs, {cpu / 60:.1f} CPU-minutes of training (process CPU time, load-independent), "
+          f"{(time.time() - started) / 60:.1f} minutes wall")
+    for t in args.tasks:
+        mine = [r for r in runs if r["task"] == t]
+        if mine:
+            print(f"  {t}: {sum(r.get('cpu_seconds', r['seconds']) for r in mine) / len(mine) / 60:.2f} CPU-minutes per run")
     summary = report(runs, refs, args.out)
     summary["command"] = " ".join([sys.executable.split("/")[-1]] + sys.argv)
     summary["cpu_minutes"] = cpu / 60
