@@ -124,7 +124,7 @@ def test_split_kv_decode_long_caches_on_gpu(dtype, d, h, hkv, nq):
 
 
 # ------------------------------------------------------------------ Lean Attention (stream-K)
-from archgram.kernels.decode.lean import lean_attention, stream_k_ranges, tile_starts  # noqa: E402
+from archgram.kernels.decode.lean import key_block, lean_attention, stream_k_ranges, tile_starts  # noqa: E402
 
 
 @pytest.mark.parametrize("h,hkv,nq,d,programs", [
@@ -148,13 +148,14 @@ def test_lean_attention_balances_ragged_work_where_split_kv_cannot():
     key blocks whatever the context lengths (counted by the kernel itself: loads
     differ by at most one block), while flash-decoding's equal splits per sequence,
     given the same number of programs, load the long sequence's programs 2.5x more."""
-    lengths = torch.tensor([160, 16, 16, 16], device=DEVICE)  # 10, 1, 1, 1 key blocks of 16
-    q, k, v = _inputs(4, 2, 1, 1, 160, 16, seed=3)
-    split, n_split = plan(160, 4, 16, torch.device("cpu"), 2)  # flash-decoding: 2 splits x 4 sequences
-    split_loads = [-(-max(0, min(n, (s + 1) * split) - s * split) // 16) for n in lengths.tolist() for s in range(n_split)]
+    b = key_block()  # 16 under the interpreter, 64 on a GPU
+    lengths = torch.tensor([10 * b, b, b, b], device=DEVICE)  # 10, 1, 1, 1 key blocks
+    q, k, v = _inputs(4, 2, 1, 1, 10 * b, 16, seed=3)
+    split, n_split = plan(10 * b, 4, b, torch.device("cpu"), 2)  # flash-decoding: 2 splits x 4 sequences
+    split_loads = [-(-max(0, min(n, (s + 1) * split) - s * split) // b) for n in lengths.tolist() for s in range(n_split)]
     out, work = lean_attention(q, k, v, lengths, programs=len(split_loads), return_work=True)
     assert _rel(out, ref.attention(q, k, v, lengths)[0]) < 1e-5
-    total = int(tile_starts(lengths, 1, 16)[-1])
+    total = int(tile_starts(lengths, 1, b)[-1])
     assert work.tolist() == [hi - lo for lo, hi in stream_k_ranges(total, len(split_loads))]
     assert sum(work.tolist()) == total == sum(split_loads) == 13
     assert max(work.tolist()) - min(work.tolist()) <= 1 and max(work.tolist()) == 2

@@ -259,3 +259,38 @@ def test_a_config_too_large_for_the_gpu_steps_down_and_is_remembered():
     tried.clear()
     assert launch_fitting(key, (64, 32, 8, 3), smaller, run) == (64, 32, 8, 2) and tried == [(64, 32, 8, 2)]
     assert smaller((16, 16, 1, 1)) is None
+
+
+def test_linear_chunk_steps_down_its_tiles_when_shared_memory_runs_out(monkeypatch):
+    """The linear chunk kernel's table fits 2-byte inputs; fp32 at key dims 129-256
+    overflowed an H100's shared memory (295,168 > 232,448 bytes). chunk_forward now
+    runs through launch_fitting with the linear ``smaller`` (stages, then value
+    block, then chunk), so the first tile that compiles runs and gives the
+    same result as the float64 reference."""
+    from triton.runtime.errors import OutOfResources
+
+    from archgram.kernels.linear import chunk
+
+    assert chunk.smaller((64, 64, 8, 2)) == (64, 64, 8, 1)
+    assert chunk.smaller((64, 64, 8, 1)) == (64, 32, 8, 1)
+    assert chunk.smaller((64, 16, 8, 1)) == (32, 16, 8, 1) and chunk.smaller((16, 16, 8, 1)) is None
+    monkeypatch.setattr(chunk, "config", lambda dk, dv: (16, 32, 1, 2))  # larger than "fits" below
+    real = chunk._chunk_fwd
+    seen = []
+
+    class Refusing:
+        def __getitem__(self, grid):
+            def launch(*args, **kw):
+                seen.append((kw["BT"], kw["BV"], kw["num_stages"]))
+                if kw["BV"] * kw["num_stages"] > 16:
+                    raise OutOfResources(1, 0, "shared memory")
+                return real[grid](*args, **kw)
+            return launch
+
+    monkeypatch.setattr(chunk, "_chunk_fwd", Refusing())
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 1, 19, 24, generator=g, dtype=torch.float32) for _ in range(3))
+    out, _, _ = chunk.chunk_forward(q, k, v, scale=0.5, path="fused")
+    want = linear_ref.attention(q.double(), k.double(), v.double(), scale=0.5)
+    assert seen[:3] == [(16, 32, 2), (16, 32, 1), (16, 16, 1)]
+    assert _rel(out, want) < 1e-5

@@ -81,6 +81,19 @@ def decode() -> tuple[str, str]:
     return span(ms), span(tbs, 1)
 
 
+def head_dims(phase: str, dims=(80, 96)) -> list[float]:
+    """Flex time over ours at the padded head dims, from the head-dim run."""
+    return [ratio(r, f"flex_{phase}_ms", f"kernel_{phase}_ms")
+            for r in rows("bench_flash_head_dims.json") if "N" in r and r["D"] in dims]
+
+
+def tile_sweep(d: int, tiles: str) -> list[float]:
+    """Flex/kernel forward of one tile config at head dim d, from the sweep table."""
+    text = (EXP / "bench_flash_head_dims.md").read_text()
+    return [float(m.group(1)) for m in re.finditer(rf"^\| {d} \| [^|]+ \| {re.escape(tiles)}[^|]* \| [\d.]+ \| [\d.]+ \| ([\d.]+)x \|$",
+                                                   text, re.M)]
+
+
 CLAIMS = {
     "softmax forward vs Flex": (lambda: span(softmax_vs("flex", "fwd")), "runs at {}"),
     "softmax forward vs SDPA-flash": (lambda: span(softmax_vs("sdpa_flash", "fwd"), 1), "causal; {} SDPA-flash"),
@@ -98,6 +111,11 @@ CLAIMS = {
     "linear vs fla": (lambda: fla_claims()[0], "{} faster than flash-linear-attention's forward"),
     "fla vs linear": (lambda: fla_claims()[1], "(fla {} faster)"),
     "linear growth to 64k": (lambda: span(per_token_growth(), 1), "grows {} by 64k tokens"),
+    "head dims 80/96 forward": (lambda: span(head_dims("fwd")), "the softmax forward runs at {} Flex"),
+    "head dims 80/96 fwd+bwd": (lambda: span(head_dims("fwdbwd")), "forward+backward {} Flex; at head dim 256"),
+    "head dim 256 retuned tiles": (lambda: span(tile_sweep(256, "(64, 32, 4, 3)")), "(64, 32, 4, 3) runs at {} Flex's"),
+    "head dim 256 old tiles": (lambda: span(head_dims("fwd", (256,))), "8-warp table tiles: {})"),
+    "head dim 256 fwd+bwd": (lambda: span(head_dims("fwdbwd", (256,))), "forward+backward at {} Flex"),
     "decode ms": (lambda: decode()[0].removesuffix("x"), "decode ({} ms"),
     "decode TB/s": (lambda: decode()[1].removesuffix("x"), "{} TB/s of cache read"),
 }

@@ -155,6 +155,12 @@ def stream_k_ranges(total: int, programs: int) -> list[tuple[int, int]]:
     return [(p * total // programs, (p + 1) * total // programs) for p in range(programs)]
 
 
+def key_block() -> int:
+    """Keys per block, the unit of work a program is handed (small under the
+    CPU interpreter so tests cover many blocks cheaply)."""
+    return 16 if interpreting() else 64
+
+
 def lean_attention(q, k, v, lengths=None, *, scale: float | None = None, programs: int | None = None,
                    return_lse: bool = False, return_work: bool = False):
     """Softmax attention of the newest ``Nq`` tokens over each sequence's KV cache,
@@ -169,7 +175,7 @@ def lean_attention(q, k, v, lengths=None, *, scale: float | None = None, program
         lengths = torch.full((bsz,), nk, device=q.device)
     lengths = lengths.to(device=q.device, dtype=torch.int32).contiguous()
     scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
-    block_n = 16 if interpreting() else 64
+    block_n = key_block()
     tiles = tile_starts(lengths, hkv, block_n)
     ntiles = bsz * hkv
     nprog = programs or _programs(q.device)

@@ -258,15 +258,17 @@ def load_tile(ptrs, n_ok, d_ok, CHECK_N: tl.constexpr, PAD_D: tl.constexpr):
 # BLOCK_D 64 and 128 were picked on an H100 (experiments/kernels/tune_flash.py);
 # BLOCK_D 16 and 32 use the 64 row (smaller tiles of the same shape). BLOCK_D 256
 # (head dims 129-256) is register-bound: a 64 x 256 fp32 accumulator alone is
-# 128 registers a thread on 4 warps, and FlexAttention's H100 default for head
-# dim 256, (64, 32, 4, 3), spills ~2 KB a thread in our forward (Triton 3.6,
-# sm_90: experiments/kernels/tile_resources.md). On 8 warps the same 64 x 32
-# tiles spill 88 bytes and take 48 KiB of shared memory, so the forward uses
-# (64, 32, 8, 2) and the backward 32 x 32 tiles on 8 warps (28-36 bytes of
-# spills; 64-row tiles spill 0.5-1.7 KB).
+# 128 registers a thread on 4 warps. FlexAttention's H100 default for head dim
+# 256, (64, 32, 4, 3), spills ~2 KB a thread in our forward (Triton 3.6, sm_90:
+# experiments/kernels/tile_resources.md), yet it is the fastest forward measured
+# on an H100 (bench_flash --tiles, experiments/kernels/README.md "Head dims"):
+# 5.81 ms full / 3.28 ms causal at 8 x 4096 x 16 heads, against 12.5 / 6.2 ms for
+# the spill-free (64, 32, 8, 2) and 5.88 / 3.71 ms for FlexAttention. The backward
+# keeps 32 x 32 tiles on 8 warps (28-36 bytes of spills; 64-row tiles spill
+# 0.5-1.7 KB); it runs at 0.56-0.60x Flex's forward+backward there, untuned.
 FWD_CONFIGS = {(64, False): (128, 128, 4, 3), (64, True): (64, 64, 4, 3),
                (128, False): (128, 128, 8, 3), (128, True): (128, 64, 8, 3),
-               (256, False): (64, 32, 8, 2), (256, True): (64, 32, 8, 2)}
+               (256, False): (64, 32, 4, 3), (256, True): (64, 32, 4, 3)}
 #: per (BLOCK_D, masked): (dK/dV kernel config, dQ kernel config)
 BWD_CONFIGS = {(64, False): ((64, 64, 4, 3), (64, 64, 4, 2)), (64, True): ((64, 64, 4, 2), (64, 64, 4, 3)),
                (128, False): ((64, 128, 8, 2), (128, 64, 8, 3)), (128, True): ((64, 128, 8, 3), (128, 64, 8, 3)),

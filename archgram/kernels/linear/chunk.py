@@ -36,7 +36,7 @@ import torch
 import triton
 import triton.language as tl
 
-from archgram.kernels.launch import dot_precision, interpreting, pow2, sm_count
+from archgram.kernels.launch import dot_precision, interpreting, launch_fitting, pow2, sm_count
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 MAX_KEY_DIM = 256  # the state block Dk x BV lives in registers
@@ -177,6 +177,19 @@ def _split_scan(U, TOT, S_OUT, NC, DK, DV,
 CONFIGS = {64: (64, 64, 4, 3), 128: (64, 64, 4, 2), 256: (64, 64, 8, 2)}
 
 
+def smaller(cfg):
+    """The next config to try when the compiler finds ``cfg`` too large for the
+    GPU (``launch.launch_fitting``): fewer stages, then half the value block
+    (down to 16), then half the chunk (down to 16); None when nothing is left.
+    The table fits 2-byte inputs; fp32 at key dims 129-256 needs less."""
+    bt, bv, warps, stages = cfg
+    if stages > 1:
+        return bt, bv, warps, stages - 1
+    if bv > 16:
+        return bt, bv // 2, warps, stages
+    return (bt // 2, bv, warps, stages) if bt > 16 else None
+
+
 def config(dk: int, dv: int) -> tuple[int, int, int, int]:
     """(BT chunk, BV value block, num_warps, num_stages) for these head dims."""
     if interpreting():
@@ -246,44 +259,49 @@ def chunk_forward(q, k, v, *, log_decay=None, gate=None, scale: float = 1.0, rev
     state = torch.empty(bsz, h, dk, dv, device=q.device, dtype=torch.float32) if return_state else out
     lam = log_decay.to(device=q.device, dtype=torch.float32).contiguous() if log_decay is not None else out
     g = gate.to(device=q.device, dtype=torch.float32).contiguous() if gate is not None else out
-    bt, bv, warps, stages = config(dk, dv)
-    bt = chunk or bt
-    ns = segments(bsz, h, n, dv, bt, bv, q.device, path)
-    seg = triton.cdiv(triton.cdiv(n, bt), ns) * bt  # tokens per segment, whole chunks
-    ns = triton.cdiv(n, seg)
-    decays = log_decay is not None or gate is not None
-    nvb = triton.cdiv(dv, bv)
-    launch = _chunk_fwd[(nvb, bsz * h, ns)]
-    x = row_dot.contiguous() if row_dot is not None else out  # out is contiguous: X shares its strides
-    dots = torch.empty(bsz * h, nvb, n, device=q.device, dtype=torch.float32) if row_dot is not None else out
-    common = dict(BK=pow2(dk), BV=bv, BT=bt, HAS_DECAY=log_decay is not None, HAS_GATE=gate is not None,
-                  REVERSE=bool(reverse), ROW_DOT=row_dot is not None, PRECISION=dot_precision(q.dtype),
-                  num_warps=warps, num_stages=stages)
-    strides = (*q.stride(), *k.stride(), *v.stride(), *out.stride())
 
-    def result():
-        dot = dots.sum(1).view(bsz, h, n) if row_dot is not None else None
-        return out, (state if return_state else None), dot
+    def run(cfg):
+        bt, bv, warps, stages = cfg
+        bt = chunk or bt
+        ns = segments(bsz, h, n, dv, bt, bv, q.device, path)
+        seg = triton.cdiv(triton.cdiv(n, bt), ns) * bt  # tokens per segment, whole chunks
+        ns = triton.cdiv(n, seg)
+        decays = log_decay is not None or gate is not None
+        nvb = triton.cdiv(dv, bv)
+        launch = _chunk_fwd[(nvb, bsz * h, ns)]
+        x = row_dot.contiguous() if row_dot is not None else out  # out is contiguous: X shares its strides
+        dots = torch.empty(bsz * h, nvb, n, device=q.device, dtype=torch.float32) if row_dot is not None else out
+        common = dict(BK=pow2(dk), BV=bv, BT=bt, HAS_DECAY=log_decay is not None, HAS_GATE=gate is not None,
+                      REVERSE=bool(reverse), ROW_DOT=row_dot is not None, PRECISION=dot_precision(q.dtype),
+                      num_warps=warps, num_stages=stages)
+        strides = (*q.stride(), *k.stride(), *v.stride(), *out.stride())
 
-    if ns == 1:
-        launch(q, k, v, g, lam, out, out, state, out, x, dots, *strides, h, n, dk, dv, seg, 1, float(scale),
-               STORE_STATE=bool(return_state), HAS_INIT=False, STATE_ONLY=False, **common)
+        def result():
+            dot = dots.sum(1).view(bsz, h, n) if row_dot is not None else None
+            return out, (state if return_state else None), dot
+
+        if ns == 1:
+            launch(q, k, v, g, lam, out, out, state, out, x, dots, *strides, h, n, dk, dv, seg, 1, float(scale),
+                   STORE_STATE=bool(return_state), HAS_INIT=False, STATE_ONLY=False, **common)
+            return result()
+        # 1) each segment's own final state and total decay; 2) scan them into the
+        # state entering each segment (and the final state); 3) walk every segment
+        # from its entering state, writing the outputs.
+        states = torch.empty(bsz * h, ns, dk, dv, device=q.device, dtype=torch.float32)
+        totals = torch.empty(bsz * h, ns, device=q.device, dtype=torch.float32) if decays else states
+        launch(q, k, v, g, lam, out, states, states, totals, x, dots, *strides, h, n, dk, dv, seg, ns, float(scale),
+               STORE_STATE=True, HAS_INIT=False, STATE_ONLY=True, **common)
+        bks = 16
+        _split_scan[(nvb, triton.cdiv(dk, bks), bsz * h)](
+            states, totals, state, ns, dk, dv, BKS=bks, BV=bv, DECAYS=decays, STORE_STATE=bool(return_state),
+            num_warps=1 if interpreting() else 2, num_stages=1,
+        )
+        launch(q, k, v, g, lam, out, states, states, totals, x, dots, *strides, h, n, dk, dv, seg, ns, float(scale),
+               STORE_STATE=False, HAS_INIT=True, STATE_ONLY=False, **common)
         return result()
-    # 1) each segment's own final state and total decay; 2) scan them into the
-    # state entering each segment (and the final state); 3) walk every segment
-    # from its entering state, writing the outputs.
-    states = torch.empty(bsz * h, ns, dk, dv, device=q.device, dtype=torch.float32)
-    totals = torch.empty(bsz * h, ns, device=q.device, dtype=torch.float32) if decays else states
-    launch(q, k, v, g, lam, out, states, states, totals, x, dots, *strides, h, n, dk, dv, seg, ns, float(scale),
-           STORE_STATE=True, HAS_INIT=False, STATE_ONLY=True, **common)
-    bks = 16
-    _split_scan[(nvb, triton.cdiv(dk, bks), bsz * h)](
-        states, totals, state, ns, dk, dv, BKS=bks, BV=bv, DECAYS=decays, STORE_STATE=bool(return_state),
-        num_warps=1 if interpreting() else 2, num_stages=1,
-    )
-    launch(q, k, v, g, lam, out, states, states, totals, x, dots, *strides, h, n, dk, dv, seg, ns, float(scale),
-           STORE_STATE=False, HAS_INIT=True, STATE_ONLY=False, **common)
-    return result()
+
+    key = ("linear", dk, dv, q.dtype, bool(reverse), row_dot is not None)
+    return launch_fitting(key, config(dk, dv), smaller, run)
 
 
 class LinearAttentionFn(torch.autograd.Function):
