@@ -26,12 +26,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from archgram.errors import ArchgramError
-
-TINY = 1e-12
+from archgram.search.training import attention_adversarial as aa
+from archgram.search.training.divergence import TINY, divergence
 
 
 def _norms(t: torch.Tensor) -> torch.Tensor:
@@ -48,17 +47,6 @@ def unit(t: torch.Tensor) -> torch.Tensor:
 def scaled(direction: torch.Tensor, emb: torch.Tensor, eps: float) -> torch.Tensor:
     """``eps * ||emb_i|| * unit(direction_i)``: a perturbation ``eps`` of each example's size."""
     return eps * _norms(emb.detach()) * unit(direction)
-
-
-def divergence(clean: torch.Tensor, other: torch.Tensor, categorical: bool) -> torch.Tensor:
-    """How far ``other`` predictions moved from ``clean`` ones (clean held constant):
-    KL over the last axis for logits, mean squared difference for values."""
-    clean = clean.detach()
-    if categorical:
-        logp = F.log_softmax(clean.float(), dim=-1)
-        logq = F.log_softmax(other.float(), dim=-1)
-        return (logp.exp() * (logp - logq)).sum(-1).mean()
-    return F.mse_loss(other.float(), clean.float())
 
 
 def _split(model: nn.Module) -> tuple[nn.Module, nn.Module]:
@@ -124,26 +112,22 @@ METHODS: dict[str, AdversarialMethod] = {
 }
 
 
-def _attention_methods() -> dict[str, AdversarialMethod]:
-    from archgram.search.training import attention_adversarial as aa
-
-    return {
-        "attention_at": AdversarialMethod("attention_at", ("S74",), aa.at_perturbation, aa.at_term,
-                                          "Attention AT: supervised loss with every attention layer's logits "
-                                          "moved eps*g/||g||"),
-        "attention_vat": AdversarialMethod("attention_vat", ("S75",), aa.vat_perturbation, aa.vat_term,
-                                           "Attention VAT: KL(p || p(logits + r)) over the attention logits by "
-                                           "power iteration, no labels"),
-        "attention_iat": AdversarialMethod("attention_iat", ("S74",), aa.iat_perturbation, aa.at_term,
-                                           "Attention iAT: Attention AT along differences between examples' "
-                                           "attention"),
-        "attention_ivat": AdversarialMethod("attention_ivat", ("S75",), aa.ivat_perturbation, aa.vat_term,
-                                            "Attention iVAT: Attention VAT along differences between examples' "
-                                            "attention"),
-    }
-
-
-METHODS.update(_attention_methods())
+#: Adversarial training on the attention logits (S74, S75): attention_adversarial.py.
+ATTENTION_METHODS: dict[str, AdversarialMethod] = {
+    "attention_at": AdversarialMethod("attention_at", ("S74",), aa.at_perturbation, aa.at_term,
+                                      "Attention AT: supervised loss with every attention layer's logits "
+                                      "moved eps*g/||g||"),
+    "attention_vat": AdversarialMethod("attention_vat", ("S75",), aa.vat_perturbation, aa.vat_term,
+                                       "Attention VAT: KL(p || p(logits + r)) over the attention logits by "
+                                       "power iteration, no labels"),
+    "attention_iat": AdversarialMethod("attention_iat", ("S74",), aa.iat_perturbation, aa.at_term,
+                                       "Attention iAT: Attention AT along differences between examples' "
+                                       "attention"),
+    "attention_ivat": AdversarialMethod("attention_ivat", ("S75",), aa.ivat_perturbation, aa.vat_term,
+                                        "Attention iVAT: Attention VAT along differences between examples' "
+                                        "attention"),
+}
+METHODS.update(ATTENTION_METHODS)
 
 
 def get_method(name: str) -> AdversarialMethod:

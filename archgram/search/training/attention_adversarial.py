@@ -44,7 +44,8 @@ from collections.abc import Iterator
 import torch
 
 from archgram.errors import ArchgramError
-from archgram.search.training.adversarial import TINY, divergence
+from archgram.ops.attention import op as attention_op
+from archgram.search.training.divergence import TINY, divergence
 
 
 class _Logits:
@@ -69,8 +70,6 @@ class _Logits:
 
 @contextlib.contextmanager
 def _hooked(hook: _Logits) -> Iterator[_Logits]:
-    from archgram.ops.attention import op as attention_op
-
     if attention_op.LOGIT_HOOK is not None:
         raise ArchgramError("attention logits are already being perturbed (hooks do not nest)")
     attention_op.LOGIT_HOOK = hook
