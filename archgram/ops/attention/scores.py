@@ -115,7 +115,8 @@ class Sigmoid(Score):
     only with the large early attention norms tamed, by that bias, QK-norm and
     hybrid-norm or LayerScale; FlashSigmoid is its fused kernel.
     Here: ``bias`` None gives b = -log n, n the number of keys of the call (the
-    sequence length); ``qk_norm=true`` normalises each query and key to RMS 1
+    sequence length; under a gathering pattern -- axial, halo, circular,
+    routing -- the size of the gathered neighbourhood); ``qk_norm=true`` normalises each query and key to RMS 1
     over the head dim (a rotation leaves it unchanged, so RoPE commutes with
     it) and scales each head's logits by a learned gain starting at 1. Hybrid-
     norm and LayerScale act on the branch output, so they are grammar choices
