@@ -240,3 +240,23 @@ def test_npy_folder_inputs_stay_on_disk_and_stream_the_same_batches(tmp_path):
         (xs, ys), (xm, ym) = next(streamed), next(in_memory)
         assert torch.equal(xs, xm) and torch.equal(ys, ym)
     streamed.close()
+
+
+def test_uncompressed_npz_members_are_memory_mapped_compressed_ones_read(tmp_path):
+    """np.savez stores members uncompressed: the loader maps them where they sit
+    (page cache, not private memory); np.savez_compressed members are read."""
+    from archgram.tasks.data.loaders import load_path
+
+    x = RNG.normal(size=(50, 3, 4)).astype(np.float32)
+    xf = np.asfortranarray(RNG.normal(size=(6, 3, 4)))
+    y = np.arange(50) % 2
+    np.savez(tmp_path / "plain.npz", x=x, y=y, x_val=xf, y_val=y[:6])
+    np.savez_compressed(tmp_path / "packed.npz", x=x, y=y, x_val=xf, y_val=y[:6])
+    plain, packed = load_path(tmp_path / "plain.npz"), load_path(tmp_path / "packed.npz")
+    assert isinstance(plain.splits["train"][0], np.memmap) and not isinstance(packed.splits["train"][0], np.memmap)
+    for split in ("train", "val"):
+        for a, b in zip(plain.splits[split], packed.splits[split]):
+            assert np.array_equal(a, b)  # same values, Fortran order included
+    tasks = from_path(tmp_path / "plain.npz"), from_path(tmp_path / "packed.npz")
+    assert tasks[0].fingerprint == tasks[1].fingerprint
+    assert torch.equal(tasks[0].data(0).x_train, tasks[1].data(0).x_train)

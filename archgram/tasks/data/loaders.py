@@ -77,13 +77,38 @@ def _splits_from_mapping(get: Callable[[str], Any], names: list[str], path: Path
 
 @loader(".npz")
 def load_npz(path: Path, options: dict[str, Any]) -> RawData:
+    """Members stored uncompressed (``np.savez``) are memory-mapped where they sit
+    in the file, so a large .npz costs page cache, not private memory, on the
+    driver; compressed members (``np.savez_compressed``) are read."""
     with np.load(path, allow_pickle=False) as z:
         try:
-            splits = _splits_from_mapping(lambda k: z[k], list(z.files), path)
+            splits = _splits_from_mapping(lambda k: _npz_member(path, z, k), list(z.files), path)
         except ValueError as exc:  # object arrays need pickle: refused
             raise DataError(f"--data {path}: holds Python objects, which would need unpickling ({exc}); save "
                             "plain numeric or string arrays") from None
     return RawData(splits, {"format": "npz"})
+
+
+def _npz_member(path: Path, z, key: str) -> np.ndarray:
+    import zipfile
+
+    info = z.zip.getinfo(f"{key}.npy")
+    if info.compress_type != zipfile.ZIP_STORED:
+        return z[key]
+    with open(path, "rb") as fh:
+        fh.seek(info.header_offset)
+        local = fh.read(30)  # the local file header: its name and extra lengths may differ from the directory's
+        start = info.header_offset + 30 + int.from_bytes(local[26:28], "little") + int.from_bytes(local[28:30], "little")
+        fh.seek(start)
+        version = np.lib.format.read_magic(fh)
+        read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+        if read is None:  # a format version this reader does not map: read the member
+            return z[key]
+        shape, fortran, dtype = read(fh)
+        offset = fh.tell()
+    if dtype.hasobject or not shape or 0 in shape:
+        return z[key]
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
 
 
 @loader(".pt", ".pth")

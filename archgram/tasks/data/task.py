@@ -217,7 +217,7 @@ def _rows_of(x: np.ndarray, modality: str, workers: int):
     """Inputs laid out for the modality: a view of an in-memory array, or
     LazyRows over a memory-mapped .npy file (data larger than memory)."""
     path = getattr(x, "filename", None)
-    if isinstance(x, np.memmap) and path:
+    if isinstance(x, np.memmap) and path and str(path).endswith(".npy"):
         return LazyRows(path, np.arange(len(x)), modality, workers)
     return LAYOUTS[modality](x)
 
