@@ -21,7 +21,7 @@ from torch import nn
 
 from archgram.errors import ArchgramError
 from archgram.shapes import Shape
-from archgram.tasks.base import Recipe, Task, TaskData, register_task, seeded, split_seeds
+from archgram.tasks.base import GeneratedTask, Recipe, register_task
 from archgram.tasks.heads import TokenHead
 
 #: problem name -> target of x (B, N): one value per position.
@@ -40,7 +40,7 @@ def relative_mse(pred: torch.Tensor, y: torch.Tensor) -> float:
 
 
 @register_task
-class Algorithmic(Task):
+class Algorithmic(GeneratedTask):
     name = "algorithmic"
     # Recipe of the sibling sequence-regression task (icl-regression); the
     # reference (references/algorithmic.pcfg) under it is not measured yet.
@@ -51,27 +51,21 @@ class Algorithmic(Task):
 
     def __init__(self, problem: str = "cumsum", length: int = 8, test_scale: float = 1.0, n_train: int = 8000,
                  n_val: int = 1000, n_test: int | None = None):
-        super().__init__()
+        super().__init__(n_train, n_val, n_test)
         if problem not in PROBLEMS:
             raise ArchgramError(f"algorithmic: unknown problem {problem!r}; known: {', '.join(PROBLEMS)}")
         if not test_scale > 0:
             raise ArchgramError(f"algorithmic: test_scale must be positive, got {test_scale}")
         self.problem, self.length, self.test_scale = problem, length, float(test_scale)
-        self.n_train, self.n_val = n_train, n_val
-        self.n_test = n_val if n_test is None else n_test
 
     def config(self) -> dict:
-        return {"problem": self.problem, "length": self.length, "test_scale": self.test_scale,
-                "n_train": self.n_train, "n_val": self.n_val, "n_test": self.n_test}
+        return {"problem": self.problem, "length": self.length, "test_scale": self.test_scale, **self.sizes()}
 
-    def _split(self, n: int, gen: torch.Generator, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    def draw(self, n: int, gen: torch.Generator, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Values in [-1, 1]; the test split's are ``test_scale`` times larger (out of distribution)."""
+        scale = self.test_scale if split == "test" else 1.0
         x = (torch.rand(n, self.length, generator=gen) * 2 - 1) * scale
         return x[..., None], PROBLEMS[self.problem](x).contiguous()
-
-    def generate(self, seed: int) -> TaskData:
-        train, val, test = split_seeds(seed)
-        return TaskData(*self._split(self.n_train, seeded(train), 1.0), *self._split(self.n_val, seeded(val), 1.0),
-                        *self._split(self.n_test, seeded(test), self.test_scale))
 
     def body_input_shape(self, batch_size: int) -> Shape:
         return (batch_size, self.length, 1)

@@ -276,6 +276,38 @@ class Task:
         return f"{type(self).__name__}({args})"
 
 
+class GeneratedTask(Task):
+    """A task whose examples a generator draws: ``n_train`` / ``n_val`` /
+    ``n_test`` examples (``n_test`` defaults to ``n_val``) from the three streams
+    of ``split_seeds(seed)``. Subclasses implement ``draw(n, rng, split)``;
+    ``rng`` makes each stream's generator (a torch.Generator unless overridden);
+    ``data_info`` is recorded with the data (``TaskData.info``)."""
+
+    data_info: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, n_train: int, n_val: int, n_test: int | None = None):
+        super().__init__()
+        self.n_train, self.n_val = n_train, n_val
+        self.n_test = n_val if n_test is None else n_test
+
+    def sizes(self) -> dict[str, int]:
+        """The split sizes, as ``config`` records them."""
+        return {"n_train": self.n_train, "n_val": self.n_val, "n_test": self.n_test}
+
+    @staticmethod
+    def rng(seed: int) -> Any:
+        return seeded(seed)
+
+    def draw(self, n: int, rng: Any, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` (inputs, targets) examples of ``split`` ('train', 'val' or 'test')."""
+        raise NotImplementedError
+
+    def generate(self, seed: int) -> TaskData:
+        sizes = (self.n_train, self.n_val, self.n_test)
+        parts = [self.draw(n, self.rng(s), split) for n, s, split in zip(sizes, split_seeds(seed), SPLITS, strict=True)]
+        return TaskData(*parts[0], *parts[1], *parts[2], dict(self.data_info))
+
+
 # ------------------------------------------------------------------ registry
 _TASKS: dict[str, type[Task]] = {}
 

@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from archgram.ops.heads.pointer import teach_pointer_decoders
 from archgram.shapes import Shape
-from archgram.tasks.base import Recipe, Task, TaskData, register_task, seeded, split_seeds
-from archgram.tasks.heads import pointer_decoder
+from archgram.tasks.base import Recipe, register_task
+from archgram.tasks.sort import PointerTask
 
 IGNORE = -100
 
@@ -57,7 +55,7 @@ def hull_target(points: list[tuple[float, float]], steps: int) -> list[int]:
 
 
 @register_task
-class ConvexHull(Task):
+class ConvexHull(PointerTask):
     name = "convex-hull"
     # The sort recipe; the reference (references/convex-hull.pcfg, the sort
     # encoder) under it is not measured yet.
@@ -66,38 +64,17 @@ class ConvexHull(Task):
     metric_name = "sequence_accuracy"
     description = "planar convex hull of N points; pointer decoder; whole-sequence accuracy"
 
-    def __init__(self, length: int = 10, n_train: int = 10000, n_val: int = 1000, hidden: int = 32,
-                 score: str = "additive", n_test: int | None = None):
-        super().__init__()
-        self.length, self.n_train, self.n_val, self.hidden, self.score = length, n_train, n_val, hidden, score
-        self.n_test = n_val if n_test is None else n_test
+    @property
+    def steps(self) -> int:
+        return self.length + 1  # a hull of all N points, then the closing pointer
 
-    def config(self) -> dict:
-        return {"length": self.length, "n_train": self.n_train, "n_val": self.n_val, "n_test": self.n_test,
-                "hidden": self.hidden, "score": self.score}
-
-    def _split(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        x = torch.rand(n, self.length, 2, generator=gen, dtype=torch.float64)
-        y = torch.tensor([hull_target([tuple(p) for p in pts.tolist()], self.length + 1) for pts in x])
+    def draw(self, n: int, rng: torch.Generator, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.rand(n, self.length, 2, generator=rng, dtype=torch.float64)
+        y = torch.tensor([hull_target([tuple(p) for p in pts.tolist()], self.steps) for pts in x])
         return x.float(), y
-
-    def generate(self, seed: int) -> TaskData:
-        sizes = (self.n_train, self.n_val, self.n_test)
-        splits = [self._split(n, seeded(s)) for n, s in zip(sizes, split_seeds(seed), strict=True)]
-        return TaskData(*splits[0], *splits[1], *splits[2])
 
     def body_input_shape(self, batch_size: int) -> Shape:
         return (batch_size, self.length, 2)
-
-    def output_target(self, batch_size: int) -> tuple:
-        return (batch_size, self.length, None)
-
-    def head(self, body_output_shape: Shape) -> nn.Module:
-        return pointer_decoder(body_output_shape, self.length + 1, hidden=self.hidden, score=self.score)
-
-    def teaching(self, model: nn.Module, y: torch.Tensor):
-        """Teacher forcing: the decoder reads the true previous pointers while training."""
-        return teach_pointer_decoders(model, y.clamp(min=0))
 
     def loss(self, pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(pred.flatten(0, 1), y.flatten(), ignore_index=IGNORE)

@@ -18,7 +18,7 @@ from torch import nn
 
 from archgram.errors import ArchgramError
 from archgram.shapes import Shape
-from archgram.tasks.base import Recipe, Task, TaskData, register_task, split_seeds
+from archgram.tasks.base import GeneratedTask, Recipe, register_task
 
 
 def darcy_matrix(a: np.ndarray):
@@ -74,7 +74,7 @@ def random_coefficient(n: int, rng: np.random.Generator, modes: int = 4, high: f
 
 
 @register_task
-class Darcy(Task):
+class Darcy(GeneratedTask):
     name = "darcy"
     # The FNO (references/darcy.pcfg) reaches -0.328 validation (negative relative
     # L2 error, seed 0; predicting zero scores -1).
@@ -83,25 +83,22 @@ class Darcy(Task):
     metric_name = "neg_rel_l2"
     description = "2D Darcy flow a -> u (finite-difference data); relative L2 error, negated"
 
+    data_info = {"f": 1.0, "a_values": (3.0, 12.0)}
+    rng = staticmethod(np.random.default_rng)
+
     def __init__(self, resolution: int = 32, n_train: int = 1000, n_val: int = 200, n_test: int | None = None):
-        super().__init__()
+        super().__init__(n_train, n_val, n_test)
         if resolution < 4:
             raise ArchgramError(f"darcy: resolution must be at least 4, got {resolution}")
-        self.resolution, self.n_train, self.n_val = resolution, n_train, n_val
-        self.n_test = n_val if n_test is None else n_test
+        self.resolution = resolution
 
     def config(self) -> dict:
-        return {"resolution": self.resolution, "n_train": self.n_train, "n_val": self.n_val, "n_test": self.n_test}
+        return {"resolution": self.resolution, **self.sizes()}
 
-    def _split(self, n: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def draw(self, n: int, rng: np.random.Generator, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         a = np.stack([random_coefficient(self.resolution, rng) for _ in range(n)])
         u = np.stack([solve_darcy(ai) for ai in a])
         return torch.from_numpy(a[:, None]).float(), torch.from_numpy(u[:, None]).float()
-
-    def generate(self, seed: int) -> TaskData:
-        sizes = (self.n_train, self.n_val, self.n_test)
-        splits = [self._split(n, np.random.default_rng(s)) for n, s in zip(sizes, split_seeds(seed), strict=True)]
-        return TaskData(*splits[0], *splits[1], *splits[2], {"f": 1.0, "a_values": (3.0, 12.0)})
 
     def body_input_shape(self, batch_size: int) -> Shape:
         return (batch_size, 1, self.resolution, self.resolution)

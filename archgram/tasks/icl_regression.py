@@ -32,12 +32,12 @@ from torch import nn
 
 from archgram.analysis.icl_heads import debiased_gd
 from archgram.shapes import Shape
-from archgram.tasks.base import Recipe, Task, TaskData, register_task, seeded, split_seeds
+from archgram.tasks.base import GeneratedTask, Recipe, register_task
 from archgram.tasks.heads import TokenHead
 
 
 @register_task
-class ICLRegression(Task):
+class ICLRegression(GeneratedTask):
     name = "icl-regression"
     # The small causal transformer (references/icl-regression.pcfg) reaches neg-MSE -0.161 on validation (seed 0;
     # predicting zero scores about -1).
@@ -48,20 +48,18 @@ class ICLRegression(Task):
 
     def __init__(self, dim: int = 8, n_context: int = 16, n_query: int = 8, noise: float = 0.1,
                  n_train: int = 8000, n_val: int = 1000, n_test: int | None = None):
-        super().__init__()
+        super().__init__(n_train, n_val, n_test)
         self.dim, self.n_context, self.n_query, self.noise = dim, n_context, n_query, noise
-        self.n_train, self.n_val = n_train, n_val
-        self.n_test = n_val if n_test is None else n_test
 
     def config(self) -> dict:
         return {"dim": self.dim, "n_context": self.n_context, "n_query": self.n_query, "noise": self.noise,
-                "n_train": self.n_train, "n_val": self.n_val, "n_test": self.n_test}
+                **self.sizes()}
 
     @property
     def length(self) -> int:
         return self.n_context + self.n_query
 
-    def _split(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def draw(self, n: int, gen: torch.Generator, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         d, c = self.dim, self.n_context
         w = torch.randn(n, d, generator=gen) / d**0.5
         x = torch.randn(n, self.length, d, generator=gen)
@@ -71,11 +69,6 @@ class ICLRegression(Task):
         tokens[:, :c, d] = y[:, :c]
         tokens[:, :c, d + 1] = 1.0
         return tokens, y[:, c:].contiguous()
-
-    def generate(self, seed: int) -> TaskData:
-        sizes = (self.n_train, self.n_val, self.n_test)
-        splits = [self._split(n, seeded(s)) for n, s in zip(sizes, split_seeds(seed), strict=True)]
-        return TaskData(*splits[0], *splits[1], *splits[2])
 
     def body_input_shape(self, batch_size: int) -> Shape:
         return (batch_size, self.length, self.dim + 2)
