@@ -29,12 +29,13 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 #: task -> grammar, trial budget (steps), total compute per run (steps), recipe overrides.
-#: Budgets are small so the full benchmark fits ~150 CPU-minutes (see README.md).
+#: Budgets are small so the full benchmark fits ~150-200 CPU-minutes (see README.md);
+#: ``--scale F`` multiplies every run's total compute.
 TASKS = {
-    "digits": {"grammar": "einspace", "trial": 300, "total": 4800, "recipe": {}},
-    "mnist1d": {"grammar": "sequence", "trial": 600, "total": 3600, "recipe": {}},
-    "mqar": {"grammar": "sequence", "trial": 300, "total": 1800, "recipe": {}},
-    "sort": {"grammar": "sequence", "trial": 300, "total": 1800, "recipe": {}},
+    "digits": {"grammar": "einspace", "trial": 200, "total": 1600, "recipe": {}},
+    "mnist1d": {"grammar": "sequence", "trial": 300, "total": 1500, "recipe": {}},
+    "mqar": {"grammar": "sequence", "trial": 200, "total": 1200, "recipe": {}},
+    "sort": {"grammar": "sequence", "trial": 200, "total": 1600, "recipe": {}},
 }
 QUICK = {"digits": {"trial": 40, "total": 160}, "mnist1d": {"trial": 40, "total": 160},
          "mqar": {"trial": 30, "total": 90}, "sort": {"trial": 30, "total": 90}}
@@ -228,11 +229,14 @@ def main(argv=None) -> None:
     p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     p.add_argument("--quick", action="store_true", help="tiny budgets: checks the pipeline, not the methods")
+    p.add_argument("--scale", type=float, default=1.0, help="multiply every run's total compute (more trials per run)")
     p.add_argument("--seed-reference", action="store_true",
                    help="start every search from the task's reference where the grammar can express it")
     args = p.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     configs = {t: {**TASKS[t], **(QUICK[t] if args.quick else {})} for t in args.tasks}
+    for cfg in configs.values():
+        cfg["total"] = max(cfg["trial"], round(cfg["total"] * args.scale))
     args.out.mkdir(parents=True, exist_ok=True)
     jobs = [(t, m, s) for t in args.tasks for m in args.methods for s in range(args.seeds)]
     started = time.time()

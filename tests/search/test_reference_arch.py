@@ -100,3 +100,26 @@ def test_a_queued_seed_is_asked_first_and_not_again_after_a_replay():
 def test_ratio_is_best_over_reference_only_for_positive_scores():
     assert ratio(0.9, {"validation": 0.6}) == pytest.approx(1.5)
     assert ratio(-0.1, {"validation": -0.2}) is None and ratio(None, {"validation": 0.5}) is None
+
+
+def test_evolution_keeps_a_seed_in_its_population_while_other_members_age_out():
+    g = archgram.load_grammar("einspace")
+    digits = get_task("digits")
+    seed = seed_derivation(digits, g, 32)
+    evo = get_strategy("evolution")(g, (32, 1, 8, 8), seed=0, population=3, tournament=3)
+    evo.enqueue(seed, origin="reference")
+    told = [evo.ask() for _ in range(6)]
+    assert told[0].origin == "reference"
+    for i, p in enumerate(told):
+        evo.tell(p.derivation, 0.9 if i == 0 else 0.1 * i)
+    members = [d.hash() for d, _ in evo.population]
+    assert seed.hash() in members and len(members) == 3
+    assert members[1:] == [p.derivation.hash() for p in told[4:]]  # the others age as usual
+    # the seed is the best member: it is the parent whenever a tournament draws it
+    parents = [evo.ask().parents[0] for _ in range(8)]
+    assert parents.count(seed.hash()) >= 4  # drawn with probability 1 - (2/3)^3 = 0.70
+    # a resumed search rebuilds the same population
+    again = get_strategy("evolution")(g, (32, 1, 8, 8), seed=0, population=3, tournament=3)
+    again.enqueue(seed, origin="reference")
+    again.replay([(p.derivation, 0.9 if i == 0 else 0.1 * i) for i, p in enumerate(told)])
+    assert [d.hash() for d, _ in again.population] == members

@@ -58,6 +58,8 @@ class Strategy(ABC):
         self.history: list[tuple[Derivation, float | None]] = []
         #: proposals asked before the strategy's own (e.g. the task's reference)
         self.queue: list[Proposal] = []
+        #: every proposal ever enqueued (the queue empties as they are asked)
+        self.queued: list[Proposal] = []
 
     # -- to implement ------------------------------------------------------
     @abstractmethod
@@ -74,6 +76,7 @@ class Strategy(ABC):
         """Propose ``derivation`` before anything else (once: a replayed study that
         already holds it skips it)."""
         self.queue.append(Proposal(derivation, origin=origin))
+        self.queued.append(self.queue[-1])
 
     def ask(self) -> Proposal:
         while self.queue:

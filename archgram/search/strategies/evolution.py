@@ -6,6 +6,15 @@ replacement; the oldest member leaves when a new one arrives (aging). Until the
 population is full, proposals are the seed architectures (e.g. the einspace
 baselines, cycled) or random samples.
 
+Seeds do not age: a seed architecture (``seeds``, or one queued with
+``enqueue`` such as the task's reference) stays in the population for the whole
+search, and the oldest *other* member leaves instead. In a short asynchronous
+search the first random samples finish after the seed and would age it out
+before the first mutation is ever proposed (a 16-trial digits search never
+mutated its reference); kept, the seed is a parent whenever it wins a
+tournament. Which members are seeds is known before replay, so a resumed search
+rebuilds the same population.
+
 Fidelity (S57): einspace's regularized evolution, seeded with its baselines, is
 what this runs; the grammar (archgram/grammars/einspace.pcfg) keeps its four
 module kinds and probabilities, and sampling is shape-aware without einspace's
@@ -75,5 +84,10 @@ class RegularizedEvolution(Strategy):
         if score is None:
             return
         self.population.append((derivation, score))
+        seeds = {d.hash() for d in self.seeds} | {p.derivation.hash() for p in self.queued}
         while len(self.population) > self.population_size:
-            self.population.popleft()
+            oldest = next((m for m in self.population if m[0].hash() not in seeds), None)
+            if oldest is None:
+                self.population.popleft()
+            else:
+                self.population.remove(oldest)
