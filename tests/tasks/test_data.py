@@ -260,3 +260,10 @@ def test_uncompressed_npz_members_are_memory_mapped_compressed_ones_read(tmp_pat
     tasks = from_path(tmp_path / "plain.npz"), from_path(tmp_path / "packed.npz")
     assert tasks[0].fingerprint == tasks[1].fingerprint
     assert torch.equal(tasks[0].data(0).x_train, tasks[1].data(0).x_train)
+    import pickle
+
+    np.savez(tmp_path / "all.npz", x=x, y=y, x_val=xf, y_val=y[:6], x_test=xf, y_test=y[:6])  # nothing carved
+    mapped = from_path(tmp_path / "all.npz")
+    assert isinstance(mapped.arrays["x_train"], np.memmap)
+    shipped = pickle.loads(pickle.dumps(mapped))  # as Ray ships it: plain arrays, which Ray shares zero-copy
+    assert type(shipped.arrays["x_train"]) is np.ndarray and np.array_equal(shipped.arrays["x_train"], x)

@@ -169,6 +169,10 @@ class DataTask(Task):
         # the arrays travel once (zero-copy in Ray's object store); tensor views are rebuilt
         state = self.__dict__.copy()
         state["_cache"] = {}
+        # arrays mapped from an .npz travel as plain arrays: Ray shares those
+        # zero-copy, while a memmap subclass would be pickled in-band and copied
+        # into every worker
+        state["arrays"] = {k: np.asarray(v) if isinstance(v, np.memmap) else v for k, v in self.arrays.items()}
         state.pop("_y_std_cache", None)
         return state
 
