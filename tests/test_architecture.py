@@ -34,13 +34,8 @@ LAYERS = (
 #: (so the list only shrinks).
 KNOWN_UPWARD = {
     ("archgram.kernels.flash.op_bridge", "archgram.ops"): "op_bridge moves to the ops side",
-    ("archgram.search.evaluator", "archgram.export"): "trained-weights I/O moves below search",
-    ("archgram.search.runner", "archgram.export"): "trained-weights I/O moves below search",
-    ("archgram.tasks.icl_regression", "archgram.analysis"): "the debiased-GD baseline moves into the task",
 }
 KNOWN_CYCLES = {
-    frozenset({"archgram.search.training.adversarial",
-               "archgram.search.training.attention_adversarial"}): "attention AT/VAT registers its methods",
     frozenset({"archgram.search.training", "archgram.search.training.options",
                "archgram.search.evaluator"}): "TrainOptions moves beside its parser",
 }

@@ -16,7 +16,7 @@ gradient-descent predictor:
 projections (mha): the share of each head's covariate-block KQ mass on its
 diagonal, the sign and size of that diagonal, the share of its OV mass read
 from the label entry, and across heads how far the label columns are from
-summing to zero. ``debiased_gd`` is the predictor the patterns implement:
+summing to zero. ``archgram.tasks.icl_regression.debiased_gd`` is the predictor the patterns implement:
 for small omega, mu [sum_l softmax(omega s)_l y_l - sum_l softmax(-omega s)_l y_l]
 = (2 mu omega / n) sum_l (s_l - mean s) y_l + O(omega^2), s_l = x_l . x_q.
 """
@@ -63,10 +63,3 @@ def head_patterns(layout, dim: int) -> tuple[list[HeadPattern], float]:
     cols = torch.stack(label_cols)
     zero_sum = float(cols.sum(0).norm() / cols.norm(dim=1).sum().clamp_min(1e-12))
     return patterns, zero_sum
-
-
-def debiased_gd(X: torch.Tensor, y: torch.Tensor, Xq: torch.Tensor) -> torch.Tensor:
-    """(1/n) sum_l (x_l . x_q - mean_l x_l . x_q) y_l for contexts X (B, n, d), labels
-    y (B, n) and queries Xq (B, m, d): one gradient step from zero with the bias removed."""
-    s = Xq @ X.transpose(1, 2)  # (B, m, n)
-    return ((s - s.mean(-1, keepdim=True)) * y[:, None, :]).mean(-1)

@@ -152,7 +152,7 @@ def _from_study(study: str, trial: int | None, best: bool, budget: str | None, r
     model = _build(record.derivation, task, bs, require)
     kept = None
     try:
-        from archgram.export.weights import weights_file
+        from archgram.search.weights import weights_file
 
         kept = weights_file(store.url, record.number)
     except ImportError:

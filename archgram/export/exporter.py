@@ -98,7 +98,7 @@ def _prepare_out(out: Path, force: bool) -> None:
 # ------------------------------------------------------------------ weights
 def _study_weights(store, record, model: nn.Module) -> str | None:
     """Load the weights the search kept for this trial; None if there are none."""
-    from archgram.export.weights import load_weights, read_metadata, weights_file
+    from archgram.search.weights import load_weights, read_metadata, weights_file
 
     path = weights_file(store.url, record.number)
     if path is None or not Path(path).is_file():
@@ -118,9 +118,8 @@ def _study_weights(store, record, model: nn.Module) -> str | None:
 def _retrain(record, task, batch_size: int, model: nn.Module, meta: dict[str, Any]) -> str:
     """Fallback: train the trial again (deterministic on CPU for step budgets only),
     with the study's optimizer settings and train options."""
-    from archgram.export.weights import load_weights
-    from archgram.search.evaluator import Budget, evaluate
-    from archgram.search.runner import training_settings
+    from archgram.search.evaluator import Budget, evaluate, training_settings
+    from archgram.search.weights import load_weights
 
     attrs = record.attrs
     budget = attrs.get("budget")
@@ -327,7 +326,7 @@ def write_export(model: nn.Module, records: dict, traced: dict, derivation, task
     from safetensors.torch import save_file
 
     from archgram.export.card import model_card
-    from archgram.export.weights import state_tensors
+    from archgram.search.weights import state_tensors
 
     gen = generate(model, records, traced, title)
     x = sample_input(task, batch_size)

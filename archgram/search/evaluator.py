@@ -256,6 +256,17 @@ OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
 }
 
 
+#: optimizer settings of studies written before they were recorded
+LEGACY_TRAINING = {"lr": 1e-3, "optimizer": "adamw"}
+
+
+def training_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """The optimizer settings (lr, optimizer) a trial config or a study's stored
+    "training" record carries, with the old defaults for older studies."""
+    return {"lr": float(config.get("lr", LEGACY_TRAINING["lr"])),
+            "optimizer": config.get("optimizer", LEGACY_TRAINING["optimizer"])}
+
+
 def check_training(lr: Any, optimizer: str, lr_name: str = "learning rate") -> None:
     """Raise ArchgramError for an unknown optimizer or a learning rate that is not a
     positive finite number (``lr_name`` names it as the caller's user knows it)."""
@@ -526,7 +537,7 @@ def evaluate(
         with _alarm(deadline), _threads(opts.threads), _seeded(seed, device, opts.deterministic):
             run.execute()
             if weights is not None:
-                from archgram.export.weights import save_weights
+                from archgram.search.weights import save_weights
 
                 meta = {"hash": result.arch_hash, "score": result.score, "task": task.name, "seed": seed}
                 problem = save_weights(run.model, weights, meta)
@@ -600,8 +611,8 @@ class _Run:
 
     def inherit(self, model: nn.Module) -> None:
         """Start from the parent's trained weights where the child shares its subtrees."""
-        from archgram.export.weights import load_weights
         from archgram.search.inherit import inherit
+        from archgram.search.weights import load_weights
 
         path, parent = self.inherit_from
         try:

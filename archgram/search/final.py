@@ -75,7 +75,7 @@ def score_on_test(store: StudyStore, record: TrialRecord, task, batch_size: int,
 
 
 def _load_kept(store: StudyStore, record: TrialRecord, model) -> str | None:
-    from archgram.export.weights import load_weights, read_metadata, weights_file
+    from archgram.search.weights import load_weights, read_metadata, weights_file
 
     path = weights_file(store.url, record.number)
     if path is None or not Path(path).is_file():
@@ -92,9 +92,8 @@ def _load_kept(store: StudyStore, record: TrialRecord, model) -> str | None:
 def _retrain(store: StudyStore, record: TrialRecord, task, batch_size: int, model) -> None:
     """Train the trial again: its stored seed, its step count (a time budget
     does not replay; the steps it reached do), the study's optimizer settings."""
-    from archgram.export.weights import load_weights
-    from archgram.search.evaluator import Budget, evaluate
-    from archgram.search.runner import training_settings
+    from archgram.search.evaluator import Budget, evaluate, training_settings
+    from archgram.search.weights import load_weights
 
     attrs, meta = record.attrs, store.meta
     budget = attrs.get("budget")

@@ -79,9 +79,9 @@ def run_local(strategy, task, recipe, total_steps: int, *, seed: int = 0, thread
 
 
 def _test_of(derivation_json: str, path: Path, task, batch_size: int) -> float:
-    from archgram.export.weights import load_weights
     from archgram.grammar.derivation import Derivation
     from archgram.search.evaluator import build_model
+    from archgram.search.weights import load_weights
 
     model, _, _ = build_model(Derivation.from_json(derivation_json), task, batch_size)
     model.load_state_dict(load_weights(path), strict=True)

@@ -33,12 +33,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from archgram.errors import ArchgramError
-from archgram.export.weights import WeightKeeper, weights_file
 from archgram.grammar.derivation import Derivation
 from archgram.grammar.model import load_grammar
 from archgram.search.drivers import HEARTBEAT_S, this_driver
 from archgram.search.store import DUPLICATE, FULL, PROTOCOL, StudyStore
 from archgram.search.strategies import get_strategy
+from archgram.search.weights import WeightKeeper, weights_file
 from archgram.tasks.reference import record, resolve
 
 #: proposals a driver tries before it decides the strategy only repeats what
@@ -169,17 +169,6 @@ class _Reporter:
             self.report({"train_loss": mean, "step": step, "progress": round(100 * (self.next - 1) / self.reports)})
 
 
-#: optimizer settings of studies written before they were recorded
-LEGACY_TRAINING = {"lr": 1e-3, "optimizer": "adamw"}
-
-
-def training_settings(config: dict[str, Any]) -> dict[str, Any]:
-    """The optimizer settings (lr, optimizer) a trial config or a study's stored
-    "training" record carries, with the old defaults for older studies."""
-    return {"lr": float(config.get("lr", LEGACY_TRAINING["lr"])),
-            "optimizer": config.get("optimizer", LEGACY_TRAINING["optimizer"])}
-
-
 def resolve_recipe(config: SearchConfig, task) -> tuple[SearchConfig, Any]:
     """``config`` with every training field the user left unset taken from the
     task's recipe, and that recipe (with the user's overrides). Train options
@@ -207,7 +196,7 @@ def _trainable(config: dict[str, Any], task=None) -> None:
     option this worker cannot build) into a failed 'error' with its message."""
     from ray import tune
 
-    from archgram.search.evaluator import Budget, evaluate
+    from archgram.search.evaluator import Budget, evaluate, training_settings
 
     started = time.time()
     try:

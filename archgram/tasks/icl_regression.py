@@ -11,7 +11,7 @@ Metric: negative mean squared error (higher is better). ``reference()`` computes
 on the validation set what predicting zero, per-sequence least squares, the
 Bayes-optimal ridge estimator and the debiased one-step gradient descent that
 trained multi-head softmax attention implements (step size fitted) score.
-``archgram.analysis.icl_heads`` measures the head patterns behind it.
+``archgram.analysis.icl_heads`` measures the head patterns behind ``debiased_gd``.
 
 Catalog S18, read against the paper (He et al. 2025, "In-Context Linear
 Regression Demystified"). Paper: one-layer multi-head softmax attention trained
@@ -30,10 +30,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from archgram.analysis.icl_heads import debiased_gd
 from archgram.shapes import Shape
 from archgram.tasks.base import GeneratedTask, Recipe, register_task
 from archgram.tasks.heads import TokenHead
+
+
+def debiased_gd(X: torch.Tensor, y: torch.Tensor, Xq: torch.Tensor) -> torch.Tensor:
+    """(1/n) sum_l (x_l . x_q - mean_l x_l . x_q) y_l for contexts X (B, n, d), labels
+    y (B, n) and queries Xq (B, m, d): one gradient step from zero with the bias removed."""
+    s = Xq @ X.transpose(1, 2)  # (B, m, n)
+    return ((s - s.mean(-1, keepdim=True)) * y[:, None, :]).mean(-1)
 
 
 @register_task

@@ -55,9 +55,9 @@ def main(argv=None) -> None:
             args.grammar, args.steps, args.lr, args.optimizer, args.batch, args.schedule, str(args.out))]))
     import torch
 
-    from archgram.export.weights import load_weights
     from archgram.grammar.derivation import Derivation
     from archgram.search.evaluator import build_model, score_split
+    from archgram.search.weights import load_weights
     from archgram.tasks import get_task
 
     ok = [r for r in rows if r["score"] is not None]

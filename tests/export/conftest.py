@@ -11,10 +11,10 @@ import pytest
 import torch
 
 import archgram
-from archgram.export.weights import weights_file
 from archgram.search.evaluator import evaluate
 from archgram.search.runner import _RESULT_KEYS
 from archgram.search.store import StudyStore
+from archgram.search.weights import weights_file
 from archgram.tasks import get_task
 
 SITE = os.path.dirname(os.path.dirname(torch.__file__))

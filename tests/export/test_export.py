@@ -12,9 +12,9 @@ from safetensors.torch import load_file, save_file
 import archgram
 from archgram.cli import run
 from archgram.export import ExportError
-from archgram.export.weights import weights_file
 from archgram.search.evaluator import build_model
 from archgram.search.report import open_study
+from archgram.search.weights import weights_file
 from archgram.tasks import get_task
 from tests.export.conftest import make_study, run_fresh
 

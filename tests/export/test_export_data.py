@@ -16,10 +16,10 @@ import torch
 from safetensors.torch import save_file
 
 import archgram
-from archgram.export.weights import weights_file
 from archgram.search.evaluator import build_model, evaluate
 from archgram.search.runner import _RESULT_KEYS
 from archgram.search.store import StudyStore
+from archgram.search.weights import weights_file
 from archgram.tasks.reference import record, resolve
 from tests.export.conftest import run_fresh
 

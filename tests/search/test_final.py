@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from archgram.export.weights import weights_file
 from archgram.grammar.model import Grammar
 from archgram.search import final as final_mod
 from archgram.search.evaluator import build_model, evaluate, score_split
 from archgram.search.final import FINAL_KEY, record_final
 from archgram.search.store import PROTOCOL, StudyError, StudyStore
+from archgram.search.weights import weights_file
 from archgram.tasks import get_task
 
 BS = 32
@@ -47,7 +47,7 @@ def test_final_pick_is_scored_on_test_once_from_kept_weights(tmp_path, digits, m
     assert final["validation"] == pytest.approx(results[best].score)
     # independent check: the kept model rebuilt by hand scores the same on test
     model, _, _ = build_model(_derivation((4, 64)[best]), digits, BS)
-    from archgram.export.weights import load_weights
+    from archgram.search.weights import load_weights
 
     model.load_state_dict(load_weights(weights_file(store.url, best)))
     expected, _ = score_split(model, digits, digits.data(0), "test", BS)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from archgram.export.weights import load_weights
 from archgram.grammar.derivation import Derivation
 from archgram.grammar.model import Grammar
 from archgram.search.evaluator import build_model, evaluate
 from archgram.search.inherit import inherit, shared_paths
+from archgram.search.weights import load_weights
 from archgram.tasks import get_task
 
 BS = 16

@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from archgram.analysis.icl_heads import debiased_gd, head_patterns
+from archgram.analysis.icl_heads import head_patterns
 from archgram.ops import get_op
 from archgram.tasks import get_task
+from archgram.tasks.icl_regression import debiased_gd
 
 pytestmark = pytest.mark.catalog("S18")
 
