@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from archgram.search import report
-from archgram.search.store import INTERRUPTED, StudyStore
+from archgram.search.store import INTERRUPTED, PROTOCOL, PROTOCOL_KEY, StudyStore
 
 TINY = """start network
 network : module
@@ -30,7 +30,8 @@ SHAPE = (16, 1, 8, 8)
 
 def _cmd(grammar: Path, study: Path, trials: int, budget: str) -> list[str]:
     return [sys.executable, "-m", "archgram.cli", "search", str(grammar), "--task", "digits", "--strategy", "evolution",
-            "--trials", str(trials), "--workers", "1", "--budget", budget, "--batch-size", "16", "--study", str(study)]
+            "--trials", str(trials), "--workers", "1", "--budget", budget, "--batch-size", "16", "--study", str(study),
+            "--no-reference"]  # a 5-step recipe cannot train the reference; these tests are about resuming
 
 
 def _finished(study: Path) -> int:
@@ -83,11 +84,12 @@ def test_killed_driver_leftovers_are_not_counted(tmp_path):
     grammar.write_text(TINY)
     study = tmp_path / "s.db"
     g = load_grammar(grammar)
-    store = StudyStore(study, meta={"task": "digits", "input_shape": list(SHAPE), "objectives": ["score"]})
+    store = StudyStore(study, meta={"task": "digits", "input_shape": list(SHAPE), "objectives": ["score"],
+                                    PROTOCOL_KEY: PROTOCOL})  # written by this version: validation scores
     for i in range(3):
         trial = store.start(g.sample(SHAPE, seed=i), strategy="evolution", origin="sample")
         if i != 1:
-            store.finish(trial, {"status": "ok", "score": 0.1 * (i + 1), "params": 10 + i})
+            store.finish(trial, {"status": "ok", "score": 0.1 * (i + 1), "params": 10 + i, "budget": "5steps", "steps": 5})
     store.start(g.sample(SHAPE, seed=9), strategy="evolution", origin="sample")
     del store  # the "driver" dies with trials 1 and 3 RUNNING
     before = _snapshot(study)
