@@ -86,7 +86,7 @@ def test_search_joins_a_running_cluster(tmp_path):
         run = subprocess.run(
             [sys.executable, "-m", "archgram.cli", "search", str(grammar), "--task", "digits", "--trials", "3",
              "--workers", "2", "--budget", "5steps", "--batch-size", "16", "--study", str(study),
-             "--address", f"127.0.0.1:{port}"],
+             "--address", f"127.0.0.1:{port}", "--no-reference"],  # 5 steps cannot train the reference
             capture_output=True, text=True, timeout=300, env=env,
         )
         assert run.returncode == 0, run.stdout + run.stderr
@@ -94,7 +94,7 @@ def test_search_joins_a_running_cluster(tmp_path):
         assert len(records) == 3 and any(r.ok for r in records)
         bad = subprocess.run(
             [sys.executable, "-m", "archgram.cli", "search", str(grammar), "--task", "digits", "--trials", "4",
-             "--study", str(study), "--address", f"127.0.0.1:{_free_port()}"],
+             "--study", str(study), "--address", f"127.0.0.1:{_free_port()}", "--no-reference"],
             capture_output=True, text=True, timeout=60, env=env,
         )
         assert bad.returncode == 2 and "no Ray cluster answers" in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
