@@ -24,9 +24,7 @@ from rich.text import Text
 import archgram
 from archgram.cli import analyze, bench, catalog, experts, export, fuse, grammar, search
 from archgram.cli.common import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, console, err
-from archgram.cli.common import emit_json as _emit_json  # noqa: F401  (cli/search.py reads these through _ui())
 from archgram.cli.common import error as _error
-from archgram.cli.common import warn as _warn  # noqa: F401
 from archgram.errors import ArchgramError, GrammarError
 
 try:  # typer >= 0.22 vendors click; its exceptions are not click's

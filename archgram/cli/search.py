@@ -41,17 +41,12 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from archgram.cli import common as ui
+from archgram.cli.common import EXIT_FAILED, EXIT_INTERRUPTED
+from archgram.cli.util import human
 from archgram.errors import ArchgramError
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 TOP_AFTER_SEARCH = 5
-
-
-def _ui():
-    """The CLI module's consoles and helpers (imported late: cli.py imports us)."""
-    from archgram import cli
-
-    return cli
 
 
 def _clock(seconds: float | None) -> str:
@@ -101,8 +96,6 @@ class _Display:
 
     @staticmethod
     def _last_text(last: dict) -> str:
-        from archgram.cli.util import human
-
         if not last:
             return "-"
         num = f"trial {last['number']} " if "number" in last else ""
@@ -151,8 +144,6 @@ def _on_update(progress) -> None:
 
 # ------------------------------------------------------------------ tables
 def leaderboard_table(rows: list[dict], title: str) -> Table:
-    from archgram.cli.util import human
-
     table = Table(title=title, title_justify="left", header_style="bold")
     for col, kw in (("#", {"justify": "right"}), ("trial", {"justify": "right"}), ("score", {"justify": "right"}),
                     ("metric", {"style": "dim"}), ("params", {"justify": "right"}), ("FLOPs", {"justify": "right"}),
@@ -265,7 +256,6 @@ def search(
     from archgram.search.store import storage_url
     from archgram.search.training import parse_cli
 
-    ui = _ui()
     # every check and default lives in the API: this only translates options
     request = api.prepare(
         grammar, task=task, data=data, target=target, task_kind=task_kind, strategy=strategy, trials=trials,
@@ -273,7 +263,7 @@ def search(
         objectives=objectives, address=address, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
         population=population, tournament=tournament, seed_baselines=seed_baselines, scheduler=scheduler,
         train_options=parse_cli(train_option), task_options=None,
-        data_options={"val_fraction": val_fraction} if val_fraction is not None else None, warn=ui._warn,
+        data_options={"val_fraction": val_fraction} if val_fraction is not None else None, warn=ui.warn,
         reference=reference, rungs=rungs, eta=eta, prescreen=prescreen, proxy=proxy, inherit=inherit,
     )
     config = request.config
@@ -327,7 +317,7 @@ def search(
     if exported is not None:
         summary["export"] = exported.to_dict()
     if as_json:
-        ui._emit_json(summary)
+        ui.emit_json(summary)
     if stopped:
         rerun = "rerun the same command to resume"
         ui.err.print(Text.assemble(("stopped: ", "bold yellow"),
@@ -353,7 +343,7 @@ def search(
         reason, n = reasons.most_common(1)[0] if reasons else ("error", 0)
         message = next((r.attrs.get("message") for r in records if r.state == "FAIL"
                         and (r.attrs.get("failure") or "error") == reason and r.attrs.get("message")), "")
-        ui._error(f"every one of the {len(records)} trials failed (most often '{reason}', {n}x"
+        ui.error(f"every one of the {len(records)} trials failed (most often '{reason}', {n}x"
                   + (f": {str(message).splitlines()[0][:200]}" if message else "") + ")")
         raise typer.Exit(EXIT_FAILED)
 
@@ -395,7 +385,7 @@ def _export_best(study: str, console):
     try:
         return export(study, out, force=ours)
     except ArchgramError as exc:
-        _ui()._warn(f"could not export the best trial: {exc} (try `archgram export {study} --out DIR`)")
+        ui.warn(f"could not export the best trial: {exc} (try `archgram export {study} --out DIR`)")
         return None
 
 
@@ -415,7 +405,6 @@ def show(
     """
     from archgram.search import report
 
-    ui = _ui()
     store = report.open_study(study)
     records = store.records()
     counts = report.status_counts(records)
@@ -450,7 +439,7 @@ def show(
         **({"per_task": per_task} if per_task else {}),
     }
     if as_json:
-        ui._emit_json(result)
+        ui.emit_json(result)
         return
     about = ", ".join(f"{k} {meta[k]}" for k in ("grammar", "task", "objectives") if k in meta)
     ui.console.print(Text.assemble((f"{study}", "bold"), f"  {about}" if about else "", "\n",
@@ -468,17 +457,15 @@ def show(
         if per_task:
             ui.console.print(_task_table(per_task))
     elif records:
-        ui._warn("no trial succeeded yet")
+        ui.warn("no trial succeeded yet")
     else:
-        ui._warn("the study holds no finished trial yet")
+        ui.warn("the study holds no finished trial yet")
     if written:
         ui.console.print(Text.assemble(("plots: ", "bold"), "  ".join(written)), soft_wrap=True, highlight=False)
 
 
 def _task_table(per_task: dict) -> Table:
     """The per-task Pareto front of a multi-task study, then each task's best trial."""
-    from archgram.cli.util import human
-
     tasks = per_task["tasks"]
     table = Table(title="per-task Pareto front (no trial scores at least as well on every task)", title_justify="left",
                   header_style="bold")
