@@ -95,6 +95,8 @@ class SearchConfig:
     proxy: str = "synflow"
     #: weight inheritance: a mutated or crossed-over child starts from its parent's kept weights
     inherit: bool = False
+    #: wall-clock cap of one trial in seconds (a trial past it fails as a timeout); None: the recipe's
+    trial_seconds: float | None = None
 
 
 @dataclass
@@ -179,8 +181,9 @@ def resolve_recipe(config: SearchConfig, task) -> tuple[SearchConfig, Any]:
                                   budget=config.budget)
     options = {**recipe.train_options(), **config.train_options}
     recipe = recipe.override(schedule=options["schedule"], warmup=options["warmup"])
+    recipe = recipe.override(trial_seconds=config.trial_seconds)
     resolved = dataclasses.replace(config, lr=recipe.lr, optimizer=recipe.optimizer, batch_size=recipe.batch_size,
-                                   budget=recipe.budget, train_options=options)
+                                   budget=recipe.budget, train_options=options, trial_seconds=recipe.trial_seconds)
     return resolved, recipe
 
 
@@ -222,6 +225,7 @@ def _trainable(config: dict[str, Any], task=None) -> None:
             evaluation = evaluate(derivation, task, budget, seed=config["seed"], device=config.get("device", "cpu"),
                                   batch_size=config["batch_size"], train_options=train_options, on_step=on_step,
                                   weights=config.get("weights"), **training_settings(config),
+                                  timeout=config.get("timeout"),
                                   inherit_from=(parent["path"], Derivation.from_json(parent["derivation"]))
                                   if parent else None)
         result = evaluation.to_dict() | {k: v for k, v in evaluation.extras.items() if ":" in k}
@@ -345,6 +349,7 @@ def _searcher(strategy, store: StudyStore, config: SearchConfig, progress: Progr
                 "weights": None if config.tasks else weights_file(store.url, trial.number),  # for `archgram export`
                 "budget": proposal.budget or config.budget,
                 "inherit": self._parent(proposal) if config.inherit else None,
+                "timeout": config.trial_seconds,
                 "seed": config.seed + trial.number,
                 "batch_size": config.batch_size,
                 "lr": config.lr,

@@ -116,6 +116,10 @@ class Recipe:
     budget: str = "500steps"
     schedule: str = "cosine"  # TrainOptions.schedule
     warmup: float = 0.05  # TrainOptions.warmup
+    #: wall-clock cap per trial (seconds), or None. A safety, not a budget: a trial
+    #: still running then is a failed 'timeout' (a sampled giant), while every trial
+    #: that finishes keeps its step-determined score.
+    trial_seconds: float | None = None
 
     def train_options(self) -> dict[str, Any]:
         """The evaluator train options this recipe sets."""

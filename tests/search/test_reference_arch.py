@@ -41,6 +41,23 @@ def test_recipe_fields_the_user_sets_win_and_the_rest_come_from_the_task():
                                                                                         want.batch_size, want.budget)
     assert resolved.train_options == {"schedule": want.schedule, "warmup": 0.0}
     assert recipe == want.override(lr=0.5, warmup=0.0)
+    assert resolved.trial_seconds == want.trial_seconds == 30.0  # digits caps a sampled giant
+    capped, _ = resolve_recipe(dataclasses.replace(config, trial_seconds=5.0), digits)
+    assert capped.trial_seconds == 5.0
+
+
+def test_a_trial_past_the_recipes_wall_clock_cap_fails_as_a_timeout(monkeypatch):
+    from archgram.search import runner
+
+    seen = {}
+    ray_tune = pytest.importorskip("ray.tune")
+
+    monkeypatch.setattr(ray_tune, "report", lambda metrics: seen.update(metrics))
+    d = archgram.load_grammar("references/digits").sample((32, 1, 8, 8), seed=0)
+    config = {"derivation": d.to_json(indent=None), "task": "digits", "budget": "2000steps", "seed": 0,
+              "batch_size": 32, "lr": 1e-3, "optimizer": "adam", "timeout": 0.5, "cpus": 1}
+    runner._trainable(config, get_task("digits"))
+    assert seen["status"] == "failed" and seen["failure"] == "timeout"
 
 
 def _quick(task, **kw):
