@@ -96,6 +96,14 @@ class Layout(Part, nn.Module):
         """Repeat each key/value head for the query heads that share it."""
         return kv.repeat_interleave(self.heads // self.kv, dim=1) if self.kv != self.heads else kv
 
+    def unexpanded(self, kv: torch.Tensor) -> torch.Tensor:
+        """Undo ``expand`` as a strided view (no copy), so a GQA kernel reads each
+        key/value head once and sums its gradient over the group; a layout that
+        overrides ``expand`` keeps its own heads."""
+        if type(self).expand is Layout.expand and self.kv != self.heads:
+            return kv[:, :: self.heads // self.kv]
+        return kv
+
     def out(self, o: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
         """Head outputs (B, Hq, N, d) -> (B, N, dim). ``x`` (the layer input) is
         there for layouts whose output depends on it (MoH's router)."""

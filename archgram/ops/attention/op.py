@@ -17,7 +17,7 @@ import torch
 from archgram.errors import ShapeError
 from archgram.ops.attention.content import compressed_attend
 from archgram.ops.attention.gathered import gathered_attend, selection_mask
-from archgram.ops.attention.parts import LAYOUTS, PATTERNS, POSITIONS, SCORES
+from archgram.ops.attention.parts import LAYOUTS, PATTERNS, POSITIONS, SCORES, kernel_keywords
 from archgram.ops.attention.positions import Position
 from archgram.ops.attention.scores import Score, Softmax
 from archgram.ops.registry import Arg, Op, check_rank, register_op
@@ -249,23 +249,26 @@ class Attention(Op):
 
     def _flash(self, q, k, v, pattern_bias=None) -> torch.Tensor | None:
         """The fused flash kernels' output (forward and backward) where they serve
-        this op's score / pattern / position (``archgram.kernels.flash.op_bridge``),
+        this op's score / pattern / position (each part's ``flash`` keywords),
         on CUDA; None otherwise (the PyTorch path runs; the reason is recorded in
         ``archgram.kernels.fallbacks``). ARCHGRAM_KERNELS=off disables."""
         from archgram.kernels import fallbacks
-        from archgram.kernels.flash import dispatch, op_bridge
+        from archgram.kernels.flash import dispatch
 
         reason = dispatch.unavailable(q, k, v)  # before building kernel arguments: runs on every CPU step
         if reason is None and pattern_bias is not None:
             reason = f"pattern {type(self.pattern).__name__} adds data-dependent logits"
-        if reason is not None:
+        kw = None
+        if reason is None:
+            parts = {"score": self.score, "pattern": self.pattern, "position": self.position}
+            kw, reason = kernel_keywords(parts, q.shape[-2], getattr(self, "grid", None), q.device)
+        if kw is None:
             fallbacks.record("flash", reason)
             return None
-        kw = op_bridge.kernel_kwargs(self, q.shape[-2], q.device)
-        if kw is None:
-            return None
-        k, v = op_bridge.shared_kv(self.layout, k), op_bridge.shared_kv(self.layout, v)
-        return dispatch.attention(q, k, v, **kw)
+        kw["scale"] = self.scale
+        if self.causal:
+            kw["causal"] = True
+        return dispatch.attention(q, self.layout.unexpanded(k), self.layout.unexpanded(v), **kw)
 
     def extra_repr(self) -> str:
         return self.summary

@@ -22,6 +22,29 @@ class Part:
     #: Catalog rows this part implements.
     refs: ClassVar[tuple[str, ...]] = ()
 
+    def flash(self, n: int, grid: tuple[int, int] | None, device) -> dict | None:
+        """The flash kernels' keywords that compute this part for ``n`` tokens
+        (``grid``: the image's (H, W) or None), or None where this configuration
+        has none. A part is served only when its own class defines ``flash``
+        (``kernel_keywords`` checks), so a subclass that changes the maths never
+        inherits its parent's kernel by accident."""
+        return None
+
+
+def kernel_keywords(parts: dict[str, Part], n: int, grid, device) -> tuple[dict | None, str]:
+    """Keywords for ``archgram.kernels.flash.dispatch.attention`` from each axis's
+    part ({"score": ..., "pattern": ..., "position": ...}), or (None, why not)."""
+    kw: dict = {}
+    for axis, part in parts.items():
+        name = type(part).__name__
+        if "flash" not in type(part).__dict__:
+            return None, f"{axis} {name} has no kernel"
+        got = part.flash(n, grid, device)
+        if got is None:
+            return None, f"{axis} {name}: this configuration has no kernel"
+        kw.update(got)
+    return kw, ""
+
 
 class PartRegistry(Registry[type[Part]]):
     """The parts of one axis; an unknown name is a ShapeError, raised while

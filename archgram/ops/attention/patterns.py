@@ -91,6 +91,9 @@ class Full(Pattern):
     def mask(self, n, grid, device):
         return None
 
+    def flash(self, n, grid, device):
+        return {}
+
 
 @PATTERNS.register
 class Causal(Pattern):
@@ -98,6 +101,9 @@ class Causal(Pattern):
 
     def mask(self, n, grid, device):
         return torch.ones(n, n, dtype=torch.bool, device=device).tril()
+
+    def flash(self, n, grid, device):
+        return {"causal": True}
 
 
 def _neighborhood_1d(n: int, size: int, dilation: int, device) -> torch.Tensor:
@@ -133,6 +139,9 @@ class Window(Pattern):
         diff = i[:, None] - i[None, :]
         return (diff.abs() <= self.size // 2 * self.dilation) & (diff % self.dilation == 0)
 
+    def flash(self, n, grid, device):
+        return {"window": self.size // 2 * self.dilation, "dilation": self.dilation}
+
 
 @PATTERNS.register
 class Neighborhood(Pattern):
@@ -158,6 +167,9 @@ class Neighborhood(Pattern):
     def mask(self, n, grid, device):
         return _neighborhood_1d(n, self.size, self.dilation, device)
 
+    def flash(self, n, grid, device):
+        return {"neighborhood": self.size, "dilation": self.dilation}
+
 
 @PATTERNS.register
 class Neighborhood2D(Pattern):
@@ -180,6 +192,9 @@ class Neighborhood2D(Pattern):
         cols = _neighborhood_1d(w, self.size, self.dilation, device)
         # token (r, c) sees (r', c') iff r' is a row neighbour and c' a column neighbour
         return (rows[:, None, :, None] & cols[None, :, None, :]).reshape(h * w, h * w)
+
+    def flash(self, n, grid, device):
+        return {"neighborhood": self.size, "dilation": self.dilation, "grid": (int(grid[0]), int(grid[1]))}
 
 
 def _bigbird_random(nb: int, device, count: int = 1, seed: int = 0) -> torch.Tensor:
@@ -232,6 +247,14 @@ class BlockSparse(Pattern):
         blocks = torch.arange(n, device=device) // self.block
         layout = self.layout(int(blocks[-1]) + 1, device)
         return layout[blocks][:, blocks]
+
+    def flash(self, n, grid, device):
+        """The block layout as the kernel's block mask; None when a query block sees
+        no key block (the op's softmax gives such rows uniform weights, the kernel zeros)."""
+        layout = self.layout(-(-n // self.block), device)
+        if not bool(layout.diagonal().all()):
+            return None
+        return {"block_mask": layout, "block": (self.block, self.block)}
 
 
 class _GridPattern(Pattern):

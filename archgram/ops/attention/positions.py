@@ -52,6 +52,9 @@ class Position(Part, nn.Module):
 class NoPosition(Position):
     name = "none"
 
+    def flash(self, n, grid, device):
+        return {}
+
 
 def _rotate(x: torch.Tensor, pos: torch.Tensor, base: float) -> torch.Tensor:
     """Rotate consecutive pairs of ``x``'s last axis by angle pos * base^(-2i/d)."""
@@ -97,6 +100,9 @@ class RoPE(Position):
 
         return both(q), both(k)
 
+    def flash(self, n, grid, device):
+        return {}  # rotations are applied to q and k before the kernel
+
 
 @POSITIONS.register
 class ALiBi(Position):
@@ -110,6 +116,9 @@ class ALiBi(Position):
 
     def bias(self, nq, nk, device):
         return -self.slopes().to(device)[:, None, None] * _distance(nq, nk, device).abs()[None]
+
+    def flash(self, n, grid, device):
+        return {"alibi_slopes": self.slopes()}
 
 
 @POSITIONS.register
@@ -134,6 +143,9 @@ class RelativeBias(Position):
         r = self.max_distance
         column = (-_distance(nq, nk, device)).clamp(-r, r) + r  # j - i, clipped
         return self.table[:, column]
+
+    def flash(self, n, grid, device):
+        return {"rel_bias": self.table}
 
 
 def _distance(nq: int, nk: int, device) -> torch.Tensor:
@@ -180,6 +192,9 @@ class RoPEALiBi(RoPE):
 
     def bias(self, nq, nk, device):
         return -self.slopes().to(device)[:, None, None] * _distance(nq, nk, device).abs()[None]
+
+    def flash(self, n, grid, device):
+        return {"alibi_slopes": self.slopes()}
 
 
 @POSITIONS.register

@@ -104,6 +104,9 @@ class Softmax(Score):
     def weights(self, logits, mask):
         return torch.softmax(masked_fill_min(logits, mask), dim=-1)
 
+    def flash(self, n, grid, device):
+        return {"score": "softmax"}
+
 
 @SCORES.register
 class Sigmoid(Score):
@@ -150,6 +153,9 @@ class Sigmoid(Score):
         b = -math.log(logits.shape[-1]) if self.bias is None else self.bias
         w = torch.sigmoid(logits + b)
         return w if mask is None else w * mask
+
+    def flash(self, n, grid, device):
+        return None if self.qk_norm else {"score": "sigmoid", "sigmoid_bias": self.bias}
 
 
 def masked_zero(w: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -205,6 +211,9 @@ class ClippedSoftmax(Score):
     def weights(self, logits, mask):
         p = torch.softmax(masked_fill_min(logits, mask), dim=-1)
         return masked_zero(((self.zeta - self.gamma) * p + self.gamma).clamp(0.0, 1.0), mask)
+
+    def flash(self, n, grid, device):
+        return {"score": "clipped", "gamma": self.gamma, "zeta": self.zeta}
 
 
 class HeadGate(nn.Module):
@@ -269,6 +278,11 @@ class SoftCap(Score):
 
 
 # ------------------------------------------- Softplus attention + re-weighting (S38)
+
+    def flash(self, n, grid, device):
+        return {"score": "softcap", "cap": self.cap}
+
+
 @SCORES.register
 class SoftplusReweight(Score):
     """Length-scaled softplus attention with re-weighting (Gao & Spratling 2025,
@@ -310,6 +324,11 @@ class SoftplusReweight(Score):
 
 
 # ------------------------------------------------ Kolmogorov-Arnold attention (S05)
+
+    def flash(self, n, grid, device):
+        return {"score": "softplus", "power": self.power}
+
+
 @SCORES.register
 class FourierKArAt(Score):
     """Fourier Kolmogorov-Arnold attention (Maity et al. 2025, "KArAt", catalog S05):

@@ -225,3 +225,33 @@ def test_gradients_flow():
     x = torch.randn(2, 6, 16, requires_grad=True)
     m(x).sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+def test_kernel_keywords_come_from_parts_that_declare_them():
+    """Each score / pattern / position class says which flash-kernel keywords compute
+    it; a subclass that does not declare its own is not served (it may change the
+    maths), and a configuration a part cannot serve says why."""
+    import torch
+
+    from archgram.ops.attention.parts import kernel_keywords
+    from archgram.ops.attention.patterns import BlockSparse, Causal, Window
+    from archgram.ops.attention.positions import ALiBi
+    from archgram.ops.attention.scores import Sigmoid, Softmax
+
+    class Tempered(Softmax):
+        def weights(self, logits, mask):
+            return super().weights(2 * logits, mask)
+
+    alibi = ALiBi(4, 8)
+    kw, why = kernel_keywords({"score": Softmax(4), "pattern": Window(size=5, dilation=2), "position": alibi},
+                              16, None, "cpu")
+    assert why == "" and kw["score"] == "softmax" and kw["window"] == 4 and kw["dilation"] == 2
+    assert torch.equal(kw["alibi_slopes"], alibi.slopes())
+    assert kernel_keywords({"score": Tempered(4), "pattern": Causal()}, 16, None, "cpu") == (
+        None, "score Tempered has no kernel")
+    assert kernel_keywords({"score": Sigmoid(4, qk_norm=True)}, 16, None, "cpu") == (
+        None, "score Sigmoid: this configuration has no kernel")
+    assert kernel_keywords({"score": Sigmoid(4, bias=-2.0)}, 16, None, "cpu")[0] == {"score": "sigmoid", "sigmoid_bias": -2.0}
+    no_diagonal = BlockSparse(block=4)
+    no_diagonal.layout = lambda nb, device: torch.zeros(nb, nb, dtype=torch.bool)
+    assert kernel_keywords({"pattern": no_diagonal}, 16, None, "cpu")[1] == "pattern BlockSparse: this configuration has no kernel"
