@@ -211,7 +211,7 @@ def test_search_continues_to_total_then_does_nothing(tmp_path):
     store = StudyStore(study, meta={"task": "digits", "input_shape": [16, 1, 8, 8], "objectives": ["score"],
                                     "protocol": PROTOCOL})
     ok = store.start(g.sample((16, 1, 8, 8), seed=1), strategy="evolution", origin="sample")
-    store.finish(ok, {"status": "ok", "score": 0.25, "metric": "accuracy", "params": 40})
+    store.finish(ok, {"status": "ok", "score": 0.25, "metric": "accuracy", "params": 40, "budget": "5steps", "steps": 5})
     bad = store.start(g.sample((16, 1, 8, 8), seed=2), strategy="evolution", origin="sample")
     store.finish(bad, {"status": "failed", "failure": "nan", "message": "loss is NaN"})
     store.start(g.sample((16, 1, 8, 8), seed=3), strategy="evolution", origin="sample")  # the killed one

@@ -507,13 +507,14 @@ class Agent(Score):
         attention = 2 * batch * heads * int(agents) * (keys + n) * ((qk_dim or head_dim) + head_dim)
         return attention + 2 * batch * heads * head_dim * keys * int(dwc) ** 2
 
-    def __init__(self, heads, head_dim, agents: int = 16, dwc: int = 3, tokens: int | None = None, grid=None):
+    def __init__(self, heads, head_dim, agents: int = 16, dwc: int = 3, tokens: int | None = None, grid=None,
+                 value_dim: int | None = None):
         super().__init__(heads)
         self.agents, self.grid = int(agents), grid
         #: agent biases, built when the op gives its token count
         self.agent_bias = nn.Parameter(torch.zeros(heads, self.agents, tokens)) if tokens else None
         self.query_bias = nn.Parameter(torch.zeros(heads, tokens, self.agents)) if tokens else None
-        channels = heads * head_dim
+        channels = heads * (value_dim or head_dim)  # the values' head dim (a layout may widen q/k, e.g. random_qk)
         conv = nn.Conv2d if grid is not None else nn.Conv1d
         self.dwc = conv(channels, channels, int(dwc), padding=int(dwc) // 2, groups=channels) if dwc else None
 

@@ -103,7 +103,7 @@ def _resolve(shape: Shape, heads, kv_heads, head_dim, layout, score, pattern, po
     if layout_cls.uses_geometry:
         layout_kw = {**layout_kw, "grid": grid}
     if score_cls.uses_geometry:
-        score_kw = {**score_kw, "tokens": n, "grid": grid}
+        score_kw = {**score_kw, "tokens": n, "grid": grid, "value_dim": head_dim}
     return (n, dim, grid, head_dim, qk_dim, maps, (layout_cls, layout_kw), (score_cls, score_kw), pattern_obj,
             (position_cls, position_kw))
 

@@ -255,3 +255,16 @@ def test_kernel_keywords_come_from_parts_that_declare_them():
     no_diagonal = BlockSparse(block=4)
     no_diagonal.layout = lambda nb, device: torch.zeros(nb, nb, dtype=torch.bool)
     assert kernel_keywords({"pattern": no_diagonal}, 16, None, "cpu")[1] == "pattern BlockSparse: this configuration has no kernel"
+
+
+def test_agent_value_conv_is_sized_by_the_value_heads_under_a_wide_qk_layout():
+    """random_qk (S76) gives q/k the model width while values keep head_dim: agent
+    attention's depthwise value conv (S40) must be sized by the values (a sampled
+    architecture crashed at its first forward before)."""
+    import torch
+
+    from archgram.ops.attention.op import Attention
+
+    op = Attention((2, 16, 32), heads=4, layout={"name": "random_qk"}, score={"name": "agent"})
+    assert op.score.dwc.in_channels == 4 * 8
+    assert op(torch.randn(2, 16, 32)).shape == (2, 16, 32)
