@@ -27,7 +27,7 @@ from typing import Any
 
 from archgram.errors import ArchgramError
 from archgram.grammar.derivation import Derivation
-from archgram.search.strategies.base import Proposal
+from archgram.search.strategies.base import Proposal, StrategyWrapper
 
 #: a rung shorter than this many steps says nothing about an architecture
 MIN_RUNG_STEPS = 10
@@ -56,11 +56,11 @@ def step_budget(budget) -> int:
     return int(budget.steps)
 
 
-class SuccessiveHalving:
+class SuccessiveHalving(StrategyWrapper):
     """Wraps a strategy (``inner``) with successive-halving rungs over a step budget."""
 
     def __init__(self, inner, budget, *, rungs: int = 3, eta: int = 3):
-        self.inner = inner
+        super().__init__(inner)
         self.name = f"{inner.name}+sh"
         self.eta = eta
         self.budgets = rung_budgets(step_budget(budget), rungs, eta)
@@ -70,22 +70,6 @@ class SuccessiveHalving:
         self.pending: dict[str, int] = {}  # hash -> rung asked and not told yet
 
     # -- the strategy interface ---------------------------------------------
-    @property
-    def queue(self):
-        return self.inner.queue
-
-    @property
-    def seen(self) -> set[str]:
-        """Architectures the wrapped strategy will not propose again (the runner adds the study's)."""
-        return self.inner.seen
-
-    @seen.setter
-    def seen(self, value: set[str]) -> None:
-        self.inner.seen = value
-
-    def enqueue(self, derivation: Derivation, origin: str = "seed") -> None:
-        self.inner.enqueue(derivation, origin)
-
     def ask(self) -> Proposal:
         for rung in range(len(self.budgets) - 2, -1, -1):
             candidate = self._promotable(rung)

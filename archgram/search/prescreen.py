@@ -13,12 +13,9 @@ budget of B steps per trial this adds K/B to the compute, and
 """
 from __future__ import annotations
 
-from typing import Any
-
 from archgram.errors import ArchgramError
-from archgram.grammar.derivation import Derivation
 from archgram.search.proxies import PROXIES, proxy_score
-from archgram.search.strategies.base import Proposal
+from archgram.search.strategies.base import Proposal, StrategyWrapper
 
 #: the proxy used unless another is named (see experiments/search_quality/proxies.py)
 DEFAULT_PROXY = "synflow"
@@ -35,19 +32,17 @@ def check_prescreen(k: int, budget_steps: int | None, proxy: str) -> None:
                             f"budget; use --prescreen {max(1, budget_steps // 2)} or less, or a larger --budget")
 
 
-class Prescreen:
+class Prescreen(StrategyWrapper):
     """Wraps a strategy: each ask draws ``k`` candidates and keeps the proxy's best."""
 
     def __init__(self, inner, task, batch_size: int, *, k: int = 4, proxy: str = DEFAULT_PROXY, seed: int = 0):
         check_prescreen(k, None, proxy)
-        self.inner, self.task, self.batch_size, self.k, self.proxy, self.seed = inner, task, batch_size, k, proxy, seed
+        super().__init__(inner)
+        self.task, self.batch_size, self.k, self.proxy, self.seed = task, batch_size, k, proxy, seed
         self.name = f"{inner.name}+prescreen{k}"
         self.asked = 0
         #: proxy evaluations so far (each ~ one training step of compute)
         self.evaluations = 0
-
-    def enqueue(self, derivation: Derivation, origin: str = "seed") -> None:
-        self.inner.enqueue(derivation, origin)
 
     def ask(self) -> Proposal:
         self.asked += 1
@@ -65,22 +60,3 @@ class Prescreen:
                 best, best_score = proposal, score
         best.info["proxy"] = {self.proxy: best_score, "of": self.k}
         return best
-
-    def tell(self, derivation: Derivation, score: float | None, metrics: dict[str, Any] | None = None) -> None:
-        self.inner.tell(derivation, score, metrics)
-
-    def replay(self, finished: list[tuple]) -> None:
-        self.inner.replay(finished)
-
-    @property
-    def queue(self):
-        return self.inner.queue
-
-    @property
-    def seen(self) -> set[str]:
-        """Architectures the wrapped strategy will not propose again (the runner adds the study's)."""
-        return self.inner.seen
-
-    @seen.setter
-    def seen(self, value: set[str]) -> None:
-        self.inner.seen = value

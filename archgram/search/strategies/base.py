@@ -139,3 +139,37 @@ def _load() -> None:
 
 
 __all__ = ["Proposal", "SamplingError", "Strategy", "get_strategy", "register_strategy", "strategy_names"]
+
+
+class StrategyWrapper:
+    """A budget policy around a strategy (successive halving, prescreening): it
+    passes the strategy interface through to ``inner`` and overrides what it
+    changes (usually ``ask`` and ``tell``)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    @property
+    def queue(self):
+        return self.inner.queue
+
+    @property
+    def seen(self) -> set[str]:
+        """Architectures the wrapped strategy will not propose again (the runner adds the study's)."""
+        return self.inner.seen
+
+    @seen.setter
+    def seen(self, value: set[str]) -> None:
+        self.inner.seen = value
+
+    def enqueue(self, derivation: Derivation, origin: str = "seed") -> None:
+        self.inner.enqueue(derivation, origin)
+
+    def ask(self) -> Proposal:
+        return self.inner.ask()
+
+    def tell(self, derivation: Derivation, score: float | None, metrics: dict[str, Any] | None = None) -> None:
+        self.inner.tell(derivation, score, metrics)
+
+    def replay(self, finished: list[tuple]) -> None:
+        self.inner.replay(finished)
