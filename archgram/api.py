@@ -129,9 +129,10 @@ def prepare(
     """Check a search request and apply the search policy (``plan``); runs
     nothing and writes nothing. Arguments as for ``search``."""
     from archgram.grammar.model import load_grammar
-    from archgram.search.evaluator import Budget, TrainOptions, check_training
+    from archgram.search.evaluator import Budget
     from archgram.search.multitask import TaskSet
     from archgram.search.strategies import get_strategy
+    from archgram.search.training.options import TrainOptions, check_training
 
     warn = warn or (lambda text: warnings.warn(text, stacklevel=3))
     choice = choose_task(task, data, target=target, task_kind=task_kind, task_options=task_options,

@@ -118,7 +118,8 @@ def _study_weights(store, record, model: nn.Module) -> str | None:
 def _retrain(record, task, batch_size: int, model: nn.Module, meta: dict[str, Any]) -> str:
     """Fallback: train the trial again (deterministic on CPU for step budgets only),
     with the study's optimizer settings and train options."""
-    from archgram.search.evaluator import Budget, evaluate, training_settings
+    from archgram.search.evaluator import Budget, evaluate
+    from archgram.search.training.options import training_settings
     from archgram.search.weights import load_weights
 
     attrs = record.attrs

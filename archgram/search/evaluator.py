@@ -37,6 +37,7 @@ from torch import nn
 
 from archgram.errors import ArchgramError, CompileError, DerivationError, SamplingError, ShapeError
 from archgram.grammar.derivation import Derivation
+from archgram.search.training.options import OPTIMIZERS, TrainOptions, check_training
 from archgram.tasks import Task, get_task
 from archgram.tasks.heads import module_flops
 
@@ -187,93 +188,6 @@ def auxiliary_loss(model: nn.Module) -> torch.Tensor | float:
         if isinstance(aux, torch.Tensor) and aux.requires_grad:
             total = total + aux
     return total
-
-
-@dataclass
-class TrainOptions:
-    schedule: str = "cosine"  # 'cosine' | 'constant'
-    warmup: float = 0.05  # fraction of the run with a linear warm-up (0 to disable)
-    weight_decay: float = 0.01
-    grad_clip: float | None = 1.0
-    momentum: float = 0.9  # sgd only
-    latency_repeats: int = 5
-    deterministic: bool = True  # cudnn deterministic / no benchmark on CUDA
-    #: CPU threads for this call (restored afterwards); None leaves the process
-    #: setting. Small models train many times faster on 1 thread per trial than
-    #: with several trials' threads fighting over the cores.
-    threads: int | None = None
-    #: Weight of the auxiliary losses ops leave in ``aux_loss`` (MoE load balance,
-    #: Sparsifiner's predictor); 0 ignores them.
-    aux_weight: float = 0.01
-    #: Adversarial training: None, on the embedding (the stem's output) 'at' / 'vat',
-    #: or on every attention layer's logits 'attention_at' (S74) / 'attention_vat'
-    #: (S75); see archgram/search/training/adversarial.py and attention_adversarial.py.
-    adversarial: str | None = None
-    adv_eps: float = 0.05  # perturbation size, a fraction of each example's embedding norm
-    adv_weight: float = 1.0  # weight of the adversarial loss term
-    vat_xi: float = 1e-3  # VAT: power-iteration step, a fraction of the embedding norm
-    vat_iters: int = 1  # VAT: power iterations
-
-    @classmethod
-    def from_dict(cls, options: dict[str, Any] | None) -> TrainOptions:
-        options = dict(options or {})
-        names = [f.name for f in fields(cls)]
-        unknown = sorted(set(options) - set(names))
-        if unknown:
-            raise ArchgramError(f"unknown train option(s) {', '.join(unknown)}; known: {', '.join(names)}")
-        opts = cls(**options)
-        if opts.schedule not in ("cosine", "constant"):
-            raise ArchgramError(f"train option schedule must be 'cosine' or 'constant', got {opts.schedule!r}")
-        if opts.threads is not None and opts.threads < 1:
-            raise ArchgramError(f"train option threads must be at least 1, got {opts.threads}")
-        if not 0 <= opts.warmup < 1:
-            raise ArchgramError(f"train option warmup is a fraction in [0, 1), got {opts.warmup}")
-        if opts.adversarial is not None:
-            from archgram.search.training import get_method
-
-            get_method(opts.adversarial)
-            for name, ok, want in (("adv_eps", opts.adv_eps > 0, "positive"), ("adv_weight", opts.adv_weight >= 0, "0 or more"),
-                                   ("vat_xi", opts.vat_xi > 0, "positive"), ("vat_iters", opts.vat_iters >= 1, "at least 1")):
-                if not (ok and math.isfinite(getattr(opts, name))):
-                    raise ArchgramError(f"train option {name} must be {want}, got {getattr(opts, name)}")
-        return opts
-
-    def factor(self, progress: float) -> float:
-        """Learning-rate multiplier at ``progress`` in [0, 1] of the run."""
-        progress = min(max(progress, 0.0), 1.0)
-        if self.warmup and progress < self.warmup:
-            return (progress + 1e-3) / (self.warmup + 1e-3)
-        if self.schedule == "constant":
-            return 1.0
-        rest = (progress - self.warmup) / max(1e-9, 1 - self.warmup)
-        return 0.5 * (1 + math.cos(math.pi * rest))
-
-
-OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
-    "adamw": lambda params, lr, o: torch.optim.AdamW(params, lr=lr, weight_decay=o.weight_decay),
-    "adam": lambda params, lr, o: torch.optim.Adam(params, lr=lr),
-    "sgd": lambda params, lr, o: torch.optim.SGD(params, lr=lr, momentum=o.momentum, weight_decay=o.weight_decay),
-}
-
-
-#: optimizer settings of studies written before they were recorded
-LEGACY_TRAINING = {"lr": 1e-3, "optimizer": "adamw"}
-
-
-def training_settings(config: dict[str, Any]) -> dict[str, Any]:
-    """The optimizer settings (lr, optimizer) a trial config or a study's stored
-    "training" record carries, with the old defaults for older studies."""
-    return {"lr": float(config.get("lr", LEGACY_TRAINING["lr"])),
-            "optimizer": config.get("optimizer", LEGACY_TRAINING["optimizer"])}
-
-
-def check_training(lr: Any, optimizer: str, lr_name: str = "learning rate") -> None:
-    """Raise ArchgramError for an unknown optimizer or a learning rate that is not a
-    positive finite number (``lr_name`` names it as the caller's user knows it)."""
-    if optimizer not in OPTIMIZERS:
-        raise ArchgramError(f"unknown optimizer '{optimizer}'; known: {', '.join(OPTIMIZERS)}")
-    if isinstance(lr, bool) or not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
-        raise ArchgramError(f"{lr_name} must be a positive number, got {lr}")
 
 
 # ---------------------------------------------------------------- failures

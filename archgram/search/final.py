@@ -92,7 +92,8 @@ def _load_kept(store: StudyStore, record: TrialRecord, model) -> str | None:
 def _retrain(store: StudyStore, record: TrialRecord, task, batch_size: int, model) -> None:
     """Train the trial again: its stored seed, its step count (a time budget
     does not replay; the steps it reached do), the study's optimizer settings."""
-    from archgram.search.evaluator import Budget, evaluate, training_settings
+    from archgram.search.evaluator import Budget, evaluate
+    from archgram.search.training.options import training_settings
     from archgram.search.weights import load_weights
 
     attrs, meta = record.attrs, store.meta

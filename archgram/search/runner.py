@@ -59,7 +59,7 @@ class SearchConfig:
     budget: str | None = None
     seed: int = 0
     batch_size: int | None = None
-    #: learning rate and optimizer of every trial's training (evaluator.OPTIMIZERS)
+    #: learning rate and optimizer of every trial's training (training.options.OPTIMIZERS)
     lr: float | None = None
     optimizer: str | None = None
     objectives: tuple[str, ...] = ("score",)
@@ -199,7 +199,8 @@ def _trainable(config: dict[str, Any], task=None) -> None:
     option this worker cannot build) into a failed 'error' with its message."""
     from ray import tune
 
-    from archgram.search.evaluator import Budget, evaluate, training_settings
+    from archgram.search.evaluator import Budget, evaluate
+    from archgram.search.training.options import training_settings
 
     started = time.time()
     try:
@@ -478,7 +479,8 @@ def run_search(config: SearchConfig, on_update: Callable[[Progress], None] = lam
     """Run (or resume) the search described by ``config``; return its store.
     ``task``: the task object (a data task, a task from Python); by default the
     one ``config.task`` names, built with ``config.task_options``."""
-    from archgram.search.evaluator import Budget, check_training
+    from archgram.search.evaluator import Budget
+    from archgram.search.training.options import check_training
     from archgram.tasks import get_task
 
     if config.trials < 1 or config.workers < 1:

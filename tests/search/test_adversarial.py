@@ -13,9 +13,10 @@ from torch import nn
 
 from archgram.errors import ArchgramError
 from archgram.grammar.model import Grammar
-from archgram.search.evaluator import TaskModel, TrainOptions, build_model, evaluate
+from archgram.search.evaluator import TaskModel, build_model, evaluate
 from archgram.search.training import parse_cli, perturbation, training_loss
 from archgram.search.training.adversarial import divergence, scaled, unit
+from archgram.search.training.options import TrainOptions
 from archgram.tasks import get_task
 
 B = 32

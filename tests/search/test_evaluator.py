@@ -14,7 +14,8 @@ from archgram.errors import ArchgramError
 from archgram.grammar.edit import cost
 from archgram.grammar.model import Grammar
 from archgram.search import Budget, TrialResult, evaluate
-from archgram.search.evaluator import TrainOptions, build_model, classify
+from archgram.search.evaluator import build_model, classify
+from archgram.search.training.options import TrainOptions
 from archgram.tasks import get_task
 
 B = 32
