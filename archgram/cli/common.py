@@ -67,7 +67,7 @@ def open_grammar(grammar: str):
     """The grammar a GRAMMAR argument names, with a message that lists the
     shipped grammars when it names neither a file nor one of them."""
     import archgram
-    from archgram.grammar.model import SHIPPED
+    from archgram.grammar.files import SHIPPED
 
     p = Path(grammar)
     shipped = [SHIPPED / p.name, SHIPPED / f"{p.name}.pcfg"]

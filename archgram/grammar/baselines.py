@@ -14,8 +14,9 @@ from pathlib import Path
 
 from archgram.errors import ArchgramError
 from archgram.grammar.derivation import Derivation
+from archgram.grammar.files import SHIPPED
 from archgram.grammar.match import parse_network
-from archgram.grammar.model import SHIPPED, Grammar, load_grammar
+from archgram.grammar.model import Grammar, load_grammar
 from archgram.shapes import Shape
 
 #: Shipped baselines (einspace's seed architectures 'resnet18_no_maxpool',

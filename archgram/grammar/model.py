@@ -29,13 +29,13 @@ from archgram.grammar.elements import (  # noqa: F401  (re-exported: the model's
     Rule,
     Term,
 )
+from archgram.grammar.files import SHIPPED, load_all, shipped_grammars
 from archgram.grammar.lint import LintReport, lint
 from archgram.grammar.parser import parse_file, parse_text
 from archgram.grammar.sampler import sample
 from archgram.grammar.sizes import elem_size, minimum_sizes, prod_height, prod_size
 from archgram.ops.registry import OpSpec, get_op, has_op
 
-SHIPPED = Path(__file__).resolve().parent.parent / "grammars"
 TOLERANCE = 1e-6
 
 
@@ -112,7 +112,7 @@ class Grammar:
     # ------------------------------------------------------------ loading
     @classmethod
     def from_text(cls, text: str, path: str = "<string>") -> Grammar:
-        files, sources = _load_all(parse_text(text, path), text, Path(path).parent if path != "<string>" else Path.cwd())
+        files, sources = load_all(parse_text(text, path), text, Path(path).parent if path != "<string>" else Path.cwd())
         return cls(files, path, sources)
 
     def _collect(self, files: list[syntax.FileSyntax]) -> None:
@@ -456,46 +456,6 @@ def _op_names():
     return [s.name for s in all_ops()]
 
 
-def _load_all(root: syntax.FileSyntax, text: str, base: Path) -> tuple[list[syntax.FileSyntax], dict[str, str]]:
-    """Depth-first include resolution, each file once; the root comes last."""
-    files: list[syntax.FileSyntax] = []
-    sources: dict[str, str] = {root.path: text}
-    seen: set[str] = set()
-
-    def visit(f: syntax.FileSyntax, here: Path) -> None:
-        for rel, loc in f.uses:
-            path = _find_include(rel, here, loc)
-            key = str(path.resolve())
-            if key in seen:
-                continue
-            seen.add(key)
-            try:
-                sources[str(path)] = path.read_text()
-            except OSError as exc:
-                raise GrammarError(f"cannot read included file '{rel}': {exc.strerror}", loc) from None
-            sub = parse_text(sources[str(path)], str(path))
-            visit(sub, path.parent)
-            files.append(sub)
-
-    if root.path != "<string>":
-        seen.add(str(Path(root.path).resolve()))
-    visit(root, base)
-    files.append(root)
-    return files, sources
-
-
-def _find_include(rel: str, here: Path, loc: Location) -> Path:
-    for candidate in (here / rel, SHIPPED / rel):
-        if candidate.is_file():
-            return candidate
-    raise GrammarError(f"included file '{rel}' not found next to the grammar or among the shipped grammars ({SHIPPED})", loc)
-
-
-def shipped_grammars() -> list[str]:
-    """Names of the grammars that ship with archgram ('einspace', 'baselines/resnet', ...)."""
-    return sorted(str(p.relative_to(SHIPPED).with_suffix("")) for p in SHIPPED.rglob("*.pcfg"))
-
-
 def load_grammar(path: str | Path) -> Grammar:
     """Load a grammar file (or the name of a shipped grammar, e.g. 'einspace')."""
     p = Path(path)
@@ -508,5 +468,5 @@ def load_grammar(path: str | Path) -> Grammar:
             shipped = ", ".join(shipped_grammars())
             raise GrammarError(f"grammar file '{path}' not found (shipped grammars: {shipped})")
     root = parse_file(p)
-    files, sources = _load_all(root, p.read_text(), p.parent)
+    files, sources = load_all(root, p.read_text(), p.parent)
     return Grammar(files, str(p), sources)

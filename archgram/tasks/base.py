@@ -254,7 +254,7 @@ class Task:
     def reference_grammar(self) -> Path | None:
         """The task's reference architecture, a shipped deterministic grammar
         (``archgram/grammars/references/<name>.pcfg``), or None when it has none."""
-        from archgram.grammar.model import SHIPPED
+        from archgram.grammar.files import SHIPPED
 
         path = SHIPPED / "references" / f"{self.name}.pcfg"
         return path if path.is_file() else None
