@@ -124,7 +124,7 @@ def prepare(
     eta: int = 3,
     prescreen: int = 1,
     proxy: str = "synflow",
-    inherit: bool = False,
+    inherit: bool = True,
 ) -> SearchRequest:
     """Check a search request and apply the search policy (``plan``); runs
     nothing and writes nothing. Arguments as for ``search``."""
@@ -213,8 +213,9 @@ def search(grammar: str = "einspace", task: Any = None, data: Any = None, *,
     task_options, warn; reference (True: train the task's reference
     architecture once, cache it in the study, seed the search with it where the
     grammar can express it), rungs/eta (multi-fidelity successive halving),
-    prescreen/proxy (zero-cost proxy pre-screening), inherit (a mutated or
-    crossed-over child starts from its parent's trained weights).
+    prescreen/proxy (zero-cost proxy pre-screening), inherit (True: a mutated
+    or crossed-over child starts from its parent's trained weights; on by
+    default, the best measured in experiments/search_quality).
     """
     return run(prepare(grammar, task, data, **kwargs), on_update)
 

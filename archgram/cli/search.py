@@ -237,7 +237,8 @@ def search(
     proxy: Annotated[str, typer.Option("--proxy", help="Proxy of --prescreen: synflow, gradnorm, naswot or params.")] = "synflow",
     inherit: Annotated[bool, typer.Option("--inherit/--no-inherit", help="Weight inheritance: a mutated or crossed-over "
                                           "child starts from its parent's trained weights for the subtrees it "
-                                          "shares with it.")] = False,
+                                          "shares with it (on by default: it measured best; see "
+                                          "experiments/search_quality).")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="No live display; print one JSON summary at the end.")] = False,
     export_best: Annotated[bool, typer.Option("--export/--no-export", help="Export the best trial when the search "
                                               "finishes (to <study>-best/; see `archgram export`).")] = True,
