@@ -6,6 +6,7 @@ other searches and test runs.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -59,8 +60,10 @@ def _stop(proc: subprocess.Popen) -> None:
             return
 
 
-@pytest.mark.slow
-def test_search_joins_a_running_cluster(tmp_path):
+@contextlib.contextmanager
+def ray_head(tmp_path: Path):
+    """A throwaway ``ray start --head --block`` cluster in its own session:
+    yields (port, env for drivers joining it) and kills its process group after."""
     ray_bin = Path(sys.executable).with_name("ray")
     ray_cmd = [str(ray_bin)] if ray_bin.exists() else [sys.executable, "-m", "ray.scripts.scripts"]
     port = _free_port()
@@ -80,6 +83,16 @@ def test_search_joins_a_running_cluster(tmp_path):
             assert head.poll() is None, (tmp_path / "head.log").read_text()
             assert time.monotonic() < deadline, "ray start --head did not come up"
             time.sleep(0.5)
+        yield port, env
+    finally:
+        _stop(head)
+        log.close()
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_search_joins_a_running_cluster(tmp_path):
+    with ray_head(tmp_path) as (port, env):
         grammar = tmp_path / "tiny.pcfg"
         grammar.write_text(TINY)
         study = tmp_path / "cluster.db"
@@ -99,10 +112,6 @@ def test_search_joins_a_running_cluster(tmp_path):
         )
         assert bad.returncode == 2 and "no Ray cluster answers" in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
         assert len(StudyStore(study).records()) == 3
-    finally:
-        _stop(head)
-        log.close()
-        shutil.rmtree(temp, ignore_errors=True)
 
 
 @pytest.mark.slow
@@ -110,23 +119,7 @@ def test_search_on_data_joins_a_cluster_and_never_reads_the_drivers_file(tmp_pat
     """A data search joined to a cluster by --address: the file is deleted after
     the driver read it, so the cluster's workers can only train on the task that
     travelled through the object store."""
-    ray_bin = Path(sys.executable).with_name("ray")
-    ray_cmd = [str(ray_bin)] if ray_bin.exists() else [sys.executable, "-m", "ray.scripts.scripts"]
-    port = _free_port()
-    temp = tempfile.mkdtemp(prefix="agray", dir="/tmp")
-    env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
-    log = open(tmp_path / "head.log", "w")
-    head = subprocess.Popen(
-        [*ray_cmd, "start", "--head", f"--port={port}", "--num-cpus=2", "--num-gpus=0", "--include-dashboard=false",
-         f"--temp-dir={temp}", "--disable-usage-stats", "--block"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
-    )
-    try:
-        deadline = time.monotonic() + 90
-        while not _listening(port):
-            assert head.poll() is None, (tmp_path / "head.log").read_text()
-            assert time.monotonic() < deadline, "ray start --head did not come up"
-            time.sleep(0.5)
+    with ray_head(tmp_path) as (port, env):
         (tmp_path / "tiny.pcfg").write_text(TINY)
         code = (
             "import numpy as np, pathlib, sys\n"
@@ -143,7 +136,3 @@ def test_search_on_data_joins_a_cluster_and_never_reads_the_drivers_file(tmp_pat
                              env=env)
         assert run.returncode == 0, run.stdout + run.stderr[-3000:]
         assert run.stdout.strip().splitlines()[-1] == "['COMPLETE', 'COMPLETE']", run.stdout
-    finally:
-        _stop(head)
-        log.close()
-        shutil.rmtree(temp, ignore_errors=True)
