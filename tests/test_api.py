@@ -52,6 +52,12 @@ def test_prepare_sizes_evolution_to_the_run_as_the_cli_did(tmp_path):
     assert not (tmp_path / "s.db").exists()  # prepare writes nothing
 
 
+def test_short_evolution_runs_keep_a_tournament_of_two_so_parents_are_not_random_picks():
+    assert plan.strategy_options("evolution", 6, None, None, ("score",)) == {"population": 3, "tournament": 2}
+    assert plan.strategy_options("evolution", 4, None, None, ("score",)) == {"population": 2, "tournament": 2}
+    assert plan.strategy_options("evolution", 16, None, None, ("score",)) == {"population": 8, "tournament": 4}
+
+
 def test_prepare_builds_a_data_task_with_its_reference_and_default_study(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     path = table(tmp_path)

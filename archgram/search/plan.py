@@ -23,7 +23,9 @@ from archgram.search.store import OBJECTIVES
 PRECHECK_SEEDS = 8
 #: evolution: population = half the trials, within these bounds
 POPULATION_MAX, POPULATION_MIN = 20, 2
-TOURNAMENT_MAX = 5
+#: tournament = half the population, within these bounds: at least 2, since a
+#: tournament of 1 picks a random parent and evolution degrades to a random walk
+TOURNAMENT_MIN, TOURNAMENT_MAX = 2, 5
 
 
 def _names(text: str | Sequence[str] | None) -> list[str]:
@@ -56,7 +58,7 @@ def strategy_options(strategy: str, trials: int, population: int | None, tournam
 
     Evolution only mutates once its population is full, so by default it is
     half the trials (at most einspace-like 20) and the tournament half of that
-    (at most 5): short searches still evolve. Optuna strategies optimise the
+    (2 to 5): short searches still evolve. Optuna strategies optimise the
     objectives; a multi-task run gives each task's score (``per_task``) instead
     of their mean."""
     options: dict[str, Any] = {}
@@ -76,7 +78,8 @@ def strategy_options(strategy: str, trials: int, population: int | None, tournam
             options["tournament"] = tour
     if strategy == "evolution" and population is None:
         options["population"] = max(POPULATION_MIN, min(POPULATION_MAX, trials // 2))
-        options.setdefault("tournament", max(1, min(TOURNAMENT_MAX, options["population"] // 2)))
+        pop = options["population"]
+        options.setdefault("tournament", min(pop, max(TOURNAMENT_MIN, min(TOURNAMENT_MAX, pop // 2))))
     if strategy in ("tpe", "nsga2"):
         options["objectives"] = tuple(o for o in per_task if o != "score") if per_task else objectives
     return options

@@ -55,14 +55,14 @@ METHODS = {
 
 def build_strategy(method: dict, grammar, task, batch_size: int, trial_budget: str, seed: int, total_trials: int):
     from archgram.search.fidelity import SuccessiveHalving
+    from archgram.search.plan import strategy_options
     from archgram.search.prescreen import Prescreen
     from archgram.search.strategies import get_strategy
 
     shape = task.body_input_shape(batch_size)
     options = {}
-    if method["strategy"] == "evolution":  # as the CLI sizes it: half the trials, at most 20
-        options = {"population": max(2, min(20, total_trials // 2))}
-        options["tournament"] = max(1, min(5, options["population"] // 2))
+    if method["strategy"] == "evolution":  # sized as `archgram search` sizes it
+        options = strategy_options("evolution", total_trials, None, None, ("score",))
     strategy = get_strategy(method["strategy"])(grammar, shape, seed=seed, target=task.output_target(batch_size), **options)
     if method.get("prescreen", 1) > 1:
         strategy = Prescreen(strategy, task, batch_size, k=method["prescreen"], proxy=method.get("proxy", "synflow"),
