@@ -75,7 +75,7 @@ def implementations() -> dict[str, list[str]]:
     """Row id -> implementing registry entries, e.g. 'op:attention', 'score:sigmoid'."""
     from archgram.ops import all_ops
     from archgram.ops.attention import LAYOUTS, PATTERNS, POSITIONS, SCORES
-    from archgram.search.strategies.base import _STRATEGIES, _load
+    from archgram.search.strategies.base import STRATEGIES
     from archgram.tasks.base import all_tasks
 
     found: dict[str, list[str]] = {}
@@ -89,8 +89,7 @@ def implementations() -> dict[str, list[str]]:
     for registry in (SCORES, PATTERNS, POSITIONS, LAYOUTS):
         for name, cls in registry.items():
             add(cls.refs, f"{registry.axis}:{name}")
-    _load()
-    for name, cls in _STRATEGIES.items():
+    for name, cls in STRATEGIES.items():
         add(getattr(cls, "refs", ()), f"strategy:{name}")
     for cls in all_tasks():
         add(getattr(cls, "refs", ()), f"task:{cls.name}")

@@ -12,6 +12,8 @@ An entry is whatever the table stores (a class, a spec, a factory).
 from __future__ import annotations
 
 import difflib
+import importlib
+import pkgutil
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
@@ -24,6 +26,25 @@ def did_you_mean(name: object, candidates) -> str:
     """'; did you mean 'x'?' for the closest candidate, or ''."""
     close = difflib.get_close_matches(str(name), [str(c) for c in candidates], n=1)
     return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def import_submodules(package: str) -> list[str]:
+    """Import every module of ``package`` in name order (not its subpackages,
+    not ``_private`` modules) and return their names. A package whose modules
+    register themselves with a decorator calls this from its ``__init__``, so a
+    new module is one new file and no list to keep in step with it.
+    ``tests/test_architecture.py`` reads the call as an import of each module."""
+    path = importlib.import_module(package).__path__
+    names = sorted(info.name for info in pkgutil.iter_modules(path) if not info.ispkg and not info.name.startswith("_"))
+    for name in names:
+        importlib.import_module(f"{package}.{name}")
+    return names
+
+
+def same_class(old: type, new: type) -> bool:
+    """``Registry(same=...)`` for class tables: a re-imported (reloaded) module
+    registers a new class object of the same module and name."""
+    return old is new or (old.__module__, old.__qualname__) == (new.__module__, new.__qualname__)
 
 
 class Registry(Generic[T]):

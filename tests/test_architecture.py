@@ -59,13 +59,24 @@ def _runtime_imports(tree: ast.Module):
     yield from visit(tree)
 
 
+def _discovered(name: str, path: Path, tree: ast.Module) -> list[str]:
+    """The modules a package's ``import_submodules(__name__)`` imports: each
+    module file beside its ``__init__`` (as archgram.registry finds them)."""
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "import_submodules"]
+    if path.name != "__init__.py" or not calls:
+        return []
+    return [f"{name}.{p.stem}" for p in sorted(path.parent.glob("*.py")) if not p.name.startswith("_")]
+
+
 def import_graph() -> nx.DiGraph:
     files = {module_name(p): p for p in PACKAGE.rglob("*.py")}
     graph = nx.DiGraph()
     graph.add_nodes_from(files)
     for name, path in files.items():
         is_package = path.name == "__init__.py"
-        for node in _runtime_imports(ast.parse(path.read_text())):
+        tree = ast.parse(path.read_text())
+        graph.add_edges_from((name, module) for module in _discovered(name, path, tree))
+        for node in _runtime_imports(tree):
             if isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]
             else:

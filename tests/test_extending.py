@@ -4,8 +4,10 @@ verbatim, and the tests below register it and use it the way the grammar or a
 search does. Registrations are undone after each test (``registries``)."""
 from __future__ import annotations
 
+import importlib
 import inspect
 import re
+import sys
 import textwrap
 from pathlib import Path
 
@@ -13,10 +15,11 @@ import pytest
 import torch
 
 import archgram
-import archgram.search.strategies.base as strategies_base
-import archgram.tasks.base as tasks_base
 from archgram.ops.attention.parts import SCORES
 from archgram.ops.registry import OPS
+from archgram.registry import import_submodules
+from archgram.search.strategies import STRATEGIES
+from archgram.tasks import TASKS
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 SEQ = (4, 6, 8)
@@ -25,11 +28,25 @@ SEQ = (4, 6, 8)
 @pytest.fixture
 def registries(monkeypatch):
     """Every registry an example adds to, restored after the test."""
-    OPS.names(), SCORES.names()  # load the built-ins first
-    monkeypatch.setattr(OPS, "_entries", dict(OPS._entries))
-    monkeypatch.setattr(SCORES, "_entries", dict(SCORES._entries))
-    monkeypatch.setattr(strategies_base, "_STRATEGIES", dict(strategies_base._STRATEGIES))
-    monkeypatch.setattr(tasks_base, "_TASKS", dict(tasks_base._TASKS))
+    for registry in (OPS, SCORES, STRATEGIES, TASKS):
+        registry.names()  # load the built-ins first
+        monkeypatch.setattr(registry, "_entries", dict(registry._entries))
+
+
+@pytest.fixture
+def new_module(monkeypatch, tmp_path, request):
+    """``new_module(package, fn)``: the example ``fn``'s code as a new file of
+    ``package`` (in a folder added to the package's path), then the package's
+    modules imported the way its ``__init__`` imports them: the file alone,
+    with no line elsewhere, registers the example."""
+    def add(package: str, fn) -> None:
+        pkg, module = importlib.import_module(package), fn.__name__.lstrip("_")
+        (tmp_path / f"{module}.py").write_text(_body(fn))
+        monkeypatch.setattr(pkg, "__path__", [*pkg.__path__, str(tmp_path)])
+        request.addfinalizer(lambda: sys.modules.pop(f"{package}.{module}", None))
+        assert module in import_submodules(package)
+
+    return add
 
 
 def _grammar(text: str):
@@ -123,8 +140,8 @@ def _example_strategy():
             return Proposal(min(drawn, key=lambda d: d.stats["params"]))
 
 
-def test_a_new_strategy_is_found_by_name_and_proposes_by_its_rule(registries):
-    _example_strategy()
+def test_a_new_strategy_module_is_found_by_name_and_proposes_by_its_rule(registries, new_module):
+    new_module("archgram.search.strategies", _example_strategy)
     from archgram.search.strategies import get_strategy
 
     g = archgram.load_grammar("einspace")
@@ -172,8 +189,8 @@ def _example_task():
             return accuracy(pred, y)
 
 
-def test_a_new_task_builds_a_sampled_network_and_scores_it(registries):
-    _example_task()
+def test_a_new_task_module_builds_a_sampled_network_and_scores_it(registries, new_module):
+    new_module("archgram.tasks", _example_task)
     from archgram.search.evaluator import build_model
     from archgram.tasks import get_task
 

@@ -1,10 +1,12 @@
 """The one registry helper every name -> entry table uses."""
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from archgram.errors import ArchgramError, ShapeError
-from archgram.registry import Registry, did_you_mean
+from archgram.registry import Registry, did_you_mean, import_submodules
 
 
 class Oops(ArchgramError):
@@ -66,3 +68,17 @@ def test_shared_registries_use_the_helper():
     with pytest.raises(ShapeError, match="did you mean 'sigmoid'"):
         SCORES.resolve("sigmoidd")
     assert did_you_mean("lienar", OPS.names()) == "; did you mean 'linear'?"
+
+
+def test_import_submodules_imports_each_public_module_in_name_order(tmp_path, monkeypatch):
+    pkg = tmp_path / "plugpkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("ORDER = []\n")
+    for name in ("zeta", "alpha", "_private"):
+        (pkg / f"{name}.py").write_text(f"from plugpkg import ORDER\nORDER.append({name!r})\n")
+    (pkg / "sub" / "__init__.py").write_text("raise RuntimeError('a subpackage is not imported')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in ("plugpkg", "plugpkg.alpha", "plugpkg.zeta"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    assert import_submodules("plugpkg") == ["alpha", "zeta"]
+    assert sys.modules["plugpkg"].ORDER == ["alpha", "zeta"]

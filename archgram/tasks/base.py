@@ -14,7 +14,7 @@ raw inputs into that body input (an embedding for tokens, identity otherwise), a
 from __future__ import annotations
 
 import contextlib
-import difflib
+import importlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from archgram.errors import ArchgramError, ShapeError
+from archgram.registry import Registry, same_class
 from archgram.shapes import Shape, fmt
 
 
@@ -313,26 +314,25 @@ class GeneratedTask(Task):
 
 
 # ------------------------------------------------------------------ registry
-_TASKS: dict[str, type[Task]] = {}
+def _normalise(name: str) -> str:
+    return name.strip().lower().replace("_", "-")
 
 
-def register_task(cls: type[Task]) -> type[Task]:
-    """Class decorator: make a task available by its ``name`` (CLI and get_task)."""
-    if not cls.name:
-        raise ArchgramError(f"task class {cls.__name__} has no name")
-    if cls.name in _TASKS and _TASKS[cls.name] is not cls:
-        raise ArchgramError(f"task '{cls.name}' is already registered by {_TASKS[cls.name].__name__}")
-    _TASKS[cls.name] = cls
-    return cls
+#: Every task by name; the first lookup imports archgram.tasks, which imports
+#: each of its modules (a task module registers itself with ``@register_task``).
+TASKS: Registry[type[Task]] = Registry("task", loader=lambda: importlib.import_module("archgram.tasks"),
+                                       normalise=_normalise, same=same_class)
+#: Class decorator: make a task available by its ``name`` (CLI and get_task).
+register_task = TASKS.decorator()
 
 
 def task_names() -> list[str]:
-    return sorted(_TASKS)
+    return TASKS.names()
 
 
 def all_tasks() -> list[type[Task]]:
     """Registered task classes, by name."""
-    return [_TASKS[n] for n in task_names()]
+    return TASKS.values()
 
 
 def get_task(name: str | Task, **kwargs: Any) -> Task:
@@ -341,15 +341,11 @@ def get_task(name: str | Task, **kwargs: Any) -> Task:
         if kwargs:
             raise ArchgramError("get_task: keyword arguments apply to a task name, not a task object")
         return name
-    key = name.strip().lower().replace("_", "-")
-    if key not in _TASKS:
-        close = difflib.get_close_matches(key, list(_TASKS), n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise ArchgramError(f"unknown task '{name}'{hint} Known tasks: {', '.join(task_names())}")
+    cls = TASKS.get(name)
     try:
-        return _TASKS[key](**kwargs)
+        return cls(**kwargs)
     except TypeError as exc:
-        raise ArchgramError(f"task '{key}': bad arguments {kwargs}: {exc}") from None
+        raise ArchgramError(f"task '{_normalise(name)}': bad arguments {kwargs}: {exc}") from None
 
 
 # --------------------------------------------------------- shared helpers

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from archgram.errors import ArchgramError
-from archgram.tasks.base import Task, get_task
+from archgram.tasks.base import TASKS, Task, get_task
 from archgram.tasks.data import DataTask, changes, fingerprint, from_path
 
 DATA_PREFIX = "data:"
@@ -109,9 +109,7 @@ def reference_of(task: Task) -> str:
         path = task.info.get("path")
         return f"{DATA_PREFIX}{path}" if path else ""
     cls = type(task)
-    from archgram.tasks.base import _TASKS
-
-    if _TASKS.get(task.name) is cls:
+    if task.name in TASKS and TASKS.get(task.name) is cls:
         return task.name
     module = cls.__module__
     if module == "__main__":

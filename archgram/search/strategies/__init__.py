@@ -1,5 +1,16 @@
-"""Search strategies: one file each, behind ``Strategy`` (base.py)."""
-from archgram.search.strategies import eda, evolution, optuna_samplers, random_search  # noqa: F401  (registration)
-from archgram.search.strategies.base import Proposal, Strategy, get_strategy, register_strategy, strategy_names
+"""Search strategies: one file each, behind ``Strategy`` (base.py). Every module
+here is imported below, so a strategy module registers itself
+(``@register_strategy``) without a line in this file."""
+from archgram.registry import import_submodules
+from archgram.search.strategies.base import (
+    STRATEGIES,
+    Proposal,
+    Strategy,
+    get_strategy,
+    register_strategy,
+    strategy_names,
+)
 
-__all__ = ["Proposal", "Strategy", "get_strategy", "register_strategy", "strategy_names"]
+import_submodules(__name__)
+
+__all__ = ["STRATEGIES", "Proposal", "Strategy", "get_strategy", "register_strategy", "strategy_names"]

@@ -7,15 +7,16 @@ pickled strategy (see ``replay``).
 """
 from __future__ import annotations
 
-import difflib
+import importlib
 import random
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from archgram.errors import ArchgramError, SamplingError
+from archgram.errors import SamplingError
 from archgram.grammar.derivation import Derivation
 from archgram.grammar.model import Grammar, Limits
+from archgram.registry import Registry, same_class
 from archgram.shapes import Shape
 
 
@@ -110,35 +111,23 @@ class Strategy(ABC):
         return self.grammar.sample(self.input_shape, seed=seed, target=self.target, limits=self.limits)
 
 
-_STRATEGIES: dict[str, type[Strategy]] = {}
-
-
-def register_strategy(cls: type[Strategy]) -> type[Strategy]:
-    if not cls.name:
-        raise ArchgramError(f"strategy {cls.__name__} has no name")
-    _STRATEGIES[cls.name] = cls
-    return cls
+#: Every strategy by name; the first lookup imports archgram.search.strategies,
+#: which imports each of its modules (a strategy registers itself with
+#: ``@register_strategy``).
+STRATEGIES: Registry[type[Strategy]] = Registry(
+    "strategy", loader=lambda: importlib.import_module("archgram.search.strategies"), same=same_class)
+register_strategy = STRATEGIES.decorator()
 
 
 def strategy_names() -> list[str]:
-    _load()
-    return sorted(_STRATEGIES)
+    return STRATEGIES.names()
 
 
 def get_strategy(name: str) -> type[Strategy]:
-    _load()
-    if name not in _STRATEGIES:
-        close = difflib.get_close_matches(name, list(_STRATEGIES), n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise ArchgramError(f"unknown strategy '{name}'{hint}; strategies are: {', '.join(sorted(_STRATEGIES))}")
-    return _STRATEGIES[name]
+    return STRATEGIES.get(name)
 
 
-def _load() -> None:
-    import archgram.search.strategies  # noqa: F401  (registers the built-in strategies)
-
-
-__all__ = ["Proposal", "SamplingError", "Strategy", "get_strategy", "register_strategy", "strategy_names"]
+__all__ = ["STRATEGIES", "Proposal", "SamplingError", "Strategy", "get_strategy", "register_strategy", "strategy_names"]
 
 
 class StrategyWrapper:
