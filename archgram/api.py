@@ -138,8 +138,7 @@ def prepare(
     choice = choose_task(task, data, target=target, task_kind=task_kind, task_options=task_options,
                          data_options=data_options)
     get_strategy(strategy)
-    if scheduler not in SCHEDULERS:
-        raise ArchgramError(f"unknown scheduler '{scheduler}'; schedulers are: {', '.join(SCHEDULERS)}")
+    SCHEDULERS.get(scheduler)
     objs = plan.objectives(objectives, strategy)
     if choice.names and scheduler != "fifo":
         raise ArchgramError(f"--scheduler {scheduler} compares one task's training loss; a multi-task search "

@@ -102,6 +102,8 @@ class Registry(Generic[T]):
             raise self.error(self.unknown(name))
         return self._entries[key]
 
+    __getitem__ = get
+
     def unknown(self, name: object) -> str:
         """The message for a name not in the table: closest match, then (for
         short tables) every known name."""

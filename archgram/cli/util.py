@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from archgram.errors import ArchgramError, Location
+from archgram.registry import did_you_mean
 
 _SUFFIX = {"k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
 
@@ -35,11 +36,7 @@ def parse_limits(items: list[str] | None) -> dict[str, float]:
         if not sep or not key or not raw.strip():
             raise ArchgramError(f"--limit {item!r}: expected KEY=VALUE with KEY one of {', '.join(LIMIT_NAMES)}")
         if key not in LIMIT_NAMES:
-            import difflib
-
-            close = difflib.get_close_matches(key, LIMIT_NAMES, n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise ArchgramError(f"--limit {item!r}: unknown limit '{key}'{hint} (limits are: {', '.join(LIMIT_NAMES)})")
+            raise ArchgramError(f"--limit {item!r}: unknown limit '{key}'{did_you_mean(key, LIMIT_NAMES)} (limits are: {', '.join(LIMIT_NAMES)})")
         try:
             value = parse_number(raw)
         except ValueError:

@@ -17,6 +17,7 @@ from archgram.grammar.derivation import Derivation
 from archgram.grammar.files import SHIPPED
 from archgram.grammar.match import parse_network
 from archgram.grammar.model import Grammar, load_grammar
+from archgram.registry import did_you_mean
 from archgram.shapes import Shape
 
 #: Shipped baselines (einspace's seed architectures 'resnet18_no_maxpool',
@@ -27,7 +28,7 @@ BASELINE_DIR = SHIPPED / "baselines"
 
 def baseline_path(name: str) -> Path:
     if name not in BASELINES:
-        raise ArchgramError(f"unknown baseline '{name}'; baselines are: {', '.join(BASELINES)}")
+        raise ArchgramError(f"unknown baseline '{name}'{did_you_mean(name, BASELINES)}; baselines are: {', '.join(BASELINES)}")
     return BASELINE_DIR / f"{name}.pcfg"
 
 

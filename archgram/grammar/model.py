@@ -6,7 +6,6 @@ This is where a grammar's meaning is fixed; the sampler only reads it.
 """
 from __future__ import annotations
 
-import difflib
 import hashlib
 import itertools
 import math
@@ -35,6 +34,7 @@ from archgram.grammar.parser import parse_file, parse_text
 from archgram.grammar.sampler import sample
 from archgram.grammar.sizes import elem_size, minimum_sizes, prod_height, prod_size
 from archgram.ops.registry import OpSpec, get_op, has_op
+from archgram.registry import did_you_mean
 
 TOLERANCE = 1e-6
 
@@ -62,11 +62,6 @@ def normalise(weights: list[float | None], loc: Location, what: str, locs: list[
     if rest == 0.0:
         raise GrammarError(f"{what}: annotated probabilities sum to 1, so the unannotated options could never be chosen", loc)
     return [rest if w is None else w for w in weights]
-
-
-def _suggest(name: str, candidates) -> str:
-    close = difflib.get_close_matches(name, list(candidates), n=1)
-    return f"; did you mean '{close[0]}'?" if close else ""
 
 
 class Grammar:
@@ -125,7 +120,7 @@ class Grammar:
                 self.params[param.name] = param
             for name, value, loc in f.limits:
                 if name not in LIMIT_NAMES:
-                    raise GrammarError(f"unknown limit '{name}'{_suggest(name, LIMIT_NAMES)}; limits are: {', '.join(LIMIT_NAMES)}", loc)
+                    raise GrammarError(f"unknown limit '{name}'{did_you_mean(name, LIMIT_NAMES)}; limits are: {', '.join(LIMIT_NAMES)}", loc)
                 if value <= 0:
                     raise GrammarError(f"limit {name} must be positive, got {value:g}", loc)
                 limit_seen[name] = loc
@@ -167,7 +162,7 @@ class Grammar:
         if starts:
             name, loc = starts[0]
             if name not in self.rules:
-                raise GrammarError(f"start symbol '{name}' is not a rule{_suggest(name, self.rules)}", loc)
+                raise GrammarError(f"start symbol '{name}' is not a rule{did_you_mean(name, self.rules)}", loc)
             return name
         if not root.rules:
             raise GrammarError("grammar defines no rules", Location(root.path, 1, 1))
@@ -206,7 +201,7 @@ class Grammar:
             return NonTerm(it.name, it.repeat, it.loc)
         if not has_op(it.name):
             options = list(self._syntax) + [s for s in _op_names()]
-            raise GrammarError(f"'{it.name}' is neither a rule nor a registered op{_suggest(it.name, options)}", it.loc)
+            raise GrammarError(f"'{it.name}' is neither a rule nor a registered op{did_you_mean(it.name, options)}", it.loc)
         spec = get_op(it.name)
         if it.repeat < 1:
             raise GrammarError("repeat count must be at least 1", it.loc)
@@ -232,7 +227,7 @@ class Grammar:
             if a.name is None:
                 continue
             if a.name not in spec.args:
-                raise GrammarError(f"op '{spec.name}' has no argument '{a.name}'{_suggest(a.name, schema)}; "
+                raise GrammarError(f"op '{spec.name}' has no argument '{a.name}'{did_you_mean(a.name, schema)}; "
                                    f"it takes: {', '.join(schema) or 'no arguments'}", a.loc)
             if a.name in named:
                 raise GrammarError(f"argument '{a.name}' given twice", a.loc)
@@ -288,7 +283,7 @@ class Grammar:
             if arg.type is dict:  # a structured value without arguments: ``full`` = ``full()``
                 return [({"name": value.name}, None)]
             raise GrammarError(
-                f"'{value.name}' is not a param{_suggest(value.name, self.params)} "
+                f"'{value.name}' is not a param{did_you_mean(value.name, self.params)} "
                 f"(argument '{name}' of op '{spec.name}' takes {arg.type.__name__})",
                 loc,
             )

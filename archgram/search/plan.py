@@ -9,13 +9,13 @@ raises ArchgramError (one line) and writes nothing.
 """
 from __future__ import annotations
 
-import difflib
 import math
 import socket
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from archgram.errors import ArchgramError
+from archgram.registry import did_you_mean
 from archgram.search.store import OBJECTIVES
 
 #: Sampling seeds tried before a search starts, to refuse a grammar that cannot
@@ -43,9 +43,7 @@ def objectives(text: str | Sequence[str] | None, strategy: str) -> tuple[str, ..
     names = _names(text)
     for name in names:
         if name not in OBJECTIVES:
-            close = difflib.get_close_matches(name, list(OBJECTIVES), n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise ArchgramError(f"--objectives: unknown objective '{name}'{hint} (objectives: {', '.join(OBJECTIVES)})")
+            raise ArchgramError(f"--objectives: unknown objective '{name}'{did_you_mean(name, OBJECTIVES)} (objectives: {', '.join(OBJECTIVES)})")
     if not names or names[0] != "score" or len(set(names)) != len(names):
         raise ArchgramError(f"--objectives {text!r}: give 'score' first, then any of params, latency, flops once each "
                             "(e.g. score,params)")
@@ -107,9 +105,7 @@ def baseline_seeds(names: str | Sequence[str] | None, grammar: Any, shape: tuple
     out = []
     for name in _names(names):
         if name not in BASELINES:
-            close = difflib.get_close_matches(name, BASELINES, n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise ArchgramError(f"--seed-baselines: unknown baseline '{name}'{hint} (baselines: {', '.join(BASELINES)})")
+            raise ArchgramError(f"--seed-baselines: unknown baseline '{name}'{did_you_mean(name, BASELINES)} (baselines: {', '.join(BASELINES)})")
         try:
             out.append(baseline(name, grammar, shape))
         except ArchgramError as exc:

@@ -25,8 +25,7 @@ def check_prescreen(k: int, budget_steps: int | None, proxy: str) -> None:
     """Refuse a prescreen the budget cannot hold, before any trial runs."""
     if k < 1:
         raise ArchgramError(f"--prescreen must be at least 1 (1 = off), got {k}")
-    if proxy not in PROXIES:
-        raise ArchgramError(f"unknown proxy '{proxy}'; proxies are: {', '.join(sorted(PROXIES))}")
+    PROXIES.get(proxy)
     if k > 1 and budget_steps is not None and k > budget_steps / 2:
         raise ArchgramError(f"--prescreen {k} costs about {k} steps per trial, more than half of the {budget_steps}-step "
                             f"budget; use --prescreen {max(1, budget_steps // 2)} or less, or a larger --budget")

@@ -28,17 +28,15 @@ import torch
 
 from archgram.errors import ArchgramError
 from archgram.grammar.derivation import Derivation
+from archgram.registry import Registry
 
 ProxyFn = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, object], float]
-PROXIES: dict[str, ProxyFn] = {}
+PROXIES: Registry[ProxyFn] = Registry("proxy")
 
 
 def register_proxy(name: str):
-    def add(fn: ProxyFn) -> ProxyFn:
-        PROXIES[name] = fn
-        return fn
-
-    return add
+    """Function decorator registering a proxy as ``name``."""
+    return PROXIES.decorator(lambda fn: name)
 
 
 def _log(x: float) -> float:
@@ -106,15 +104,14 @@ def proxy_score(name: str, derivation: Derivation, task, batch_size: int, seed: 
     data, weights initialised from ``seed``); -inf for a model that cannot run."""
     from archgram.search.evaluator import build_model
 
-    if name not in PROXIES:
-        raise ArchgramError(f"unknown proxy '{name}'; proxies are: {', '.join(sorted(PROXIES))}")
+    proxy = PROXIES.get(name)
     data = task.data(data_seed)
     idx = torch.randperm(data.n_train, generator=torch.Generator().manual_seed(seed))[:batch_size]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         try:
             model, _, _ = build_model(derivation, task, batch_size)
-            value = PROXIES[name](model, data.x_train[idx], data.y_train[idx], task)
+            value = proxy(model, data.x_train[idx], data.y_train[idx], task)
         except (ArchgramError, RuntimeError, ValueError):
             return -math.inf
     return value if not math.isnan(value) else -math.inf

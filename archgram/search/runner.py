@@ -23,7 +23,6 @@ holds them (see experiments/search/bench_overhead.py).
 """
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import threading
@@ -35,6 +34,7 @@ from typing import Any
 from archgram.errors import ArchgramError
 from archgram.grammar.derivation import Derivation
 from archgram.grammar.model import load_grammar
+from archgram.registry import Registry
 from archgram.search.drivers import HEARTBEAT_S, this_driver
 from archgram.search.store import DUPLICATE, FULL, PROTOCOL, StudyStore
 from archgram.search.strategies import get_strategy
@@ -446,14 +446,13 @@ def _asha(config: SearchConfig):
 
 
 #: name -> factory of the Ray Tune scheduler
-SCHEDULERS: dict[str, Callable[[SearchConfig], Any]] = {"fifo": _fifo, "asha": _asha}
+SCHEDULERS: Registry[Callable[[SearchConfig], Any]] = Registry("scheduler")
+SCHEDULERS.add("fifo", _fifo)
+SCHEDULERS.add("asha", _asha)
 
 
 def _check_scheduler(config: SearchConfig) -> None:
-    if config.scheduler not in SCHEDULERS:
-        close = difflib.get_close_matches(config.scheduler, list(SCHEDULERS), n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise ArchgramError(f"unknown scheduler '{config.scheduler}'{hint}; schedulers are: {', '.join(SCHEDULERS)}")
+    SCHEDULERS.get(config.scheduler)
     if config.scheduler == "asha":
         if not 0 < config.asha_grace < 1:
             raise ArchgramError(f"ASHA grace must be a fraction of the budget in (0, 1), got {config.asha_grace}")

@@ -20,7 +20,6 @@ NaN check still catches a diverging loss).
 """
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +28,7 @@ import torch
 from torch import nn
 
 from archgram.errors import ArchgramError
+from archgram.registry import Registry
 from archgram.search.training import attention_adversarial as aa
 from archgram.search.training.divergence import TINY, divergence
 
@@ -104,38 +104,29 @@ class AdversarialMethod:
     doc: str
 
 
-METHODS: dict[str, AdversarialMethod] = {
-    "at": AdversarialMethod("at", ("S74",), at_perturbation, at_term,
-                            "adversarial training: supervised loss at e + eps*g/||g||"),
-    "vat": AdversarialMethod("vat", ("S75",), vat_perturbation, vat_term,
-                             "virtual adversarial training: KL(p(e) || p(e + r)) by power iteration, no labels"),
-}
-
-
-#: Adversarial training on the attention logits (S74, S75): attention_adversarial.py.
-ATTENTION_METHODS: dict[str, AdversarialMethod] = {
-    "attention_at": AdversarialMethod("attention_at", ("S74",), aa.at_perturbation, aa.at_term,
-                                      "Attention AT: supervised loss with every attention layer's logits "
-                                      "moved eps*g/||g||"),
-    "attention_vat": AdversarialMethod("attention_vat", ("S75",), aa.vat_perturbation, aa.vat_term,
-                                       "Attention VAT: KL(p || p(logits + r)) over the attention logits by "
-                                       "power iteration, no labels"),
-    "attention_iat": AdversarialMethod("attention_iat", ("S74",), aa.iat_perturbation, aa.at_term,
-                                       "Attention iAT: Attention AT along differences between examples' "
-                                       "attention"),
-    "attention_ivat": AdversarialMethod("attention_ivat", ("S75",), aa.ivat_perturbation, aa.vat_term,
-                                        "Attention iVAT: Attention VAT along differences between examples' "
-                                        "attention"),
-}
-METHODS.update(ATTENTION_METHODS)
+#: Every adversarial training method by name (``--train-option at``).
+METHODS: Registry[AdversarialMethod] = Registry("adversarial training method")
+for _method in (
+    AdversarialMethod("at", ("S74",), at_perturbation, at_term,
+                      "adversarial training: supervised loss at e + eps*g/||g||"),
+    AdversarialMethod("vat", ("S75",), vat_perturbation, vat_term,
+                      "virtual adversarial training: KL(p(e) || p(e + r)) by power iteration, no labels"),
+    # Adversarial training on the attention logits (S74, S75): attention_adversarial.py.
+    AdversarialMethod("attention_at", ("S74",), aa.at_perturbation, aa.at_term,
+                      "Attention AT: supervised loss with every attention layer's logits moved eps*g/||g||"),
+    AdversarialMethod("attention_vat", ("S75",), aa.vat_perturbation, aa.vat_term,
+                      "Attention VAT: KL(p || p(logits + r)) over the attention logits by power iteration, no labels"),
+    AdversarialMethod("attention_iat", ("S74",), aa.iat_perturbation, aa.at_term,
+                      "Attention iAT: Attention AT along differences between examples' attention"),
+    AdversarialMethod("attention_ivat", ("S75",), aa.ivat_perturbation, aa.vat_term,
+                      "Attention iVAT: Attention VAT along differences between examples' attention"),
+):
+    METHODS.add(_method.name, _method)
+del _method
 
 
 def get_method(name: str) -> AdversarialMethod:
-    if name not in METHODS:
-        close = difflib.get_close_matches(str(name), list(METHODS), n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise ArchgramError(f"unknown adversarial training method '{name}'{hint} (methods: {', '.join(METHODS)})")
-    return METHODS[name]
+    return METHODS.get(name)
 
 
 def perturbation(model: nn.Module, task: Any, xb: torch.Tensor, yb: torch.Tensor, opts: Any

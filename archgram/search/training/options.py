@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from archgram.errors import ArchgramError
-from archgram.registry import did_you_mean
+from archgram.registry import Registry, did_you_mean
 
 _TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 
@@ -131,11 +131,12 @@ class TrainOptions:
         return 0.5 * (1 + math.cos(math.pi * rest))
 
 
-OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
-    "adamw": lambda params, lr, o: torch.optim.AdamW(params, lr=lr, weight_decay=o.weight_decay),
-    "adam": lambda params, lr, o: torch.optim.Adam(params, lr=lr),
-    "sgd": lambda params, lr, o: torch.optim.SGD(params, lr=lr, momentum=o.momentum, weight_decay=o.weight_decay),
-}
+#: name -> (params, lr, TrainOptions) -> the optimizer
+OPTIMIZERS: Registry[Callable[..., torch.optim.Optimizer]] = Registry("optimizer")
+OPTIMIZERS.add("adamw", lambda params, lr, o: torch.optim.AdamW(params, lr=lr, weight_decay=o.weight_decay))
+OPTIMIZERS.add("adam", lambda params, lr, o: torch.optim.Adam(params, lr=lr))
+OPTIMIZERS.add("sgd", lambda params, lr, o: torch.optim.SGD(params, lr=lr, momentum=o.momentum,
+                                                            weight_decay=o.weight_decay))
 
 
 #: optimizer settings of studies written before they were recorded
@@ -152,7 +153,6 @@ def training_settings(config: dict[str, Any]) -> dict[str, Any]:
 def check_training(lr: Any, optimizer: str, lr_name: str = "learning rate") -> None:
     """Raise ArchgramError for an unknown optimizer or a learning rate that is not a
     positive finite number (``lr_name`` names it as the caller's user knows it)."""
-    if optimizer not in OPTIMIZERS:
-        raise ArchgramError(f"unknown optimizer '{optimizer}'; known: {', '.join(OPTIMIZERS)}")
+    OPTIMIZERS.get(optimizer)
     if isinstance(lr, bool) or not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
         raise ArchgramError(f"{lr_name} must be a positive number, got {lr}")

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from archgram.registry import did_you_mean
 from archgram.tasks.data.checks import DataError
 
 #: .npz / .pt keys of each split's (inputs, targets)
@@ -146,11 +147,7 @@ def _table(frame, path: Path, options: dict[str, Any]) -> RawData:
     if not target:
         raise DataError(f"--data {path}: a table needs --target COLUMN (columns: {', '.join(map(str, frame.columns[:12]))})")
     if target not in frame.columns:
-        import difflib
-
-        close = difflib.get_close_matches(str(target), [str(c) for c in frame.columns], n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise DataError(f"--target {target}: no such column in {path.name}{hint}")
+        raise DataError(f"--target {target}: no such column in {path.name}{did_you_mean(target, frame.columns)}")
     y = frame[target]
     if y.isna().any():
         raise DataError(f"--target {target}: {int(y.isna().sum())} rows have no target (first: row {int(np.argmax(y.isna().to_numpy()))})")
