@@ -12,8 +12,8 @@ fewer heads: GQA/MQA). Two strategies:
   torch math, recomputing each block's weights from the saved lse).
 - ``ulysses_attention`` (DeepSpeed-Ulysses): an all-to-all turns sequence
   shards into head shards, every rank runs full attention for H / W heads, and
-  a second all-to-all turns them back. Differentiable through
-  ``torch.distributed.nn`` all-to-all. Needs heads (and kv heads) divisible by
+  a second all-to-all turns them back. Differentiable (the all-to-all's
+  gradient is the reverse all-to-all). Needs heads (and kv heads) divisible by
   the world size.
 
 Shards: ``layout="contiguous"`` (rank r holds the r-th slice; lengths may
@@ -44,7 +44,7 @@ class ContextParallelError(ArchgramError):
 # ------------------------------------------------------------------ layouts
 def shard_lengths(n: int, world: int, layout: str = "contiguous") -> list[int]:
     """Tokens per rank for a sequence of ``n`` (contiguous: as torch.tensor_split)."""
-    _check_layout(layout)
+    check_layout(layout)
     if layout == "zigzag":
         if n % (2 * world):
             raise ContextParallelError(f"zigzag layout needs the length ({n}) divisible by 2 x world size ({2 * world})")
@@ -54,7 +54,7 @@ def shard_lengths(n: int, world: int, layout: str = "contiguous") -> list[int]:
 
 def segments(lengths: list[int], rank: int, layout: str = "contiguous") -> tuple[Segment, ...]:
     """Global (start, length) segments of rank ``rank``'s shard, in local order."""
-    _check_layout(layout)
+    check_layout(layout)
     world = len(lengths)
     if layout == "zigzag":
         if len(set(lengths)) != 1 or lengths[0] % 2:
@@ -82,13 +82,13 @@ def unshard(parts: list[torch.Tensor], layout: str = "contiguous", dim: int = 2)
     return torch.cat([t for _, t in sorted(pieces, key=lambda x: x[0])], dim=dim)
 
 
-def _check_layout(layout: str) -> None:
+def check_layout(layout: str) -> None:
     if layout not in LAYOUTS:
         raise ContextParallelError(f"unknown layout {layout!r}; choose one of: {', '.join(LAYOUTS)}")
 
 
 # ------------------------------------------------------------------ checks
-def _check(q, k, v, group) -> tuple[int, int]:
+def check_inputs(q, k, v, group) -> tuple[int, int]:
     if not dist.is_available() or not dist.is_initialized():
         raise ContextParallelError("torch.distributed is not initialised: call dist.init_process_group first")
     if q.dim() != 4 or k.dim() != 4 or k.shape != v.shape:
@@ -123,49 +123,61 @@ def _rotate(tensors: list[torch.Tensor], group, rank: int, world: int, recv_len:
 
 # ------------------------------------------------------------------ ring
 class _Ring(torch.autograd.Function):
+    """Ring attention over ranks whose shards are given as segments: ``segs[r]``
+    are rank r's global (start, length) segments in local order."""
+
     @staticmethod
-    def forward(ctx, q, k, v, group, lengths, layout, causal, scale):
+    def forward(ctx, q, k, v, group, segs, causal, scale):
         rank, world = dist.get_rank(group), dist.get_world_size(group)
-        q_segs = segments(lengths, rank, layout)
         acc = None
         kv = [k, v]
         for step in range(world):
             src = (rank - step) % world
             reqs = None
             if step < world - 1:  # overlap: the next block travels while this one computes
-                reqs, nxt = _rotate(kv, group, rank, world, lengths[(src - 1) % world])
-            acc = attend_segments(q, kv[0], kv[1], q_segs, segments(lengths, src, layout), causal, scale, acc)
+                reqs, nxt = _rotate(kv, group, rank, world, _length(segs[(src - 1) % world]))
+            acc = attend_segments(q, kv[0], kv[1], segs[rank], segs[src], causal, scale, acc)
             if reqs is not None:
                 for r in reqs:
                     r.wait()
                 kv = nxt
         out, lse = acc
         ctx.save_for_backward(q, k, v, out, lse)
-        ctx.meta = (group, lengths, layout, causal, scale)
+        ctx.meta = (group, segs, causal, scale)
         return out.to(q.dtype)
 
     @staticmethod
     def backward(ctx, do):
         q, k, v, out, lse = ctx.saved_tensors
-        group, lengths, layout, causal, scale = ctx.meta
+        group, segs, causal, scale = ctx.meta
         rank, world = dist.get_rank(group), dist.get_world_size(group)
-        q_segs = segments(lengths, rank, layout)
         dq = torch.zeros(q.shape, dtype=torch.float32, device=q.device)
         kv = [k, v]
         dkv = [torch.zeros(k.shape, dtype=torch.float32, device=k.device) for _ in range(2)]
         for step in range(world):
             src = (rank - step) % world
-            grad_segments(q, kv[0], kv[1], do, out, lse, q_segs, segments(lengths, src, layout), causal, scale,
-                          dq, dkv[0], dkv[1])
+            grad_segments(q, kv[0], kv[1], do, out, lse, segs[rank], segs[src], causal, scale, dq, dkv[0], dkv[1])
             if world == 1:
                 break
             # the accumulators follow their block; after ``world`` moves each is home
             moving = dkv + (kv if step < world - 1 else [])
-            reqs, bufs = _rotate(moving, group, rank, world, lengths[(src - 1) % world])
+            reqs, bufs = _rotate(moving, group, rank, world, _length(segs[(src - 1) % world]))
             for r in reqs:
                 r.wait()
             dkv, kv = bufs[:2], bufs[2:]
-        return dq.to(q.dtype), dkv[0].to(k.dtype), dkv[1].to(v.dtype), None, None, None, None, None
+        return dq.to(q.dtype), dkv[0].to(k.dtype), dkv[1].to(v.dtype), None, None, None, None
+
+
+def _length(segs: tuple[Segment, ...]) -> int:
+    return sum(n for _, n in segs)
+
+
+def ring_over_segments(q, k, v, group, segs: list[tuple[Segment, ...]], causal: bool, scale: float) -> torch.Tensor:
+    """The ring step alone, for shards of any segments (the hybrid in ``usp`` passes
+    each Ulysses group's union of shards); ``segs`` is indexed by rank in ``group``."""
+    if len(segs) != dist.get_world_size(group) or _length(segs[dist.get_rank(group)]) != q.shape[2]:
+        raise ContextParallelError(f"segments {segs} do not describe this group's shards (local length {q.shape[2]})")
+    return _Ring.apply(q, k, v, group, tuple(segs), causal, scale)
 
 
 def ring_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, group=None, *, causal: bool = False,
@@ -174,20 +186,40 @@ def ring_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, group=None
 
     q (B, H, n_rank, D), k/v (B, Hkv, n_rank, D) on every rank of ``group``
     (default: the world); returns (B, H, n_rank, D) in q's dtype."""
-    rank, world = _check(q, k, v, group)
-    _check_layout(layout)
+    rank, world = check_inputs(q, k, v, group)
+    check_layout(layout)
     lengths = gather_lengths(q.shape[2], group, q.device)
-    segments(lengths, rank, layout)  # validates the layout against the lengths
-    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
-    return _Ring.apply(q, k, v, group, lengths, layout, causal, scale)
+    segs = [segments(lengths, r, layout) for r in range(world)]  # validates the layout against the lengths
+    return ring_over_segments(q, k, v, group, segs, causal, default_scale(q, scale))
+
+
+def default_scale(q: torch.Tensor, scale: float | None) -> float:
+    return 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
 
 
 # ------------------------------------------------------------------ Ulysses
-def _all_to_all(chunks: list[torch.Tensor], group) -> list[torch.Tensor]:
-    from torch.distributed.nn.functional import all_to_all
+class _AllToAll(torch.autograd.Function):
+    """Rank r's block j goes to rank j, where it arrives as block r: stacked
+    equal blocks (W, ...) in and out. Its gradient is the same exchange of the
+    output's gradient. (``torch.distributed.nn``'s all-to-all falls back to
+    scatters addressed by group rank on gloo, which fails in a subgroup.)"""
 
-    outs = [torch.empty_like(c) for c in chunks]
-    return list(all_to_all(outs, [c.contiguous() for c in chunks], group=group or dist.group.WORLD))
+    @staticmethod
+    def forward(ctx, x, group):
+        ctx.group = group
+        out = torch.empty_like(x)
+        dist.all_to_all_single(out, x.contiguous(), group=group)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        out = torch.empty_like(grad)
+        dist.all_to_all_single(out, grad.contiguous(), group=ctx.group)
+        return out, None
+
+
+def _all_to_all(chunks: list[torch.Tensor], group) -> list[torch.Tensor]:
+    return list(_AllToAll.apply(torch.stack(chunks), group).unbind(0))
 
 
 def _local_attention(q, k, v, causal: bool, scale: float) -> torch.Tensor:
@@ -203,33 +235,53 @@ def _local_attention(q, k, v, causal: bool, scale: float) -> torch.Tensor:
     return torch.nn.functional.scaled_dot_product_attention(q, expand_kv(k, h), expand_kv(v, h), is_causal=causal, scale=scale)
 
 
+def seq_to_heads(x: torch.Tensor, group, pad: int, rows: torch.Tensor) -> torch.Tensor:
+    """All-to-all from this rank's sequence shard (B, H, n, D), padded to ``pad``
+    tokens, to H / W heads of every rank's tokens; returns the gathered
+    (rank-major, padded) rows ``rows``, in that order."""
+    world = dist.get_world_size(group)
+    x = torch.nn.functional.pad(x, (0, 0, 0, pad - x.shape[2]))
+    gathered = torch.cat(_all_to_all(list(x.chunk(world, dim=1)), group), dim=2)  # (B, H/W, W*pad, D)
+    return gathered.index_select(2, rows)
+
+
+def heads_to_seq(out: torch.Tensor, group, pad: int, rows: torch.Tensor, n: int) -> torch.Tensor:
+    """Inverse of ``seq_to_heads``: this rank's ``n`` tokens of every head."""
+    world = dist.get_world_size(group)
+    b, hl, _, d = out.shape
+    back = out.new_zeros(b, hl, world * pad, d).index_copy(2, rows, out)
+    parts = _all_to_all(list(back.chunk(world, dim=2)), group)  # my rows of every head group
+    return torch.cat(parts, dim=1)[:, :, :n]
+
+
+def valid_rows(lengths: list[int], device=None) -> torch.Tensor:
+    """Rows of the gathered (rank-major, each rank padded to the longest) tensor
+    that hold tokens, in rank order."""
+    pad = max(lengths)
+    return torch.cat([torch.arange(r * pad, r * pad + m) for r, m in enumerate(lengths)]).to(device)
+
+
+def check_heads(q, k, world: int, strategy: str = "Ulysses") -> None:
+    h, hkv = q.shape[1], k.shape[1]
+    if h % world or hkv % world:
+        raise ContextParallelError(f"{strategy} splits heads over ranks: {h} query / {hkv} key-value heads are not divisible "
+                                   f"by the world size {world} (use ring_attention)")
+
+
 def ulysses_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, group=None, *, causal: bool = False,
                       layout: str = "contiguous", scale: float | None = None) -> torch.Tensor:
     """As ``ring_attention``, by all-to-all: sequence shards -> head shards, full
     attention on H / W heads, and back. Shorter shards are padded for the
     all-to-all and the padding dropped before attention."""
-    rank, world = _check(q, k, v, group)
-    _check_layout(layout)
-    h, hkv = q.shape[1], k.shape[1]
-    if h % world or hkv % world:
-        raise ContextParallelError(f"Ulysses splits heads over ranks: {h} query / {hkv} key-value heads are not divisible "
-                                   f"by the world size {world} (use ring_attention)")
+    rank, world = check_inputs(q, k, v, group)
+    check_layout(layout)
+    check_heads(q, k, world)
     lengths = gather_lengths(q.shape[2], group, q.device)
     segments(lengths, rank, layout)
-    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
-    n, pad = q.shape[2], max(lengths)
+    scale = default_scale(q, scale)
+    pad = max(lengths)
     # positions of the gathered (rank-major, padded) rows in the natural order
     natural = torch.cat([torch.arange(s, s + m) for r in range(world) for s, m in segments(lengths, r, layout)])
-    valid = torch.cat([torch.arange(r * pad, r * pad + lengths[r]) for r in range(world)])
-    order = valid[torch.argsort(natural)].to(q.device)  # gathered row of natural position i
-
-    def to_heads(x: torch.Tensor) -> torch.Tensor:
-        x = torch.nn.functional.pad(x, (0, 0, 0, pad - n))
-        gathered = torch.cat(_all_to_all(list(x.chunk(world, dim=1)), group), dim=2)  # (B, H/W, W*pad, D)
-        return gathered.index_select(2, order)
-
-    out = _local_attention(to_heads(q), to_heads(k), to_heads(v), causal, scale)  # natural order
-    b, hl, total, d = out.shape
-    back = out.new_zeros(b, hl, world * pad, d).index_copy(2, order, out)
-    parts = _all_to_all(list(back.chunk(world, dim=2)), group)  # my rows of every head group
-    return torch.cat(parts, dim=1)[:, :, :n]
+    order = valid_rows(lengths)[torch.argsort(natural)].to(q.device)  # gathered row of natural position i
+    out = _local_attention(*(seq_to_heads(t, group, pad, order) for t in (q, k, v)), causal, scale)  # natural order
+    return heads_to_seq(out, group, pad, order, q.shape[2])

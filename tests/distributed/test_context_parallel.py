@@ -1,8 +1,9 @@
 """Context-parallel attention (S14) on gloo CPU processes against single-process attention.
 
 One spawn per world size runs every case (spawning costs seconds; the cases
-milliseconds): ring and Ulysses, causal and not, contiguous shards of unequal
-length and zig-zag shards, GQA, gradients, and the errors."""
+milliseconds): ring, Ulysses and the USP hybrid (Ulysses inside groups, ring
+across them) on every mesh the world allows, causal and not, contiguous shards
+of unequal length and zig-zag shards, GQA, gradients, and the errors."""
 from __future__ import annotations
 
 import pytest
@@ -20,6 +21,7 @@ from archgram.distributed.context_parallel import (
     ulysses_attention,
     unshard,
 )
+from archgram.distributed.usp import usp_attention, usp_groups
 
 pytestmark = pytest.mark.catalog("S14")
 
@@ -55,6 +57,14 @@ def _case(fn, rank, world, n, heads, kv_heads, causal, layout, grad):
                                        msg=f"d{name} of {what}")
 
 
+def _usp(ulysses_group, ring_group, ulysses: int):
+    def fn(q, k, v, **kw):
+        return usp_attention(q, k, v, ulysses_group, ring_group, **kw)
+
+    fn.__name__ = f"usp_attention(ulysses={ulysses})"
+    return fn
+
+
 def _worker(rank, world, init):
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     try:
@@ -65,6 +75,16 @@ def _worker(rank, world, init):
                 _case(fn, rank, world, uneven, 4, 4, causal, "contiguous", grad=True)
                 _case(fn, rank, world, 4 * world, 4, 4, causal, "zigzag", grad=True)
         _case(ring_attention, rank, world, uneven, 4, 1, True, "contiguous", grad=True)  # MQA: kv heads travel
+        for ulysses in (u for u in (1, 2, 4) if u <= world):  # every R x U mesh: ring-only, hybrid, Ulysses-only
+            usp = _usp(*usp_groups(ulysses), ulysses)
+            for causal in (False, True):
+                _case(usp, rank, world, uneven, 4, 4, causal, "contiguous", grad=True)
+                _case(usp, rank, world, 4 * world, 4, 4, causal, "zigzag", grad=True)
+        # the hybrid's point: heads need only divide the Ulysses degree, not the world
+        if world == 4:
+            _case(_usp(*usp_groups(2), 2), rank, world, uneven, 2, 2, True, "contiguous", grad=True)
+            with pytest.raises(ContextParallelError, match="not divisible"):
+                ulysses_attention(*(torch.randn(1, 2, 3, 16) for _ in range(3)))
         _case(ring_attention, rank, world, 2 * world, 4, 2, True, "zigzag", grad=False)
         with pytest.raises(ContextParallelError, match="not divisible"):
             ulysses_attention(*(torch.randn(1, 5, 3, 16) for _ in range(3)))
@@ -76,9 +96,9 @@ def _worker(rank, world, init):
 
 @pytest.mark.parametrize("world", [2, 4])
 def test_context_parallel_matches_single_process_S14(world, tmp_path):
-    """Ring and Ulysses attention on ``world`` gloo processes equal float64 attention
-    on the whole sequence, outputs and gradients, causal and not, on uneven
-    contiguous and zig-zag shards."""
+    """Ring, Ulysses and USP-hybrid attention on ``world`` gloo processes equal
+    float64 attention on the whole sequence, outputs and gradients, causal and
+    not, on uneven contiguous and zig-zag shards."""
     # fork: the children inherit the imported modules (spawning re-imports torch per rank: ~5 s each)
     mp.start_processes(_worker, args=(world, f"file://{tmp_path / 'store'}"), nprocs=world, join=True, start_method="fork")
 
