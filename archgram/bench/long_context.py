@@ -19,17 +19,20 @@ its model zoo is whatever the registries hold.
 
 Catalog S14, read against the paper. Paper: one benchmark for long-context
 attention on two axes: single-device kernels (dense and sparse attention
-implementations) over mask patterns and lengths, and context parallelism over
-devices (ring attention, all-to-all / Ulysses) for distributed training.
+implementations) over mask patterns (full, causal, document/varlen, sparse) and
+lengths, and context parallelism over devices (ring attention, all-to-all /
+Ulysses, and hybrids such as USP) for distributed training.
 archgram: this suite (every registered score and pattern, plus token mixers,
-over lengths and the full/causal masks, skipping with reasons) and
-``archgram.distributed.context_parallel`` (ring and Ulysses attention with
-contiguous and zig-zag shards, checked against single-process attention).
-Differs: the paper compares third-party kernels (FlashAttention, cuDNN,
-FlexAttention, sparse kernels); this suite compares what a grammar can use.
-Document/variable-length masks are not swept (archgram tensors carry no
-sequence boundaries); sparse patterns appear as their own rows rather than as
-masks of one kernel; hybrid context parallelism (USP, LoongTrain) is absent.
+over lengths and the full/causal masks, skipping with reasons; the
+``document(docs, seed)`` pattern is the packed varlen mask), the kernels suite
+(our Triton kernels against torch SDPA's flash backend and FlexAttention), and
+``archgram.distributed`` (ring, Ulysses and the USP hybrid, contiguous and
+zig-zag shards, checked against single-process attention).
+Differs: the kernel list is what torch ships plus ours (no cuDNN or
+FlashAttention-3 builds); the document mask runs as a dense mask (no varlen
+kernel) with lengths drawn per op, not per batch; LoongTrain's double ring is
+absent (a schedule of the same ring maths); sparse patterns appear as their own
+rows rather than as masks of one kernel.
 """
 from __future__ import annotations
 
@@ -53,6 +56,7 @@ PATTERN_PARAMS = {
     "strip": {"width": 2}, "halo": {"block": 2, "halo": 1}, "circular": {"radius": 2},
     "shifted_sparse": {"group": 8, "sinks": 1}, "landmark": {"_0": 64, "_1": 2}, "token_select": {"_0": 256},
     "sparsifiner": {"_0": 64, "_1": 8}, "routing": {"_0": 4}, "combiner": {"_0": 64},
+    "document": {"docs": 8},
 }
 
 

@@ -5,6 +5,7 @@ from archgram.ops.attention import (  # noqa: F401  (registration)
     aaren,
     combiner,
     content,
+    documents,
     earlier_qk,
     hierarchical,
     karat,
