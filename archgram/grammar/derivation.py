@@ -25,10 +25,12 @@ from archgram.grammar.tree import (  # noqa: F401  (re-exported: the derivation'
     canonical,
     children_of,
     clone_tree,
+    named_children,
     node_from_json,
     node_to_json,
     op_label,
     walk,
+    walk_paths,
     walk_with_parent,
 )
 from archgram.ops import all_ops

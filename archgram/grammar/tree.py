@@ -129,11 +129,33 @@ def children_of(node: Node) -> list[Node]:
     return []
 
 
+def named_children(node: Node) -> list[tuple[str, Node]]:
+    """``children_of`` with each child's step in a node path: a rule's children
+    ``0``, ``1``, ...; a branch's ``open``, ``arm0``, ``arm1``, ..., ``close``."""
+    if isinstance(node, RuleNode):
+        return [(str(i), c) for i, c in enumerate(node.children)]
+    if isinstance(node, BranchNode):
+        return [("open", node.open), *((f"arm{i}", a) for i, a in enumerate(node.arms)), ("close", node.close)]
+    return []
+
+
 def walk(node: Node) -> Iterator[Node]:
     """Pre-order traversal."""
     yield node
     for child in children_of(node):
         yield from walk(child)
+
+
+def walk_paths(node: Node, path: str = "root", *, post: bool = False) -> Iterator[tuple[str, Node]]:
+    """(path, node) of every node, e.g. ``root/0/arm1/2`` (the paths the
+    compiler passes name modules by); parents before children, or after them
+    with ``post`` (a rewrite that must see inner matches first)."""
+    if not post:
+        yield path, node
+    for step, child in named_children(node):
+        yield from walk_paths(child, f"{path}/{step}", post=post)
+    if post:
+        yield path, node
 
 
 def walk_with_parent(node: Node, parent: Node | None = None, depth: int = 0):

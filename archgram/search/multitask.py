@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from archgram.errors import ArchgramError, DerivationError
-from archgram.grammar.derivation import BranchNode, Derivation, Node, RuleNode, children_of
+from archgram.grammar.derivation import BranchNode, Derivation, Node, RuleNode, walk
 
 PER_TASK = "_per_task"
 #: how many first samples the pre-run check tries
@@ -116,13 +116,7 @@ def _select(node: Node, index: int, n_tasks: int, trail: str) -> Node:
 
 
 def has_per_task(derivation: Derivation) -> bool:
-    stack = [derivation.root]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, RuleNode) and node.symbol.endswith(PER_TASK):
-            return True
-        stack.extend(children_of(node))
-    return False
+    return any(isinstance(n, RuleNode) and n.symbol.endswith(PER_TASK) for n in walk(derivation.root))
 
 
 def for_task(derivation: Derivation, index: int, n_tasks: int) -> Derivation:

@@ -8,7 +8,7 @@ import networkx as nx
 import pytest
 
 from archgram.errors import DerivationError
-from archgram.grammar.derivation import BranchNode, Derivation, OpNode, RuleNode
+from archgram.grammar.derivation import BranchNode, Derivation, OpNode, RuleNode, walk_paths
 from archgram.grammar.model import Grammar, load_grammar
 
 SHAPE = (2, 8, 6, 6)
@@ -211,3 +211,13 @@ def test_networkx_merge_receives_one_edge_per_distinct_arm():
     (merge,) = [n for n, data in graph.nodes(data=True) if data["op"] == "concat"]
     assert graph.in_degree(merge) == 2
     assert graph.nodes[merge]["out_shape"] == (2, 16, 6, 6)
+
+
+def test_walk_paths_names_every_node_by_its_steps_in_pre_and_post_order():
+    root = seq(op("a"), branch(op("clone"), [op("b"), seq(op("c"), symbol="x")], op("add")))
+    pre = [(p, getattr(n, "op", getattr(n, "symbol", "branch"))) for p, n in walk_paths(root)]
+    assert pre == [("root", "s"), ("root/0", "a"), ("root/1", "branch"), ("root/1/open", "clone"),
+                   ("root/1/arm0", "b"), ("root/1/arm1", "x"), ("root/1/arm1/0", "c"), ("root/1/close", "add")]
+    post = [p for p, _ in walk_paths(root, post=True)]
+    assert post == ["root/0", "root/1/open", "root/1/arm0", "root/1/arm1/0", "root/1/arm1", "root/1/close",
+                    "root/1", "root"]

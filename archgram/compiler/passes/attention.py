@@ -33,7 +33,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from archgram.grammar.derivation import BranchNode, Derivation, Node, OpNode, RuleNode, op_label
+from archgram.grammar.derivation import BranchNode, Derivation, Node, OpNode, RuleNode, op_label, walk_paths
 from archgram.grammar.inference import bound_args, resolve_op
 from archgram.shapes import Shape, fmt
 
@@ -49,13 +49,7 @@ def flatten(node: Node, path: str) -> list[Item]:
 
 def branches(node: Node, path: str = "root") -> Iterator[tuple[str, BranchNode]]:
     """Every branch node with its path, children before parents (post-order)."""
-    if isinstance(node, RuleNode):
-        for i, c in enumerate(node.children):
-            yield from branches(c, f"{path}/{i}")
-    elif isinstance(node, BranchNode):
-        for i, arm in enumerate(node.arms):
-            yield from branches(arm, f"{path}/arm{i}")
-        yield path, node
+    return ((p, n) for p, n in walk_paths(node, path, post=True) if isinstance(n, BranchNode))
 
 
 def _is_swap_last(node: Node, rank: int) -> bool:

@@ -33,12 +33,7 @@ def reweighted(grammar: Grammar, table: dict[str, list[float]]) -> Grammar:
 
 def production_counts(derivations: list[Derivation]) -> Counter:
     """How often each (rule, alternative) was chosen across ``derivations``."""
-    counts: Counter = Counter()
-    for d in derivations:
-        for node in walk(d.root):
-            if isinstance(node, RuleNode):
-                counts[(node.symbol, node.alt)] += 1
-    return counts
+    return Counter((n.symbol, n.alt) for d in derivations for n in walk(d.root) if isinstance(n, RuleNode))
 
 
 @register_strategy
