@@ -160,7 +160,7 @@ def _masked_softmax(logits: torch.Tensor, mask: torch.Tensor | None) -> torch.Te
 
 
 @POSITIONS.register
-class RoPEALiBi(RoPE):
+class RoPEALiBi(ALiBi, RoPE):
     """Factored RoPE + ALiBi with harmonic slopes (Li 2024, 'The Nature of
     Mathematical Modeling and Probabilistic Optimization Engineering in
     Generative AI', catalog S67).
@@ -187,14 +187,8 @@ class RoPEALiBi(RoPE):
     name = "rope_alibi"
     refs = ("S67",)
 
-    def slopes(self) -> torch.Tensor:
+    def slopes(self) -> torch.Tensor:  # ALiBi's bias and kernel slopes; RoPE's rotation
         return 1.0 / torch.arange(1, self.heads + 1, dtype=torch.float32)
-
-    def bias(self, nq, nk, device):
-        return -self.slopes().to(device)[:, None, None] * _distance(nq, nk, device).abs()[None]
-
-    def flash(self, n, grid, device):
-        return {"alibi_slopes": self.slopes()}
 
 
 @POSITIONS.register

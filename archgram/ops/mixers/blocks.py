@@ -11,8 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from archgram.ops.mixers.common import Mixer, depthwise, from_tokens, hidden, to_channels_first, to_tokens
+from archgram.ops.mixers.common import Mixer, depthwise, hidden, to_channels_first
 from archgram.ops.registry import Arg, register_op
+from archgram.ops.tokens import from_tokens, to_tokens
 from archgram.shapes import IMAGE_RANK, Shape, channels, positions
 
 RATIO = {"token_ratio": Arg(float, 0.5, low=0.01, doc="hidden width of the token MLP / N"),

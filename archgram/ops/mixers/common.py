@@ -9,19 +9,6 @@ from archgram.ops.registry import Op, check_rank
 from archgram.shapes import IMAGE_RANK, Shape, channels, fmt, positions
 
 
-def to_tokens(x: torch.Tensor) -> torch.Tensor:
-    """(B,C,H,W) -> (B,HW,C); sequences pass through."""
-    return x.flatten(2).transpose(1, 2) if x.dim() == IMAGE_RANK else x
-
-
-def from_tokens(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Inverse of ``to_tokens`` for a tensor shaped like ``like``."""
-    if like.dim() == IMAGE_RANK:
-        b, c, h, w = like.shape
-        return t.transpose(1, 2).reshape(b, t.shape[-1], h, w)
-    return t
-
-
 def to_channels_first(x: torch.Tensor) -> torch.Tensor:
     """Images stay (B,C,H,W); sequences become (B,D,N) for 1D convolution."""
     return x if x.dim() == IMAGE_RANK else x.transpose(1, 2)
@@ -69,4 +56,4 @@ class Mixer(Op):
         return 2 * params * shape[0] * positions(shape) + 8 * shape[0] * positions(shape) * channels(shape)
 
 
-__all__ = ["Mixer", "depthwise", "from_channels_first", "from_tokens", "hidden", "to_channels_first", "to_tokens"]
+__all__ = ["Mixer", "depthwise", "from_channels_first", "hidden", "to_channels_first"]

@@ -1,8 +1,6 @@
 """Shape checks shared by the vision ops (image mode (B, C, H, W) unless stated)."""
 from __future__ import annotations
 
-import torch
-
 from archgram.errors import ShapeError
 from archgram.ops.registry import check_rank
 from archgram.shapes import Shape, fmt
@@ -28,13 +26,3 @@ def tokens_of(shape: Shape) -> tuple[int, int]:
     if len(shape) == 4:
         return shape[2] * shape[3], shape[1]
     return shape[1], shape[2]
-
-
-def to_tokens(x: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) -> (B, H*W, C); sequences (B, N, C) pass through."""
-    return x.flatten(2).transpose(1, 2) if x.dim() == 4 else x
-
-
-def from_tokens(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Inverse of ``to_tokens`` for a tensor shaped like ``like``."""
-    return t.transpose(1, 2).reshape(like.shape) if like.dim() == 4 else t

@@ -37,7 +37,8 @@ import torch
 from torch import nn
 
 from archgram.ops.registry import Arg, Op, check_rank, register_op
-from archgram.ops.vision._common import from_tokens, to_tokens, tokens_of
+from archgram.ops.tokens import from_tokens, to_tokens
+from archgram.ops.vision._common import tokens_of
 from archgram.shapes import Shape
 
 ARGS = {
