@@ -6,6 +6,7 @@ from archgram.ops.vision import (  # noqa: F401  (registers the ops)
     channel,
     coord,
     csa,
+    fbl_fusion,
     fbl_memory,
     i2correlation,
     oat,

@@ -16,20 +16,16 @@ moves toward the batch's final knowledge with ``momentum`` (knowledge that
 accumulates across inputs); in eval the buffer is read only. Image tokens
 (H*W) or a sequence.
 
-Deviations: the paper's knowledge also steers a CNN/Transformer feature fusion
-for saliency; here only the knowledge loop is kept, as a reusable token op,
-with an attention read/write that is our choice.
-
 Fidelity (S33): Paper: FBLNet predicts driver attention; over and over
 iterations it generates incremental knowledge (an accumulating state) that is
 fed back to guide the fusion of CNN and Transformer features of each image;
-archgram: the knowledge loop as a token op -- a persistent slot memory read by
-the tokens and rewritten from them, looped within a forward and accumulated
-across inputs in training; differs: the paper's knowledge-guided fusion of two
-backbones into a saliency map is a whole network, not one grammar terminal
-(compose backbones around this op), and its exact knowledge-update layers are
-replaced by attention read/write, so a user gets the feedback-loop memory, not
-FBLNet's saliency architecture.
+archgram: this op is the knowledge loop alone, for any token stream -- a
+persistent slot memory read by the tokens and rewritten from them, looped
+within a forward and accumulated across inputs in training; ``fbl_fusion``
+(fbl_fusion.py) uses the same memory to set the fusion weights of a CNN and a
+Transformer branch, which is the paper's full mechanism; differs: the paper's
+exact knowledge-update layers are attention read/write here, and its saliency
+decoder is the task's head.
 """
 from __future__ import annotations
 
