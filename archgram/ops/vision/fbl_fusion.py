@@ -33,7 +33,8 @@ from torch import nn
 
 from archgram.errors import ShapeError
 from archgram.ops.registry import Arg, MergeOp, check_rank, register_op
-from archgram.ops.vision._common import from_tokens, to_tokens, tokens_of
+from archgram.ops.tokens import from_tokens, to_tokens
+from archgram.ops.vision._common import tokens_of
 from archgram.ops.vision.fbl_memory import FeedbackLoopMemory
 from archgram.shapes import Shape, fmt
 
