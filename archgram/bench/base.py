@@ -2,7 +2,6 @@
 suite shares (timing, peak memory, environment)."""
 from __future__ import annotations
 
-import importlib
 import platform
 import re
 import statistics
@@ -14,7 +13,7 @@ from typing import Any, ClassVar
 import torch
 
 from archgram.errors import ArchgramError
-from archgram.registry import Registry
+from archgram.registry import Registry, import_submodules
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 _LENGTH = re.compile(r"^(\d+)([kK]?)$")
@@ -71,12 +70,9 @@ class Suite:
         raise NotImplementedError
 
 
-def _load() -> None:
-    for module in ("kernels", "long_context"):
-        importlib.import_module(f"archgram.bench.{module}")
-
-
-SUITES: Registry[type[Suite]] = Registry("suite", error=BenchError, loader=_load)
+#: Every suite by name; the first lookup imports each module of archgram.bench
+#: (a suite module registers itself with ``@register_suite``).
+SUITES: Registry[type[Suite]] = Registry("suite", error=BenchError, loader=lambda: import_submodules("archgram.bench"))
 register_suite = SUITES.decorator()
 
 

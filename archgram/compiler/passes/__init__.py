@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from archgram.errors import CompileError
-from archgram.registry import Registry
+from archgram.registry import Registry, import_submodules
 
 
 @dataclass(frozen=True)
@@ -27,11 +27,10 @@ class PassSpec:
     doc: str = ""
 
 
-def _load() -> None:
-    from archgram.compiler.passes import lower  # noqa: F401  (registers fuse_attention)
-
-
-PASSES: Registry[PassSpec] = Registry("compiler pass", error=CompileError, loader=_load,
+#: Every pass by name; the first lookup imports each module of this package (a
+#: pass registers itself with ``@register_pass``: lower.py's fuse_attention).
+PASSES: Registry[PassSpec] = Registry("compiler pass", error=CompileError,
+                                      loader=lambda: import_submodules("archgram.compiler.passes"),
                                       same=lambda old, new: old.apply is new.apply)
 
 
