@@ -52,9 +52,18 @@ def branches(node: Node, path: str = "root") -> Iterator[tuple[str, BranchNode]]
     return ((p, n) for p, n in walk_paths(node, path, post=True) if isinstance(n, BranchNode))
 
 
+def _is(node: Node, op: str) -> bool:
+    return isinstance(node, OpNode) and node.op == op
+
+
+def _live(items: list[Item]) -> list[Item]:
+    """The items that compute something (identities dropped)."""
+    return [(p, n) for p, n in items if not _is(n, "identity")]
+
+
 def _is_swap_last(node: Node, rank: int) -> bool:
     """A permute that swaps the last two axes (a transpose of the matrices)."""
-    return (isinstance(node, OpNode) and node.op == "permute"
+    return (_is(node, "permute")
             and tuple(node.args.get("order", ())) == tuple(range(rank - 2)) + (rank - 1, rank - 2))
 
 
@@ -73,7 +82,7 @@ def _label(node: Node) -> str:
 
 
 def _chain(items: list[Item]) -> str:
-    shown = [_label(n) for _, n in items if not (isinstance(n, OpNode) and n.op == "identity")]
+    shown = [_label(n) for _, n in _live(items)]
     return " -> ".join(shown) if shown else "identity"
 
 
@@ -152,16 +161,16 @@ def _p_arm(items: list[Item], transposed: bool):
     """Split an arm's items as prefix, scores branch, scales, softmax; None if the arm
     does not end in softmax(scale * (A @ B)) (then a permute of the last two axes
     when ``transposed``)."""
-    live = [(p, n) for p, n in items if not (isinstance(n, OpNode) and n.op == "identity")]
+    live = _live(items)
     if transposed:
         if not live or not _is_swap_last(live[-1][1], len(live[-1][1].in_shape)):
             return None
         live = live[:-1]
-    if not live or not (isinstance(live[-1][1], OpNode) and live[-1][1].op == "softmax"):
+    if not live or not _is(live[-1][1], "softmax"):
         return None
     softmax, k = live[-1], len(live) - 2
     scales = []
-    while k >= 0 and isinstance(live[k][1], OpNode) and live[k][1].op == "scale":
+    while k >= 0 and _is(live[k][1], "scale"):
         scales.append(live[k])
         k -= 1
     if k < 0 or not isinstance(live[k][1], BranchNode) or _matmul_scale(live[k][1]) is None:
@@ -244,7 +253,7 @@ def match_heads(path: str, node: BranchNode, found: dict[str, AttentionMatch]) -
         return None
     heads = []
     for k, arm in enumerate(node.arms):
-        live = [(p, n) for p, n in flatten(arm, f"{path}/arm{k}") if not (isinstance(n, OpNode) and n.op == "identity")]
+        live = _live(flatten(arm, f"{path}/arm{k}"))
         if len(live) != 1 or live[0][0] not in found or found[live[0][0]].transposed:
             return None
         heads.append(found[live[0][0]])
