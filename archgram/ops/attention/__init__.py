@@ -14,12 +14,14 @@ from archgram.ops.attention import (  # noqa: F401  (registration)
     linear,
     patterns,
     positions,
+    pr_flash,
     random_features,
     reversed,
     scores,
     sinks,
     sparsifiner,
     stabilisers,
+    staircase,
 )
 from archgram.ops.attention.op import Attention
 from archgram.ops.attention.parts import LAYOUTS, PATTERNS, POSITIONS, SCORES

@@ -11,7 +11,9 @@ where it does not, and why:
   windows at the far border (unknown while decoding) and content-based patterns
   select among all keys;
 * positions that re-weight the whole matrix (URPE, GPSA) are not decodable here;
-* scores that override ``attend`` without a ``step`` (agent, kernel_rpe) are not.
+* scores that override ``attend`` without a ``step`` (agent, kernel_rpe) are not,
+  unless they read the whole cache in ``attend`` (``decodes_through_attend``:
+  SAQ's staircase-quantized cache).
 
 This is the readable reference: the cache keeps raw keys and re-applies the
 position rotation each step (O(t) per token), which any ``rotate`` supports.
@@ -40,7 +42,8 @@ def decoding_support(attn: Attention) -> str | None:
     if attn.position.reweights:
         return f"position '{attn.position.name}' re-weights the whole attention matrix"
     score = type(attn.score)
-    if score.attend is not Score.attend and not hasattr(score, "step"):
+    reads_cache = getattr(score, "decodes_through_attend", False)
+    if score.attend is not Score.attend and not hasattr(score, "step") and not reads_cache:
         return f"score '{attn.score.name}' has no recurrent form"
     return None
 
@@ -82,10 +85,8 @@ def step(attn: Attention, x_t: torch.Tensor, state: DecodeState | None = None) -
         mask = attn.mask(t + 1, x_t.device)
         mask_row = None if mask is None else mask[t : t + 1]
         bias = attn.position.bias(t + 1, t + 1, x_t.device)
-        logits = attn.score.logits(q_t, keys_rot, attn.scale)
-        if bias is not None:
-            logits = logits + bias[..., t : t + 1, :]
-        out = torch.matmul(attn.score.weights(logits, mask_row), values)
+        bias_row = None if bias is None else bias[..., t : t + 1, :]
+        out = attn.score.attend(q_t, keys_rot, values, mask_row, bias_row, attn.scale)
     if attn.gate is not None:
         out = out * attn.gate(x_t)
     y = attn.layout.out(out, x_t)

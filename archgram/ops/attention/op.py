@@ -114,7 +114,7 @@ ARGS = {
     "head_dim": Arg(int, 0, low=0, doc="0: channels // heads"),
     "layout": Arg(dict, {"name": "mha"}, doc="head layout: mha | gqa | mqa | sqa(q) | mla(r) | tpla(r, shards) | moh(k, shared) | ssa(reduction, width)"),
     "score": Arg(dict, {"name": "softmax"}, doc="score function: softmax | sigmoid | ..."),
-    "pattern": Arg(dict, {"name": "full"}, doc="mask pattern: full | causal | window(k, d) | neighborhood(k, d) | neighborhood2d(k, d) | block_sparse(b, layout) | axial | axial_row | axial_col | strip(w) | halo(b, h) | circular(r) | shifted_sparse(g, sinks) | landmark(b, k) | token_select(k) | sparsifiner(k, rank, reduce) | routing(c) | combiner(b) | document(docs, seed)"),
+    "pattern": Arg(dict, {"name": "full"}, doc="mask pattern: full | causal | window(k, d) | neighborhood(k, d) | neighborhood2d(k, d) | block_sparse(b, layout) | axial | axial_row | axial_col | strip(w) | halo(b, h) | circular(r) | shifted_sparse(g, sinks) | landmark(b, k) | token_select(k) | sparsifiner(k, rank, reduce) | routing(c) | combiner(b) | document(docs, seed) | pr_flash(b, decay, seed)"),
     "position": Arg(dict, {"name": "none"}, doc="positions: none | rope | alibi | rope_alibi | urpe | gpsa | positional"),
     "causal": Arg(bool, False, doc="also mask future tokens (sequence order)"),
 }

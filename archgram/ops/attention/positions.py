@@ -172,16 +172,20 @@ class RoPEALiBi(ALiBi, RoPE):
     rotary content term times a per-head recency decay; both depend on
     i - j only, so the combination stays relative.
 
-    Paper's defining mechanisms (the row lists three): the factored RoPE + ALiBi
-    encoding with harmonic slopes; PrFlashAttention, a probability distribution
-    over block distances deciding which blocks of the causal matrix take part
-    in a round of attention; staircase adaptive quantization (SAQ) of the
-    multi-query KV cache, older entries at stepwise fewer bits.
-    What archgram does: the first, as this position scheme (also served by the
-    flash kernels through their ALiBi slopes).
-    What differs: PrFlashAttention and SAQ are not implemented (only the
-    abstract could be read; it names neither the block-distance distribution
-    nor the bit schedule); the row is covered for its positional encoding only.
+    Fidelity (S67): faithful to the abstract (the full text could not be found).
+    Paper: three mechanisms -- the factored RoPE + ALiBi encoding with harmonic
+    slopes; PrFlashAttention, a probability distribution over block distances
+    deciding which blocks of the causal matrix take part in a round of
+    attention; staircase adaptive quantization (SAQ) of the multi-query KV
+    cache, older entries at stepwise fewer bits.
+    archgram: this position scheme (also served by the flash kernels through
+    their ALiBi slopes); ``pattern=pr_flash(block, decay, seed)``
+    (``pr_flash.py``); ``score=saq(stair, high, low)`` (``staircase.py``), all
+    three combinable in one op (``layout=mqa`` for the paper's setting).
+    Differs: the abstract names neither the block-distance distribution nor
+    the bit schedule or quantizer; we chose p(d) = (d + 1)^-decay (harmonic at
+    decay 1, like the slopes), bits halving per stair (8 -> 4 -> 2) and
+    per-token min-max quantization, each documented in its module.
     """
 
     name = "rope_alibi"
