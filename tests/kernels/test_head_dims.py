@@ -27,6 +27,7 @@ from archgram.kernels.decode.lean import lean_attention  # noqa: E402
 from archgram.kernels.decode.split import decode_attention  # noqa: E402
 from archgram.kernels.flash import dispatch, flash_attention  # noqa: E402
 from archgram.kernels.flash.reference import attention as reference  # noqa: E402
+from archgram.kernels.flash.spec import KERNEL_SCORES  # noqa: E402
 from archgram.kernels.linear import reference as linear_ref  # noqa: E402
 from archgram.kernels.linear.chunk import linear_attention  # noqa: E402
 
@@ -35,7 +36,7 @@ DEVICE = "cuda" if CUDA else "cpu"
 needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
 
 HEAD_DIMS = (16, 32, 48, 64, 80, 96, 128, 160, 192, 256)
-SCORES = ("softmax", "sigmoid", "softcap", "softplus", "clipped")
+SCORES = KERNEL_SCORES  # every score the flash kernels serve
 BLOCKS = torch.tensor([[1, 0, 1], [0, 1, 0], [1, 1, 1]], dtype=torch.bool)
 # name -> (mask keywords for n tokens, whether it needs Nq == Nk)
 MASKS = {

@@ -18,7 +18,7 @@ import math
 
 import torch
 
-from archgram.kernels.flash.spec import SCORES, make_spec
+from archgram.kernels.flash.spec import KERNEL_SCORES, make_spec
 
 
 def _neighbors(i: int, n: int, size: int, dilation: int) -> list[int]:
@@ -70,7 +70,7 @@ def attention(q, k, v, *, alibi_slopes: torch.Tensor | None = None, rel_bias: to
     b, h, nq, d = q.shape
     hkv, nk = k.shape[1], k.shape[2]
     spec = make_spec(nq, nk, **kw)
-    assert spec.score in SCORES
+    assert spec.score in KERNEL_SCORES
     scale = 1.0 / math.sqrt(d) if spec.scale is None else spec.scale
     group = h // hkv
     qf = q.to(dtype)

@@ -2,7 +2,7 @@
 parameters, validated once, so forward, backward and the reference agree on
 what each keyword means.
 
-Scores (``SCORES``): softmax; sigmoid (w = sigmoid(s + b), b = -log Nk by
+Scores (``KERNEL_SCORES``): softmax; sigmoid (w = sigmoid(s + b), b = -log Nk by
 default, no normalisation); softcap (cap * tanh(s / cap), then softmax);
 softplus (catalog S38: f = softplus(log(N_i) * s) ** power, w = f / sum f,
 N_i the keys query i sees); clipped (catalog S31: clip((zeta - gamma) *
@@ -28,8 +28,8 @@ import torch
 
 from archgram.errors import ShapeError
 
-SCORES = ("softmax", "sigmoid", "softcap", "softplus", "clipped")
-SCORE_IDS = {name: i for i, name in enumerate(SCORES)}
+KERNEL_SCORES = ("softmax", "sigmoid", "softcap", "softplus", "clipped")
+SCORE_IDS = {name: i for i, name in enumerate(KERNEL_SCORES)}
 
 
 class FlashArgumentError(ShapeError):
@@ -90,8 +90,8 @@ def make_spec(nq: int, nk: int, **kw) -> Spec:
     if unknown:
         raise FlashArgumentError(f"flash attention: unknown keyword(s) {', '.join(sorted(unknown))}")
     spec = Spec(**kw)
-    if spec.score not in SCORES:
-        raise FlashArgumentError(f"flash attention: unknown score {spec.score!r}; known: {', '.join(SCORES)}")
+    if spec.score not in KERNEL_SCORES:
+        raise FlashArgumentError(f"flash attention: unknown score {spec.score!r}; known: {', '.join(KERNEL_SCORES)}")
     if spec.window is not None:
         _positive_int("window", spec.window, low=0)
     _positive_int("dilation", spec.dilation)

@@ -47,7 +47,7 @@ from archgram.errors import ShapeError
 from archgram.ops.registry import Arg, Op, check_rank, register_op
 from archgram.shapes import Shape, fmt
 
-SCORES = ("additive", "dot")
+POINTER_SCORES = ("additive", "dot")
 
 
 class PointerDecoder(nn.Module):
@@ -55,8 +55,8 @@ class PointerDecoder(nn.Module):
 
     def __init__(self, dim: int, outputs: int = 0, hidden: int = 32, score: str = "additive"):
         super().__init__()
-        if score not in SCORES:
-            raise ShapeError(f"pointer head: score must be one of {SCORES}, got {score!r}")
+        if score not in POINTER_SCORES:
+            raise ShapeError(f"pointer head: score must be one of {POINTER_SCORES}, got {score!r}")
         self.outputs, self.hidden, self.score = outputs, hidden, score
         self.keys = nn.Linear(dim, hidden)  # W1 e_j, also the decoder's input for a chosen j
         self.init = nn.Linear(dim, hidden)  # decoder state from the mean encoding
@@ -126,7 +126,7 @@ def teach_pointer_decoders(model: nn.Module, pointers: torch.Tensor) -> contextl
     args={
         "outputs": Arg(int, 0, low=0, doc="pointer outputs M; 0 means one per input position"),
         "hidden": Arg(int, 32, low=1, doc="decoder state width"),
-        "score": Arg(str, "additive", choices=SCORES),
+        "score": Arg(str, "additive", choices=POINTER_SCORES),
     },
 )
 class PointerHeadOp(Op):
