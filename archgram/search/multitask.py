@@ -21,14 +21,18 @@ that does not type-check for some task is a failed trial ('shape'), and a
 grammar none of whose first samples fits every task is refused before the run.
 
 Fidelity (S29): Paper: FBNetV5 searches architectures for several tasks in
-one run: one search space (supernet), per-task architecture choices, and a
-search cost nearly independent of the number of tasks (weight sharing,
-differentiable sampling); archgram: one run, one grammar, one objective per
-task, per-task architecture arms (`_per_task` rules) each trained on its own
-task; differs: archgram has no weight-sharing supernet -- each trial trains
-its derivation from scratch on every task -- because its strategies
-(random, evolution, Optuna) evaluate standalone architectures; a user loses
-FBNetV5's search-cost saving, not the per-task choices.
+one run: it trains one weight-sharing supernet and searches each task's
+architecture distribution over it by differentiable sampling, so the search
+cost is nearly independent of the number of tasks; archgram: one run, one
+grammar, one objective per task, per-task architecture arms (`_per_task`
+rules) each trained on its own task; differs: no supernet. Differentiable
+sampling over shared weights needs one fixed graph of choice slots that every
+candidate is a path of; a grammar's candidates do not form one (recursion and
+`*k` vary the depth, shape-typed choices vary tensor widths, and which choices
+exist depends on earlier ones). Each candidate therefore trains from its
+initialisation on every task (successive halving, ``--rungs``, cuts the cost
+of weak ones; weight inheritance is not applied in multi-task runs); a user
+keeps the per-task choices but pays one training per candidate per task.
 """
 from __future__ import annotations
 
