@@ -56,3 +56,30 @@ def test_the_attention_grammar_builds_the_hybrid_stack():
     assert archgram.compile(d, (2, 5, 8))(torch.randn(2, 5, 8)).shape == (2, 5, 8)
     with pytest.raises(ShapeError, match="share batch and tokens"):
         get_op("earlier_qk_attention").cls.output_shape([(2, 5, 8), (2, 4, 8)])
+
+
+def test_static_embedding_stack_takes_every_layers_queries_and_keys_from_the_input():
+    """The paper's static-embedding variant: in a stack of three layers built by the
+    recursive rule, every layer's attention weights are those of the stack's input
+    (hooked e is the input itself), while the values come from the evolving state."""
+    g = Grammar.from_text(
+        "net    : static\n"
+        "static : clone(2) below identity earlier_qk_attention(heads=2, residual=true) ffn\n"
+        "below  : identity | static\n"
+        "ffn    : clone(2) linear(out=8) identity add\n")
+    d = next(d for d in (g.sample((2, 5, 8), seed=s) for s in range(200))
+             if d.to_json().count("earlier_qk_attention") == 3)
+    model = archgram.compile(d, (2, 5, 8)).double()
+    layers = [m for m in model.modules() if type(m).__name__ == "EarlierQKAttention"]
+    seen = []
+    for m in layers:
+        m.register_forward_hook(lambda mod, args, out: seen.append((mod, args[0][0], args[0][1], out)))
+    x = torch.randn(2, 5, 8, dtype=torch.float64)
+    model(x)
+    assert len(seen) == 3
+    for mod, h, e, out in seen:
+        assert torch.equal(e, x)  # queries and keys: the input embeddings at every depth
+        v = mod.v(h).view(2, 5, 2, 4).transpose(1, 2)
+        expected = h + mod.o((mod.weights(x) @ v).transpose(1, 2).reshape(2, 5, 8))
+        torch.testing.assert_close(out, expected)
+    assert not torch.equal(seen[1][1], x) and not torch.equal(seen[2][1], seen[1][1])  # values evolve
