@@ -82,3 +82,37 @@ def test_import_submodules_imports_each_public_module_in_name_order(tmp_path, mo
         monkeypatch.delitem(sys.modules, name, raising=False)
     assert import_submodules("plugpkg") == ["alpha", "zeta"]
     assert sys.modules["plugpkg"].ORDER == ["alpha", "zeta"]
+
+
+def _lookups():
+    """(public lookup, registry, a misspelt name, the name it should suggest) of
+    every table migrated onto Registry."""
+    from archgram.bench.base import SUITES, get_suite
+    from archgram.compiler.passes import PASSES, get_pass
+    from archgram.search.prescreen import check_prescreen
+    from archgram.search.proxies import PROXIES
+    from archgram.search.runner import SCHEDULERS
+    from archgram.search.strategies import STRATEGIES, get_strategy
+    from archgram.search.training.adversarial import METHODS, get_method
+    from archgram.search.training.options import OPTIMIZERS, check_training
+    from archgram.tasks import TASKS, get_task
+
+    return [
+        (get_task, TASKS, "digts", "digits"),
+        (get_strategy, STRATEGIES, "evolutoin", "evolution"),
+        (get_method, METHODS, "vta", "vat"),
+        (lambda name: check_training(1e-3, name), OPTIMIZERS, "sdg", "sgd"),
+        (SCHEDULERS.get, SCHEDULERS, "ashaa", "asha"),
+        (lambda name: check_prescreen(2, None, name), PROXIES, "synflw", "synflow"),
+        (get_suite, SUITES, "kernals", "kernels"),
+        (get_pass, PASSES, "fuse_attenton", "fuse_attention"),
+    ]
+
+
+def test_every_migrated_lookup_names_the_bad_key_the_close_match_and_every_known_name():
+    for lookup, registry, typo, close in _lookups():
+        with pytest.raises(ArchgramError) as info:
+            lookup(typo)
+        text = str(info.value)
+        assert f"unknown {registry.kind} '{typo}'; did you mean '{close}'?" in text, text
+        assert all(name in text.split("known: ")[-1] for name in registry.names()), text
