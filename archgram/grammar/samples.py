@@ -25,6 +25,7 @@ from typing import Any
 from archgram.errors import ArchgramError
 from archgram.grammar.elements import LIMIT_NAMES
 from archgram.grammar.summary import op_counts
+from archgram.registry import did_you_mean
 
 #: Stop after this many sampling failures in a row when none has succeeded yet:
 #: the grammar almost surely cannot take the input shape, so say so quickly.
@@ -38,7 +39,7 @@ def resolve_limits(grammar, overrides: Mapping[str, float] | None):
     overrides = dict(overrides or {})
     unknown = sorted(set(overrides) - set(LIMIT_NAMES))
     if unknown:
-        raise ArchgramError(f"unknown limit '{unknown[0]}' (limits are: {', '.join(LIMIT_NAMES)})")
+        raise ArchgramError(f"unknown limit '{unknown[0]}'{did_you_mean(unknown[0], LIMIT_NAMES)} (limits are: {', '.join(LIMIT_NAMES)})")
     return grammar.limits.updated(**overrides), overrides
 
 

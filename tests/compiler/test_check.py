@@ -63,5 +63,5 @@ def test_both_give_up_early_when_the_shape_cannot_be_sampled(tmp_path):
 
 
 def test_unknown_limit_is_refused(small):
-    with pytest.raises(archgram.ArchgramError, match="unknown limit 'nodez'"):
+    with pytest.raises(archgram.ArchgramError, match="unknown limit 'nodez'; did you mean 'nodes'"):
         archgram.check_grammar(small, SHAPE, n=1, limits={"nodez": 3})
