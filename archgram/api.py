@@ -22,7 +22,10 @@ from typing import Any
 
 from archgram.errors import ArchgramError
 from archgram.search import plan
-from archgram.search.runner import SCHEDULERS, Progress, SearchConfig, run_search
+from archgram.search.config import SearchConfig
+from archgram.search.progress import Progress
+from archgram.search.runner import run_search
+from archgram.search.schedulers import SCHEDULERS
 from archgram.search.store import StudyStore, TrialRecord, storage_url
 from archgram.tasks.base import Task
 from archgram.tasks.reference import DATA_PREFIX, rebuild, reference_of, resolve

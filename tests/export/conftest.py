@@ -12,7 +12,7 @@ import torch
 
 import archgram
 from archgram.search.evaluator import evaluate
-from archgram.search.runner import _RESULT_KEYS
+from archgram.search.outcomes import RESULT_KEYS
 from archgram.search.store import StudyStore
 from archgram.search.weights import weights_file
 from archgram.tasks import get_task
@@ -32,7 +32,7 @@ def make_study(path: Path, grammar: str = "einspace", task: str = "digits", seed
         trial = store.start(d, strategy="random", origin="sample")
         w = weights_file(store.url, trial.number) if keep_weights else None
         result = evaluate(d, t, budget, seed=seed, batch_size=batch_size, weights=w).to_dict()
-        store.finish(trial, {k: v for k, v in result.items() if k in _RESULT_KEYS})
+        store.finish(trial, {k: v for k, v in result.items() if k in RESULT_KEYS})
     return store
 
 

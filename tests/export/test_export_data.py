@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 
 import archgram
 from archgram.search.evaluator import build_model, evaluate
-from archgram.search.runner import _RESULT_KEYS
+from archgram.search.outcomes import RESULT_KEYS
 from archgram.search.store import StudyStore
 from archgram.search.weights import weights_file
 from archgram.tasks.reference import record, resolve
@@ -37,7 +37,7 @@ def _study(tmp_path: Path, path: Path, options: dict) -> tuple[Path, object]:
     d = g.sample(shape, seed=0)
     trial = store.start(d, strategy="random", origin="sample")
     result = evaluate(d, task, "4steps", seed=0, batch_size=8, weights=weights_file(store.url, trial.number))
-    store.finish(trial, {k: v for k, v in result.to_dict().items() if k in _RESULT_KEYS})
+    store.finish(trial, {k: v for k, v in result.to_dict().items() if k in RESULT_KEYS})
     return study, task
 
 

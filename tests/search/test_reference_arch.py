@@ -11,8 +11,8 @@ import pytest
 import archgram
 from archgram.grammar.match import network_of
 from archgram.search import reference_arch as ref_mod
+from archgram.search.config import SearchConfig, resolve_recipe
 from archgram.search.reference_arch import ReferenceError, cached_reference, ratio, seed_derivation
-from archgram.search.runner import SearchConfig, resolve_recipe
 from archgram.search.store import StudyStore
 from archgram.search.strategies import get_strategy
 from archgram.tasks import Recipe, all_tasks, get_task
@@ -47,7 +47,7 @@ def test_recipe_fields_the_user_sets_win_and_the_rest_come_from_the_task():
 
 
 def test_a_trial_past_the_recipes_wall_clock_cap_fails_as_a_timeout(monkeypatch):
-    from archgram.search import runner
+    from archgram.search import worker
 
     seen = {}
     ray_tune = pytest.importorskip("ray.tune")
@@ -56,7 +56,7 @@ def test_a_trial_past_the_recipes_wall_clock_cap_fails_as_a_timeout(monkeypatch)
     d = archgram.load_grammar("references/digits").sample((32, 1, 8, 8), seed=0)
     config = {"derivation": d.to_json(indent=None), "task": "digits", "budget": "2000steps", "seed": 0,
               "batch_size": 32, "lr": 1e-3, "optimizer": "adam", "timeout": 0.5, "cpus": 1}
-    runner._trainable(config, get_task("digits"))
+    worker.trainable(config, get_task("digits"))
     assert seen["status"] == "failed" and seen["failure"] == "timeout"
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from archgram.errors import ArchgramError
 from archgram.grammar.model import Grammar
-from archgram.search import runner
+from archgram.search import ray_tuner, runner, worker
 from archgram.search.runner import SearchConfig, run_search
 from archgram.search.store import StudyStore
 from archgram.search.strategies.base import Proposal, Strategy, register_strategy
@@ -94,7 +94,7 @@ def test_search_completes_its_total_stores_failures_and_resumes(tmp_path, ray_lo
     def no_ray(*a, **k):
         raise AssertionError("a finished study must not start Ray trials")
 
-    monkeypatch.setattr(runner, "_run_ray", no_ray)
+    monkeypatch.setattr(runner, "run_trials", no_ray)
     again = []
     run_search(config(tmp_path, strategy="test-bad-every-other", trials=4), again.append)
     assert again[-1].done == 4 and again[-1].done_at_start == 4
@@ -116,7 +116,7 @@ def test_a_crashed_worker_is_a_failed_error(tmp_path, ray_local, monkeypatch):
     import ray.cloudpickle
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    monkeypatch.setattr(runner, "_trainable", _crashing_trainable)
+    monkeypatch.setattr(ray_tuner, "trainable", _crashing_trainable)
     store = run_search(config(tmp_path, trials=2))
     records = store.records()
     assert len(records) == 2
@@ -141,23 +141,21 @@ class _FlakyRay:
 
 
 def test_local_ray_start_is_retried_after_a_startup_timeout(monkeypatch):
-    from archgram.search import runner
-
-    monkeypatch.setattr(runner.time, "sleep", lambda s: None)
+    monkeypatch.setattr(ray_tuner.time, "sleep", lambda s: None)
     ray = _FlakyRay(fails=2)
-    runner._start_ray(ray, {}, None)
+    ray_tuner.start_ray(ray, {}, None)
     assert (ray.inits, ray.shutdowns) == (3, 2)
 
     ray = _FlakyRay(fails=99)
     with pytest.raises(ArchgramError, match="did not start in 3 tries"):
-        runner._start_ray(ray, {}, None)
+        ray_tuner.start_ray(ray, {}, None)
     # other failures, and any failure joining a cluster, are not retried
     ray = _FlakyRay(fails=1, message="something else")
     with pytest.raises(Exception, match="something else"):
-        runner._start_ray(ray, {}, None)
+        ray_tuner.start_ray(ray, {}, None)
     ray = _FlakyRay(fails=1)
     with pytest.raises(Exception, match="timed out"):
-        runner._start_ray(ray, {}, "10.0.0.1:6379")
+        ray_tuner.start_ray(ray, {}, "10.0.0.1:6379")
     assert ray.inits == 1
 
 
@@ -177,9 +175,9 @@ def test_a_trial_trains_with_the_search_learning_rate_and_optimizer(monkeypatch)
     d = Grammar.from_text("start n\nn : linear(out=4)").sample((2, 3, 5), seed=0)
     config = {"derivation": d.to_json(), "task": "digits", "budget": "1steps", "seed": 3, "batch_size": 2,
               "lr": 0.02, "optimizer": "sgd"}
-    runner._trainable(config)
+    worker.trainable(config)
     assert (seen["lr"], seen["optimizer"], seen["seed"]) == (0.02, "sgd", 3)
     del config["lr"], config["optimizer"]
-    runner._trainable(config)
+    worker.trainable(config)
     assert (seen["lr"], seen["optimizer"]) == (1e-3, "adamw")
     assert reported and reported[-1]["status"] == "failed"
