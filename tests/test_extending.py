@@ -80,8 +80,8 @@ def _example_op():
             return x * torch.sigmoid(self.beta * x)
 
 
-def test_a_new_op_is_a_grammar_terminal_that_computes_its_formula(registries):
-    _example_op()
+def test_a_new_op_module_is_a_grammar_terminal_that_computes_its_formula(registries, new_module):
+    new_module("archgram.ops.primitives", _example_op)
     g = _grammar("start net\nnet : linear(out=5) swish_beta(beta=2.0)\n")
     d = g.sample(SEQ, seed=0)
     model = archgram.compile(d)
@@ -113,8 +113,8 @@ def _example_score():
             return w / logits.shape[-1]
 
 
-def test_a_new_score_is_a_grammar_choice_and_weighs_by_its_formula(registries):
-    _example_score()
+def test_a_new_score_module_is_a_grammar_choice_and_weighs_by_its_formula(registries, new_module):
+    new_module("archgram.ops.attention", _example_score)
     g = _grammar("start net\nnet : attention(heads=2, score=relu_length, pattern=full, position=none)\n")
     model = archgram.compile(g.sample(SEQ, seed=0))
     y = model(torch.randn(SEQ))
@@ -122,6 +122,22 @@ def test_a_new_score_is_a_grammar_choice_and_weighs_by_its_formula(registries):
     score = next(m for m in model.modules() if type(m).__name__ == "ReLULength")
     logits = torch.tensor([[[[1.0, -2.0, 3.0, 0.5]]]])
     assert torch.allclose(score.weights(logits, None), torch.tensor([[[[0.25, 0.0, 0.75, 0.125]]]]))
+
+
+def test_every_op_family_imports_every_module_in_it():
+    """What lets ``new_module`` stand for a real file: each family package's
+    ``__init__`` discovers its modules, so none is left unregistered."""
+    import pkgutil
+
+    import archgram.ops
+
+    families = [info.name for info in pkgutil.iter_modules(archgram.ops.__path__) if info.ispkg]
+    assert {"attention", "primitives", "vision"} <= set(families)
+    for family in families:
+        package = importlib.import_module(f"archgram.ops.{family}")
+        for info in pkgutil.iter_modules(package.__path__):
+            if not info.ispkg and not info.name.startswith("_"):
+                assert f"{package.__name__}.{info.name}" in sys.modules, f"{family}/{info.name}.py is not imported"
 
 
 # ------------------------------------------------------------- a strategy

@@ -1,2 +1,5 @@
-"""Standard convolution family beyond einspace's conv2d: depthwise 2D and 1D (sequence) convolution."""
-from archgram.ops.conv import basic  # noqa: F401  (registers the ops)
+"""Standard convolution family beyond einspace's conv2d: depthwise 2D and 1D
+(sequence) convolution. Importing the package registers every module's ops."""
+from archgram.registry import import_submodules
+
+import_submodules(__name__)

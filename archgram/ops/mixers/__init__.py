@@ -4,5 +4,8 @@ ContMix (OverLoCK) and the causal Grassmann layer.
 
 Blocks (mlp_mixer, poolformer, gated_cnn, glu_block, ninformer) carry their own norms and
 residuals; the others are bare token mixers meant for ``clone(2) norm <mixer> identity add``.
+Importing the package registers every module's ops: a new op is one new module.
 """
-from archgram.ops.mixers import blocks, dynamic, geometric, guided, modulation  # noqa: F401  (registers the ops)
+from archgram.registry import import_submodules
+
+import_submodules(__name__)

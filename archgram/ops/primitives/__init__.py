@@ -1,2 +1,5 @@
-"""einspace's fundamental operations (catalog row S57) and the common extras."""
-from archgram.ops.primitives import branching, computation, routing  # noqa: F401
+"""einspace's fundamental operations (catalog row S57) and the common extras.
+Importing the package registers every module's ops."""
+from archgram.registry import import_submodules
+
+import_submodules(__name__)

@@ -1,17 +1,7 @@
 """Vision attention modules from the catalog (family 'vision'): gating and local
 attentions that plug into convolutional stages (coordinate, polarized, outlook,
-channel-group attention, ...). Importing this package registers them."""
-from archgram.ops.vision import (  # noqa: F401  (registers the ops)
-    bvr,
-    channel,
-    coord,
-    csa,
-    fbl_fusion,
-    fbl_memory,
-    i2correlation,
-    oat,
-    outlook,
-    polarized,
-    progressive_mask,
-    tcpa,
-)
+channel-group attention, ...). Importing the package registers every
+module's ops: a new op is one new module."""
+from archgram.registry import import_submodules
+
+import_submodules(__name__)
