@@ -50,7 +50,8 @@ def heads_of(op: nn.Module) -> int:
 
 def attention_map(op, q, k, v, mask, bias) -> tuple[torch.Tensor | None, str]:
     """(weights (B, H, Nq, Nk) or None, how they were obtained or why there are none)."""
-    from archgram.ops.attention.linear import EPS, KernelScore, kernel_attention_parallel
+    from archgram.ops.attention.linear import KernelScore
+    from archgram.ops.attention.linear_forms import EPS, kernel_attention_parallel
     from archgram.ops.attention.scores import Score
 
     score = op.score

@@ -152,7 +152,7 @@ def test_segments_only_when_programs_are_few_and_chunks_many():
 
 def test_reference_agrees_with_the_ops_parallel_and_chunked_forms():
     """Two independently written oracles (this package's and the op's) agree."""
-    from archgram.ops.attention.linear import chunked_causal, kernel_attention_parallel
+    from archgram.ops.attention.linear_forms import chunked_causal, kernel_attention_parallel
 
     q, k, v, lam, _ = _inputs(1, 2, 19, 8, 8, "decay", seed=2)
     q, k, v, lam = q.double(), k.double(), v.double(), lam.double()

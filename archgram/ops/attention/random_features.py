@@ -11,7 +11,8 @@ from torch import nn
 
 from archgram.errors import ShapeError
 from archgram.ops.attention.layouts import MHA
-from archgram.ops.attention.linear import EPS, full_or_causal, linear_flops, refuse_bias
+from archgram.ops.attention.linear import full_or_causal, linear_flops, refuse_bias
+from archgram.ops.attention.linear_forms import EPS
 from archgram.ops.attention.parts import LAYOUTS, SCORES
 from archgram.ops.attention.scores import Score
 

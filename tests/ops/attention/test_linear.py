@@ -13,7 +13,7 @@ from archgram.errors import ShapeError
 from archgram.grammar.model import Grammar
 from archgram.ops.attention import SCORES
 from archgram.ops.attention.aaren import prefix_scan, recurrent
-from archgram.ops.attention.linear import chunked_causal, kernel_attention, kernel_attention_parallel
+from archgram.ops.attention.linear_forms import chunked_causal, kernel_attention, kernel_attention_parallel
 from archgram.ops.attention.patterns import Causal, Full
 from archgram.ops.attention.random_features import toeplitz_fft
 from archgram.ops.registry import get_op
