@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from archgram.ops.attention.parts import PATTERNS
-from archgram.ops.attention.patterns import Pattern, _integers
+from archgram.ops.attention.patterns import Pattern, require_integers
 
 
 class LocalExpectation(nn.Module):
@@ -69,7 +69,7 @@ class Combiner(Pattern):
     factorised = True
 
     def check(self, n, grid):
-        _integers(self, "block")
+        require_integers(self, "block")
 
     def module(self, heads, head_dim, tokens):
         self.expectation = LocalExpectation(heads, head_dim)

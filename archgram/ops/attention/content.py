@@ -19,7 +19,7 @@ from torch import nn
 from archgram.errors import ShapeError
 from archgram.ops.attention.gathered import selection_mask
 from archgram.ops.attention.parts import PATTERNS
-from archgram.ops.attention.patterns import Pattern, _integers
+from archgram.ops.attention.patterns import Pattern, require_integers
 
 
 def _with_self(mask: torch.Tensor) -> torch.Tensor:
@@ -80,8 +80,8 @@ class Landmark(Pattern):
     top_k = 2
 
     def check(self, n, grid):
-        _integers(self, "block")
-        _integers(self, "top_k", low=0)
+        require_integers(self, "block")
+        require_integers(self, "top_k", low=0)
 
     def module(self, heads, head_dim, tokens):
         from archgram.ops.attention.combiner import LocalExpectation  # the same learned in-block pooling
@@ -167,7 +167,7 @@ class TokenSelect(Pattern):
     coverage = 1.0
 
     def check(self, n, grid):
-        _integers(self, "keep")
+        require_integers(self, "keep")
         if self.by not in ("attention", "norm"):
             raise ShapeError(f"token_select: 'by' must be attention or norm, got {self.by!r}")
         if isinstance(self.coverage, bool) or not isinstance(self.coverage, (int, float)) or not 0 < self.coverage <= 1:
@@ -292,7 +292,7 @@ class Routing(Pattern):
     decay = 0.999
 
     def check(self, n, grid):
-        _integers(self, "clusters")
+        require_integers(self, "clusters")
         if not isinstance(self.decay, (int, float)) or not 0 <= self.decay < 1:
             raise ShapeError(f"routing: decay must be in [0, 1), got {self.decay!r}")
 

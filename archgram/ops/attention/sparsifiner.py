@@ -10,7 +10,7 @@ from torch import nn
 from archgram.ops.attention.content import _causal_fill
 from archgram.ops.attention.gathered import selection_mask
 from archgram.ops.attention.parts import PATTERNS
-from archgram.ops.attention.patterns import Pattern, _integers
+from archgram.ops.attention.patterns import Pattern, require_integers
 
 
 class ConnectivityPredictor(nn.Module):
@@ -98,7 +98,7 @@ XX
     reduce = 2
 
     def check(self, n, grid):
-        _integers(self, "top_k", "rank", "reduce")
+        require_integers(self, "top_k", "rank", "reduce")
 
     def module(self, heads, head_dim, tokens):
         self.predictor = ConnectivityPredictor(head_dim, tokens, self.rank, self.reduce)

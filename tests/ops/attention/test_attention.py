@@ -234,9 +234,10 @@ def test_kernel_keywords_come_from_parts_that_declare_them():
     import torch
 
     from archgram.ops.attention.parts import kernel_keywords
-    from archgram.ops.attention.patterns import BlockSparse, Causal, Window
+    from archgram.ops.attention.patterns import Causal, Window
     from archgram.ops.attention.positions import ALiBi
     from archgram.ops.attention.scores import Sigmoid, Softmax
+    from archgram.ops.attention.sparse_patterns import BlockSparse
 
     class Tempered(Softmax):
         def weights(self, logits, mask):
