@@ -17,7 +17,7 @@ import torch
 
 from archgram.errors import ShapeError
 from archgram.ops.attention.parts import PATTERNS
-from archgram.ops.attention.patterns import Pattern, _integers
+from archgram.ops.attention.patterns import Pattern, require_integers
 
 
 def document_lengths(n: int, docs: int, seed: int) -> list[int]:
@@ -41,7 +41,7 @@ class Document(Pattern):
 
     def check(self, n, grid):
         super().check(n, grid)
-        _integers(self, "docs")
+        require_integers(self, "docs")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < -1:
             raise ShapeError(f"pattern 'document': seed must be an integer >= -1, got {self.seed!r}")
         if self.docs > n:
