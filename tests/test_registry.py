@@ -91,7 +91,7 @@ def _lookups():
     from archgram.compiler.passes import PASSES, get_pass
     from archgram.search.prescreen import check_prescreen
     from archgram.search.proxies import PROXIES
-    from archgram.search.runner import SCHEDULERS
+    from archgram.search.schedulers import SCHEDULERS
     from archgram.search.strategies import STRATEGIES, get_strategy
     from archgram.search.training.adversarial import METHODS, get_method
     from archgram.search.training.options import OPTIMIZERS, check_training
