@@ -14,7 +14,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import pkgutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Generic, TypeVar
 
 from archgram.errors import ArchgramError
@@ -54,7 +54,8 @@ class Registry(Generic[T]):
 
     def __init__(self, kind: str, *, error: type[Exception] = ArchgramError,
                  loader: Callable[[], None] | None = None, normalise: Callable[[str], str] | None = None,
-                 same: Callable[[T, T], bool] | None = None, list_known: bool = True):
+                 same: Callable[[T, T], bool] | None = None, list_known: bool = True,
+                 entries: Mapping[str, T] | None = None):
         self.kind = kind
         self.list_known = list_known  # name every entry in the unknown-name error (off for long tables)
         self.error = error
@@ -64,6 +65,8 @@ class Registry(Generic[T]):
         #: re-imported module), e.g. specs of one class; default: identity.
         self._same = same or (lambda old, new: old is new)
         self._entries: dict[str, T] = {}
+        for name, entry in (entries or {}).items():  # a table written out in one place
+            self.add(name, entry)
 
     # ------------------------------------------------------------ filling
     def add(self, name: str, entry: T) -> T:

@@ -116,3 +116,10 @@ def test_every_migrated_lookup_names_the_bad_key_the_close_match_and_every_known
         text = str(info.value)
         assert f"unknown {registry.kind} '{typo}'; did you mean '{close}'?" in text, text
         assert all(name in text.split("known: ")[-1] for name in registry.names()), text
+
+
+def test_entries_fill_the_table_and_keep_their_names_taken():
+    reg = Registry("problem", entries={"sum": 1, "sort": 2})
+    assert reg.items() == [("sort", 2), ("sum", 1)]
+    with pytest.raises(ArchgramError, match="already registered"):
+        reg.add("sum", 3)

@@ -20,18 +20,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from archgram.errors import ArchgramError
+from archgram.registry import Registry
 from archgram.shapes import Shape
 from archgram.tasks.base import GeneratedTask, Recipe, register_task
 from archgram.tasks.heads import TokenHead
 
 #: problem name -> target of x (B, N): one value per position.
-PROBLEMS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+PROBLEMS: Registry[Callable[[torch.Tensor], torch.Tensor]] = Registry("problem", entries={
     "sum": lambda x: x.sum(1, keepdim=True).expand_as(x),
     "cumsum": lambda x: x.cumsum(1),
     "cummin": lambda x: x.cummin(1).values,
     "cummax": lambda x: x.cummax(1).values,
     "sort": lambda x: x.sort(1).values,
-}
+})
 
 
 def relative_mse(pred: torch.Tensor, y: torch.Tensor) -> float:
@@ -53,7 +54,7 @@ class Algorithmic(GeneratedTask):
                  n_val: int = 1000, n_test: int | None = None):
         super().__init__(n_train, n_val, n_test)
         if problem not in PROBLEMS:
-            raise ArchgramError(f"algorithmic: unknown problem {problem!r}; known: {', '.join(PROBLEMS)}")
+            raise ArchgramError(f"algorithmic: {PROBLEMS.unknown(problem)}")
         if not test_scale > 0:
             raise ArchgramError(f"algorithmic: test_scale must be positive, got {test_scale}")
         self.problem, self.length, self.test_scale = problem, length, float(test_scale)

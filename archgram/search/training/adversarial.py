@@ -105,8 +105,7 @@ class AdversarialMethod:
 
 
 #: Every adversarial training method by name (``--train-option at``).
-METHODS: Registry[AdversarialMethod] = Registry("adversarial training method")
-for _method in (
+_METHODS = (
     AdversarialMethod("at", ("S74",), at_perturbation, at_term,
                       "adversarial training: supervised loss at e + eps*g/||g||"),
     AdversarialMethod("vat", ("S75",), vat_perturbation, vat_term,
@@ -120,9 +119,8 @@ for _method in (
                       "Attention iAT: Attention AT along differences between examples' attention"),
     AdversarialMethod("attention_ivat", ("S75",), aa.ivat_perturbation, aa.vat_term,
                       "Attention iVAT: Attention VAT along differences between examples' attention"),
-):
-    METHODS.add(_method.name, _method)
-del _method
+)
+METHODS: Registry[AdversarialMethod] = Registry("adversarial training method", entries={m.name: m for m in _METHODS})
 
 
 def get_method(name: str) -> AdversarialMethod:

@@ -132,11 +132,11 @@ class TrainOptions:
 
 
 #: name -> (params, lr, TrainOptions) -> the optimizer
-OPTIMIZERS: Registry[Callable[..., torch.optim.Optimizer]] = Registry("optimizer")
-OPTIMIZERS.add("adamw", lambda params, lr, o: torch.optim.AdamW(params, lr=lr, weight_decay=o.weight_decay))
-OPTIMIZERS.add("adam", lambda params, lr, o: torch.optim.Adam(params, lr=lr))
-OPTIMIZERS.add("sgd", lambda params, lr, o: torch.optim.SGD(params, lr=lr, momentum=o.momentum,
-                                                            weight_decay=o.weight_decay))
+OPTIMIZERS: Registry[Callable[..., torch.optim.Optimizer]] = Registry("optimizer", entries={
+    "adamw": lambda params, lr, o: torch.optim.AdamW(params, lr=lr, weight_decay=o.weight_decay),
+    "adam": lambda params, lr, o: torch.optim.Adam(params, lr=lr),
+    "sgd": lambda params, lr, o: torch.optim.SGD(params, lr=lr, momentum=o.momentum, weight_decay=o.weight_decay),
+})
 
 
 #: optimizer settings of studies written before they were recorded
