@@ -139,7 +139,10 @@ def _retrain(record, task, batch_size: int, model: nn.Module, meta: dict[str, An
         if not result.ok:
             raise ExportError(f"retraining trial {record.number} failed: {result.message}")
         model.load_state_dict(load_weights(path), strict=True)
-    return f"retrained ({budget}, seed {seed}): the search kept no weights for this trial; score {result.score:.4f}"
+    note = (f"; the trial started from its parent's trained weights ({attrs['inherited']} tensors), so this model "
+            "trained only the trial's own steps from the initialisation" if attrs.get("inherited") else "")
+    return (f"retrained ({budget}, seed {seed}): the search kept no weights for this trial; score "
+            f"{result.score:.4f}{note}")
 
 
 # ------------------------------------------------------------------ writing

@@ -15,8 +15,12 @@ strategy *learns* from the cheap rung: evolution selects parents and TPE fits
 its densities on rung-0 scores, which are comparable among themselves. Scores
 of other rungs are never told to it (one architecture, one vote). A promoted
 trial is a new trial of the study with the same derivation and a longer
-budget; its trainer starts again from the initialisation (the weights of the
-shorter run are not reused).
+budget. With ``warm_start`` (on under ``--inherit``, the default) it continues
+from the weights its shorter run trained and trains only the difference, so it
+has trained rung ``k``'s full budget in all while costing
+``B_k - B_{k-1}`` steps (a fresh optimizer and schedule: the weights carry
+over, the optimizer state does not); without it the promoted trial trains the
+whole rung budget again from the initialisation.
 
 The wrapper is a strategy itself (ask/tell/replay), so the Ray runner and the
 local loop run it unchanged; a proposal carries its rung's budget.
@@ -59,10 +63,11 @@ def step_budget(budget) -> int:
 class SuccessiveHalving(StrategyWrapper):
     """Wraps a strategy (``inner``) with successive-halving rungs over a step budget."""
 
-    def __init__(self, inner, budget, *, rungs: int = 3, eta: int = 3):
+    def __init__(self, inner, budget, *, rungs: int = 3, eta: int = 3, warm_start: bool = False):
         super().__init__(inner)
         self.name = f"{inner.name}+sh"
         self.eta = eta
+        self.warm_start = warm_start
         self.budgets = rung_budgets(step_budget(budget), rungs, eta)
         self.scores: list[dict[str, float]] = [{} for _ in self.budgets]  # per rung: hash -> score
         self.promoted: list[set[str]] = [set() for _ in self.budgets]
@@ -76,8 +81,10 @@ class SuccessiveHalving(StrategyWrapper):
             if candidate is not None:
                 self.promoted[rung].add(candidate)
                 self.pending[candidate] = rung + 1
+                # cold_budget: what to train instead when the shorter run's weights are gone
                 return Proposal(self.derivations[candidate].copy(), origin="promotion", parents=[candidate],
-                                info={"rung": rung + 1}, budget=self.budget_text(rung + 1))
+                                info={"rung": rung + 1, "cold_budget": self.budget_text(rung + 1)},
+                                budget=self.promotion_budget(rung + 1))
         proposal = self.inner.ask()
         h = proposal.derivation.hash()
         self.derivations[h] = proposal.derivation
@@ -90,7 +97,7 @@ class SuccessiveHalving(StrategyWrapper):
         h = derivation.hash()
         rung = self.pending.pop(h, None)
         if rung is None:
-            rung = self._rung_of((metrics or {}).get("budget"))
+            rung = self._rung_of(metrics)
         self.derivations.setdefault(h, derivation)
         self.scores[rung][h] = score if score is not None else float("-inf")
         if rung == 0:
@@ -99,7 +106,7 @@ class SuccessiveHalving(StrategyWrapper):
     def replay(self, finished: list[tuple]) -> None:
         for derivation, score, *metrics in finished:
             m = metrics[0] if metrics else None
-            rung = self._rung_of((m or {}).get("budget"))
+            rung = self._rung_of(m)
             if rung > 0:  # whatever reached rung k was promoted from rung k-1
                 self.promoted[rung - 1].add(derivation.hash())
             self.tell(derivation, score, m)
@@ -108,8 +115,20 @@ class SuccessiveHalving(StrategyWrapper):
     def budget_text(self, rung: int) -> str:
         return f"{self.budgets[rung]}steps"
 
-    def _rung_of(self, budget: Any) -> int:
-        text = str(budget or "")
+    def promotion_budget(self, rung: int) -> str:
+        """What a trial promoted to ``rung`` trains: the steps it lacks when it
+        continues from its shorter run (``warm_start``), else the whole rung."""
+        if self.warm_start:
+            return f"{self.budgets[rung] - self.budgets[rung - 1]}steps"
+        return self.budget_text(rung)
+
+    def _rung_of(self, metrics: dict[str, Any] | None) -> int:
+        """A finished trial's rung: the one its study record names, else the
+        rung whose fresh budget it trained."""
+        metrics = metrics or {}
+        if isinstance(metrics.get("rung"), int) and 0 <= metrics["rung"] < len(self.budgets):
+            return metrics["rung"]
+        text = str(metrics.get("budget") or "")
         for k in range(len(self.budgets)):
             if text == self.budget_text(k):
                 return k

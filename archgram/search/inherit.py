@@ -24,6 +24,10 @@ import torch
 from archgram.grammar.derivation import BranchNode, Derivation, Node, OpNode, RuleNode
 
 BODY = "network.body"
+#: proposals that start from a parent's trained weights: a mutated or crossed-over
+#: child, and a multi-fidelity promotion (its parent is itself on the rung below,
+#: every subtree shared, so it continues training where that run stopped)
+INHERITING_ORIGINS = ("mutation", "crossover", "promotion")
 
 
 def _children(node: Node, prefix: str):
@@ -34,6 +38,15 @@ def _children(node: Node, prefix: str):
     elif isinstance(node, BranchNode):
         for i, arm in enumerate(node.arms):
             yield f"{prefix}.arms.{i}", arm
+
+
+def trial_budget(proposal, parent, default):
+    """What a proposal trains: its own budget, except a promotion whose shorter
+    run's weights are gone (``parent`` None), which trains its whole rung from
+    the initialisation instead of only the steps it lacked."""
+    if proposal.origin == "promotion" and parent is None and "cold_budget" in proposal.info:
+        return proposal.info["cold_budget"]
+    return proposal.budget or default
 
 
 def shared_paths(parent: Derivation, child: Derivation) -> list[str]:

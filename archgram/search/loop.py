@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from archgram.search.evaluator import evaluate, score_split
+from archgram.search.inherit import INHERITING_ORIGINS, trial_budget
 
 
 @dataclass
@@ -38,7 +39,8 @@ def run_local(strategy, task, recipe, total_steps: int, *, seed: int = 0, thread
     """Ask ``strategy`` for proposals and train them under ``recipe`` (a Task
     Recipe; a proposal's own budget wins) until ``total_steps`` are spent.
     ``inherit``: a mutated or crossed-over child starts from its (first)
-    parent's trained weights for the subtrees it shares with it."""
+    parent's trained weights for the subtrees it shares with it, and a
+    promotion continues from its shorter run's weights."""
     out = LoopResult()
     options = {**recipe.train_options(), "threads": threads}
     with tempfile.TemporaryDirectory(prefix="archgram-loop-") as tmp:
@@ -50,9 +52,9 @@ def run_local(strategy, task, recipe, total_steps: int, *, seed: int = 0, thread
             before = getattr(strategy, "evaluations", 0)
             proposal = strategy.ask()
             out.steps += getattr(strategy, "evaluations", 0) - before  # proxy evaluations
-            budget = proposal.budget or recipe.budget
             parent = trained.get(proposal.parents[0]) if inherit and proposal.parents and proposal.origin in (
-                "mutation", "crossover") else None
+                INHERITING_ORIGINS) else None
+            budget = trial_budget(proposal, parent, recipe.budget)
             r = evaluate(proposal.derivation, task, budget, seed=seed * 10_000 + number, batch_size=recipe.batch_size,
                          lr=recipe.lr, optimizer=recipe.optimizer, train_options=options, weights=str(trial_path),
                          inherit_from=None if parent is None else (str(parent[0]), parent[1]))

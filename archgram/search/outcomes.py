@@ -12,6 +12,7 @@ from typing import Any
 RESULT_KEYS = (
     "status", "score", "metric", "params", "flops", "latency_ms", "train_seconds", "steps", "failure", "message",
     "train_loss", "val_loss", "total_seconds", "cpu_seconds", "seed", "budget", "batch_size",  # seed..: to retrain on export
+    "inherited",  # tensors copied from the parent's (or the shorter rung's) weights
 )
 
 
@@ -22,7 +23,8 @@ def stored(result: dict[str, Any]) -> dict[str, Any]:
 
 def strategy_metrics(outcome: dict[str, Any]) -> dict[str, Any]:
     """What a strategy learns besides the score; ``pruned`` marks an early stop."""
-    out = {k: outcome[k] for k in ("params", "flops", "latency_ms", "train_loss", "budget") if outcome.get(k) is not None}
+    out = {k: outcome[k] for k in ("params", "flops", "latency_ms", "train_loss", "budget", "rung")
+           if outcome.get(k) is not None}  # rung: a multi-fidelity trial's, recorded at its claim
     if outcome.get("status") == "pruned":
         out["pruned"] = True
     return out

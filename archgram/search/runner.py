@@ -123,5 +123,6 @@ def _wrap(strategy, config: SearchConfig, task):
     if config.rungs > 1:
         from archgram.search.fidelity import SuccessiveHalving
 
-        strategy = SuccessiveHalving(strategy, config.budget, rungs=config.rungs, eta=config.eta)
+        strategy = SuccessiveHalving(strategy, config.budget, rungs=config.rungs, eta=config.eta,
+                                     warm_start=config.inherit)
     return strategy

@@ -26,6 +26,7 @@ from ray.tune.search import Searcher
 from archgram.grammar.derivation import Derivation
 from archgram.search.claims import claim_next
 from archgram.search.config import SearchConfig, trial_device
+from archgram.search.inherit import INHERITING_ORIGINS, trial_budget
 from archgram.search.outcomes import stored, strategy_metrics
 from archgram.search.progress import Progress
 from archgram.search.schedulers import reports_per_trial
@@ -128,6 +129,7 @@ class StrategySearcher(Searcher):
     def _trial_config(self, proposal, number: int) -> dict[str, Any]:
         """What the worker needs to evaluate one proposal (worker.trainable)."""
         config = self.config
+        parent = self._parent(proposal) if config.inherit else None
         return {
             "derivation": proposal.derivation.to_json(indent=None),
             "task": config.task,
@@ -135,8 +137,8 @@ class StrategySearcher(Searcher):
             "tasks": list(config.tasks),
             "train_options": config.train_options,
             "weights": None if config.tasks else weights_file(self.store.url, number),  # for `archgram export`
-            "budget": proposal.budget or config.budget,
-            "inherit": self._parent(proposal) if config.inherit else None,
+            "budget": trial_budget(proposal, parent, config.budget),
+            "inherit": parent,
             "timeout": config.trial_seconds,
             "seed": config.seed + number,
             "batch_size": config.batch_size,
@@ -148,8 +150,9 @@ class StrategySearcher(Searcher):
         }
 
     def _parent(self, proposal) -> dict[str, str] | None:
-        """The kept weights of a mutated or crossed-over proposal's first parent."""
-        if proposal.origin not in ("mutation", "crossover") or not proposal.parents:
+        """The kept weights of a mutated or crossed-over proposal's first parent
+        (of a promotion: its own run on the rung below)."""
+        if proposal.origin not in INHERITING_ORIGINS or not proposal.parents:
             return None
         number, derivation = self.trained.get(proposal.parents[0], (None, None))
         path = None if number is None else weights_file(self.store.url, number)

@@ -108,7 +108,7 @@ def _evaluate(config: dict[str, Any], task, report, timing: dict[str, Any]) -> d
         evaluation = evaluate(derivation, task, budget, weights=config.get("weights"), timeout=config.get("timeout"),
                               inherit_from=(parent["path"], Derivation.from_json(parent["derivation"]))
                               if parent else None, **common)
-    result = evaluation.to_dict() | {k: v for k, v in evaluation.extras.items() if ":" in k}
+    result = evaluation.to_dict() | {k: v for k, v in evaluation.extras.items() if ":" in k or k == "inherited"}
     timing["t_eval_end"] = time.time()
     return result
 

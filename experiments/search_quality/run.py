@@ -50,6 +50,8 @@ METHODS = {
     "tpe+sh": {"strategy": "tpe", "rungs": 2, "eta": 3},
     "evolution+prescreen": {"strategy": "evolution", "prescreen": 4, "proxy": "synflow"},
     "evolution+inherit": {"strategy": "evolution", "inherit": True},
+    # `archgram search --rungs 2` under its default --inherit: children inherit, promotions continue
+    "evolution+inherit+sh": {"strategy": "evolution", "inherit": True, "rungs": 2, "eta": 3},
 }
 
 
@@ -68,7 +70,8 @@ def build_strategy(method: dict, grammar, task, batch_size: int, trial_budget: s
         strategy = Prescreen(strategy, task, batch_size, k=method["prescreen"], proxy=method.get("proxy", "synflow"),
                              seed=seed)
     if method.get("rungs", 1) > 1:
-        strategy = SuccessiveHalving(strategy, trial_budget, rungs=method["rungs"], eta=method.get("eta", 3))
+        strategy = SuccessiveHalving(strategy, trial_budget, rungs=method["rungs"], eta=method.get("eta", 3),
+                                     warm_start=method.get("inherit", False))
     return strategy
 
 

@@ -124,3 +124,36 @@ def test_local_loop_spends_its_steps_and_scores_the_final_pick_on_test():
     out = run_local(Listed(), digits, recipe, total_steps=30, seed=0)
     assert out.steps >= 30 and len(out.trials) == 3 and out.best == max(t["score"] for t in out.trials)
     assert out.test is not None and 0 <= out.test <= 1
+
+
+def test_warm_promotion_trains_only_the_steps_its_rung_lacks_and_replays_by_recorded_rung():
+    sh = SuccessiveHalving(Listed(), "900steps", rungs=3, eta=3, warm_start=True)
+    first = [sh.ask() for _ in range(3)]
+    for p, score in zip(first, (0.2, 0.9, 0.5)):
+        sh.tell(p.derivation, score)
+    promoted = sh.ask()
+    assert promoted.origin == "promotion" and promoted.budget == "200steps"  # 300 - 100 already trained
+    assert promoted.info["cold_budget"] == "300steps"
+    # resumed from a study: a warm promotion's budget is no rung's fresh budget, its recorded rung says where it was
+    again = SuccessiveHalving(Listed(), "900steps", rungs=3, eta=3, warm_start=True)
+    d = [p.derivation for p in first]
+    again.replay([(d[0], 0.2, {"budget": "100steps"}), (d[1], 0.9, {"budget": "100steps"}),
+                  (d[2], 0.5, {"budget": "100steps"}), (d[1], 0.95, {"budget": "200steps", "rung": 1})])
+    assert again.scores[1] == {d[1].hash(): 0.95} and again.ask().origin != "promotion"
+
+
+@pytest.mark.parametrize("inherit", [True, False])
+def test_local_loop_continues_a_promotion_from_its_shorter_run_only_under_inheritance(inherit):
+    from archgram.search.loop import run_local
+
+    digits = get_task("digits")
+    recipe = digits.recipe.override(budget="30steps", batch_size=8)
+    sh = SuccessiveHalving(Listed(), "30steps", rungs=2, eta=3, warm_start=True)
+    out = run_local(sh, digits, recipe, total_steps=50, seed=0, inherit=inherit)
+    promoted = next(t for t in out.trials if t["origin"] == "promotion")
+    rung0 = next(t for t in out.trials if t["hash"] == promoted["hash"] and t["origin"] != "promotion")
+    assert rung0["steps"] == 10
+    if inherit:  # every tensor of the rung-0 run carried over; 20 more steps make 30 in all
+        assert promoted["steps"] == 20 and promoted["inherited"] > 0
+    else:  # no weights to continue from: the whole rung from the initialisation
+        assert promoted["steps"] == 30 and not promoted["inherited"]

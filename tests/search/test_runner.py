@@ -181,3 +181,18 @@ def test_a_trial_trains_with_the_search_learning_rate_and_optimizer(monkeypatch)
     worker.trainable(config)
     assert (seen["lr"], seen["optimizer"]) == (1e-3, "adamw")
     assert reported and reported[-1]["status"] == "failed"
+
+
+def test_rungs_under_inheritance_continue_a_promotion_from_its_kept_rung_zero_weights(tmp_path, ray_local):
+    """One worker, 30-step budget, 2 rungs of eta 3: three 10-step trials, then the
+    best is promoted and trains the 20 steps it lacks from its own kept weights."""
+    grammar = tmp_path / "convs.pcfg"
+    grammar.write_text("start network\nnetwork : conv2d(out=4 | 8 | 12 | 16 | 24 | 32, k=3) relu\n")
+    store = run_search(config(tmp_path, grammar=str(grammar), trials=4, workers=1, budget="30steps", rungs=2, eta=3,
+                              inherit=True))
+    records = store.records()
+    promoted = [r for r in records if r.attrs.get("origin") == "promotion"]
+    assert len(promoted) == 1 and promoted[0].ok
+    first = next(r for r in records if r.number < promoted[0].number and r.attrs["hash"] == promoted[0].attrs["hash"])
+    assert first.attrs["steps"] == 10 and promoted[0].attrs["steps"] == 20
+    assert promoted[0].attrs["rung"] == 1 and promoted[0].attrs["inherited"] > 0
