@@ -56,7 +56,7 @@ PATTERN_PARAMS = {
     "strip": {"width": 2}, "halo": {"block": 2, "halo": 1}, "circular": {"radius": 2},
     "shifted_sparse": {"group": 8, "sinks": 1}, "landmark": {"_0": 64, "_1": 2}, "token_select": {"_0": 256},
     "sparsifiner": {"_0": 64, "_1": 8}, "routing": {"_0": 4}, "combiner": {"_0": 64},
-    "document": {"docs": 8},
+    "document": {"docs": 8}, "landmark_tokens": {"_0": 64, "_1": 2},
 }
 
 

@@ -65,12 +65,16 @@ class Landmark(Pattern):
     the mask keeps the own block plus the ``top_k`` blocks of highest landmark
     score (stop-gradient retrieval, as in the paper's inference).
 
-    What differs: the landmark is not a token carried through the layers (an op
-    keeps its sequence length, and one op has no earlier layers); its key is what
-    a landmark token reading its block would hold: a learned per-head pooling of
-    the block's keys, sum_j softmax_j(w_h . k_j) k_j (w = 0 at the start: the mean
-    key). Users lose landmark states that deepen across layers. With scores other
-    than softmax the bias is applied but the grouped normalisation is softmax's.
+    What differs: nothing, with the grammar parts of ``landmark_tokens.py``:
+    ``landmark_insert(block)`` puts a landmark token after every block, the
+    ``landmark_tokens(block, top_k)`` pattern reads each block's gate logit from
+    its landmark token's key (so the landmark state deepens across layers), and
+    ``landmark_drop(block)`` removes them. This pattern is the single-op form
+    for stacks without landmark tokens: its key is what a landmark token
+    reading its block would hold, a learned per-head pooling of the block's
+    keys, sum_j softmax_j(w_h . k_j) k_j (w = 0 at the start: the mean key).
+    With scores other than softmax the bias is applied but the grouped
+    normalisation is softmax's.
     """
 
     name = "landmark"
