@@ -102,92 +102,119 @@ def _linear_flops(b, h, n, d):
     return b * h * n * (4 * CHUNK * d + 4 * d * d)
 
 
+def _dims(cfg: BenchConfig) -> tuple[int, int]:
+    """(heads, head dim) of every case."""
+    return cfg.heads, cfg.width // cfg.heads
+
+
+# Each maker builds one case's inputs for length n and returns (callable, FLOPs).
+# ------------------------------------------------------------ softmax prefill
+def flash_fwd(n, cfg):
+    from archgram.kernels.flash.forward import flash_forward
+
+    h, d = _dims(cfg)
+    q, k, v = _qkv(cfg.batch(n), h, n, d, cfg)
+    return (lambda: flash_forward(q, k, v, causal=True)[0]), _softmax_flops(cfg.batch(n), h, n, d)
+
+
+def flash_fwd_bwd(n, cfg):
+    fa = _flash_with_backward()
+    h, d = _dims(cfg)
+    qkv = _qkv(cfg.batch(n), h, n, d, cfg, grad=True)
+    return _fwd_bwd(lambda: fa(*qkv, causal=True), qkv), 3.5 * _softmax_flops(cfg.batch(n), h, n, d)
+
+
+def sdpa(n, cfg, grad=False):
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    h, d = _dims(cfg)
+    qkv = _qkv(cfg.batch(n), h, n, d, cfg, grad=grad)
+    backends = [SDPBackend.FLASH_ATTENTION] if cfg.device.type == "cuda" else [SDPBackend.MATH]
+
+    def fn():
+        with sdpa_kernel(backends):
+            return F.scaled_dot_product_attention(*qkv, is_causal=True)
+    flops = _softmax_flops(cfg.batch(n), h, n, d)
+    return (_fwd_bwd(fn, qkv), 3.5 * flops) if grad else (fn, flops)
+
+
+def flex(n, cfg, grad=False):
+    compiled, block_mask = _flex()
+    h, d = _dims(cfg)
+    qkv = _qkv(cfg.batch(n), h, n, d, cfg, grad=grad)
+    bm = block_mask(lambda b_, h_, i, j: i >= j, None, None, n, n, device=cfg.device)
+
+    def fn():
+        return compiled(*qkv, block_mask=bm)
+    flops = _softmax_flops(cfg.batch(n), h, n, d)
+    return (_fwd_bwd(fn, qkv), 3.5 * flops) if grad else (fn, flops)
+
+
+# ------------------------------------------------------- linear (decayed)
+def _log_decays(h: int) -> torch.Tensor:
+    """RetNet-style per-head log decays, the same for ours and fla."""
+    return torch.log(1 - torch.exp2(-5.0 - torch.arange(h, dtype=torch.float32)))
+
+
+def linear(n, cfg, grad=False):
+    from archgram.kernels.linear.chunk import linear_attention
+
+    h, d = _dims(cfg)
+    q, k, v = _qkv(cfg.batch(n), h, n, d, cfg, grad=grad)
+    ld = _log_decays(h).to(cfg.device)
+    scale = d ** -0.5
+
+    def fn():
+        return linear_attention(q, k, v, log_decay=ld, scale=scale)
+    flops = _linear_flops(cfg.batch(n), h, n, d)
+    return (_fwd_bwd(fn, [q, k, v]), 4 * flops) if grad else (fn, flops)
+
+
+def fla(n, cfg, grad=False):
+    gla = _fla()
+    h, d = _dims(cfg)
+    b = cfg.batch(n)
+    q, k, v = (t.transpose(1, 2).contiguous().requires_grad_(grad) for t in _qkv(b, h, n, d, cfg))
+    g = _log_decays(h).to(cfg.device).view(1, 1, h).expand(b, n, h).contiguous()
+
+    def fn():
+        o = gla(q, k, v, g=g, scale=d ** -0.5)
+        o = o[0] if isinstance(o, tuple) else o
+        return o.transpose(1, 2)
+    flops = _linear_flops(b, h, n, d)
+    return (_fwd_bwd(fn, [q, k, v]), 4 * flops) if grad else (fn, flops)
+
+
+# ---------------------------------------------------------------- decode
+def decode(n, cfg):
+    from archgram.kernels.decode.split import decode_attention
+
+    h, d = _dims(cfg)
+    b = cfg.batch(n)
+    q = _qkv(b, h, 1, d, cfg)[0]
+    _, k, v = _qkv(b, h // DECODE_GROUP, n, d, cfg)
+    lengths = torch.full((b,), n, device=cfg.device, dtype=torch.int32)
+    return (lambda: decode_attention(q, k, v, lengths)), 4 * b * h * n * d
+
+
+def sdpa_decode(n, cfg):
+    h, d = _dims(cfg)
+    b = cfg.batch(n)
+    q = _qkv(b, h, 1, d, cfg)[0]
+    _, k, v = _qkv(b, h // DECODE_GROUP, n, d, cfg)
+    return (lambda: F.scaled_dot_product_attention(q, k, v, enable_gqa=True)), 4 * b * h * n * d
+
+
 def cases(cfg: BenchConfig) -> list[Case]:
-    h = cfg.heads
-    d = cfg.width // cfg.heads
-    out: list[Case] = []
-
-    def flash_fwd(n, cfg):
-        from archgram.kernels.flash.forward import flash_forward
-
-        q, k, v = _qkv(cfg.batch(n), h, n, d, cfg)
-        return (lambda: flash_forward(q, k, v, causal=True)[0]), _softmax_flops(cfg.batch(n), h, n, d)
-
-    def flash_fb(n, cfg):
-        fa = _flash_with_backward()
-        qkv = _qkv(cfg.batch(n), h, n, d, cfg, grad=True)
-        return _fwd_bwd(lambda: fa(*qkv, causal=True), qkv), 3.5 * _softmax_flops(cfg.batch(n), h, n, d)
-
-    def sdpa(n, cfg, grad=False):
-        from torch.nn.attention import SDPBackend, sdpa_kernel
-
-        qkv = _qkv(cfg.batch(n), h, n, d, cfg, grad=grad)
-        backends = [SDPBackend.FLASH_ATTENTION] if cfg.device.type == "cuda" else [SDPBackend.MATH]
-
-        def fn():
-            with sdpa_kernel(backends):
-                return F.scaled_dot_product_attention(*qkv, is_causal=True)
-        flops = _softmax_flops(cfg.batch(n), h, n, d)
-        return (_fwd_bwd(fn, qkv), 3.5 * flops) if grad else (fn, flops)
-
-    def flex(n, cfg, grad=False):
-        compiled, block_mask = _flex()
-        qkv = _qkv(cfg.batch(n), h, n, d, cfg, grad=grad)
-        bm = block_mask(lambda b_, h_, i, j: i >= j, None, None, n, n, device=cfg.device)
-        def fn():
-            return compiled(*qkv, block_mask=bm)
-        flops = _softmax_flops(cfg.batch(n), h, n, d)
-        return (_fwd_bwd(fn, qkv), 3.5 * flops) if grad else (fn, flops)
-
-    lam = torch.log(1 - torch.exp2(-5.0 - torch.arange(h, dtype=torch.float32)))  # RetNet-style per-head decays
-
-    def linear(n, cfg, grad=False):
-        from archgram.kernels.linear.chunk import linear_attention
-
-        q, k, v = _qkv(cfg.batch(n), h, n, d, cfg, grad=grad)
-        ld = lam.to(cfg.device)
-        scale = d ** -0.5
-        def fn():
-            return linear_attention(q, k, v, log_decay=ld, scale=scale)
-        flops = _linear_flops(cfg.batch(n), h, n, d)
-        return (_fwd_bwd(fn, [q, k, v]), 4 * flops) if grad else (fn, flops)
-
-    def fla(n, cfg, grad=False):
-        gla = _fla()
-        b = cfg.batch(n)
-        q, k, v = (t.transpose(1, 2).contiguous().requires_grad_(grad) for t in _qkv(b, h, n, d, cfg))
-        g = lam.to(cfg.device).view(1, 1, h).expand(b, n, h).contiguous()
-
-        def fn():
-            o = gla(q, k, v, g=g, scale=d ** -0.5)
-            o = o[0] if isinstance(o, tuple) else o
-            return o.transpose(1, 2)
-        flops = _linear_flops(b, h, n, d)
-        return (_fwd_bwd(fn, [q, k, v]), 4 * flops) if grad else (fn, flops)
-
-    def decode(n, cfg):
-        from archgram.kernels.decode.split import decode_attention
-
-        b = cfg.batch(n)
-        q = _qkv(b, h, 1, d, cfg)[0]
-        _, k, v = _qkv(b, h // DECODE_GROUP, n, d, cfg)
-        lengths = torch.full((b,), n, device=cfg.device, dtype=torch.int32)
-        return (lambda: decode_attention(q, k, v, lengths)), 4 * b * h * n * d
-
-    def sdpa_decode(n, cfg):
-        b = cfg.batch(n)
-        q = _qkv(b, h, 1, d, cfg)[0]
-        _, k, v = _qkv(b, h // DECODE_GROUP, n, d, cfg)
-        return (lambda: F.scaled_dot_product_attention(q, k, v, enable_gqa=True)), 4 * b * h * n * d
-
+    """The suite's cases in row order, each baseline before the case compared with it."""
     fla_missing = None if _fla() is not None else "flash-linear-attention (fla) not importable"
-    out += [
+    flash_missing = None if _flash_with_backward() else "archgram.kernels.flash.flash_attention not there yet"
+    return [
         Case("sdpa-flash fwd", "causal", sdpa, needs_cuda=False),
         Case("flash (ours) fwd", "causal", flash_fwd, vs="sdpa-flash fwd"),
         Case("flex fwd", "causal", flex, vs="sdpa-flash fwd"),
         Case("sdpa-flash fwd+bwd", "causal", lambda n, c: sdpa(n, c, True), needs_cuda=False),
-        Case("flash (ours) fwd+bwd", "causal", flash_fb,
-             missing=None if _flash_with_backward() else "archgram.kernels.flash.flash_attention not there yet"),
+        Case("flash (ours) fwd+bwd", "causal", flash_fwd_bwd, missing=flash_missing),
         Case("flex fwd+bwd", "causal", lambda n, c: flex(n, c, True)),
         Case("fla simple_gla fwd", "causal, decay", fla, missing=fla_missing),
         Case("linear (ours) fwd", "causal, decay", linear, vs="fla simple_gla fwd"),
@@ -199,7 +226,6 @@ def cases(cfg: BenchConfig) -> list[Case]:
         Case("split-KV decode (ours), graphed", "decode 1 token, GQA 4", lambda n, c: _graph_case(decode, n, c),
              vs="sdpa decode, graphed"),
     ]
-    return out
 
 
 def _relerr(a, b) -> float | None:
