@@ -1,6 +1,6 @@
 """Content-based attention patterns: which keys a query sees is decided from the
-queries and keys themselves (landmark retrieval, token selection, k-means
-routing). Sparsifiner (sparsifiner.py) gathers its keys rather than masking
+queries and keys themselves (landmark retrieval, token selection; k-means
+routing is in routing.py). Sparsifiner (sparsifiner.py) gathers its keys rather than masking
 them; Combiner (combiner.py) attends to block summaries instead of far keys.
 
 Each returns a boolean (B, H, N, N) mask from ``mask_for``. A boolean mask
@@ -13,11 +13,8 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from archgram.errors import ShapeError
-from archgram.ops.attention.gathered import selection_mask
 from archgram.ops.attention.parts import PATTERNS
 from archgram.ops.attention.patterns import Pattern, require_integers
 
@@ -240,93 +237,3 @@ def compressed_attend(score, q, k, v, idx, valid, bias, scale: float, causal: bo
     # scatter_add: padded slots (zeros) may share an index with a real one
     return torch.zeros(*v.shape[:-1], out.shape[-1], dtype=out.dtype, device=out.device).scatter_add(
         2, idx[..., None].expand(*idx.shape, out.shape[-1]), out)
-
-
-class Centroids(nn.Module):
-    """Routing Transformer's per-head k-means centroids on the unit sphere, updated
-    online by an exponential moving average (a buffer: no gradient, as in the paper)."""
-
-    def __init__(self, heads: int, head_dim: int, clusters: int, decay: float):
-        super().__init__()
-        self.decay = decay
-        self.register_buffer("centroids", F.normalize(torch.randn(heads, clusters, head_dim), dim=-1))
-
-    def assign(self, x: torch.Tensor) -> torch.Tensor:
-        """Nearest centroid (cosine) of each (B, H, N, D) vector -> (B, H, N)."""
-        return (F.normalize(x.float(), dim=-1) @ self.centroids.transpose(-1, -2)[None]).argmax(-1)
-
-    @torch.no_grad()
-    def update(self, x: torch.Tensor, ids: torch.Tensor) -> None:
-        """Move each centroid toward the mean of the unit vectors assigned to it."""
-        h, c, d = self.centroids.shape
-        x = F.normalize(x.float(), dim=-1).transpose(0, 1).reshape(h, -1, d)
-        onehot = F.one_hot(ids.transpose(0, 1).reshape(h, -1), c).float()  # (H, M, C)
-        counts = onehot.sum(1)  # (H, C)
-        means = (onehot.transpose(1, 2) @ x) / counts.clamp_min(1)[..., None]
-        moved = self.decay * self.centroids + (1 - self.decay) * means
-        self.centroids.copy_(torch.where(counts[..., None] > 0, F.normalize(moved, dim=-1), self.centroids))
-
-
-@PATTERNS.register
-class Routing(Pattern):
-    """Routing attention (Roy et al. 2021, Routing Transformer, catalog S78).
-
-    Paper's defining mechanism: content-based sparse attention. Queries and keys
-    are routed to ``clusters`` centroids of an online spherical k-means (EMA
-    updates, no gradient); clusters are balanced by taking, for each centroid,
-    the w = N / clusters tokens nearest to it, and attention runs within each
-    cluster, so with sqrt(N) clusters a layer costs O(N^1.5 d).
-    What archgram does: each centroid takes its w nearest keys (cosine, top-w:
-    balanced, w = ceil(N / clusters)); each query reads the w keys of its nearest
-    centroid, plus itself, gathered (``gathers``), so the core costs N (w + 1) d
-    and no N x N logits exist; centroids move by EMA toward the unit queries and
-    keys assigned to them, in training only. Under a causal mask later keys are
-    dropped from a query's set.
-    What differs: on the query side the paper also takes the top-w queries per
-    centroid, so a query can fall in several clusters or in none; here every
-    query joins exactly its nearest centroid, so every token gets an output
-    (a grammar op must return one per token). q and k are put on the unit
-    sphere by an L2 norm where the paper uses a parameter-free layer norm."""
-
-    name = "routing"
-    params = ("clusters", "decay")
-    refs = ("S78",)
-    data_dependent = True
-    gathers = True
-    decay = 0.999
-
-    def check(self, n, grid):
-        require_integers(self, "clusters")
-        if not isinstance(self.decay, (int, float)) or not 0 <= self.decay < 1:
-            raise ShapeError(f"routing: decay must be in [0, 1), got {self.decay!r}")
-
-    def module(self, heads, head_dim, tokens):
-        self.centroids = Centroids(heads, head_dim, self.clusters, float(self.decay))
-        return self.centroids
-
-    def attended_keys(self, n: int) -> int:
-        return min(n, -(-n // self.clusters) + 1)  # a balanced cluster plus the query itself
-
-    def select(self, q, k, grid=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(idx, valid), (B, H, Nq, w + 1): the w keys nearest to each query's centroid, then itself
-        (invalid where already among them, or, under a causal mask, where later than the query)."""
-        n = k.shape[-2]
-        w = -(-n // self.clusters)
-        with torch.no_grad():
-            cq, ck = self.centroids.assign(q), self.centroids.assign(k)
-            if self.centroids.training:
-                self.centroids.update(torch.cat((q, k), 2), torch.cat((cq, ck), 2))
-            near = F.normalize(k.float(), dim=-1) @ self.centroids.centroids.transpose(-1, -2)[None]  # (B, H, Nk, C)
-            members = near.topk(w, dim=-2).indices.transpose(-1, -2)  # (B, H, C, w): each centroid's w nearest keys
-            idx = members.gather(2, cq[..., None].expand(*cq.shape, w))  # (B, H, Nq, w)
-            me = torch.arange(q.shape[-2], device=q.device)[:, None].expand(*cq.shape, 1)
-            valid = torch.ones(*cq.shape, w + 1, dtype=torch.bool, device=q.device)
-            valid[..., -1] = ~(idx == me).any(-1)
-            idx = torch.cat((idx, me), -1)
-            if self.causal:
-                valid &= idx <= me
-        return idx, valid
-
-    def mask_for(self, q, k, grid):
-        idx, valid = self.select(q, k, grid)
-        return selection_mask(idx, valid, k.shape[-2])
