@@ -40,8 +40,8 @@ the hierarchy's block constraints -- computed by a dynamic programme over the
 tree. What archgram does: that attention (block energies as means of the leaf
 energies) by the bottom-up programme, on a regular tree of sequence blocks or
 image quadtree windows. What differs: the tree is a fixed regular grouping of
-positions, not the data's own structure (documents, modalities), since an op
-sees only a tensor.
+positions, not each input's own structure (documents, modalities), since an
+op's forward receives only the feature tensor, with no per-example structure.
 """
 from __future__ import annotations
 

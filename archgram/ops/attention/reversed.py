@@ -25,8 +25,10 @@ The gates start uniform (p = 1/H, m = 1/2).
 Fidelity (S47). Paper: reversed attention with the head selector and message
 controller from x, the controller multiplied across layers, and a tree read
 from the parents. archgram: all of it within one layer. Differs: the
-controller is per layer (one op has no state from earlier layers), so users lose
-the cumulative pruning of DependencyViT-Lite across layers.
+controller is per layer: ops pass only the feature tensor to each other, so a
+running product of controllers has nowhere to live between layers (an extra
+channel would be mixed by the linear layers between them); users lose the
+cumulative pruning of DependencyViT-Lite across layers.
 """
 from __future__ import annotations
 

@@ -35,9 +35,10 @@ fraction of the sinks' attention to the image tokens, row sums kept.
 What archgram does: sink detection by attention share or by the key's
 massive activation, row selection by sink share, the proportional
 redistribution of ``ratio`` of the sink mass. What differs: detection reads
-the head's keys, not residual-stream dimensions (a score sees only q, k, v);
-with one modality every non-sink key receives and every row passes the
-image-attention test.
+the head's keys, not the residual-stream dimensions D_sink (those belong to one
+pretrained LMM, found by inspecting it; a model searched from scratch has none
+known, and a score sees only q, k, v); tensors carry no modality labels, so
+every non-sink key receives and every row passes the image-attention test.
 """
 from __future__ import annotations
 

@@ -31,7 +31,8 @@ geometry term of the relative position (cosine/sine embedding), output added
 back; archgram: that decoder on one feature map, with ``kinds`` key sets
 (own heatmap and decoder each); differs: the point heatmaps are learned from
 the task loss through the sigmoid-scaled keys instead of the paper's keypoint
-supervision (a grammar op has no corner/centre labels), so a user loses
+supervision (those losses need ground-truth boxes; an op's forward receives
+only its input tensor, and no archgram task carries boxes), so a user loses
 supervised keypoints.
 """
 from __future__ import annotations
