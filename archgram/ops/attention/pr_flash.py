@@ -92,10 +92,13 @@ class PrFlash(Pattern):
         blocks, padded (valid False) to the longest row."""
         n = q.shape[-2]
         mask = self.mask(n, grid, q.device)
-        width = max(int(mask.sum(-1).max()), 1)
-        order = torch.sort(mask.to(torch.int8), dim=-1, descending=True, stable=True).indices[:, :width]
-        valid = mask.gather(-1, order)
-        shape = (q.shape[0], q.shape[1], n, width)
+        if torch.compiler.is_exporting():  # the width must not depend on the draw: every key, the mask as validity
+            order, valid = torch.arange(n, device=q.device).expand(n, n), mask
+        else:
+            width = max(int(mask.sum(-1).max()), 1)
+            order = torch.sort(mask.to(torch.int8), dim=-1, descending=True, stable=True).indices[:, :width]
+            valid = mask.gather(-1, order)
+        shape = (q.shape[0], q.shape[1], n, order.shape[-1])
         return order.expand(shape), valid.expand(shape)
 
     def flash(self, n, grid, device):

@@ -101,8 +101,7 @@ class StaircaseQuantized(Softmax):
     def attend(self, q, k, v, mask, bias, scale, causal=False):
         nq, nk = q.shape[-2], k.shape[-2]
         stair = self.stair_of(nq, nk, q.device)
-        used = int(stair.max()) + 1
-        bits = self.bits[:used]
+        bits = self.bits[: (nk - 1) // self.stair + 1]  # the stairs the oldest key (age nk - 1) reaches
         logits = torch.zeros(*q.shape[:-1], nk, dtype=q.dtype, device=q.device)
         for s, ks in enumerate(stairs(k, bits)):
             logits = logits + torch.where(stair == s, torch.matmul(q, ks.transpose(-1, -2)), 0.0)

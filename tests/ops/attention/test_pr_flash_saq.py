@@ -182,3 +182,15 @@ def test_saq_trains_through_the_rounding():
     attn(torch.randn(shape, dtype=torch.float64)).square().sum().backward()
     grads = [p.grad for p in attn.parameters()]
     assert all(g is not None and bool(g.abs().sum() > 0) for g in grads)
+
+
+def test_seeded_pr_flash_with_saq_exports_to_the_same_outputs():
+    """torch.export needs shapes that do not depend on the draw: while exporting, the
+    pattern attends over every key with the round's mask as validity, and SAQ's stairs
+    follow from the length; a seeded layout exports to the eager outputs."""
+    shape = (1, 16, 8)
+    attn = build(shape, heads=2, layout={"name": "mqa"}, pattern={"name": "pr_flash", "block": 4, "seed": 2},
+                 score={"name": "saq", "stair": 4}, position={"name": "rope_alibi"}).float().eval()
+    x = torch.randn(shape)
+    program = torch.export.export(attn, (x,))
+    torch.testing.assert_close(program.module()(x), attn(x))
