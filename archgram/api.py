@@ -132,7 +132,7 @@ def prepare(
     """Check a search request and apply the search policy (``plan``); runs
     nothing and writes nothing. Arguments as for ``search``."""
     from archgram.grammar.model import load_grammar
-    from archgram.search.evaluator import Budget
+    from archgram.search.budget import Budget
     from archgram.search.multitask import TaskSet
     from archgram.search.strategies import get_strategy
     from archgram.search.training.options import TrainOptions, check_training

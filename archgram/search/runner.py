@@ -70,7 +70,7 @@ def _check(config: SearchConfig) -> None:
     """Refuse, before any trial, what every worker would fail on: an unknown
     scheduler, an unreadable budget, a bad learning rate or optimizer, and
     multi-fidelity rungs or a prescreen that the trial budget cannot hold."""
-    from archgram.search.evaluator import Budget
+    from archgram.search.budget import Budget
     from archgram.search.fidelity import rung_budgets, step_budget
     from archgram.search.prescreen import check_prescreen
     from archgram.search.training.options import check_training

@@ -57,7 +57,7 @@ def reports_per_trial(config: SearchConfig) -> int:
     ``asha_reports``, but no more than a steps budget has steps."""
     if config.scheduler == "fifo":
         return 0
-    from archgram.search.evaluator import Budget
+    from archgram.search.budget import Budget
 
     budget = Budget.parse(config.budget)
     return min(config.asha_reports, budget.steps) if budget.steps is not None else config.asha_reports

@@ -86,7 +86,8 @@ def _evaluate(config: dict[str, Any], task, report, timing: dict[str, Any]) -> d
     """The evaluator's result for one trial config, with per-task values of a
     multi-task trial (``score:<task>`` ...) lifted out of its extras. Stamps
     ``timing`` around the evaluation itself."""
-    from archgram.search.evaluator import Budget, evaluate
+    from archgram.search.budget import Budget
+    from archgram.search.evaluator import evaluate
     from archgram.search.training.options import training_settings
 
     derivation = Derivation.from_json(config["derivation"])
