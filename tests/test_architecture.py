@@ -139,7 +139,6 @@ KNOWN_OVERSIZE: dict[str, str] = {
     # being split (issue 19)
     "archgram/api.py": "prepare (92 lines) being split (issue 19)",
     "archgram/cli/search.py": "501 lines; search (171), show (72) being split (issue 19)",
-    "archgram/search/evaluator.py": "612 lines; evaluate (83) being split (issue 19)",
 }
 
 
