@@ -22,7 +22,12 @@ import triton
 import triton.language as tl
 
 from archgram.kernels.flash.common import (
+    CLIPPED,
     LOG2E,
+    SIGMOID,
+    SOFTPLUS,
+    STATS_PASS,
+    WEIGHTED_PASS,
     bwd_config,
     element_mask,
     head_dim_args,
@@ -70,11 +75,11 @@ def _row_stats(LSE, AUX, DELTA, ptr, row_ok, SCORE: tl.constexpr):
     lse2 = tl.zeros(ptr.shape, dtype=tl.float32)
     delta = lse2
     logn = lse2
-    if SCORE != 1:  # sigmoid keeps no row statistics
+    if SCORE != SIGMOID:  # sigmoid keeps no row statistics
         delta = tl.load(DELTA + ptr, mask=row_ok, other=0.0)
         lse2 = tl.load(LSE + ptr, mask=row_ok, other=0.0) * 1.4426950408889634
         lse2 = tl.where(lse2 == float("-inf"), 0.0, lse2)  # rows seeing nothing: all weights masked anyway
-    if SCORE == 3:
+    if SCORE == SOFTPLUS:
         logn = tl.load(AUX + ptr, mask=row_ok, other=0.0)
     return lse2, delta, logn
 
@@ -87,7 +92,7 @@ def _dq_tile(dq, dsum, q, do, k_base, v_base, skn, skd, svn, svd, start_n, rows,
              GRID2D: tl.constexpr,
              BLOCK_SPARSE: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_RELB: tl.constexpr, PRECISION: tl.constexpr,
              FAST_APPROX: tl.constexpr, PAD_D: tl.constexpr):
-    """STAGE 1: accumulate D' (clipped) into dsum; STAGE 2: accumulate dQ (unscaled)."""
+    """STAGE STATS_PASS: accumulate D' (clipped) into dsum; WEIGHTED_PASS: accumulate dQ (unscaled)."""
     cols = start_n + offs_n
     keep = cols[None, :] >= 0
     if MASKED:
@@ -103,7 +108,7 @@ def _dq_tile(dq, dsum, q, do, k_base, v_base, skn, skd, svn, svd, start_n, rows,
     if HAS_RELB:
         s2 = s2 + tl.load(rb_base + rel_index(rows[:, None], cols[None, :], rmax))
     dp = tl.dot(do, vt, input_precision=PRECISION)
-    if STAGE == 1:  # clipped: D' = sum_j p c 1[0 <= c p + gamma <= 1] dp
+    if STAGE == STATS_PASS:  # clipped: D' = sum_j p c 1[0 <= c p + gamma <= 1] dp
         p = tl.exp2(s2 - lse2[:, None])
         y = czeta * p + gamma
         inside = (y >= 0.0) & (y <= 1.0) & keep
@@ -198,20 +203,20 @@ def _flash_bwd_dq(
     stat = pid_bh * NQ + rows
     lse2, delta, logn = _row_stats(LSE, AUX, DELTA, stat, row_ok, SCORE)
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
-    if SCORE == 4:
+    if SCORE == CLIPPED:
         _dq, delta = _dq_sweep(dq, delta * 0.0, q, do, k_base, v_base, skn, skd, svn, svd, rows, offs_n, offs_d, d_ok, a,
                                b, NK, dil, gw, BMASK, nbq, nbk, bq, bk, TILES, n_tiles, pid_m, slope2, rb_base, db_base,
                                rmax, qk_scale, sig_b2,
                                cap,
-                               czeta, gamma, power, lse2, delta, logn, lo, full_lo, full_hi, hi, SCORE, 1,
+                               czeta, gamma, power, lse2, delta, logn, lo, full_lo, full_hi, hi, SCORE, STATS_PASS,
                                DILATED, GRID2D,
                                BLOCK_SPARSE, HAS_ALIBI, HAS_RELB, PRECISION, FAST_APPROX, BLOCK_N, PAD_D)
         tl.store(DELTA + stat, delta, mask=row_ok)
     dq, _d = _dq_sweep(dq, delta, q, do, k_base, v_base, skn, skd, svn, svd, rows, offs_n, offs_d, d_ok, a,
                        b, NK, dil, gw, BMASK, nbq, nbk, bq, bk, TILES, n_tiles, pid_m, slope2, rb_base, db_base, rmax,
                        qk_scale, sig_b2, cap,
-                       czeta, gamma, power, lse2, delta, logn, lo, full_lo, full_hi, hi, SCORE, 2, DILATED, GRID2D,
-                       BLOCK_SPARSE, HAS_ALIBI, HAS_RELB, PRECISION, FAST_APPROX, BLOCK_N, PAD_D)
+                       czeta, gamma, power, lse2, delta, logn, lo, full_lo, full_hi, hi, SCORE, WEIGHTED_PASS,
+                       DILATED, GRID2D, BLOCK_SPARSE, HAS_ALIBI, HAS_RELB, PRECISION, FAST_APPROX, BLOCK_N, PAD_D)
     tl.store(DQ + b_idx * sgb + h * sgh + rows[:, None] * sgm + offs_d[None, :] * sgd,
              (dq * scale).to(DQ.dtype.element_ty), mask=io_ok)
 

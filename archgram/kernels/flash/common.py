@@ -11,10 +11,26 @@ import torch
 import triton
 import triton.language as tl
 
+from archgram.kernels.flash.spec import SCORE_IDS
 from archgram.kernels.launch import interpreting, pow2
 
 LOG2E = 1.4426950408889634
 LN2 = 0.6931471805599453
+
+# The SCORE ids by name, numbered by ``spec.KERNEL_SCORES`` so host and kernels
+# agree. @triton.jit code reads a global only if it is a ``tl.constexpr``
+# instance (Triton rejects a plain int, annotated or not); the comparisons fold
+# at compile time, so the names cost nothing.
+SOFTMAX = tl.constexpr(SCORE_IDS["softmax"])
+SIGMOID = tl.constexpr(SCORE_IDS["sigmoid"])
+SOFTCAP = tl.constexpr(SCORE_IDS["softcap"])
+SOFTPLUS = tl.constexpr(SCORE_IDS["softplus"])
+CLIPPED = tl.constexpr(SCORE_IDS["clipped"])
+
+# The STAGE of a sweep over key tiles.
+COUNT_PASS = tl.constexpr(0)  # softplus: count each row's visible keys (mask only, no loads)
+STATS_PASS = tl.constexpr(1)  # clipped: the final normaliser (forward) or D' (backward) before the weights
+WEIGHTED_PASS = tl.constexpr(2)  # accumulate the output (forward) or dQ (backward)
 
 
 @triton.jit
@@ -164,21 +180,21 @@ def weights_and_grad(s2, keep, dp, lse2, delta, logn, sig_b2, cap, czeta, gamma,
     s the natural-unit logit after the bias. Row statistics come broadcast to
     the tile: lse2 (log2 units), delta (rowsum(dO * O), or D' for clipped),
     logn (softplus). dp = dO . v."""
-    if SCORE == 1:  # sigmoid
+    if SCORE == SIGMOID:
         w = sigmoid2(s2 + sig_b2, FAST_APPROX)
         if MASKED:
             w = tl.where(keep, w, 0.0)
         ds = dp * w * (1.0 - w)
     else:  # a softmax over (transformed) logits, normalised by lse2
-        if SCORE == 2:
+        if SCORE == SOFTCAP:
             s2, t = cap_logits(s2, cap, FAST_APPROX)
-        if SCORE == 3:  # softplus: logits log2(softplus(x) ** power), lse2 = log2 of their sum
+        if SCORE == SOFTPLUS:  # softplus: logits log2(softplus(x) ** power), lse2 = log2 of their sum
             sp, sig, x2 = softplus_parts(s2, logn)
             s2 = softplus_logit2(sp, x2, power, FAST_APPROX)
         p = tl.exp2(s2 - lse2)
         if MASKED:
             p = tl.where(keep, p, 0.0)
-        if SCORE == 4:  # clipped: w = clip(c p + gamma, 0, 1)
+        if SCORE == CLIPPED:  # clipped: w = clip(c p + gamma, 0, 1)
             y = czeta * p + gamma
             w = tl.minimum(tl.maximum(y, 0.0), 1.0)
             inside = (y >= 0.0) & (y <= 1.0)
@@ -189,9 +205,9 @@ def weights_and_grad(s2, keep, dp, lse2, delta, logn, sig_b2, cap, czeta, gamma,
         else:
             w = p
             ds = p * (dp - delta)
-        if SCORE == 2:
+        if SCORE == SOFTCAP:
             ds = ds * (1.0 - t * t)
-        if SCORE == 3:  # chain rule through the transformed logit
+        if SCORE == SOFTPLUS:  # chain rule through the transformed logit
             ds = tl.where(sp > 0.0, ds * power * sig * logn / sp, 0.0)
     return w, ds
 

@@ -30,9 +30,17 @@ import triton
 import triton.language as tl
 
 from archgram.kernels.flash.common import (
+    CLIPPED,
+    COUNT_PASS,
     LOG2E,
     MAX_HEAD_DIM,
     MIN_HEAD_DIM,
+    SIGMOID,
+    SOFTCAP,
+    SOFTMAX,
+    SOFTPLUS,
+    STATS_PASS,
+    WEIGHTED_PASS,
     cap_logits,
     element_mask,
     fwd_config,
@@ -77,13 +85,14 @@ def _fwd_tile(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd, start_n, row
               GRID2D: tl.constexpr,
               BLOCK_SPARSE: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_RELB: tl.constexpr, PRECISION: tl.constexpr,
               FAST_APPROX: tl.constexpr, PAD_D: tl.constexpr):
-    """One key tile. STAGE 0: count visible keys into l_i; 1: softmax statistics
-    only (clipped's first pass); 2: accumulate the output."""
+    """One key tile. STAGE COUNT_PASS: count visible keys into l_i; STATS_PASS:
+    softmax statistics only (clipped's first pass); WEIGHTED_PASS: accumulate
+    the output."""
     cols = start_n + offs_n
     if MASKED:
         keep = element_mask(rows[:, None], cols[None, :], a[:, None], b[:, None], dil, gw, BMASK, nbq, nbk, bq, bk,
                             DILATED, GRID2D, BLOCK_SPARSE)
-    if STAGE == 0:
+    if STAGE == COUNT_PASS:
         if MASKED:
             l_i += tl.sum(keep.to(tl.float32), 1)
         else:
@@ -96,12 +105,12 @@ def _fwd_tile(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd, start_n, row
             s2 = s2 - slope2 * tl.abs(rows[:, None] - cols[None, :]).to(tl.float32)
         if HAS_RELB:
             s2 = s2 + tl.load(rb_base + rel_index(rows[:, None], cols[None, :], rmax))
-        if SCORE == 2:
+        if SCORE == SOFTCAP:
             s2, _t = cap_logits(s2, cap, FAST_APPROX)
-        if SCORE == 3:  # softplus ** power = exp2(logit): a softmax over these logits
+        if SCORE == SOFTPLUS:  # softplus ** power = exp2(logit): a softmax over these logits
             sp, _sig, x2 = softplus_parts(s2, logn[:, None])
             s2 = softplus_logit2(sp, x2, power, FAST_APPROX)
-        if STAGE == 1 or SCORE == 0 or SCORE == 2 or SCORE == 3:  # online softmax
+        if STAGE == STATS_PASS or SCORE == SOFTMAX or SCORE == SOFTCAP or SCORE == SOFTPLUS:  # online softmax
             if MASKED:
                 s2 = tl.where(keep, s2, float("-inf"))
                 m_new = tl.maximum(m_i, tl.max(s2, 1))
@@ -113,12 +122,12 @@ def _fwd_tile(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd, start_n, row
             p = tl.exp2(s2 - m_use[:, None])
             l_i = l_i * alpha + tl.sum(p, 1)
             m_i = m_new
-            if STAGE == 2:
+            if STAGE == WEIGHTED_PASS:
                 v = load_tile(v_base + cols[:, None] * svn + offs_d[None, :] * svd, (cols < NK)[:, None],
                               d_ok[None, :], MASKED, PAD_D)
                 acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
         else:
-            if SCORE == 1:  # sigmoid
+            if SCORE == SIGMOID:
                 w = sigmoid2(s2 + sig_b2, FAST_APPROX)
             else:  # clipped, with the final lse of the statistics pass
                 w = tl.minimum(tl.maximum(czeta * tl.exp2(s2 - lse2[:, None]) + gamma, 0.0), 1.0)
@@ -218,41 +227,41 @@ def _flash_fwd(
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     logn = l_i
     lse2 = l_i
-    if SCORE == 3 and (DILATED or GRID2D or BLOCK_SPARSE):  # softplus: log of each row's visible key count
+    if SCORE == SOFTPLUS and (DILATED or GRID2D or BLOCK_SPARSE):  # softplus: log of each row's visible key count
         _a, cnt, _m = _sweep(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd, rows, offs_n, offs_d, d_ok, a, b, NK,
                              dil, gw, BMASK, nbq, nbk, bq, bk, TILES, n_tiles, pid_m, slope2, rb_base, rmax,
                              qk_scale, sig_b2, cap,
                              czeta,
-                             gamma, power, logn, lse2, lo, full_lo, full_hi, hi, SCORE, 0, DILATED, GRID2D,
+                             gamma, power, logn, lse2, lo, full_lo, full_hi, hi, SCORE, COUNT_PASS, DILATED, GRID2D,
                              BLOCK_SPARSE,
                              HAS_ALIBI, HAS_RELB, PRECISION, FAST_APPROX, BLOCK_N, PAD_D)
         logn = tl.log(tl.maximum(cnt, 1.0))
-    elif SCORE == 3:  # a contiguous interval [a, b]: counted without a sweep
+    elif SCORE == SOFTPLUS:  # a contiguous interval [a, b]: counted without a sweep
         logn = tl.log(tl.maximum(b - a + 1, 1).to(tl.float32))
-    if SCORE == 4:  # clipped: the final lse first
+    if SCORE == CLIPPED:  # the final lse first
         _a, l1, m1 = _sweep(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd, rows, offs_n, offs_d, d_ok, a, b, NK,
                             dil, gw, BMASK, nbq, nbk, bq, bk, TILES, n_tiles, pid_m, slope2, rb_base, rmax,
                             qk_scale, sig_b2, cap,
                             czeta,
-                            gamma, power, logn, lse2, lo, full_lo, full_hi, hi, SCORE, 1, DILATED, GRID2D, BLOCK_SPARSE,
-                            HAS_ALIBI, HAS_RELB, PRECISION, FAST_APPROX, BLOCK_N, PAD_D)
+                            gamma, power, logn, lse2, lo, full_lo, full_hi, hi, SCORE, STATS_PASS, DILATED, GRID2D,
+                            BLOCK_SPARSE, HAS_ALIBI, HAS_RELB, PRECISION, FAST_APPROX, BLOCK_N, PAD_D)
         lse2 = tl.where(l1 == 0.0, float("-inf"), m1 + tl.log2(tl.where(l1 == 0.0, 1.0, l1)))
     acc, l_i, m_i = _sweep(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd, rows, offs_n, offs_d, d_ok, a, b, NK,
                            dil, gw, BMASK, nbq, nbk, bq, bk, TILES, n_tiles, pid_m, slope2, rb_base, rmax,
                            qk_scale, sig_b2, cap,
                            czeta,
-                           gamma, power, logn, lse2, lo, full_lo, full_hi, hi, SCORE, 2, DILATED, GRID2D, BLOCK_SPARSE,
-                           HAS_ALIBI, HAS_RELB, PRECISION, FAST_APPROX, BLOCK_N, PAD_D)
+                           gamma, power, logn, lse2, lo, full_lo, full_hi, hi, SCORE, WEIGHTED_PASS, DILATED,
+                           GRID2D, BLOCK_SPARSE, HAS_ALIBI, HAS_RELB, PRECISION, FAST_APPROX, BLOCK_N, PAD_D)
 
     stat_ptr = pid_bh * NQ + rows
-    if SCORE == 0 or SCORE == 2 or SCORE == 3:
+    if SCORE == SOFTMAX or SCORE == SOFTCAP or SCORE == SOFTPLUS:
         l_safe = tl.where(l_i == 0.0, 1.0, l_i)
         acc = acc / l_safe[:, None]
         lse = tl.where(l_i == 0.0, float("-inf"), (m_i + tl.log2(l_safe)) * 0.6931471805599453)
         tl.store(LSE + stat_ptr, lse, mask=row_ok)
-    if SCORE == 3:
+    if SCORE == SOFTPLUS:
         tl.store(AUX + stat_ptr, logn, mask=row_ok)
-    if SCORE == 4:
+    if SCORE == CLIPPED:
         tl.store(LSE + stat_ptr, lse2 * 0.6931471805599453, mask=row_ok)
     tl.store(Out + b_idx * sob + h * soh + rows[:, None] * som + offs_d[None, :] * sod,
              acc.to(Out.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])
