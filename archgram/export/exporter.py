@@ -200,18 +200,14 @@ def model_source(gen, header: str, input_shape, input_dtype: str) -> str:
     )
 
 
-def _import_file(path: Path):
-    name = f"archgram_export_{uuid.uuid4().hex[:12]}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
+def _import_generated(path: Path):
+    """The generated model.py, imported on its own under a fresh name (not kept)."""
+    from archgram.tasks.reference import import_file
+
     try:
-        spec.loader.exec_module(module)  # type: ignore[union-attr]
+        return import_file(path, f"archgram_export_{uuid.uuid4().hex[:12]}", keep=False)
     except Exception as exc:
         raise ExportError(f"the generated model.py does not import: {type(exc).__name__}: {exc}") from exc
-    finally:
-        sys.modules.pop(name, None)
-    return module
 
 
 def _latency(model: nn.Module, x: torch.Tensor, repeats: int = 10, seconds: float = 2.0) -> tuple[float, int]:
@@ -347,7 +343,7 @@ def write_export(model: nn.Module, records: dict, traced: dict, derivation, task
         state = {map_key(k, gen.keymap): v for k, v in state_tensors(model).items()}
         save_file(state, str(tmp / "weights.safetensors"),
                   metadata={"archgram": archgram.__version__, "hash": str(info["attrs"].get("hash", ""))})
-        module = _import_file(tmp / "model.py")
+        module = _import_generated(tmp / "model.py")
         exported = module.load(str(tmp / "weights.safetensors"))
         missing = set(exported.state_dict()) ^ set(state)
         if missing:

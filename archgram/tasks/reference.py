@@ -22,6 +22,7 @@ import importlib
 import importlib.util
 import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -78,15 +79,30 @@ def _import_file(path: str, text: str):
     name = f"archgram_user_{file.stem}_{hashlib.sha256(str(file).encode()).hexdigest()[:8]}"
     if name in sys.modules:
         return sys.modules[name]
+    try:
+        module = import_file(file, name)
+    except Exception as exc:
+        raise TaskReferenceError(f"--task {text}: importing {path} failed: {type(exc).__name__}: {exc}") from None
+    _by_value(module)
+    return module
+
+
+def import_file(file: Path, name: str, *, keep: bool = True) -> ModuleType:
+    """Run the Python file ``file`` as the module ``name``. It sits in
+    ``sys.modules`` while it runs (dataclasses and pickle look their module up
+    there) and afterwards only if ``keep``; an exception it raises propagates
+    with the half-run module unregistered, for the caller to word. Task files
+    (``path/to/file.py:Class``) and export's check of its model.py share it."""
     spec = importlib.util.spec_from_file_location(name, file)
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     sys.modules[name] = module
     try:
         spec.loader.exec_module(module)  # type: ignore[union-attr]
-    except Exception as exc:
-        del sys.modules[name]
-        raise TaskReferenceError(f"--task {text}: importing {path} failed: {type(exc).__name__}: {exc}") from None
-    _by_value(module)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    if not keep:
+        sys.modules.pop(name, None)
     return module
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 
 import pytest
 import torch
@@ -82,6 +83,16 @@ def test_export_refuses_existing_folder_then_force_replaces(study, tmp_path):
     result = archgram.export(study, out, trial=0, force=True, pt2=False)
     assert (out / "model.py").is_file() and (out / "notes.txt").read_text() == "mine"
     assert result.notes["model.pt2"] == "not requested"
+
+
+def test_a_generated_model_that_does_not_import_leaves_nothing_behind(study, tmp_path, monkeypatch):
+    from archgram.export import exporter
+
+    monkeypatch.setattr(exporter, "model_source", lambda *a: "raise ImportError('no torch here')\n")
+    with pytest.raises(ExportError, match="the generated model.py does not import: ImportError: no torch here"):
+        archgram.export(study, tmp_path / "e", trial=0, pt2=False)
+    assert not (tmp_path / "e").exists()
+    assert not [name for name in sys.modules if name.startswith("archgram_export_")]
 
 
 def test_export_bad_trials(tmp_path):

@@ -3,13 +3,14 @@ data:PATH resolve to tasks; the study record rebuilds the same task and refuses
 changed data, naming what changed."""
 from __future__ import annotations
 
+import sys
 import textwrap
 
 import numpy as np
 import pytest
 
 from archgram.tasks import get_task
-from archgram.tasks.reference import TaskReferenceError, rebuild, record, reference_of, resolve
+from archgram.tasks.reference import TaskReferenceError, import_file, rebuild, record, reference_of, resolve
 
 USER_TASK = textwrap.dedent('''
     import torch
@@ -66,6 +67,28 @@ def test_bad_references_are_one_line_errors(user_module, ref, message):
     with pytest.raises(Exception) as err:
         resolve(ref)
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_file_that_fails_to_import_is_named_and_left_unregistered(tmp_path):
+    broken = tmp_path / "broken_tasks.py"
+    broken.write_text("import sys\nFIRST = 1\nraise RuntimeError('boom')\n")
+    before = set(sys.modules)
+    with pytest.raises(TaskReferenceError, match=r"importing .*broken_tasks.py failed: RuntimeError: boom"):
+        resolve(f"{broken}:Blobs")
+    assert set(sys.modules) == before
+
+
+def test_import_file_keeps_the_module_registered_only_when_asked(tmp_path):
+    source = tmp_path / "plain.py"
+    source.write_text("import sys\nSEEN_AS = __name__\nREGISTERED = __name__ in sys.modules\n")
+    try:
+        kept = import_file(source, "archgram_test_kept")
+        assert (kept.SEEN_AS, kept.REGISTERED) == ("archgram_test_kept", True)
+        assert sys.modules["archgram_test_kept"] is kept
+        dropped = import_file(source, "archgram_test_dropped", keep=False)
+        assert dropped.REGISTERED and "archgram_test_dropped" not in sys.modules
+    finally:
+        sys.modules.pop("archgram_test_kept", None)
 
 
 def test_bad_options_are_refused(user_module):
