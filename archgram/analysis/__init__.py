@@ -18,9 +18,11 @@ every query's attention pattern per layer (``patterns.summarize``: 2-D codes,
 plotted by head), attention-map images and an HTML report, for any compiled
 model with composite attention ops, sequences (token distance) or images
 (pixel distance).
-What differs: no interactive views: the tool writes a static report for any
-model a search produced, run unattended; the autoencoder's codes are 2-D
-directly rather than projected from a wider latent.
+The interactive system is ``explore.html`` (explore.py): linked views of head
+importance, strength by distance, the pattern codes and each query's attention,
+all redrawn from one selection, written unattended with the report.
+What differs: the autoencoder's codes are 2-D directly rather than projected
+from a wider latent; the page shows the first validation example's maps.
 """
 from archgram.analysis.capture import AnalysisError, NoAttentionError, attention_layers, capture
 

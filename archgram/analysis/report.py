@@ -1,12 +1,13 @@
-"""The analysis as files: analysis.json, PNGs and a self-contained index.html
-(inline CSS, images linked by relative path, no scripts)."""
+"""The analysis as files: analysis.json, PNGs, a self-contained index.html
+(inline CSS, images linked by relative path, no scripts) and explore.html, the
+interactive linked views (explore.py)."""
 from __future__ import annotations
 
 import html
 import json
 from pathlib import Path
 
-from archgram.analysis import plots
+from archgram.analysis import explore, plots
 
 
 def _row(cells, tag="td") -> str:
@@ -45,6 +46,8 @@ def write(out: Path, result: dict, maps: dict) -> list[str]:
         files.append("distance.png")
     (out / "analysis.json").write_text(json.dumps(result, indent=2) + "\n")
     files.append("analysis.json")
+    (out / "explore.html").write_text(explore.page(explore.explore_data(result, maps)))
+    files.append("explore.html")
     (out / "index.html").write_text(_html(result, files))
     files.append("index.html")
     return files
@@ -58,7 +61,8 @@ def _html(result: dict, files: list[str]) -> str:
         "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
         "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}img{max-width:100%}</style></head><body>",
         f"<h1>Attention analysis</h1><p>{e(result['source'])}; task <b>{e(result['task'])}</b>, "
-        f"{result['val_examples']} validation examples.</p>",
+        f"{result['val_examples']} validation examples. Interactive, linked views: "
+        "<a href='explore.html'>explore.html</a>.</p>",
     ]
     if imp:
         parts.append(f"<p>Validation loss {_num(imp['base_loss'])}, {e(imp['metric'])} {_num(imp['base_metric'])}.</p>")

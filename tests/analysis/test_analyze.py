@@ -162,7 +162,7 @@ def test_analyze_cli_writes_report(tmp_path):
     out = tmp_path / "report"
     code = _run(["analyze", str(src), "--task", "mqar", "--budget", "3steps", "--max-val", "16", "--out", str(out)])
     assert code == 0
-    for f in ("index.html", "analysis.json", "importance.png", "distance.png", "attention_L0.png", "attention_L1.png",
+    for f in ("index.html", "explore.html", "analysis.json", "importance.png", "distance.png", "attention_L0.png", "attention_L1.png",
               "patterns_L0.png"):
         assert (out / f).stat().st_size > 0, f
     result = json.loads((out / "analysis.json").read_text())
@@ -171,7 +171,7 @@ def test_analyze_cli_writes_report(tmp_path):
     assert [len(v) for v in result["importance"]["loss_delta"].values()] == [4, 4]
     assert result["val_examples"] == 16 and result["distance_unit"] == "tokens"
     html = (out / "index.html").read_text()
-    assert "attention_L1.png" in html and "importance.png" in html
+    assert "attention_L1.png" in html and "importance.png" in html and "explore.html" in html
 
 
 def test_analyze_export_folder(tmp_path):
