@@ -26,6 +26,10 @@ GRAMMARS_DIR = Path(__file__).with_name("grammars")
 REF = re.compile(r"\bS(\d\d)\b")
 
 
+#: A row's status, most complete first: implementations and tests, either, neither.
+STATUSES = ("implemented", "partial", "missing")
+
+
 @dataclass
 class Row:
     id: str
@@ -40,6 +44,7 @@ class Row:
 
     @property
     def status(self) -> str:
+        """One of STATUSES."""
         if self.implementations and self.tests:
             return "implemented"
         if self.implementations or self.tests:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import pkgutil
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Generic, TypeVar
 
 from archgram.errors import ArchgramError
@@ -26,6 +26,17 @@ def did_you_mean(name: object, candidates) -> str:
     """'; did you mean 'x'?' for the closest candidate, or ''."""
     close = difflib.get_close_matches(str(name), [str(c) for c in candidates], n=1)
     return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def unknown(kind: str, name: object, known: Iterable, *, listed: bool = True, close_to: object = None) -> str:
+    """"unknown KIND 'name'; did you mean 'x'? known: a, b" for a name outside
+    ``known`` (the listing left out unless ``listed``; the match sought for
+    ``close_to``, default the name). Registry tables and the fixed tuples too
+    small for one word their refusals alike."""
+    known = [str(k) for k in known]
+    hint = did_you_mean(name if close_to is None else close_to, known)
+    listing = f"{' ' if hint else '; '}known: {', '.join(known)}" if listed else ""
+    return f"unknown {kind} '{name}'{hint}{listing}"
 
 
 def import_submodules(package: str) -> list[str]:
@@ -110,9 +121,7 @@ class Registry(Generic[T]):
     def unknown(self, name: object) -> str:
         """The message for a name not in the table: closest match, then (for
         short tables) every known name."""
-        hint = did_you_mean(self._normalise(str(name)), self._entries)
-        known = f"{' ' if hint else '; '}known: {', '.join(self.names())}" if self.list_known else ""
-        return f"unknown {self.kind} '{name}'{hint}{known}"
+        return unknown(self.kind, name, self.names(), listed=self.list_known, close_to=self._normalise(str(name)))
 
     def names(self) -> list[str]:
         self._load()

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from archgram.errors import ArchgramError, ShapeError
-from archgram.registry import Registry, did_you_mean, import_submodules
+from archgram.registry import Registry, did_you_mean, import_submodules, unknown
 
 
 class Oops(ArchgramError):
@@ -123,3 +123,47 @@ def test_entries_fill_the_table_and_keep_their_names_taken():
     assert reg.items() == [("sort", 2), ("sum", 1)]
     with pytest.raises(ArchgramError, match="already registered"):
         reg.add("sum", 3)
+
+
+def test_fixed_name_lists_word_their_refusals_like_a_registry():
+    assert unknown("split", "trian", ("train", "val", "test")) == \
+        "unknown split 'trian'; did you mean 'train'? known: train, val, test"
+    assert unknown("split", "zzz", ("train", "val", "test")) == "unknown split 'zzz'; known: train, val, test"
+
+
+def _split(name):
+    import torch
+
+    from archgram.tasks.base import TaskData
+
+    x, y = torch.zeros(4, 2), torch.zeros(4)
+    TaskData(x, y, None, None, x, y).split(name)
+
+
+def _block_sparse(layout):
+    from archgram.ops.attention.sparse_patterns import BlockSparse
+
+    BlockSparse(block=4, pattern=layout).check(16, None)
+
+
+def _objective(name):
+    from archgram.search.store import direction
+
+    direction(name)
+
+
+def _layout(name):
+    from archgram.distributed.context_parallel import check_layout
+
+    check_layout(name)
+
+
+@pytest.mark.parametrize("refuse, typo, close", [
+    (_split, "vall", "val"),
+    (_block_sparse, "bigbrd", "bigbird"),
+    (_objective, "parms", "params"),
+    (_layout, "zigzg", "zigzag"),
+])
+def test_a_typo_in_a_fixed_name_gets_the_closest_name(refuse, typo, close):
+    with pytest.raises(ArchgramError, match=rf"unknown .*'{typo}'; did you mean '{close}'\? known: "):
+        refuse(typo)

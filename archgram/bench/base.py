@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import torch
 
 from archgram.errors import ArchgramError
-from archgram.registry import Registry, import_submodules
+from archgram.registry import Registry, import_submodules, unknown
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 _LENGTH = re.compile(r"^(\d+)([kK]?)$")
@@ -36,7 +36,7 @@ def parse_lengths(text: str) -> list[int]:
 
 def parse_dtype(text: str) -> torch.dtype:
     if text not in DTYPES:
-        raise BenchError(f"--dtype: unknown dtype {text!r}; choose one of: {', '.join(DTYPES)}")
+        raise BenchError(f"--dtype: {unknown('dtype', text, DTYPES)}")
     return DTYPES[text]
 
 

@@ -12,11 +12,11 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from archgram.catalog import catalog, default_tests_dir
+from archgram.catalog import STATUSES, catalog, default_tests_dir
 from archgram.cli.common import console, emit_json
 from archgram.errors import ArchgramError
+from archgram.registry import unknown
 
-STATUSES = ("implemented", "partial", "missing")
 STYLE = {"implemented": "green", "partial": "yellow", "missing": "red"}
 
 
@@ -27,7 +27,7 @@ def catalog_command(
 ) -> None:
     """The catalog rows (S01..S78) with status, implementing ops and covering tests."""
     if status is not None and status not in STATUSES:
-        raise ArchgramError(f"unknown status '{status}'; choose one of: {', '.join(STATUSES)}")
+        raise ArchgramError(unknown("status", status, STATUSES))
     folder = tests or default_tests_dir()
     if tests is not None and not tests.is_dir():
         raise ArchgramError(f"test folder {tests} does not exist")

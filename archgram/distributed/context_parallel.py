@@ -33,6 +33,7 @@ import torch.distributed as dist
 
 from archgram.distributed.blocks import Segment, attend_segments, grad_segments
 from archgram.errors import ArchgramError
+from archgram.registry import unknown
 
 LAYOUTS = ("contiguous", "zigzag")
 
@@ -84,7 +85,7 @@ def unshard(parts: list[torch.Tensor], layout: str = "contiguous", dim: int = 2)
 
 def check_layout(layout: str) -> None:
     if layout not in LAYOUTS:
-        raise ContextParallelError(f"unknown layout {layout!r}; choose one of: {', '.join(LAYOUTS)}")
+        raise ContextParallelError(unknown("layout", layout, LAYOUTS))
 
 
 # ------------------------------------------------------------------ checks

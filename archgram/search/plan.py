@@ -43,7 +43,7 @@ def objectives(text: str | Sequence[str] | None, strategy: str) -> tuple[str, ..
     names = _names(text)
     for name in names:
         if name not in OBJECTIVES:
-            raise ArchgramError(f"--objectives: unknown objective '{name}'{did_you_mean(name, OBJECTIVES)} (objectives: {', '.join(OBJECTIVES)})")
+            raise ArchgramError(f"--objectives: {OBJECTIVES.unknown(name)}")
     if not names or names[0] != "score" or len(set(names)) != len(names):
         raise ArchgramError(f"--objectives {text!r}: give 'score' first, then any of params, latency, flops once each "
                             "(e.g. score,params)")

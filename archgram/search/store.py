@@ -30,13 +30,15 @@ from optuna.trial import TrialState
 
 from archgram.errors import ArchgramError
 from archgram.grammar.derivation import Derivation
+from archgram.registry import Registry
 from archgram.search.drivers import alive
 from archgram.tasks.data.fingerprint import changes
 
 STUDY_NAME = "archgram"
 SQLITE_MAGIC = b"SQLite format 3\x00"
 #: objective name -> direction
-OBJECTIVES = {"score": "maximize", "params": "minimize", "latency": "minimize", "flops": "minimize"}
+OBJECTIVES: Registry[str] = Registry("objective", entries={
+    "score": "maximize", "params": "minimize", "latency": "minimize", "flops": "minimize"})
 INTERRUPTED = "interrupted"
 #: a driver sharing the study claimed a trial for an architecture the study
 #: already holds, or past the study's total: never run, never counted
@@ -58,7 +60,7 @@ def direction(objective: str) -> str:
     if objective.startswith("score:") and len(objective) > len("score:"):
         return "maximize"
     if objective not in OBJECTIVES:
-        raise StudyError(f"unknown objective '{objective}'; objectives are: {', '.join(OBJECTIVES)} (and score:TASK)")
+        raise StudyError(f"{OBJECTIVES.unknown(objective)} (and score:TASK)")
     return OBJECTIVES[objective]
 
 

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from archgram.errors import ArchgramError, ShapeError
-from archgram.registry import Registry, same_class
+from archgram.registry import Registry, same_class, unknown
 from archgram.shapes import Shape, fmt
 
 
@@ -69,7 +69,7 @@ class TaskData:
     def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(inputs, targets) of ``name``: 'train', 'val' or 'test'."""
         if name not in SPLITS:
-            raise ArchgramError(f"unknown split '{name}'; choose one of: {', '.join(SPLITS)}")
+            raise ArchgramError(unknown("split", name, SPLITS))
         return getattr(self, f"x_{name}"), getattr(self, f"y_{name}")
 
     def with_validation(self, fraction: float, seed: int) -> TaskData:

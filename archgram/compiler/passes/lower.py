@@ -28,6 +28,7 @@ from archgram.compiler.passes import register_pass
 from archgram.compiler.passes.attention import AttentionMatch, HeadsMatch, find_fusions
 from archgram.errors import CompileError
 from archgram.grammar.derivation import BranchNode, Derivation, Node, RuleNode
+from archgram.registry import unknown
 
 #: How FusedAttention computes: "sdpa" = torch scaled_dot_product_attention;
 #: "flash" = archgram's Triton kernel where dispatch supports it, else SDPA.
@@ -129,12 +130,16 @@ def _pair(node: Node, module: nn.Module, path: str, parent: nn.Module, key: str,
             _pair(arm, module.arms[i], f"{path}/arm{i}", module.arms, str(i), table)
 
 
+def _check_backend(backend: str) -> None:
+    if backend not in BACKENDS:
+        raise CompileError(unknown("attention backend", backend, BACKENDS))
+
+
 @register_pass("fuse_attention", find=find_fusions, refs=("S55",))
 def fuse_attention(network: nn.Module, derivation: Derivation,
                    backend: str = "sdpa") -> list[AttentionMatch | HeadsMatch]:
     """Replace every attention cascade of primitives by one fused attention call."""
-    if backend not in BACKENDS:
-        raise CompileError(f"unknown attention backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    _check_backend(backend)
     matches = find_fusions(derivation)
     table: dict = {}
     _pair(derivation.root, network.body, "root", network, "body", table)
@@ -152,8 +157,7 @@ def fuse_attention(network: nn.Module, derivation: Derivation,
 
 def set_backend(network: nn.Module, backend: str) -> int:
     """Switch every FusedAttention in ``network`` to ``backend``; how many there are."""
-    if backend not in BACKENDS:
-        raise CompileError(f"unknown attention backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    _check_backend(backend)
     fused = [m for m in network.modules() if isinstance(m, (FusedAttention, FusedHeads))]
     for m in fused:
         m.backend = backend

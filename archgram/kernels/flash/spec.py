@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from archgram.errors import ShapeError
+from archgram.registry import unknown
 
 KERNEL_SCORES = ("softmax", "sigmoid", "softcap", "softplus", "clipped")
 SCORE_IDS = {name: i for i, name in enumerate(KERNEL_SCORES)}
@@ -86,12 +87,12 @@ def _check_grid(spec: Spec, n: int) -> None:
 
 def make_spec(nq: int, nk: int, **kw) -> Spec:
     """A validated Spec for Nq queries and Nk keys; FlashArgumentError says what is wrong."""
-    unknown = set(kw) - set(Spec.__dataclass_fields__)
-    if unknown:
-        raise FlashArgumentError(f"flash attention: unknown keyword(s) {', '.join(sorted(unknown))}")
+    extra = set(kw) - set(Spec.__dataclass_fields__)
+    if extra:
+        raise FlashArgumentError(f"flash attention: unknown keyword(s) {', '.join(sorted(extra))}")
     spec = Spec(**kw)
     if spec.score not in KERNEL_SCORES:
-        raise FlashArgumentError(f"flash attention: unknown score {spec.score!r}; known: {', '.join(KERNEL_SCORES)}")
+        raise FlashArgumentError(f"flash attention: {unknown('score', spec.score, KERNEL_SCORES)}")
     if spec.window is not None:
         _positive_int("window", spec.window, low=0)
     _positive_int("dilation", spec.dilation)

@@ -8,6 +8,7 @@ import torch
 from archgram.errors import ShapeError
 from archgram.ops.attention.parts import PATTERNS
 from archgram.ops.attention.patterns import HeadSplitPattern, Pattern, require_integers
+from archgram.registry import Registry
 
 
 def _bigbird_random(nb: int, device, count: int = 1, seed: int = 0) -> torch.Tensor:
@@ -24,7 +25,7 @@ def _strided_blocks(r: torch.Tensor, s: torch.Tensor, nb: int) -> torch.Tensor:
 
 
 #: Block layouts for ``block_sparse``: (query block r, key block s, block count) -> bool.
-BLOCK_LAYOUTS = {
+BLOCK_LAYOUTS: Registry = Registry("block_sparse layout", error=ShapeError, entries={
     # sliding blocks: own block and its neighbours (BigBird's window part)
     "local": lambda r, s, nb: (r - s).abs() <= 1,
     # own block plus a first block that sees and is seen by everything (ETC/BigBird global)
@@ -33,7 +34,7 @@ BLOCK_LAYOUTS = {
     "strided": _strided_blocks,
     # BigBird: local + global + one fixed random block per query block
     "bigbird": lambda r, s, nb: (r - s).abs().le(1) | (r == 0) | (s == 0) | _bigbird_random(nb, r.device),
-}
+})
 
 
 @PATTERNS.register
@@ -49,8 +50,7 @@ class BlockSparse(Pattern):
 
     def check(self, n, grid):
         require_integers(self, "block")
-        if self.pattern not in BLOCK_LAYOUTS:
-            raise ShapeError(f"block_sparse layout '{self.pattern}' is unknown; known: {', '.join(BLOCK_LAYOUTS)}")
+        BLOCK_LAYOUTS.get(self.pattern)  # ShapeError naming the closest layout
 
     def layout(self, nb: int, device) -> torch.Tensor:
         r = torch.arange(nb, device=device)
