@@ -26,7 +26,7 @@ from archgram.search.config import SearchConfig
 from archgram.search.progress import Progress
 from archgram.search.runner import run_search
 from archgram.search.schedulers import SCHEDULERS
-from archgram.search.store import StudyStore, TrialRecord, storage_url
+from archgram.search.store import StudyStore, TrialRecord
 from archgram.tasks.base import Task
 from archgram.tasks.reference import DATA_PREFIX, rebuild, reference_of, resolve
 
@@ -95,47 +95,21 @@ class SearchRequest:
 
 
 def prepare(
-    grammar: str = "einspace",
-    task: Any = None,
-    data: Any = None,
-    *,
-    target: str | None = None,
-    task_kind: str | None = None,
-    strategy: str = "evolution",
-    trials: int = 16,
-    budget: str | int | None = None,
-    workers: int = 2,
-    study: str | Path | None = None,
-    seed: int = 0,
-    batch_size: int | None = None,
-    lr: float | None = None,
-    optimizer: str | None = None,
-    objectives: str | Sequence[str] | None = None,
-    address: str | None = None,
-    cpus_per_trial: float = 1.0,
-    gpus_per_trial: float = 0.0,
-    population: int | None = None,
-    tournament: int | None = None,
-    seed_baselines: str | Sequence[str] | None = None,
-    scheduler: str = "fifo",
-    train_options: dict[str, Any] | None = None,
-    task_options: dict[str, Any] | None = None,
-    data_options: dict[str, Any] | None = None,
-    warn: Callable[[str], None] | None = None,
-    reference: bool = True,
-    rungs: int = 1,
-    eta: int = 3,
-    prescreen: int = 1,
-    proxy: str = "synflow",
-    inherit: bool = True,
+    grammar: str = "einspace", task: Any = None, data: Any = None, *, target: str | None = None,
+    task_kind: str | None = None, strategy: str = "evolution", trials: int = 16, budget: str | int | None = None,
+    workers: int = 2, study: str | Path | None = None, seed: int = 0, batch_size: int | None = None,
+    lr: float | None = None, optimizer: str | None = None, objectives: str | Sequence[str] | None = None,
+    address: str | None = None, cpus_per_trial: float = 1.0, gpus_per_trial: float = 0.0,
+    population: int | None = None, tournament: int | None = None, seed_baselines: str | Sequence[str] | None = None,
+    scheduler: str = "fifo", train_options: dict[str, Any] | None = None, task_options: dict[str, Any] | None = None,
+    data_options: dict[str, Any] | None = None, warn: Callable[[str], None] | None = None, reference: bool = True,
+    rungs: int = 1, eta: int = 3, prescreen: int = 1, proxy: str = "synflow", inherit: bool = True,
 ) -> SearchRequest:
     """Check a search request and apply the search policy (``plan``); runs
     nothing and writes nothing. Arguments as for ``search``."""
     from archgram.grammar.model import load_grammar
-    from archgram.search.budget import Budget
     from archgram.search.multitask import TaskSet
     from archgram.search.strategies import get_strategy
-    from archgram.search.training.options import TrainOptions, check_training
 
     warn = warn or (lambda text: warnings.warn(text, stacklevel=3))
     choice = choose_task(task, data, target=target, task_kind=task_kind, task_options=task_options,
@@ -150,40 +124,22 @@ def prepare(
     first = choice.task if choice.task is not None else resolve(choice.names[0])
     # the task's recipe fills whatever training setting the caller left unset
     recipe = first.recipe.override(budget=budget, lr=lr, optimizer=optimizer, batch_size=batch_size)
-    lr, optimizer, batch_size = recipe.lr, recipe.optimizer, recipe.batch_size
-    try:
-        budget_text = str(Budget.parse(recipe.budget))
-    except ArchgramError as exc:
-        raise ArchgramError(f"--budget: {exc}") from None
-    check_training(lr, optimizer, lr_name="--lr")
-    train_opts = dict(train_options or {})
-    TrainOptions.from_dict(train_opts)  # names and ranges
-    plan.check_resources(trials, workers, batch_size, cpus_per_trial, gpus_per_trial, address)
+    budget_text, train_opts = plan.training(recipe, train_options)
+    plan.check_resources(trials, workers, recipe.batch_size, cpus_per_trial, gpus_per_trial, address)
     g = load_grammar(grammar)
-    shape = first.body_input_shape(batch_size)
+    shape = first.body_input_shape(recipe.batch_size)
     per_task = task_set.objectives(objs) if task_set else None
     options = plan.strategy_options(strategy, trials, population, tournament, objs, per_task)
-    plan.precheck_sampling(g, shape, first.output_target(batch_size))
-    if task_set:
-        from archgram.search.multitask import precheck
-
-        precheck(g, task_set, batch_size)
-    if seed_baselines and strategy != "evolution":
-        warn(f"--seed-baselines seeds evolution only; ignored for '{strategy}'")
-    elif seed_baselines:
-        seeds = plan.baseline_seeds(seed_baselines, g, shape, warn)
-        if seeds:
-            options["seeds"] = seeds
-    study_text = str(study) if study is not None else str(Path("runs") / f"{choice.label}.db")
-    storage_url(study_text)  # refuses a directory, a text file, a foreign SQLite file (untouched)
+    plan.precheck(g, shape, first.output_target(recipe.batch_size), task_set, recipe.batch_size)
+    options.update(plan.evolution_seeds(strategy, seed_baselines, g, shape, warn))
     config = SearchConfig(
         grammar=str(grammar), task=choice.reference if choice.task is not None else choice.names[0],
-        study=study_text, strategy=strategy, trials=trials, workers=workers, budget=budget_text, seed=seed,
-        batch_size=batch_size, lr=lr, optimizer=optimizer, objectives=per_task or objs, address=address,
-        cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, strategy_options=options,
-        scheduler=scheduler, tasks=choice.names, train_options=train_opts, task_options=choice.options,
-        reference=reference, seed_reference=reference, rungs=rungs, eta=eta, prescreen=prescreen, proxy=proxy,
-        inherit=inherit,
+        study=plan.study_path(study, choice.label), strategy=strategy, trials=trials, workers=workers,
+        budget=budget_text, seed=seed, batch_size=recipe.batch_size, lr=recipe.lr, optimizer=recipe.optimizer,
+        objectives=per_task or objs, address=address, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
+        strategy_options=options, scheduler=scheduler, tasks=choice.names, train_options=train_opts,
+        task_options=choice.options, reference=reference, seed_reference=reference, rungs=rungs, eta=eta,
+        prescreen=prescreen, proxy=proxy, inherit=inherit,
     )
     return SearchRequest(config, choice.task, g.name, choice.label)
 
@@ -220,6 +176,23 @@ def search(grammar: str = "einspace", task: Any = None, data: Any = None, *,
     default, the best measured in experiments/search_quality).
     """
     return run(prepare(grammar, task, data, **kwargs), on_update)
+
+
+def best_export_dir(study: str | Path) -> Path:
+    """Where ``export_best`` writes: beside the study (``runs/digits.db`` -> ``runs/digits-best/``)."""
+    from archgram.export.exporter import default_out
+
+    return default_out(study, None)
+
+
+def export_best(study: str | Path):
+    """Export a study's best trial to ``best_export_dir``, replacing an earlier
+    export there (a folder holding model.py and derivation.json), never a foreign folder."""
+    from archgram.export.exporter import export
+
+    out = best_export_dir(study)
+    ours = (out / "model.py").is_file() and (out / "derivation.json").is_file()
+    return export(study, out, force=ours)
 
 
 class Study:

@@ -1,10 +1,11 @@
 """The ``archgram`` command line: the typer app, its root options and the entry
 points. Each command group is one module that registers its commands here:
 
-  grammar   check, sample, ops          search   search, show
-  export    export                      analyze  analyze
-  bench     bench                       catalog  catalog
-  experts   experts                     fuse     fusions
+  grammar   check, sample, ops          search   search
+  show      show                        export   export
+  analyze   analyze                     bench    bench
+  catalog   catalog                     experts  experts
+  fuse      fusions
 
 What they share (consoles, exit codes, option types, ``warn``/``error``) is
 ``archgram.cli.common``. ``run(argv)`` is where every exception becomes one
@@ -22,7 +23,7 @@ import typer
 from rich.text import Text
 
 import archgram
-from archgram.cli import analyze, bench, catalog, experts, export, fuse, grammar, search
+from archgram.cli import analyze, bench, catalog, experts, export, fuse, grammar, search, show
 from archgram.cli.common import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, console, err
 from archgram.cli.common import error as _error
 from archgram.errors import ArchgramError, GrammarError
@@ -69,7 +70,7 @@ def _root(
     _state["debug"] = _state["debug"] or debug
 
 
-for _module in (grammar, search, catalog, export, bench, fuse, analyze, experts):
+for _module in (grammar, search, show, catalog, export, bench, fuse, analyze, experts):
     _module.register(app)
 
 

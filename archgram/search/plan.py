@@ -12,11 +12,12 @@ from __future__ import annotations
 import math
 import socket
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from archgram.errors import ArchgramError
 from archgram.registry import did_you_mean
-from archgram.search.store import OBJECTIVES
+from archgram.search.store import OBJECTIVES, storage_url
 
 #: Sampling seeds tried before a search starts, to refuse a grammar that cannot
 #: produce anything for the task's input shape (its every trial would fail).
@@ -149,3 +150,50 @@ def check_address(address: str) -> None:
     except OSError as exc:
         raise ArchgramError(f"--address {address}: no Ray cluster answers there ({exc.strerror or exc}); start one "
                             "with `ray start --head --port PORT` or check the address") from None
+
+
+def training(recipe: Any, train_options: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
+    """The budget as stored (read, then written back: '500' -> '500steps') and the
+    train options, checked against the recipe's learning rate and optimizer."""
+    from archgram.search.budget import Budget
+    from archgram.search.training.options import TrainOptions, check_training
+
+    try:
+        budget_text = str(Budget.parse(recipe.budget))
+    except ArchgramError as exc:
+        raise ArchgramError(f"--budget: {exc}") from None
+    check_training(recipe.lr, recipe.optimizer, lr_name="--lr")
+    options = dict(train_options or {})
+    TrainOptions.from_dict(options)  # names and ranges
+    return budget_text, options
+
+
+def precheck(grammar: Any, shape: tuple, target: tuple | None, task_set: Any, batch_size: int) -> None:
+    """Refuse a grammar that samples nothing for the task (``precheck_sampling``)
+    or, in a multi-task search, nothing that fits every task."""
+    precheck_sampling(grammar, shape, target)
+    if task_set:
+        from archgram.search.multitask import precheck as precheck_tasks
+
+        precheck_tasks(grammar, task_set, batch_size)
+
+
+def evolution_seeds(strategy: str, names: str | Sequence[str] | None, grammar: Any, shape: tuple,
+                    warn: Callable[[str], None]) -> dict[str, Any]:
+    """Strategy options for ``--seed-baselines``: ``{"seeds": [...]}`` for evolution,
+    nothing (with a warning) for any other strategy."""
+    if names and strategy != "evolution":
+        warn(f"--seed-baselines seeds evolution only; ignored for '{strategy}'")
+    elif names:
+        seeds = baseline_seeds(names, grammar, shape, warn)
+        if seeds:
+            return {"seeds": seeds}
+    return {}
+
+
+def study_path(study: Any, label: str) -> str:
+    """The study (default runs/<label>.db), refused at once if it is a directory,
+    a text file or a foreign SQLite file (left untouched)."""
+    text = str(study) if study is not None else str(Path("runs") / f"{label}.db")
+    storage_url(text)
+    return text

@@ -48,7 +48,7 @@ def start_ray(ray, init: dict[str, Any], address: str | None) -> None:
             ray.init(**init)
             return
         except ConnectionError as exc:
-            raise ArchgramError(f"cannot join the Ray cluster at {address}: {exc}") from None
+            raise ArchgramError(_join_error(address, exc)) from None
         except Exception as exc:
             if address or "timed out during startup" not in str(exc):
                 raise
@@ -57,6 +57,17 @@ def start_ray(ray, init: dict[str, Any], address: str | None) -> None:
                 raise ArchgramError(f"local Ray did not start in {attempt} tries (the machine may be overloaded): "
                                     f"{str(exc).splitlines()[0]}") from None
             time.sleep(2 * attempt)
+
+
+def _join_error(address: str | None, exc: Exception) -> str:
+    """Why joining a cluster failed; at an explicit address without RAY_AUTH_MODE,
+    the likely cause: Ray 2.5x clusters use token auth by default, and a driver
+    joining by address never sends a token unasked."""
+    text = f"cannot join the Ray cluster at {address}: {exc}"
+    if address and "RAY_AUTH_MODE" not in os.environ:
+        text = (f"{text.splitlines()[0]} (if the cluster uses token authentication, export RAY_AUTH_MODE=token and "
+                "its token as RAY_AUTH_TOKEN or in ~/.ray/auth_token)")
+    return text
 
 
 def _ray_init(config: SearchConfig) -> dict[str, Any]:
