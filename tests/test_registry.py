@@ -89,9 +89,11 @@ def _lookups():
     every table migrated onto Registry."""
     from archgram.bench.base import SUITES, get_suite
     from archgram.compiler.passes import PASSES, get_pass
+    from archgram.ops.attention.sparse_patterns import BLOCK_LAYOUTS, BlockSparse
     from archgram.search.prescreen import check_prescreen
     from archgram.search.proxies import PROXIES
     from archgram.search.schedulers import SCHEDULERS
+    from archgram.search.store import OBJECTIVES, direction
     from archgram.search.strategies import STRATEGIES, get_strategy
     from archgram.search.training.adversarial import METHODS, get_method
     from archgram.search.training.options import OPTIMIZERS, check_training
@@ -106,6 +108,8 @@ def _lookups():
         (lambda name: check_prescreen(2, None, name), PROXIES, "synflw", "synflow"),
         (get_suite, SUITES, "kernals", "kernels"),
         (get_pass, PASSES, "fuse_attenton", "fuse_attention"),
+        (direction, OBJECTIVES, "parms", "params"),
+        (lambda name: BlockSparse(block=4, pattern=name).check(16, None), BLOCK_LAYOUTS, "bigbrd", "bigbird"),
     ]
 
 
@@ -140,18 +144,6 @@ def _split(name):
     TaskData(x, y, None, None, x, y).split(name)
 
 
-def _block_sparse(layout):
-    from archgram.ops.attention.sparse_patterns import BlockSparse
-
-    BlockSparse(block=4, pattern=layout).check(16, None)
-
-
-def _objective(name):
-    from archgram.search.store import direction
-
-    direction(name)
-
-
 def _layout(name):
     from archgram.distributed.context_parallel import check_layout
 
@@ -160,10 +152,8 @@ def _layout(name):
 
 @pytest.mark.parametrize("refuse, typo, close", [
     (_split, "vall", "val"),
-    (_block_sparse, "bigbrd", "bigbird"),
-    (_objective, "parms", "params"),
     (_layout, "zigzg", "zigzag"),
 ])
-def test_a_typo_in_a_fixed_name_gets_the_closest_name(refuse, typo, close):
+def test_a_typo_in_a_fixed_name_list_gets_the_closest_name(refuse, typo, close):
     with pytest.raises(ArchgramError, match=rf"unknown .*'{typo}'; did you mean '{close}'\? known: "):
         refuse(typo)

@@ -36,9 +36,7 @@ def _asha(config: SearchConfig):
 
 
 #: name -> factory of the Ray Tune scheduler
-SCHEDULERS: Registry[Callable[[SearchConfig], Any]] = Registry("scheduler")
-SCHEDULERS.add("fifo", _fifo)
-SCHEDULERS.add("asha", _asha)
+SCHEDULERS: Registry[Callable[[SearchConfig], Any]] = Registry("scheduler", entries={"fifo": _fifo, "asha": _asha})
 
 
 def check_scheduler(config: SearchConfig) -> None:
