@@ -199,6 +199,10 @@ class Attention(Op):
         q, k = self.position.rotate(q, k, self.grid)
         n = x.shape[1]
         bias = self.position.bias(n, n, x.device)
+        if self.gathers and "flash" in type(self.pattern).__dict__:  # a block layout the kernels skip (PrFlash)
+            out = self._flash(q, k, v)
+            if out is not None:
+                return self._finish(out, x, q, k, v, None, bias, image)
         if self.gathers:  # Sparsifiner: attend over the selected keys only
             idx, valid = self.pattern.select(q, k, self.grid)
             out = gathered_attend(self.score, q, k, v, idx, valid, bias, self.scale)

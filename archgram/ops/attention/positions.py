@@ -194,6 +194,11 @@ class RoPEALiBi(ALiBi, RoPE):
     def slopes(self) -> torch.Tensor:  # ALiBi's bias and kernel slopes; RoPE's rotation
         return 1.0 / torch.arange(1, self.heads + 1, dtype=torch.float32)
 
+    def flash(self, n, grid, device):
+        """Served, and declared so (a part inherits no kernel): q and k are rotated
+        before the kernel, which adds these slopes' ALiBi bias."""
+        return ALiBi.flash(self, n, grid, device)
+
 
 @POSITIONS.register
 class URPE(Position):

@@ -21,9 +21,10 @@ each the natural one:
 A query block at row r then attends E[r] = sum_{d<=r} (d + 1)^(-decay) key
 blocks: ln(r) + 0.58 at decay 1, so a sequence of n tokens costs O(n log n)
 instead of O(n^2); decay 0 keeps every block (exact causal attention).
-The op gathers each query's chosen keys (the "re-shaping": compact
-(queries x chosen keys) tensors, no n x n logits) and hands the layout to the
-flash kernels as their block mask on GPU.
+On GPU the op hands the round's layout to the flash kernels as their block
+mask (the kernels skip the other blocks); elsewhere it gathers each query's
+chosen keys (the "re-shaping": compact (queries x chosen keys) tensors, no
+n x n logits).
 """
 from __future__ import annotations
 
@@ -92,6 +93,7 @@ class PrFlash(Pattern):
         blocks, padded (valid False) to the longest row."""
         n = q.shape[-2]
         mask = self.mask(n, grid, q.device)
+        self._round = None  # a gathered round is never handed to the kernels
         if torch.compiler.is_exporting():  # the width must not depend on the draw: every key, the mask as validity
             order, valid = torch.arange(n, device=q.device).expand(n, n), mask
         else:
@@ -102,10 +104,14 @@ class PrFlash(Pattern):
         return order.expand(shape), valid.expand(shape)
 
     def flash(self, n, grid, device):
+        """The round's layout as the kernels' block mask: the one ``mask`` drew in this
+        forward (the op's dense path asks ``mask`` first), else a fresh draw (the
+        op asks the kernels before gathering)."""
         nb = self.blocks(n)
-        layout = getattr(self, "_round", None)
+        layout, self._round = getattr(self, "_round", None), None
         if layout is None or layout.shape[0] != nb:
             layout = self.draw(nb, device)
+            self._round = None
         return {"block_mask": layout.to(device), "block": (self.block, self.block), "causal": True}
 
     def attended_keys(self, n: int) -> int:

@@ -93,6 +93,31 @@ def test_pr_flash_gathered_attention_equals_the_flash_reference_on_the_same_roun
     torch.testing.assert_close(got, want)
 
 
+def test_pr_flash_hands_the_rounds_layout_to_the_flash_kernel(monkeypatch):
+    """Where the kernels run, the op gives them the round's block layout (causal, with
+    the ALiBi slopes) instead of gathering; the output equals the gathered one. The
+    kernel is stood in for by its float64 reference, so this runs on the CPU."""
+    from archgram.kernels.flash import dispatch
+
+    shape = (1, 19, 16)
+    attn = build(shape, heads=2, pattern={"name": "pr_flash", "block": 4, "seed": 5},
+                 position={"name": "rope_alibi"})
+    x = torch.randn(shape, dtype=torch.float64)
+    gathered = attn(x)
+    calls = []
+
+    def kernel(q, k, v, **kw):
+        calls.append(kw)
+        return reference.attention(q, k, v, **kw)[0]
+
+    monkeypatch.setattr(dispatch, "unavailable", lambda *t: None)
+    monkeypatch.setattr(dispatch, "attention", kernel)
+    torch.testing.assert_close(attn(x), gathered)
+    (kw,) = calls
+    assert kw["causal"] and kw["block"] == (4, 4) and "alibi_slopes" in kw
+    assert torch.equal(kw["block_mask"], PrFlash(decay=1.0, seed=5).draw(5, "cpu"))
+
+
 def test_pr_flash_draws_a_new_layout_each_round_unless_seeded():
     torch.manual_seed(0)
     free, fixed = PrFlash(decay=1.0), PrFlash(decay=1.0, seed=7)
