@@ -62,6 +62,9 @@ def attention_map(op, q, k, v, mask, bias) -> tuple[torch.Tensor | None, str]:
             logits = logits + bias
         return score.weights(logits, mask)
 
+    dense = op.pattern.dense_weights(q, k, op.scale) if op.factorised else None
+    if dense is not None:
+        return dense, f"{score.name} weights of pattern {op.pattern.name} (its own contraction, written out)"
     if op.position.reweights:
         return op.position.reweight(weights(), mask, op.grid), f"{score.name} weights reweighted by {op.position.name}"
     if type(score).attend is Score.attend:

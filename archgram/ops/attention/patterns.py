@@ -58,6 +58,12 @@ class Pattern(Part):
         weights rather than cut keys (Combiner's block summaries); None for most."""
         return None
 
+    def dense_weights(self, q, k, scale: float) -> torch.Tensor | None:
+        """(B, H, Nq, Nk) weights that ``attend`` applies to v, for analysis of a
+        factorised pattern whose weights are no single masked softmax (routing's
+        per-cluster average); None where the dense mask path says it all."""
+        return None
+
     def check(self, n: int, grid: tuple[int, int] | None) -> None:
         if self.needs_grid and grid is None:
             raise ShapeError(f"pattern '{self.name}' is 2D: it needs an image (B,C,H,W) input, not a sequence")

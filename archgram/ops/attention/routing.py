@@ -98,24 +98,39 @@ class Routing(Pattern):
             keys = self.centroids.cosines(k).topk(w, dim=-2).indices.transpose(-1, -2)
         return queries, keys
 
-    def attend(self, q, k, v, scale: float) -> torch.Tensor:
-        """(B, H, N, Dv): softmax within each cluster (its keys plus the query's own),
-        averaged over a query's clusters; a query in none reads its own value."""
+    def cluster_weights(self, q, k, scale: float):
+        """(queries, keys, p): members (B, H, C, w) and each cluster's softmax
+        (B, H, C, w, w + 1) over its keys and, last, the query's own key."""
         qi, ki = self.members(q, k)
-        qc, kc, vc = gather_keys(q, qi), gather_keys(k, ki), gather_keys(v, ki)  # (B, H, C, w, D)
-        logits = qc @ kc.transpose(-1, -2) * scale  # (B, H, C, w, w)
-        own = (qc * gather_keys(k, qi)).sum(-1, keepdim=True) * scale  # (B, H, C, w, 1)
+        logits = gather_keys(q, qi) @ gather_keys(k, ki).transpose(-1, -2) * scale  # (B, H, C, w, w)
+        own = (gather_keys(q, qi) * gather_keys(k, qi)).sum(-1, keepdim=True) * scale  # (B, H, C, w, 1)
         listed = ki[..., None, :] == qi[..., :, None]  # the query's own key is already in the cluster
         own = own.masked_fill(listed.any(-1, keepdim=True), float("-inf"))
         if self.causal:
             logits = logits.masked_fill(ki[..., None, :] > qi[..., :, None], float("-inf"))
-        p = torch.softmax(torch.cat((logits, own), -1), -1)
-        out = p[..., :-1] @ vc + p[..., -1:] * gather_keys(v, qi)  # (B, H, C, w, Dv)
+        return qi, ki, torch.softmax(torch.cat((logits, own), -1), -1)
+
+    def attend(self, q, k, v, scale: float) -> torch.Tensor:
+        """(B, H, N, Dv): softmax within each cluster (its keys plus the query's own),
+        averaged over a query's clusters; a query in none reads its own value."""
+        qi, ki, p = self.cluster_weights(q, k, scale)
+        out = p[..., :-1] @ gather_keys(v, ki) + p[..., -1:] * gather_keys(v, qi)  # (B, H, C, w, Dv)
         flat = qi.flatten(2)  # (B, H, C * w)
         total = v.new_zeros(*v.shape[:-1], out.shape[-1]).scatter_add(
             2, flat[..., None].expand(*flat.shape, out.shape[-1]), out.flatten(2, 3))
         count = v.new_zeros(v.shape[:-1]).scatter_add(2, flat, torch.ones_like(flat, dtype=v.dtype))[..., None]
         return torch.where(count > 0, total / count.clamp_min(1), v)
+
+    def dense_weights(self, q, k, scale: float) -> torch.Tensor:
+        """The (B, H, N, N) matrix ``attend`` applies to v (for analysis)."""
+        qi, ki, p = self.cluster_weights(q, k, scale)
+        n = k.shape[-2]
+        cols = torch.cat((ki[..., None, :].expand(*qi.shape, ki.shape[-1]), qi[..., None]), -1)  # (B, H, C, w, w + 1)
+        cells = (qi[..., None] * n + cols).flatten(2)  # row-major cell of each weight
+        total = p.new_zeros(*p.shape[:2], n * n).scatter_add(2, cells, p.flatten(2)).unflatten(-1, (n, n))
+        count = total.sum(-1, keepdim=True)  # each cluster row sums to 1: the number of clusters
+        eye = torch.eye(n, dtype=p.dtype, device=p.device)
+        return torch.where(count > 0.5, total / count.clamp_min(1), eye)
 
     def mask_for(self, q, k, grid):
         """Dense fallback: a query sees the union of its clusters' keys, and itself."""

@@ -493,6 +493,8 @@ def test_routing_attends_within_balanced_query_and_key_clusters(causal):
     assert m.factorised
     with torch.no_grad():
         torch.testing.assert_close(m(x), want, atol=1e-5, rtol=1e-5)
+        q, k, v = m.layout.qkv(x)  # the dense weights analysis reads are the ones applied
+        torch.testing.assert_close(m.pattern.dense_weights(q, k, m.scale) @ v, m.pattern.attend(q, k, v, m.scale))
 
 
 @pytest.mark.catalog("S78")
