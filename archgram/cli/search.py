@@ -1,4 +1,4 @@
-"""``archgram search`` and ``archgram show``: run a search with a live display, read a study back.
+"""``archgram search``: run a search with a live display, then print how it ended (``show`` reads it back).
 
 Usage::
 
@@ -18,8 +18,10 @@ draw the Pareto front. Evolution can start from known architectures:
 ``--target``, .pt, a folder of images) searches on your own data; ``--task``
 also takes ``package.module:Class`` and ``path/to/file.py:Class``.
 
-This module only translates options and shows progress: the checks, defaults
-and the search itself are ``archgram.api`` (``prepare``, ``run``).
+This module only translates options and prints: the checks, defaults and the
+search itself are ``archgram.api`` (``prepare``, ``run``, ``export_best``), what
+a finished run amounts to is ``archgram.search.summary``; the live display is
+``search_display``, the options ``search_options``.
 
 Every bad input (unknown task, strategy or objective, a bad budget, a study
 file that is not an archgram study) is refused before Ray starts, with one
