@@ -58,6 +58,11 @@ def test_short_evolution_runs_keep_a_tournament_of_two_so_parents_are_not_random
     assert plan.strategy_options("evolution", 16, None, None, ("score",)) == {"population": 8, "tournament": 4}
 
 
+def test_short_pcfg_eda_runs_refit_within_the_run_instead_of_staying_random_search():
+    assert plan.strategy_options("pcfg-eda", 6, None, None, ("score",)) == {"refit_every": 2}
+    assert plan.strategy_options("pcfg-eda", 100, None, None, ("score",)) == {"refit_every": 8}
+
+
 def test_prepare_builds_a_data_task_with_its_reference_and_default_study(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     path = table(tmp_path)

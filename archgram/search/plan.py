@@ -27,6 +27,10 @@ POPULATION_MAX, POPULATION_MIN = 20, 2
 #: tournament = half the population, within these bounds: at least 2, since a
 #: tournament of 1 picks a random parent and evolution degrades to a random walk
 TOURNAMENT_MIN, TOURNAMENT_MAX = 2, 5
+#: pcfg-eda: refit the production probabilities every quarter of the trials,
+#: within these bounds (at a fixed 8, a search of 8 trials or fewer never refits
+#: and is random search)
+EDA_REFIT_MIN, EDA_REFIT_MAX = 2, 8
 
 
 def _names(text: str | Sequence[str] | None) -> list[str]:
@@ -79,6 +83,8 @@ def strategy_options(strategy: str, trials: int, population: int | None, tournam
         options["population"] = max(POPULATION_MIN, min(POPULATION_MAX, trials // 2))
         pop = options["population"]
         options.setdefault("tournament", min(pop, max(TOURNAMENT_MIN, min(TOURNAMENT_MAX, pop // 2))))
+    if strategy == "pcfg-eda":  # refit a few times within the run, not only every 8th result
+        options["refit_every"] = max(EDA_REFIT_MIN, min(EDA_REFIT_MAX, trials // 4))
     if strategy in ("tpe", "nsga2"):
         options["objectives"] = tuple(o for o in per_task if o != "score") if per_task else objectives
     return options

@@ -62,9 +62,7 @@ def build_strategy(method: dict, grammar, task, batch_size: int, trial_budget: s
     from archgram.search.strategies import get_strategy
 
     shape = task.body_input_shape(batch_size)
-    options = {}
-    if method["strategy"] == "evolution":  # sized as `archgram search` sizes it
-        options = strategy_options("evolution", total_trials, None, None, ("score",))
+    options = strategy_options(method["strategy"], total_trials, None, None, ("score",))  # as `archgram search` does
     strategy = get_strategy(method["strategy"])(grammar, shape, seed=seed, target=task.output_target(batch_size), **options)
     if method.get("prescreen", 1) > 1:
         strategy = Prescreen(strategy, task, batch_size, k=method["prescreen"], proxy=method.get("proxy", "synflow"),
@@ -166,7 +164,7 @@ def compute_to_reach(curve: list[float], grid: list[int], target: float) -> int 
 def report(runs: list[dict], refs: dict[str, dict], out: Path) -> dict:
     summary: dict = {"tasks": {}}
     lines = ["| task | method | final validation (mean ± std) | final pick test (mean ± std) | "
-             "compute to reach random's final | runs |", "|---|---|---|---|---|---|"]
+             ">= random | compute to reach random's final | runs |", "|---|---|---|---|---|---|---|"]
     for task in TASKS:
         task_runs = [r for r in runs if r["task"] == task]
         if not task_runs:
@@ -189,9 +187,12 @@ def report(runs: list[dict], refs: dict[str, dict], out: Path) -> dict:
         for m, v in methods.items():
             reach = compute_to_reach(v["curve"], grid, random_final) if not math.isnan(random_final) else None
             v["reach_random"] = None if reach is None else reach / total
+            v["at_least_random"] = None if m == "random" else bool(v["final"][0] >= random_final)
+            verdict = {None: "", True: "yes", False: "**no**"}[v["at_least_random"]]
             lines.append(f"| {task} | {m} | {v['final'][0]:.4f} ± {v['final'][1]:.4f} | {v['test'][0]:.4f} ± "
-                         f"{v['test'][1]:.4f} | {'-' if reach is None else f'{reach / total:.2f}'} | {v['runs']} |")
-        lines.append(f"| {task} | *reference* | {ref_mean[0]:.4f} ± {ref_mean[1]:.4f} | | | |")
+                         f"{v['test'][1]:.4f} | {verdict} | {'-' if reach is None else f'{reach / total:.2f}'} | "
+                         f"{v['runs']} |")
+        lines.append(f"| {task} | *reference* | {ref_mean[0]:.4f} ± {ref_mean[1]:.4f} | | | | |")
         summary["tasks"][task] = {"grid": grid, "methods": methods, "reference": ref}
         _plot(task, grid, methods, ref_mean[0], out / f"curves_{task}.png")
     table = "\n".join(lines) + "\n"
@@ -224,6 +225,21 @@ def _plot(task: str, grid: list[int], methods: dict, ref: float, path: Path) -> 
     plt.close(fig)
 
 
+def report_existing(out: Path) -> dict:
+    """The report over every finished run in ``out/runs`` (seeds may differ per task)."""
+    runs, refs = [], {}
+    for path in sorted((out / "runs").glob("*.json")):
+        record = json.loads(path.read_text())
+        if path.stem.endswith("__reference"):
+            refs[record["task"]] = record
+        else:
+            runs.append(record)
+    summary = report(runs, refs, out)
+    summary["cpu_minutes"] = sum(r.get("cpu_seconds", r["seconds"]) for r in runs) / 60
+    (out / "results.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("experiments/search_quality/results"))
@@ -235,7 +251,12 @@ def main(argv=None) -> None:
     p.add_argument("--scale", type=float, default=1.0, help="multiply every run's total compute (more trials per run)")
     p.add_argument("--seed-reference", action="store_true",
                    help="start every search from the task's reference where the grammar can express it")
+    p.add_argument("--report", action="store_true",
+                   help="run nothing: the table and curves over every run already in OUT/runs")
     args = p.parse_args(argv)
+    if args.report:
+        report_existing(args.out)
+        return
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     configs = {t: {**TASKS[t], **(QUICK[t] if args.quick else {})} for t in args.tasks}
     for cfg in configs.values():
