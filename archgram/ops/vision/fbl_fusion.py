@@ -35,14 +35,12 @@ from archgram.errors import ShapeError
 from archgram.ops.registry import Arg, MergeOp, check_rank, register_op
 from archgram.ops.tokens import from_tokens, to_tokens
 from archgram.ops.vision._common import tokens_of
+from archgram.ops.vision.fbl_memory import ARGS as MEMORY_ARGS
 from archgram.ops.vision.fbl_memory import FeedbackLoopMemory
 from archgram.shapes import Shape, fmt
 
-ARGS = {
-    "slots": Arg(int, 4, low=1, doc="knowledge vectors in the memory"),
-    "iterations": Arg(int, 2, low=1, doc="fuse-then-rewrite rounds of the feedback loop per forward"),
-    "momentum": Arg(float, 0.1, low=0.0, high=1.0, doc="step of the persistent knowledge toward each batch's"),
-}
+#: the memory's arguments; one round here fuses, then rewrites the knowledge
+ARGS = MEMORY_ARGS | {"iterations": Arg(int, 2, low=1, doc="fuse-then-rewrite rounds of the feedback loop per forward")}
 
 
 @register_op("fbl_fusion", family="vision", refs=("S33",), args=ARGS)
