@@ -59,6 +59,7 @@ def main(argv=None) -> None:
 
     data = from_runs(args.runs) if args.runs else from_study(args.study, args.task)
     out = args.out or (args.runs.parent if args.runs else Path("."))
+    out.mkdir(parents=True, exist_ok=True)
     result = {}
     for task_name, items in data.items():
         task = get_task(task_name)
