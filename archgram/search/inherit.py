@@ -40,6 +40,11 @@ def _children(node: Node, prefix: str):
             yield f"{prefix}.arms.{i}", arm
 
 
+def inherits(proposal) -> bool:
+    """Whether a proposal starts from a parent's trained weights (when kept)."""
+    return proposal.origin in INHERITING_ORIGINS and bool(proposal.parents)
+
+
 def trial_budget(proposal, parent, default):
     """What a proposal trains: its own budget, except a promotion whose shorter
     run's weights are gone (``parent`` None), which trains its whole rung from

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from archgram.search.evaluator import evaluate, score_split
-from archgram.search.inherit import INHERITING_ORIGINS, trial_budget
+from archgram.search.inherit import inherits, trial_budget
 
 
 @dataclass
@@ -52,8 +52,7 @@ def run_local(strategy, task, recipe, total_steps: int, *, seed: int = 0, thread
             before = getattr(strategy, "evaluations", 0)
             proposal = strategy.ask()
             out.steps += getattr(strategy, "evaluations", 0) - before  # proxy evaluations
-            parent = trained.get(proposal.parents[0]) if inherit and proposal.parents and proposal.origin in (
-                INHERITING_ORIGINS) else None
+            parent = trained.get(proposal.parents[0]) if inherit and inherits(proposal) else None
             budget = trial_budget(proposal, parent, recipe.budget)
             r = evaluate(proposal.derivation, task, budget, seed=seed * 10_000 + number, batch_size=recipe.batch_size,
                          lr=recipe.lr, optimizer=recipe.optimizer, train_options=options, weights=str(trial_path),

@@ -26,7 +26,7 @@ from ray.tune.search import Searcher
 from archgram.grammar.derivation import Derivation
 from archgram.search.claims import claim_next
 from archgram.search.config import SearchConfig, trial_device
-from archgram.search.inherit import INHERITING_ORIGINS, trial_budget
+from archgram.search.inherit import inherits, trial_budget
 from archgram.search.outcomes import stored, strategy_metrics
 from archgram.search.progress import Progress
 from archgram.search.schedulers import reports_per_trial
@@ -152,7 +152,7 @@ class StrategySearcher(Searcher):
     def _parent(self, proposal) -> dict[str, str] | None:
         """The kept weights of a mutated or crossed-over proposal's first parent
         (of a promotion: its own run on the rung below)."""
-        if proposal.origin not in INHERITING_ORIGINS or not proposal.parents:
+        if not inherits(proposal):
             return None
         number, derivation = self.trained.get(proposal.parents[0], (None, None))
         path = None if number is None else weights_file(self.store.url, number)
