@@ -8,7 +8,9 @@ import pytest
 
 import archgram
 from archgram.errors import ArchgramError
+from archgram.grammar.derivation import Derivation
 from archgram.grammar.edit import cost
+from archgram.grammar.model import Grammar
 from archgram.search.strategies import get_strategy, strategy_names
 from archgram.search.strategies.eda import production_counts, reweighted
 
@@ -155,3 +157,89 @@ def test_nsga2_records_several_objectives(einspace):
     strategy.tell(p.derivation, 0.5, {"params": 1234})
     (trial,) = [t for t in strategy.study.trials if t.state.name == "COMPLETE"]
     assert trial.values == [0.5, 1234.0]
+
+
+# -- pcfg-eda refits on a tiny grammar ----------------------------------------
+TINY_RULES = "left : norm @0.7 | relu @0.3\nright : norm @0.2 | gelu @0.8\n"
+TINY = Grammar.from_text("net : relu left @0.5 | gelu right @0.5 | norm @0\n" + TINY_RULES)
+TINY_SHAPE = (2, 5, 8)
+
+
+def tiny_sample(grammar, wanted: dict) -> Derivation:
+    """The first sample (by seed) whose production counts are exactly ``wanted``."""
+    for seed in range(500):
+        d = grammar.sample(TINY_SHAPE, seed=seed)
+        if dict(production_counts([d])) == wanted:
+            return d
+    raise AssertionError(f"no sample with counts {wanted}")
+
+
+def refit_on(grammar, elite: Derivation, other: Derivation, **options):
+    """A pcfg-eda whose one refit saw ``elite`` (score 1) and ``other`` (score 0)."""
+    strategy = get_strategy("pcfg-eda")(grammar, TINY_SHAPE, seed=0, elite=0.5, refit_every=2, **options)
+    strategy.tell(other, 0.0)
+    strategy.tell(elite, 1.0)
+    return strategy
+
+
+def test_pcfg_eda_keeps_the_weights_of_a_rule_the_elite_never_uses():
+    elite = tiny_sample(TINY, {("net", 0): 1, ("left", 0): 1})
+    other = tiny_sample(TINY, {("net", 1): 1, ("right", 0): 1})
+    strategy = refit_on(TINY, elite, other)
+    assert strategy.table["right"] == pytest.approx([0.2, 0.8])
+
+
+def test_pcfg_eda_keeps_the_weights_the_elite_agrees_with():
+    """An elite choosing a rule's alternatives as often as the grammar does is
+    no evidence against the grammar: no pull towards uniform probabilities."""
+    grammar = Grammar.from_text("net : x x x x x\nx : relu @0.6 | gelu @0.4\n")
+    elite = tiny_sample(grammar, {("net", 0): 1, ("x", 0): 3, ("x", 1): 2})
+    other = tiny_sample(grammar, {("net", 0): 1, ("x", 0): 1, ("x", 1): 4})
+    strategy = refit_on(grammar, elite, other)
+    assert strategy.table["x"] == pytest.approx([0.6, 0.4])
+
+
+def test_pcfg_eda_one_elite_derivation_moves_a_bounded_step():
+    """k = 1 elite derivation, prior strength s = 1 and lr = 0.5: the step is
+    lr * k / (k + s) = 0.25 of the way to the target (count + s * p0) / (k + s)."""
+    elite = tiny_sample(TINY, {("net", 0): 1, ("left", 1): 1})
+    other = tiny_sample(TINY, {("net", 1): 1, ("right", 0): 1})
+    strategy = refit_on(TINY, elite, other, lr=0.5, prior_strength=1.0)
+    # left: target (0 + 0.7) / 2 = 0.35 and (1 + 0.3) / 2 = 0.65; 0.75 * p0 + 0.25 * target
+    assert strategy.table["left"] == pytest.approx([0.6125, 0.3875])
+    # net: target 0.75, 0.25, 0
+    assert strategy.table["net"] == pytest.approx([0.5625, 0.4375, 0.0])
+    for before, after, chosen in zip([0.7, 0.3], strategy.table["left"], [0.0, 1.0]):
+        assert abs(after - before) <= 0.5 * 1 / (1 + 1) * abs(chosen - before) + 1e-12
+    assert strategy.propose().info == {"refits": 1}
+
+
+def test_pcfg_eda_many_consistent_elites_reach_the_floor_cap():
+    """With many elite derivations all choosing left -> norm, its probability
+    rises to the cap the floor leaves: 1 / (1 + floor) for two alternatives."""
+    elite = tiny_sample(TINY, {("net", 0): 1, ("left", 0): 1})
+    strategy = get_strategy("pcfg-eda")(TINY, TINY_SHAPE, seed=0, elite=1.0, refit_every=10, floor=0.02)
+    for _ in range(200):
+        strategy.tell(elite, 1.0)
+    cap = 1 / (1 + 0.02)
+    assert cap - 0.002 < strategy.table["left"][0] <= cap + 1e-12
+    assert cap - 0.002 < strategy.table["net"][0] <= cap + 1e-12
+
+
+def test_pcfg_eda_zero_probability_productions_stay_zero():
+    """Even an elite that used a zero-probability production (say a seeded
+    reference architecture) does not bring it back."""
+    loose = Grammar.from_text("net : relu left @0.25 | gelu right @0.25 | norm @0.5\n" + TINY_RULES)
+    used_zero = tiny_sample(loose, {("net", 2): 1})
+    strategy = get_strategy("pcfg-eda")(TINY, TINY_SHAPE, seed=0, elite=1.0, refit_every=1)
+    for _ in range(20):
+        strategy.tell(used_zero, 1.0)
+        strategy.tell(strategy.ask().derivation, 1.0)
+    assert strategy.table["net"][2] == 0.0
+    assert all(n.alt != 2 for n in [strategy.ask().derivation.root for _ in range(20)])
+
+
+def test_pcfg_eda_rejects_bad_options():
+    for bad in ({"elite": 0}, {"lr": 1.5}, {"refit_every": 0}, {"prior_strength": -1}, {"prior_strength": math.inf}):
+        with pytest.raises(ArchgramError, match="pcfg-eda"):
+            get_strategy("pcfg-eda")(TINY, TINY_SHAPE, **bad)

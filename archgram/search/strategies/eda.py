@@ -1,17 +1,27 @@
 """PCFG estimation of distribution: learn the grammar's production probabilities.
 
 einspace samples from fixed probabilities. Here, every ``refit_every`` results
-the probabilities move towards the production frequencies of the elite (the
-best ``elite`` fraction of successful trials so far):
+the probabilities move towards what the elite (the best ``elite`` fraction of
+successful trials so far, ``k`` derivations) chose, shrunk towards the
+grammar's own probabilities ``p0`` by a Dirichlet prior centred on them. For
+each rule, with ``c_i`` the elite's choices of alternative ``i`` counted in
+derivations (each elite derivation that expands the rule adds its share of
+expansions choosing ``i``, so ``sum(c) = n``, the elite derivations that
+expand the rule) and ``s = prior_strength``:
 
-    p <- (1 - lr) * p + lr * (count + prior) / (total + prior * alternatives)
+    target_i = (c_i + s * p0_i) / (n + s)
+    p <- (1 - lr_k) * p + lr_k * target,    lr_k = lr * k / (k + s)
 
-with a floor so no production dies out. New proposals sample the refitted PCFG.
+then a floor so no production dies out (productions with ``p0 == 0`` stay 0)
+and renormalisation. A rule no elite derivation expands keeps its
+probabilities, and an elite choosing as the grammar does leaves them where the
+grammar put them. New proposals sample the refitted PCFG.
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from collections import Counter
 
 from archgram.errors import ArchgramError
@@ -36,8 +46,39 @@ def production_counts(derivations: list[Derivation]) -> Counter:
     return Counter((n.symbol, n.alt) for d in derivations for n in walk(d.root) if isinstance(n, RuleNode))
 
 
+def derivation_shares(derivations: list[Derivation]) -> tuple[Counter, Counter]:
+    """Production choices counted in derivations: ``(rule, alt) -> sum`` over the
+    derivations of the share of their expansions of ``rule`` that chose ``alt``,
+    and ``rule -> how many derivations expand it``. A derivation that recursed
+    six times through a rule is one piece of evidence about it, not seven."""
+    shares: Counter = Counter()
+    users: Counter = Counter()
+    for d in derivations:
+        counts = production_counts([d])
+        per_rule = Counter()
+        for (rule, _), c in counts.items():
+            per_rule[rule] += c
+        for (rule, alt), c in counts.items():
+            shares[(rule, alt)] += c / per_rule[rule]
+        users.update(per_rule.keys())
+    return shares, users
+
+
 @register_strategy
 class PcfgEda(Strategy):
+    """Refits production probabilities towards the elite (see the module docstring).
+
+    ``prior_strength`` (s) is how many derivations' worth of evidence the
+    grammar's own probabilities count as. The default 1 is a unit-information
+    prior: the grammar author's weights weigh as much as one elite derivation,
+    so a single derivation can move a rule's target at most half way to its own
+    choices, while an elite of ten consistent derivations gets 10/11 of the say.
+    The step uses the same unit, ``lr * k / (k + s)``: a refit trusts the elite
+    in the proportion the posterior mean does, half of ``lr`` for one elite
+    derivation, nearly all of it for many. ``prior_strength=0`` turns both off
+    (the elite's frequencies, full steps).
+    """
+
     name = "pcfg-eda"
 
     def __init__(
@@ -48,15 +89,20 @@ class PcfgEda(Strategy):
         elite: float = 0.25,
         refit_every: int = 8,
         lr: float = 0.5,
-        prior: float = 1.0,
+        prior_strength: float = 1.0,
         floor: float = 0.02,
         **kwargs,
     ):
         super().__init__(grammar, input_shape, **kwargs)
         if not 0 < elite <= 1 or not 0 < lr <= 1 or refit_every < 1:
             raise ArchgramError("pcfg-eda needs 0 < elite <= 1, 0 < lr <= 1 and refit_every >= 1")
-        self.elite, self.refit_every, self.lr, self.prior, self.floor = elite, refit_every, lr, prior, floor
-        self.table = {name: [p.prob for p in rule.productions] for name, rule in grammar.rules.items()}
+        if not (math.isfinite(prior_strength) and prior_strength >= 0):
+            raise ArchgramError(
+                f"pcfg-eda needs a finite prior_strength >= 0 (derivations' worth of evidence), got {prior_strength}")
+        self.elite, self.refit_every, self.lr, self.floor = elite, refit_every, lr, floor
+        self.prior_strength = prior_strength
+        self.original = {name: [p.prob for p in rule.productions] for name, rule in grammar.rules.items()}
+        self.table = {name: list(probs) for name, probs in self.original.items()}
         self.model = grammar
         self.results: list[tuple[Derivation, float]] = []
         self.told = 0
@@ -76,17 +122,17 @@ class PcfgEda(Strategy):
     def refit(self) -> None:
         ranked = sorted(self.results, key=lambda r: r[1], reverse=True)
         elite = [d for d, _ in ranked[: max(1, round(self.elite * len(ranked)))]]
-        counts = production_counts(elite)
+        shares, users = derivation_shares(elite)
+        s, k = self.prior_strength, len(elite)
+        step = self.lr * k / (k + s)
         for name, probs in self.table.items():
-            n = len(probs)
-            if n == 1:
+            p0, n = self.original[name], users[name]
+            if len(probs) == 1 or n == 0:
                 continue
-            total = sum(counts[(name, i)] for i in range(n))
-            if total == 0:
-                continue
-            target = [(counts[(name, i)] + self.prior) / (total + self.prior * n) for i in range(n)]
-            mixed = [(1 - self.lr) * p + self.lr * t for p, t in zip(probs, target)]
-            floored = [max(m, self.floor) if p > 0 else 0.0 for m, p in zip(mixed, probs)]
-            s = sum(floored)
-            self.table[name] = [f / s for f in floored]
+            target = [(shares[(name, i)] + s * q) / (n + s) for i, q in enumerate(p0)]
+            mixed = [(1 - step) * p + step * t for p, t in zip(probs, target)]
+            floored = [max(m, self.floor) if q > 0 else 0.0 for m, q in zip(mixed, p0)]
+            total = sum(floored)
+            if total > 0:  # 0 only with floor 0 and an elite that chose nothing the grammar allows
+                self.table[name] = [f / total for f in floored]
         self.model = reweighted(self.grammar, self.table)
