@@ -19,6 +19,8 @@ SHAPE = (2, 64, 32)  # mqar's body input at batch 2
 ARCHS = {
     "softmax": (2, "attention(heads=4, kv_heads=1, score=softmax, pattern=neighborhood(9), position=gpsa)"),
     "linear": (4, "attention(heads=4, layout=random_qk, score=linear, pattern=causal)"),
+    "combiner": (1, "attention(heads=4, score=softmax, pattern=combiner(8))"),
+    "combiner_causal": (1, "attention(heads=4, score=softmax, pattern=combiner(8), causal=true)"),
 }
 
 
@@ -93,6 +95,67 @@ def test_maps_reproduce_the_head_outputs(arch):
     finally:
         attention_op.ANALYSIS_HOOK = None
     assert len(checked) == len(attention_layers(model))
+
+
+def _first_layer_inputs(model, x) -> dict:
+    """The first attention layer's analysis-hook arguments for one forward of ``x``."""
+    seen = {}
+
+    def hook(op, out, q, k, v, mask, bias):
+        seen.setdefault("args", (op, out, q, k, v, mask, bias))
+        return out
+
+    attention_op.ANALYSIS_HOOK = hook
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        attention_op.ANALYSIS_HOOK = None
+    return seen["args"]
+
+
+@pytest.mark.catalog("S27")
+@pytest.mark.parametrize("arch", ["combiner", "combiner_causal"])
+def test_combiner_map_is_its_factorised_attention_not_full_softmax(arch):
+    """Combiner's map: direct weights inside a query's own block of 8, and for
+    each other block the summary's weight spread by the local expectation
+    q(j | block) -- constant across the block while that expectation is uniform
+    (w = 0, as built), proportional to it once learned; equal to the softmax of
+    the dense exact-bias logits (a second, independent form) and not the full
+    softmax of the same q and k."""
+    model = _model(arch)
+    (_, layer), *_ = attention_layers(model)
+    assert layer.factorised
+    x = torch.randn(SHAPE, generator=torch.Generator().manual_seed(2))
+    op, out, q, k, v, mask, bias = _first_layer_inputs(model, x)
+    w, how = attention_map(op, q, k, v, mask, bias)
+    assert "combiner" in how
+    n, blk = q.shape[-2], 8
+    blocks = torch.arange(n) // blk
+    far = blocks[:, None] != blocks[None, :]
+    if op.causal:
+        far = far & (blocks[:, None] > blocks[None, :])
+        assert torch.all(w.triu(1) == 0)
+    spans = w.unflatten(-1, (n // blk, blk))  # (B, H, N, block r, key in r)
+    flat = (spans - spans[..., :1]).abs().amax(-1)  # spread of each query's weights inside block r
+    assert flat[..., far[:, ::blk]].max() < 1e-7  # summarised blocks: one weight per block
+    full = torch.softmax(q @ k.transpose(-1, -2) * op.scale, -1)
+    assert (w - full).abs().amax() > 1e-3
+    with torch.no_grad():
+        op.pattern_module.w.copy_(torch.randn(op.pattern_module.w.shape, generator=torch.Generator().manual_seed(3)))
+    op, out, q, k, v, mask, bias = _first_layer_inputs(model, x)
+    w, _ = attention_map(op, q, k, v, mask, bias)
+    torch.testing.assert_close(w @ v, out, atol=1e-5, rtol=1e-5)
+    logits = q @ k.transpose(-1, -2) * op.scale + op.pattern.bias_for(q, k, None)
+    if op.causal:
+        logits = logits.masked_fill(~torch.ones(n, n, dtype=torch.bool).tril(), float("-inf"))
+    torch.testing.assert_close(w, torch.softmax(logits, -1), atol=1e-6, rtol=1e-5)
+    expectation = torch.softmax(torch.einsum("bhnd,hd->bhn", k, op.pattern_module.w).unflatten(-1, (n // blk, blk)), -1)
+    spans = w.unflatten(-1, (n // blk, blk))  # within a summarised block, weights follow q(j | block)
+    share = spans / spans.sum(-1, keepdim=True).clamp_min(1e-30)
+    got = share[..., far[:, ::blk], :]
+    want = expectation[:, :, None].expand_as(share)[..., far[:, ::blk], :]
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
 
 
 def test_distances_hand_computed():

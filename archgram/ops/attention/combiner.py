@@ -52,7 +52,8 @@ class Combiner(Pattern):
     block is one summary with key sum_j q(j|block) k_j and value
     sum_j q(j|block) v_j; one softmax over the own-block logits and the summary
     logits. With the softmax score and no logit bias the op runs this compact
-    form (``attend``: O(N (block + N / block) d), no N x N matrix). Otherwise
+    form (``attend``: O(N (block + N / block) d), no N x N matrix; analysis
+    reads its N x N equivalent from ``dense_weights``). Otherwise
     the same distribution is written exactly as an additive bias on the dense
     logits (``bias_for``: key j in block r gets q . kbar_r + log q(j|r) in place
     of q . k_j), for positions that add biases; other scores see those logits
@@ -96,13 +97,13 @@ class Combiner(Pattern):
         own = blocks[:, None] == blocks[None, :]
         return swap.masked_fill(own, 0.0)
 
-    def attend(self, q, k, v, scale: float) -> torch.Tensor:
-        """Compact softmax over (own-block keys, other-block summaries): (B, H, N, Dv)."""
+    def _weights(self, q, k, ks, blocks, nb: int, scale: float) -> torch.Tensor:
+        """(B, H, N, block + nb): one softmax per query over its own block's keys
+        (slot c: key block_start + c) and, after them, every block's summary
+        (own and, if causal, later blocks at weight 0)."""
         n, b = q.shape[-2], self.block
-        blocks, nb = self._blocks(n, q.device)
-        ks, vs, _ = self.expectation.summaries(k, v, blocks, nb)
         pad = nb * b - n
-        qb, kb, vb = (F.pad(t, (0, 0, 0, pad)).unflatten(-2, (nb, b)) for t in (q, k, v))
+        qb, kb = (F.pad(t, (0, 0, 0, pad)).unflatten(-2, (nb, b)) for t in (q, k))
         local = qb @ kb.transpose(-1, -2) * scale  # (B, H, nb, b, b)
         pos = torch.arange(nb * b, device=q.device).view(nb, b)
         ok = (pos < n)[:, None, :].expand(nb, b, b)  # padded keys
@@ -113,6 +114,28 @@ class Combiner(Pattern):
         ids = torch.arange(nb, device=q.device)
         seen = (ids[None, :] < blocks[:, None]) if self.causal else (ids[None, :] != blocks[:, None])
         far = far.masked_fill(~seen, float("-inf"))
-        w = torch.softmax(torch.cat((local, far), -1), -1)
+        return torch.softmax(torch.cat((local, far), -1), -1)
+
+    def attend(self, q, k, v, scale: float) -> torch.Tensor:
+        """Compact softmax over (own-block keys, other-block summaries): (B, H, N, Dv)."""
+        n, b = q.shape[-2], self.block
+        blocks, nb = self._blocks(n, q.device)
+        ks, vs, _ = self.expectation.summaries(k, v, blocks, nb)
+        w = self._weights(q, k, ks, blocks, nb, scale)
+        pad = nb * b - n
+        vb = F.pad(v, (0, 0, 0, pad)).unflatten(-2, (nb, b))
         near = F.pad(w[..., :b], (0, 0, 0, pad)).unflatten(-2, (nb, b)) @ vb  # (B, H, nb, b, Dv)
         return near.flatten(-3, -2)[..., :n, :] + w[..., b:] @ vs
+
+    def dense_weights(self, q, k, scale: float) -> torch.Tensor:
+        """The (B, H, N, N) matrix ``attend`` applies to v (for analysis): an
+        own-block key gets its direct weight; a key j of another block r gets
+        p(block r | i) q(j | r), the summary's weight spread by the local expectation."""
+        n, b = q.shape[-2], self.block
+        blocks, nb = self._blocks(n, q.device)
+        ks, _, p = self.expectation.summaries(k, k[..., :1], blocks, nb)
+        w = self._weights(q, k, ks, blocks, nb, scale)
+        far = w[..., b:][..., blocks] * p[..., None, :]  # own block's summary has weight 0
+        cols = (blocks[:, None] * b + torch.arange(b, device=q.device)).expand(*w.shape[:-1], b)
+        near = w.new_zeros(*w.shape[:-1], nb * b).scatter(-1, cols, w[..., :b])[..., :n]  # padded slots dropped
+        return near + far

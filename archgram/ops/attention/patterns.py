@@ -61,7 +61,8 @@ class Pattern(Part):
     def dense_weights(self, q, k, scale: float) -> torch.Tensor | None:
         """(B, H, Nq, Nk) weights that ``attend`` applies to v, for analysis of a
         factorised pattern whose weights are no single masked softmax (routing's
-        per-cluster average); None where the dense mask path says it all."""
+        per-cluster average, Combiner's block summaries); None where the dense
+        mask path says it all."""
         return None
 
     def check(self, n: int, grid: tuple[int, int] | None) -> None:

@@ -610,6 +610,8 @@ def test_combiner_learned_local_expectation_weights_each_block_summary(causal):
             keys, values = torch.cat(keys, 2), torch.cat(values, 2)
             want[:, :, i : i + 1] = torch.softmax(q[:, :, i : i + 1] @ keys.transpose(-1, -2) / math.sqrt(8), -1) @ values
         torch.testing.assert_close(m(x), m.layout.out(want, x), atol=1e-5, rtol=1e-4)
+        # the dense weights analysis reads are the ones applied
+        torch.testing.assert_close(m.pattern.dense_weights(q, k, m.scale) @ v, m.pattern.attend(q, k, v, m.scale))
         m.factorised = False  # the dense form: additive bias on the n x n logits
         torch.testing.assert_close(m(x), m.layout.out(want, x), atol=1e-5, rtol=1e-4)
 
