@@ -55,6 +55,10 @@ METHODS = {
 }
 
 
+#: the plain search strategies (no budget policy around them): issue 16's "every non-random strategy"
+STRATEGIES = ("evolution", "tpe", "pcfg-eda")
+
+
 def build_strategy(method: dict, grammar, task, batch_size: int, trial_budget: str, seed: int, total_trials: int):
     from archgram.search.fidelity import SuccessiveHalving
     from archgram.search.plan import strategy_options
@@ -161,10 +165,34 @@ def compute_to_reach(curve: list[float], grid: list[int], target: float) -> int 
     return None
 
 
+def paired_wins(mine: dict, random: dict) -> tuple[int, int]:
+    """Seeds where this method's final score is at least random search's on the same seed, out of the
+    seeds both ran: a paired count, less at the mercy of one lucky seed than a difference of means."""
+    both = [s for s in mine if s in random and mine[s] is not None and random[s] is not None]
+    return sum(mine[s] >= random[s] for s in both), len(both)
+
+
+def target_lines(summary: dict) -> list[str]:
+    """Issue 16's target, per task: is every non-random strategy (the registered search strategies) and
+    every method (budget policies included) at least random search in mean final validation?"""
+    lines = ["", "| task | every strategy >= random | every method >= random | below random |", "|---|---|---|---|"]
+    for task, t in summary["tasks"].items():
+        verdicts = {m: v["at_least_random"] for m, v in t["methods"].items() if v["at_least_random"] is not None}
+        strategies = {m: ok for m, ok in verdicts.items() if m in STRATEGIES}
+        losers = ", ".join(m for m, ok in verdicts.items() if not ok) or "-"
+        lines.append(f"| {task} | {_yes(strategies)} | {_yes(verdicts)} | {losers} |")
+    return lines
+
+
+def _yes(verdicts: dict) -> str:
+    return "-" if not verdicts else ("yes" if all(verdicts.values()) else "**no**")
+
+
 def report(runs: list[dict], refs: dict[str, dict], out: Path) -> dict:
     summary: dict = {"tasks": {}}
-    lines = ["| task | method | final validation (mean ± std) | final pick test (mean ± std) | "
-             ">= random | compute to reach random's final | runs |", "|---|---|---|---|---|---|---|"]
+    lines = ["| task | method | final validation (mean ± std) | final pick test (mean ± std) | >= random | "
+             "seeds >= random | compute to reach random's final | CPU-min per run | runs |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for task in TASKS:
         task_runs = [r for r in runs if r["task"] == task]
         if not task_runs:
@@ -180,7 +208,8 @@ def report(runs: list[dict], refs: dict[str, dict], out: Path) -> dict:
             mean_curve = [mean_std([c[i] for c in curves])[0] for i in range(len(grid))]
             methods[m] = {"final": mean_std([r["best"] for r in rs]), "test": mean_std([r["test"] for r in rs]),
                           "curve": mean_curve, "std": [mean_std([c[i] for c in curves])[1] for i in range(len(grid))],
-                          "runs": len(rs)}
+                          "runs": len(rs), "by_seed": {r["seed"]: r["best"] for r in rs},
+                          "cpu_minutes": statistics.fmean(r.get("cpu_seconds", r["seconds"]) for r in rs) / 60}
         random_final = methods.get("random", {}).get("final", (math.nan,))[0]
         ref = refs.get(task, {})
         ref_mean = mean_std(ref.get("validation") or [])
@@ -188,14 +217,16 @@ def report(runs: list[dict], refs: dict[str, dict], out: Path) -> dict:
             reach = compute_to_reach(v["curve"], grid, random_final) if not math.isnan(random_final) else None
             v["reach_random"] = None if reach is None else reach / total
             v["at_least_random"] = None if m == "random" else bool(v["final"][0] >= random_final)
+            v["paired"] = None if m == "random" else paired_wins(v["by_seed"], methods.get("random", {}).get("by_seed", {}))
             verdict = {None: "", True: "yes", False: "**no**"}[v["at_least_random"]]
+            paired = "" if v["paired"] is None else f"{v['paired'][0]}/{v['paired'][1]}"
             lines.append(f"| {task} | {m} | {v['final'][0]:.4f} ± {v['final'][1]:.4f} | {v['test'][0]:.4f} ± "
-                         f"{v['test'][1]:.4f} | {verdict} | {'-' if reach is None else f'{reach / total:.2f}'} | "
-                         f"{v['runs']} |")
-        lines.append(f"| {task} | *reference* | {ref_mean[0]:.4f} ± {ref_mean[1]:.4f} | | | | |")
+                         f"{v['test'][1]:.4f} | {verdict} | {paired} | {'-' if reach is None else f'{reach / total:.2f}'} | "
+                         f"{v['cpu_minutes']:.1f} | {v['runs']} |")
+        lines.append(f"| {task} | *reference* | {ref_mean[0]:.4f} ± {ref_mean[1]:.4f} | | | | | | |")
         summary["tasks"][task] = {"grid": grid, "methods": methods, "reference": ref}
         _plot(task, grid, methods, ref_mean[0], out / f"curves_{task}.png")
-    table = "\n".join(lines) + "\n"
+    table = "\n".join(lines + target_lines(summary)) + "\n"
     (out / "table.md").write_text(table)
     (out / "results.json").write_text(json.dumps(summary, indent=1))
     print(table)
@@ -234,6 +265,8 @@ def report_existing(out: Path) -> dict:
             refs[record["task"]] = record
         else:
             runs.append(record)
+    if not runs:
+        sys.exit(f"no benchmark runs in {out / 'runs'}: run without --report first (see the docstring)")
     summary = report(runs, refs, out)
     summary["cpu_minutes"] = sum(r.get("cpu_seconds", r["seconds"]) for r in runs) / 60
     (out / "results.json").write_text(json.dumps(summary, indent=1))
