@@ -3,13 +3,13 @@ Better than One?"): mask one head at a time (its output zeroed before the
 output projection) and measure the change in validation loss and metric."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from archgram.analysis.capture import attention_layers, capture, heads_of
+from archgram.search.scoring import pad
 
 
 @dataclass
@@ -27,16 +27,11 @@ class Importance:
                 "loss_delta": self.loss_delta, "metric_drop": self.metric_drop}
 
 
-def _pad(x: torch.Tensor, size: int) -> torch.Tensor:
-    """A short last batch filled up to the typed batch size by repeating it."""
-    return x if len(x) == size else torch.cat([x] * math.ceil(size / len(x)))[:size]
-
-
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
     """Predictions on ``x`` in batches of the size the body was typed for."""
     model.eval()
-    outs = [model(_pad(x[i:i + batch_size], batch_size))[: len(x[i:i + batch_size])].float() for i in range(0, len(x), batch_size)]
+    outs = [model(pad(x[i:i + batch_size], batch_size))[: len(x[i:i + batch_size])].float() for i in range(0, len(x), batch_size)]
     return torch.cat(outs)
 
 
