@@ -115,11 +115,12 @@ def prepare(
     choice = choose_task(task, data, target=target, task_kind=task_kind, task_options=task_options,
                          data_options=data_options)
     get_strategy(strategy)
-    SCHEDULERS.get(scheduler)
+    scheduler_cls = SCHEDULERS.get(scheduler)
     objs = plan.objectives(objectives, strategy)
-    if choice.names and scheduler != "fifo":
+    if choice.names and scheduler_cls.reads_reports:
         raise ArchgramError(f"--scheduler {scheduler} compares one task's training loss; a multi-task search "
-                            f"({choice.label}) runs with --scheduler fifo")
+                            f"({choice.label}) runs with --scheduler "
+                            + " or ".join(n for n, cls in SCHEDULERS.items() if not cls.reads_reports))
     task_set = TaskSet(choice.names) if choice.names else None
     first = choice.task if choice.task is not None else resolve(choice.names[0])
     # the task's recipe fills whatever training setting the caller left unset

@@ -119,7 +119,7 @@ def _tuner(config: SearchConfig, searcher, errors, url: str, task):
         tune.with_resources(runnable, resources),
         tune_config=tune.TuneConfig(
             search_alg=searcher,
-            scheduler=SCHEDULERS[config.scheduler](config),
+            scheduler=SCHEDULERS[config.scheduler].build(config),
             num_samples=-1,
             max_concurrent_trials=config.workers,
             reuse_actors=True,

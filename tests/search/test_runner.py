@@ -63,6 +63,38 @@ def test_unknown_scheduler_and_bad_asha_options_raise_before_ray(tmp_path):
     assert not (tmp_path / "s.db").exists()
 
 
+def test_scheduler_attributes_not_names_decide_reports_and_multi_task(tmp_path):
+    """What a search asks of trials comes from the scheduler class: FIFO reads no
+    reports (none are made), ASHA reads asha_reports (capped by a steps budget),
+    and a newly registered scheduler that reads reports gets them, runs its own
+    option check and is refused for a multi-task search -- with no name checks."""
+    from archgram import api
+    from archgram.search.schedulers import SCHEDULERS, Scheduler, check_scheduler, reports_per_trial
+
+    assert reports_per_trial(config(tmp_path)) == 0
+    assert reports_per_trial(config(tmp_path, scheduler="asha", asha_reports=30)) == 20  # 20steps
+    assert reports_per_trial(config(tmp_path, scheduler="asha", asha_reports=5)) == 5
+
+    @SCHEDULERS.decorator()
+    class _Reading(Scheduler):
+        name = "test-reading"
+        reads_reports = True
+
+        @classmethod
+        def check(cls, config):
+            if config.asha_reports > 7:
+                raise ArchgramError("test-reading: too many reports")
+
+    try:
+        assert reports_per_trial(config(tmp_path, scheduler="test-reading", asha_reports=6)) == 6
+        with pytest.raises(ArchgramError, match="too many reports"):
+            check_scheduler(config(tmp_path, scheduler="test-reading", asha_reports=8))
+        with pytest.raises(ArchgramError, match="multi-task search .* runs with --scheduler fifo$"):
+            api.prepare("einspace", ["digits", "mnist1d"], scheduler="test-reading", study=tmp_path / "m.db")
+    finally:
+        SCHEDULERS.remove("test-reading")
+
+
 def test_pruned_trials_are_finished_not_lost(tmp_path):
     g = Grammar.from_text("net : linear(out=8)\n")
     store = StudyStore(tmp_path / "p.db")
