@@ -18,6 +18,12 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 
+def weights_path(out: str | Path, k: int) -> Path:
+    """Where trial ``k`` keeps its trained weights until the pick is scored on
+    test; every trial's file is deleted at the end, so no summary names it."""
+    return Path(out) / f"trial{k}.safetensors"
+
+
 def trial(k: int, grammar: str, steps: int, lr: float, optimizer: str, batch: int, schedule: str, out: str) -> dict:
     import torch
 
@@ -28,12 +34,11 @@ def trial(k: int, grammar: str, steps: int, lr: float, optimizer: str, batch: in
 
     task = get_task("mnist1d")
     d = archgram.load_grammar(grammar).sample(task.body_input_shape(batch), seed=k)
-    weights = str(Path(out) / f"trial{k}.safetensors")
     r = evaluate(d, task, f"{steps}steps", seed=k, batch_size=batch, lr=lr, optimizer=optimizer,
                  train_options={"threads": 1, "schedule": schedule, "warmup": 0.0 if schedule == "constant" else 0.05},
-                 weights=weights)
+                 weights=str(weights_path(out, k)))
     return {"trial": k, "hash": d.hash(), "derivation": d.to_json(indent=None), "score": r.score if r.ok else None,
-            "failure": r.failure, "params": r.params, "cpu_seconds": r.cpu_seconds, "weights": weights}
+            "failure": r.failure, "params": r.params, "cpu_seconds": r.cpu_seconds}
 
 
 def main(argv=None) -> None:
@@ -65,7 +70,7 @@ def main(argv=None) -> None:
     task = get_task("mnist1d")
     torch.set_num_threads(1)
     model, _, _ = build_model(Derivation.from_json(pick["derivation"]), task, args.batch)
-    model.load_state_dict(load_weights(pick["weights"]))
+    model.load_state_dict(load_weights(weights_path(args.out, pick["trial"])))
     test = score_split(model, task, task.data(0), "test", args.batch)[0]
     cpu = sum(r["cpu_seconds"] for r in rows)
     summary = {"command": vars(args) | {"out": str(args.out)}, "trials": len(rows), "ok": len(ok),
@@ -74,7 +79,7 @@ def main(argv=None) -> None:
                "rows": [{k: v for k, v in r.items() if k != "derivation"} for r in rows]}
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
     for r in rows:
-        Path(r["weights"]).unlink(missing_ok=True)
+        weights_path(args.out, r["trial"]).unlink(missing_ok=True)
     print(json.dumps({k: v for k, v in summary.items() if k != "rows"}, indent=1))
 
 
