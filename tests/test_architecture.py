@@ -130,6 +130,21 @@ def test_no_module_import_cycles():
     assert set(KNOWN_CYCLES) - cycles == set(), "fixed: remove these from KNOWN_CYCLES"
 
 
+
+
+def test_archgram_imports_the_evaluator_s_re_exports_from_their_home_modules():
+    """archgram.search.evaluator re-exports Budget, build_model, score_split, ...
+    for users; inside archgram they come from the modules that define them, so
+    the graph above shows the real dependency (and importing one does not load
+    the whole training stack)."""
+    tree = ast.parse((PACKAGE / "search" / "evaluator.py").read_text())
+    own = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+    found = [f"{module_name(path)}: {a.name}" for path in sorted(PACKAGE.rglob("*.py"))
+             for node in _runtime_imports(ast.parse(path.read_text()))
+             if isinstance(node, ast.ImportFrom) and node.module == "archgram.search.evaluator"
+             for a in node.names if a.name not in own]
+    assert found == [], "import these from the module that defines them, not archgram.search.evaluator"
+
 # ------------------------------------------------------------------ sizes
 MAX_FILE_LINES = 500
 MAX_FUNCTION_LINES = 60

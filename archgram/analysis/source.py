@@ -46,7 +46,7 @@ def _task(name: str | None, what: str):
 
 
 def _build(derivation, task, batch_size: int, require) -> nn.Module:
-    from archgram.search.evaluator import build_model
+    from archgram.search.task_model import build_model
 
     model = build_model(derivation, task, batch_size)[0]
     require(model)
@@ -116,7 +116,7 @@ def _from_export(folder: Path, task_name: str | None, require) -> Loaded:
 def _exported_keys(d, task, bs, model, state) -> dict:
     try:
         from archgram.export.codegen import build_recorded, generate, map_key
-        from archgram.search.evaluator import build_model
+        from archgram.search.task_model import build_model
 
         built, records, traced = build_recorded(lambda: build_model(d, task, bs)[0])
         keymap = generate(built, records, traced).keymap
@@ -128,7 +128,7 @@ def _exported_keys(d, task, bs, model, state) -> dict:
 def _from_study(study: str, trial: int | None, best: bool, budget: str | None, require) -> Loaded:
     from safetensors.torch import load_file
 
-    from archgram.search.evaluator import Budget
+    from archgram.search.budget import Budget
     from archgram.search.report import open_study
     from archgram.tasks.reference import rebuild
 

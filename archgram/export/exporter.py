@@ -118,7 +118,8 @@ def _study_weights(store, record, model: nn.Module) -> str | None:
 def _retrain(record, task, batch_size: int, model: nn.Module, meta: dict[str, Any]) -> str:
     """Fallback: train the trial again (deterministic on CPU for step budgets only),
     with the study's optimizer settings and train options."""
-    from archgram.search.evaluator import Budget, evaluate
+    from archgram.search.budget import Budget
+    from archgram.search.evaluator import evaluate
     from archgram.search.training.options import training_settings
     from archgram.search.weights import load_weights
 
@@ -284,7 +285,7 @@ def export(study: str | Path, out: str | Path | None = None, *, trial: int | Non
     batch_size = int(meta["input_shape"][0])
     derivation = record.derivation
 
-    from archgram.search.evaluator import build_model
+    from archgram.search.task_model import build_model
 
     model, records, traced = build_recorded(lambda: build_model(derivation, task, batch_size)[0])
     source = _study_weights(store, record, model)

@@ -52,7 +52,7 @@ def rung_budgets(steps: int, rungs: int, eta: int) -> list[int]:
 def step_budget(budget) -> int:
     """The steps of a pure step budget; raises for a time or epoch budget (rungs
     must not depend on machine load)."""
-    from archgram.search.evaluator import Budget
+    from archgram.search.budget import Budget
 
     budget = Budget.parse(budget)
     if budget.steps is None or budget.seconds is not None or budget.epochs is not None:

@@ -61,7 +61,8 @@ def record_final(store: StudyStore, task, batch_size: int, *, retrain: bool = Tr
 def score_on_test(store: StudyStore, record: TrialRecord, task, batch_size: int, *, retrain: bool = True) -> tuple[float, str]:
     """(test score of ``record``'s trained model, where its weights came from:
     'kept' or 'retrained')."""
-    from archgram.search.evaluator import build_model, score_split
+    from archgram.search.scoring import score_split
+    from archgram.search.task_model import build_model
 
     model, _, _ = build_model(record.derivation, task, batch_size)
     source = _load_kept(store, record, model)
@@ -92,7 +93,8 @@ def _load_kept(store: StudyStore, record: TrialRecord, model) -> str | None:
 def _retrain(store: StudyStore, record: TrialRecord, task, batch_size: int, model) -> None:
     """Train the trial again: its stored seed, its step count (a time budget
     does not replay; the steps it reached do), the study's optimizer settings."""
-    from archgram.search.evaluator import Budget, evaluate
+    from archgram.search.budget import Budget
+    from archgram.search.evaluator import evaluate
     from archgram.search.training.options import training_settings
     from archgram.search.weights import load_weights
 

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from archgram.search.evaluator import evaluate, score_split
+from archgram.search.evaluator import evaluate
 from archgram.search.inherit import inherits, trial_budget
+from archgram.search.scoring import score_split
 
 
 @dataclass
@@ -81,7 +82,7 @@ def run_local(strategy, task, recipe, total_steps: int, *, seed: int = 0, thread
 
 def _test_of(derivation_json: str, path: Path, task, batch_size: int) -> float:
     from archgram.grammar.derivation import Derivation
-    from archgram.search.evaluator import build_model
+    from archgram.search.task_model import build_model
     from archgram.search.weights import load_weights
 
     model, _, _ = build_model(Derivation.from_json(derivation_json), task, batch_size)

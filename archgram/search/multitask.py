@@ -177,7 +177,8 @@ def evaluate_tasks(derivation: Derivation, tasks: Sequence[Any], budget: Any, **
     ``params``/``flops``/``latency_ms`` the sums (every task's model deployed), and
     per task ``score:<task>``, ``params:<task>``, ``latency_ms:<task>`` in ``extras``.
     The first failing task fails the trial with its reason, named."""
-    from archgram.search.evaluator import TrialResult, evaluate
+    from archgram.search.evaluator import evaluate
+    from archgram.search.trial_result import TrialResult
     from archgram.tasks import get_task
 
     tasks = [get_task(t) if isinstance(t, str) else t for t in tasks]

@@ -102,7 +102,7 @@ def _naswot(model, x, y, task) -> float:
 def proxy_score(name: str, derivation: Derivation, task, batch_size: int, seed: int = 0, data_seed: int = 0) -> float:
     """Proxy ``name`` of ``derivation`` on ``task`` (one seeded batch of training
     data, weights initialised from ``seed``); -inf for a model that cannot run."""
-    from archgram.search.evaluator import build_model
+    from archgram.search.task_model import build_model
 
     proxy = PROXIES.get(name)
     data = task.data(data_seed)
