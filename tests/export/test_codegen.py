@@ -118,6 +118,13 @@ def test_attention_export_runs_without_archgram(tmp_path):
     assert float(run_fresh(tmp_path, code)) == 0.0
 
 
+def test_sequence_convolution_exports():
+    """einspace's im2col -> ... -> col2im on a sequence (a 1D unfold) exports and
+    gives archgram's outputs."""
+    source, _, model, x = _check("einspace", "mnist1d", _first_seed_using("einspace", "mnist1d", "col2im"))
+    assert "'grid1d'" in source and "class Im2Col" in source and "class Col2Im" in source
+
+
 def test_generated_source_is_clean():
     """One class per block named from the grammar, readable forward, no archgram
     import, and pyflakes-clean (no undefined or unused names)."""

@@ -12,7 +12,7 @@ from torch import nn
 
 from archgram.errors import ShapeError
 from archgram.ops import all_ops, get_op
-from archgram.ops.primitives.routing import GRID
+from archgram.ops.primitives.routing import GRID, SEQ_GRID
 
 pytestmark = pytest.mark.catalog("S57")
 
@@ -183,6 +183,71 @@ def test_col2im_folds_tokens_onto_the_grid_row_major():
     torch.testing.assert_close(y[0, 1], torch.tensor([[1.0, 3, 5], [7, 9, 11]]))
 
 
+def windows_by_loops(x, k, s, p):
+    """(B,L,D) -> (B, L', D k): every window of k positions, features in
+    (channel, kernel position) order, as F.conv1d's weight (out, D, k) flattens."""
+    b, n, d = x.shape
+    xp = F.pad(x.transpose(1, 2), (p, p))  # (B, D, L + 2p)
+    length = (n + 2 * p - k) // s + 1
+    out = torch.empty(b, length, d * k)
+    for i in range(length):
+        out[:, i] = torch.stack([xp[:, ch, i * s + j] for ch in range(d) for j in range(k)], dim=1)
+    return out
+
+
+@pytest.mark.parametrize("k, s, p", [(1, 1, 0), (2, 2, 0), (3, 1, 1), (3, 2, 1), (4, 3, 0), (5, 1, 2)])
+def test_im2col_on_a_sequence_equals_manual_windows(k, s, p):
+    x = torch.randn(2, 9, 3)
+    y = build("im2col", tuple(x.shape), k=k, s=s, p=p)(x)
+    torch.testing.assert_close(y, windows_by_loops(x, k, s, p))
+    out, ctx = get_op("im2col").cls.transfer(tuple(x.shape), (), k=k, s=s, p=p)
+    length = (9 + 2 * p - k) // s + 1
+    assert out == tuple(y.shape) == (2, length, 3 * k) and ctx == ((SEQ_GRID, length),)
+
+
+def conv_by_routing(x, k, s, p, out):
+    """im2col -> linear -> col2im on ``x`` (image or sequence): (y, linear weight, bias)."""
+    seq, ctx = get_op("im2col").cls.transfer(tuple(x.shape), (), k=k, s=s, p=p)
+    lin = build("linear", seq, out=out)
+    y = build("col2im", (seq[0], seq[1], out), ctx)(lin(build("im2col", tuple(x.shape), k=k, s=s, p=p)(x)))
+    assert get_op("col2im").cls.transfer((seq[0], seq[1], out), ctx) == (tuple(y.shape), ())
+    return y, lin.proj.weight, lin.proj.bias
+
+
+@pytest.mark.parametrize("k, s, p", [(1, 1, 0), (3, 1, 1), (3, 2, 1), (4, 4, 0), (5, 2, 2), (2, 3, 0)])
+def test_im2col_linear_col2im_on_a_sequence_is_a_conv1d(k, s, p):
+    x = torch.randn(2, 11, 3)  # (B, L, D)
+    y, w, b = conv_by_routing(x, k, s, p, out=5)
+    ref = F.conv1d(x.transpose(1, 2), w.reshape(5, 3, k), b, stride=s, padding=p)  # (B, out, L')
+    assert y.shape == (2, ref.shape[2], 5)  # the sequence layout (B, L', out)
+    torch.testing.assert_close(y, ref.transpose(1, 2))
+
+
+@pytest.mark.parametrize("k, s, p", [(1, 1, 0), (3, 1, 1), (3, 2, 1), (2, 2, 0)])
+def test_im2col_linear_col2im_on_an_image_is_a_conv2d(k, s, p):
+    x = torch.randn(2, 3, 6, 7)
+    y, w, b = conv_by_routing(x, k, s, p, out=4)
+    torch.testing.assert_close(y, F.conv2d(x, w.reshape(4, 3, k, k), b, stride=s, padding=p))
+
+
+def test_col2im_on_a_1d_grid_keeps_the_sequence_and_pops_the_grid():
+    x = torch.randn(2, 5, 4)
+    ctx = (("other",), (SEQ_GRID, 5))
+    assert get_op("col2im").cls.transfer((2, 5, 4), ctx) == ((2, 5, 4), (("other",),))
+    col = build("col2im", (2, 5, 4), ctx)
+    assert col(x) is x and "grid=5" in repr(col)
+
+
+def test_im2col_refusals_on_a_sequence_name_the_length():
+    im2col = get_op("im2col").cls.transfer
+    with pytest.raises(ShapeError, match="sequence of length 4"):
+        im2col((2, 4, 3), (), k=8, s=8, p=0)
+    with pytest.raises(ShapeError, match="padding 2 must be below the kernel size 3"):
+        im2col((2, 9, 3), (), k=3, s=1, p=2)
+    with pytest.raises(ShapeError, match="sequence length 5"):
+        get_op("col2im").cls.transfer((2, 4, 3), ((SEQ_GRID, 5),))
+
+
 def test_to_sequence_lists_positions_row_major_and_pushes_the_grid():
     x = torch.randn(2, 3, 2, 4)
     y = build("to_sequence", tuple(x.shape))(x)
@@ -249,11 +314,15 @@ def test_merge_branch_targets_say_what_the_next_branch_must_produce():
 
 # ------------------------------------------------------------ shape rules refuse
 REFUSALS = [
-    ("im2col on a sequence", lambda: get_op("im2col").cls.transfer((2, 9, 4), (), k=3, s=1, p=0)),
+    ("im2col on a vector", lambda: get_op("im2col").cls.transfer((2, 9), (), k=3, s=1, p=0)),
+    ("im2col on an image's tokens", lambda: get_op("im2col").cls.transfer((2, 9, 4), ((GRID, 3, 3),), k=3, s=1, p=0)),
+    ("im2col too long", lambda: get_op("im2col").cls.transfer((2, 2, 4), (), k=3, s=1, p=0)),
     ("im2col too large", lambda: get_op("im2col").cls.transfer((2, 3, 2, 2), (), k=3, s=1, p=0)),
     ("col2im without grid", lambda: get_op("col2im").cls.transfer((2, 9, 4), ())),
     ("col2im wrong token count", lambda: get_op("col2im").cls.transfer((2, 8, 4), ((GRID, 3, 3),))),
     ("col2im on an image", lambda: get_op("col2im").cls.transfer((2, 3, 3, 3), ((GRID, 3, 3),))),
+    ("col2im wrong length", lambda: get_op("col2im").cls.transfer((2, 8, 4), ((SEQ_GRID, 9),))),
+    ("col2im on an image, 1D grid", lambda: get_op("col2im").cls.transfer((2, 3, 3, 3), ((SEQ_GRID, 3),))),
     ("group indivisible", lambda: get_op("group").cls.output_shapes((2, 5, 4, 4), n=2, dim=1)),
     ("group dim beyond rank", lambda: get_op("group").cls.output_shapes((2, 4, 4), n=2, dim=3)),
     ("add unequal", lambda: get_op("add").cls.output_shape([(2, 3, 4), (2, 3, 5)])),
@@ -284,8 +353,8 @@ def test_shape_rules_refuse_bad_inputs_with_shape_error(what, call):
 IMG, SEQ = (2, 4, 6, 6), (2, 6, 8)
 #: Representative valid inputs: (input shape or list of shapes, context, args).
 EXAMPLES = {
-    "im2col": [(IMG, (), {"k": 3, "s": 1, "p": 1}), (IMG, (), {"k": 2, "s": 2})],
-    "col2im": [((2, 9, 5), ((GRID, 3, 3),), {})],
+    "im2col": [(IMG, (), {"k": 3, "s": 1, "p": 1}), (IMG, (), {"k": 2, "s": 2}), (SEQ, (), {"k": 3, "s": 2, "p": 1})],
+    "col2im": [((2, 9, 5), ((GRID, 3, 3),), {}), ((2, 9, 5), ((SEQ_GRID, 9),), {})],
     "linear": [(IMG, (), {"out": 5}), (SEQ, (), {"out": 3, "bias": False})],
     "conv2d": [(IMG, (), {"out": 6, "k": 3, "groups": 2}), (IMG, (), {"out": 3, "k": 5, "s": 2, "d": 1, "p": 0})],
     "permute": [(IMG, (), {"order": (0, 2, 3, 1)}), (SEQ, (), {"order": (0, 2, 1)})],

@@ -147,8 +147,11 @@ def test_nan_loss_is_a_failure(digits):
 
 def test_derivation_for_another_shape_is_a_shape_failure(digits, mlp):
     sort = get_task("sort")
-    r = evaluate(mlp, sort, "5steps", train_options=FAST)  # im2col needs an image
-    assert r.failure == "shape" and "sort" in r.message and "im2col" in r.message
+    r = evaluate(mlp, sort, "5steps", train_options=FAST)  # im2col unfolds sort's 10 positions as one 8-window
+    assert r.failure == "shape" and "sort" in r.message and "(32,10,*)" in r.message
+    wide = derive("net : im2col(k=16, s=16, p=0) linear(out=16)\n", get_task("mnist1d"))
+    r = evaluate(wide, sort, "5steps", train_options=FAST)  # 16-wide windows on sort's 10 positions
+    assert r.failure == "shape" and "im2col" in r.message and "sequence of length 10" in r.message
     icl = get_task("icl-regression")
     d = Grammar.from_text("net : permute(order=(0,2,1)) linear(out=8)\n").sample(icl.body_input_shape(B), seed=0)
     r = evaluate(d, sort, "5steps", train_options=FAST)  # type-checks, but gives (B, 1, 8): no pointer head fits

@@ -2,7 +2,14 @@
 
 im2col turns an image into a sequence of patches and records the patch grid in
 the routing context; col2im reads that grid to fold the sequence back, the way
-einspace's col2im uses its routing module's own im2col input.
+einspace's col2im uses its routing module's own im2col input. On a sequence
+(B, L, D) both act in 1D: im2col unfolds windows of k positions and records a
+1D grid (``SEQ_GRID``), col2im checks the token count against it and keeps the
+sequence layout, so im2col -> linear -> col2im is a Conv1d there as it is a
+Conv2d on images. einspace's own code unfolds images only.
+
+A context entry is a plain tuple: ``(GRID, h, w)`` for an image's patch grid,
+``(SEQ_GRID, length)`` for a sequence's windows.
 """
 from __future__ import annotations
 
@@ -14,6 +21,7 @@ from archgram.shapes import Shape, conv_length, fmt
 
 EINSPACE = ("S57",)
 GRID = "grid"
+SEQ_GRID = "grid1d"
 
 
 class _Free(Op):
@@ -28,6 +36,19 @@ def _grid(h: int, w: int, k: int, s: int, p: int) -> tuple[int, int]:
     return conv_length(h, k, s, pad=2 * p), conv_length(w, k, s, pad=2 * p)
 
 
+def _unfold_sequence(shape: Shape, ctx: tuple, k: int, s: int, p: int) -> tuple[Shape, tuple]:
+    """im2col's rule on (B, L, D): windows of k positions -> (B, L', D k)."""
+    if ctx and ctx[-1][0] == GRID:
+        _, gh, gw = ctx[-1]
+        raise ShapeError(f"im2col: {fmt(shape)} holds the tokens of an open {gh}x{gw} patch grid, not a sequence "
+                         "(a 1D window would run across its row ends); close the grid with col2im first")
+    b, n, d = shape
+    length = conv_length(n, k, s, pad=2 * p)
+    if length < 1:
+        raise ShapeError(f"im2col(k={k}, s={s}, p={p}) does not fit a sequence of length {n}")
+    return (b, length, d * k), ctx + ((SEQ_GRID, length),)
+
+
 @register_op(
     "im2col",
     family="primitives",
@@ -35,7 +56,9 @@ def _grid(h: int, w: int, k: int, s: int, p: int) -> tuple[int, int]:
     args={"k": Arg(int, low=1), "s": Arg(int, 1, low=1), "p": Arg(int, 0, low=0)},
 )
 class Im2Col(_Free):
-    """Unfold k x k patches: (B,C,H,W) -> (B, H'W', C k k). Pushes the grid (H',W')."""
+    """Unfold k x k patches: (B,C,H,W) -> (B, H'W', C k k), pushing the grid (H',W');
+    on a sequence, windows of k positions: (B,L,D) -> (B, L', D k), pushing (L',).
+    Features are channel-major, kernel position last (F.unfold's order)."""
 
     uses_context = True
 
@@ -45,16 +68,21 @@ class Im2Col(_Free):
 
     @classmethod
     def transfer(cls, shape, ctx, k, s=1, p=0):
-        check_rank("im2col", shape, 4)
-        b, c, h, w = shape
+        check_rank("im2col", shape, 3, 4)
         if 2 * p >= k and p:
             raise ShapeError(f"im2col: padding {p} must be below the kernel size {k}")
+        if len(shape) == 3:
+            return _unfold_sequence(shape, ctx, k, s, p)
+        b, c, h, w = shape
         gh, gw = _grid(h, w, k, s, p)
         if gh < 1 or gw < 1:
             raise ShapeError(f"im2col(k={k}, s={s}, p={p}) does not fit a {h}x{w} input")
         return (b, gh * gw, c * k * k), ctx + ((GRID, gh, gw),)
 
     def forward(self, x):
+        if x.dim() == 3:  # (B, L, D) as a 1-row image (B, D, 1, L)
+            x = x.transpose(1, 2).unsqueeze(2)
+            return F.unfold(x, (1, self.k), padding=(0, self.p), stride=(1, self.s)).transpose(1, 2)
         return F.unfold(x, self.k, padding=self.p, stride=self.s).transpose(1, 2)
 
     def extra_repr(self) -> str:
@@ -64,31 +92,39 @@ class Im2Col(_Free):
 @register_op("col2im", family="primitives", refs=EINSPACE)
 class Col2Im(_Free):
     """Fold a sequence back to an image on the grid of the enclosing im2col:
-    (B, H'W', D) -> (B, D, H', W')."""
+    (B, H'W', D) -> (B, D, H', W'). On a sequence's 1D grid the tokens already
+    are the sequence: (B, L', D) -> (B, L', D), the token count checked."""
 
     uses_context = True
 
     def __init__(self, shape: Shape, ctx: tuple = ()):
         super().__init__()
-        _, self.gh, self.gw = ctx[-1]
+        self.grid = tuple(ctx[-1][1:])
 
     @classmethod
     def transfer(cls, shape, ctx):
         check_rank("col2im", shape, 3)
-        if not ctx or ctx[-1][0] != GRID:
+        if not ctx or ctx[-1][0] not in (GRID, SEQ_GRID):
             raise ShapeError("col2im needs an enclosing im2col (no patch grid to fold back to)")
-        _, gh, gw = ctx[-1]
         b, n, d = shape
+        if ctx[-1][0] == SEQ_GRID:
+            length = ctx[-1][1]
+            if n != length:
+                raise ShapeError(f"col2im: {n} tokens do not match the sequence length {length} of the enclosing im2col")
+            return shape, ctx[:-1]
+        _, gh, gw = ctx[-1]
         if n != gh * gw:
             raise ShapeError(f"col2im: {n} tokens do not fill the {gh}x{gw} grid of the enclosing im2col")
         return (b, d, gh, gw), ctx[:-1]
 
     def forward(self, x):
+        if len(self.grid) == 1:
+            return x
         b, n, d = x.shape
-        return x.transpose(1, 2).reshape(b, d, self.gh, self.gw)
+        return x.transpose(1, 2).reshape(b, d, *self.grid)
 
     def extra_repr(self) -> str:
-        return f"grid={self.gh}x{self.gw}"
+        return "grid=" + "x".join(map(str, self.grid))
 
 
 @register_op("permute", family="primitives", refs=EINSPACE, args={"order": Arg(tuple)})
