@@ -14,6 +14,8 @@ is created or changed.
 """
 from __future__ import annotations
 
+import dataclasses
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -104,14 +106,17 @@ def prepare(
     scheduler: str = "fifo", train_options: dict[str, Any] | None = None, task_options: dict[str, Any] | None = None,
     data_options: dict[str, Any] | None = None, warn: Callable[[str], None] | None = None, reference: bool = True,
     rungs: int = 1, eta: int = 3, prescreen: int = 1, proxy: str = "synflow", inherit: bool = True,
+    time_limit: str | float | None = None,
 ) -> SearchRequest:
     """Check a search request and apply the search policy (``plan``); runs
     nothing and writes nothing. Arguments as for ``search``."""
     from archgram.grammar.model import load_grammar
     from archgram.search.multitask import TaskSet
     from archgram.search.strategies import get_strategy
+    from archgram.search.time_limit import limit_text
 
     warn = warn or (lambda text: warnings.warn(text, stacklevel=3))
+    limit = None if time_limit is None else limit_text(time_limit)
     choice = choose_task(task, data, target=target, task_kind=task_kind, task_options=task_options,
                          data_options=data_options)
     get_strategy(strategy)
@@ -140,15 +145,28 @@ def prepare(
         objectives=per_task or objs, address=address, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
         strategy_options=options, scheduler=scheduler, tasks=choice.names, train_options=train_opts,
         task_options=choice.options, reference=reference, seed_reference=reference, rungs=rungs, eta=eta,
-        prescreen=prescreen, proxy=proxy, inherit=inherit,
+        prescreen=prescreen, proxy=proxy, inherit=inherit, time_limit=limit,
     )
     return SearchRequest(config, choice.task, g.name, choice.label)
 
 
-def run(request: SearchRequest, on_update: Callable[[Progress], None] | None = None) -> Study:
-    """Run (or resume) a prepared search; ``on_update(progress)`` as trials finish."""
-    store = run_search(request.config, on_update or (lambda p: None), task=request.task)
-    return Study(store, request.config.study, request.task)
+def run(request: SearchRequest, on_update: Callable[[Progress], None] | None = None, *,
+        started: float | None = None) -> Study:
+    """Run (or resume) a prepared search; ``on_update(progress)`` as trials finish.
+    ``started``: the ``time.monotonic()`` its time limit counts from (default: now).
+    The Study's ``stopped`` says why the run ended short of its trials, if by design."""
+    config = dataclasses.replace(request.config, started=started) if started is not None else request.config
+    last: list[Progress] = []
+
+    def update(progress: Progress) -> None:
+        last[:] = [progress]
+        if on_update is not None:
+            on_update(progress)
+
+    store = run_search(config, update, task=request.task)
+    study = Study(store, config.study, request.task)
+    study.stopped = last[0].stopped if last else None
+    return study
 
 
 def search(grammar: str = "einspace", task: Any = None, data: Any = None, *,
@@ -174,9 +192,13 @@ def search(grammar: str = "einspace", task: Any = None, data: Any = None, *,
     grammar can express it), rungs/eta (multi-fidelity successive halving),
     prescreen/proxy (zero-cost proxy pre-screening), inherit (True: a mutated
     or crossed-over child starts from its parent's trained weights; on by
-    default, the best measured in experiments/search_quality).
+    default, the best measured in experiments/search_quality), time_limit
+    ("60m", "1.5h" or seconds: this call's wall-clock limit, counted from its
+    start; no trial starts after it, a running trial is capped at the time left
+    and fails as a 'timeout' past it; ``Study.stopped`` then says so).
     """
-    return run(prepare(grammar, task, data, **kwargs), on_update)
+    started = time.monotonic()
+    return run(prepare(grammar, task, data, **kwargs), on_update, started=started)
 
 
 def best_export_dir(study: str | Path) -> Path:
@@ -204,6 +226,8 @@ class Study:
     def __init__(self, store: StudyStore, path: str, task: Task | None = None):
         self.store, self.path = store, path
         self._task = task
+        #: why the search that returned this Study stopped short of its trials, if by design (its time limit)
+        self.stopped: str | None = None
 
     @property
     def meta(self) -> dict[str, Any]:

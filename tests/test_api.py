@@ -81,6 +81,8 @@ def test_prepare_builds_a_data_task_with_its_reference_and_default_study(tmp_pat
     ({"task": "archgram.errors:ArchgramError"}, "not a Task subclass"),
     ({"task": "digits", "data": "x.npz"}, "not both"),
     ({"task": "digits", "target": "y"}, "apply to --data"),
+    ({"task": "digits", "time_limit": "1.5 fortnights"}, "--time-limit '1.5 fortnights'"),
+    ({"task": "digits", "time_limit": 0}, "--time-limit 0"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, kwargs, message):
     study = tmp_path / "s.db"

@@ -17,6 +17,9 @@ draw the Pareto front. Evolution can start from known architectures:
 ``--seed-baselines resnet,vit``. ``--data train.npz`` (or .csv/.parquet with
 ``--target``, .pt, a folder of images) searches on your own data; ``--task``
 also takes ``package.module:Class`` and ``path/to/file.py:Class``.
+``--time-limit 60m`` ends the command near 60 minutes after it started (no
+trial starts after that; running trials are capped at the time left), then
+picks, tests and exports the best as usual (``archgram.search.time_limit``).
 
 This module only translates options and prints: the checks, defaults and the
 search itself are ``archgram.api`` (``prepare``, ``run``, ``export_best``), what
@@ -58,12 +61,15 @@ def search(
     scheduler: options.Scheduler = "fifo", rungs: options.Rungs = 1, eta: options.Eta = 3,
     prescreen: options.Prescreen = 1, proxy: options.Proxy = "synflow", inherit: options.Inherit = True,
     as_json: options.AsJson = False, export_best: options.ExportBest = True, train_option: options.TrainOption = None,
+    time_limit: options.TimeLimit = None,
 ) -> None:
     """Search GRAMMAR for architectures on a task; resumable, results in an Optuna study.
 
-    Exit code 0 when the study reached --trials with at least one successful
-    trial, 1 when every trial failed, 2 on bad input, 130 when interrupted.
+    Exit code 0 when the study reached --trials (or --time-limit) with at least
+    one successful trial, 1 when every trial failed, 2 on bad input, 130 when
+    interrupted.
     """
+    command_started = time.monotonic()  # --time-limit counts from here
     from archgram import api
     from archgram.search import report, summary
     from archgram.search.training import parse_cli
@@ -77,38 +83,52 @@ def search(
         train_options=parse_cli(train_option), task_options=None,
         data_options={"val_fraction": val_fraction} if val_fraction is not None else None, warn=ui.warn,
         reference=reference, rungs=rungs, eta=eta, prescreen=prescreen, proxy=proxy, inherit=inherit,
+        time_limit=time_limit,
     )
     study_text = request.config.study
     header = (f"{request.grammar_name} on {request.label} | {strategy} | budget {request.config.budget} | "
-              f"{workers} worker{'s' * (workers != 1)} | {study_text}")
+              f"{workers} worker{'s' * (workers != 1)} | {study_text}"
+              + (f" | time limit {request.config.time_limit}" if request.config.time_limit else ""))
     console = ui.err if as_json else ui.console
     display = SearchDisplay(console, live=console.is_terminal and not as_json, header=header)
-    started = time.monotonic()
-    interrupted = run_shown(display, lambda on_update: api.run(request, on_update))
+    started, ran = time.monotonic(), []
+    interrupted = run_shown(display, lambda on_update: ran.append(api.run(request, on_update,
+                                                                          started=command_started)))
     store = report.open_study(study_text)
     records = store.records()
     result = summary.run_summary(study_text, store, records, trials, interrupted, time.monotonic() - started,
-                                 TOP_AFTER_SEARCH)
+                                 TOP_AFTER_SEARCH, stopped_by=ran[0].stopped if ran else None,
+                                 time_limit=request.config.time_limit)
     result.update(show=f"archgram show {study_text}", dashboard=f"optuna-dashboard {result['url']}")
-    exported = _export_best(study_text, console) if export_best and result["leaderboard"] and not result["stopped"] \
+    _finish(result, records, console, as_json, export_best)
+
+
+def _finish(result: dict[str, Any], records: list, console, as_json: bool, export_best: bool) -> None:
+    """Export the best, print (or emit) the end of a search, exit with its code.
+    A run the time limit ended is a finished run, not an interrupted one."""
+    short = result["stopped"] is True  # interrupted or short of --trials: rerun to resume
+    exported = _export_best(result["study"], console) if export_best and result["leaderboard"] and not short \
         else None
     if exported is not None:
         result["export"] = exported.to_dict()
     if as_json:
         ui.emit_json(result)
-    if result["stopped"]:
+    if short:
         _print_stopped(result)
         raise typer.Exit(EXIT_INTERRUPTED)
     if not as_json:
         _print_end(result, exported)
     if not result["leaderboard"]:
-        _print_all_failed(records)
+        _print_all_failed(records, result["stopped"] or None)
         raise typer.Exit(EXIT_FAILED)
 
 
-def _print_all_failed(records: list) -> None:
+def _print_all_failed(records: list, stopped: str | None = None) -> None:
     from archgram.search.summary import common_failure
 
+    if not records:
+        ui.error(f"no trial finished ({stopped})" if stopped else "no trial finished")
+        return
     reason, n, message = common_failure(records)
     ui.error(f"every one of the {len(records)} trials failed (most often '{reason}', {n}x"
              + (f": {message.splitlines()[0][:200]}" if message else "") + ")")
@@ -124,6 +144,10 @@ def _print_stopped(result: dict[str, Any]) -> None:
 def _print_end(result: dict[str, Any], exported) -> None:
     """The leaderboard, reference and final pick of a finished search, and what to run next."""
     rows = result["leaderboard"]
+    if result["stopped"]:  # the time limit ended it: a finished run
+        ui.console.print(Text.assemble(("stopped: ", "bold yellow"), f"{result['stopped']}; rerun the same command "
+                                       "to continue the study (with a fresh --time-limit)"),
+                         soft_wrap=True, highlight=False)
     if rows:
         ui.console.print(leaderboard_table(rows, f"top {len(rows)} of {result['finished']} trials "
                                                  f"({counts_text(result['status'])})"))

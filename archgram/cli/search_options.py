@@ -27,6 +27,14 @@ ValFraction = Annotated[float | None, typer.Option("--val-fraction", show_defaul
          "data carved into validation (fixed seed; default 0.1).")]
 Strategy = Annotated[str, typer.Option("--strategy", help="random, evolution, pcfg-eda, tpe or nsga2.")]
 Trials = Annotated[int, typer.Option("--trials", "-n", help="The study's total trials; a rerun continues to it.")]
+TimeLimit = Annotated[str | None, typer.Option("--time-limit", metavar="DURATION", show_default=False,
+    help="Wall-clock limit of this command, e.g. 90s, 60m, 1.5h, counted from "
+         "its start (Ray start-up and the reference's training count). No "
+         "trial starts after it; each trial is capped at the time left when "
+         "it starts (or its own cap, if smaller): one still training at the "
+         "limit fails as a 'timeout', like any trial past its cap. Then the "
+         "final pick, test score and export happen as usual. A rerun gets a "
+         "fresh limit. Default: none.")]
 Workers = Annotated[int, typer.Option("--workers", "-w", help="Trials evaluated at once.")]
 Budget = Annotated[str | None, typer.Option("--budget", "-b", show_default=False,
     help="Training per trial: 500steps, 60s, 2epochs, or several joined by "

@@ -82,6 +82,11 @@ class Budget:
             limits.append(max(1, math.ceil(self.epochs * steps_per_epoch)))
         return min(limits) if limits else None
 
+    def default_timeout(self) -> float | None:
+        """The evaluator's wall-clock cap of a trial given none: 3x the seconds
+        budget plus 10 s; none when the budget has no seconds."""
+        return 3 * self.seconds + 10 if self.seconds is not None else None
+
     def __str__(self) -> str:
         parts = []
         if self.steps is not None:

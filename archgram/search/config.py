@@ -65,6 +65,11 @@ class SearchConfig:
     inherit: bool = False
     #: wall-clock cap of one trial in seconds (a trial past it fails as a timeout); None: the recipe's
     trial_seconds: float | None = None
+    #: wall-clock limit of this invocation ("90s", "60m", "1.5h"; time_limit.py): no trial starts
+    #: after it, and a trial starting before is capped at the time left; None: no limit
+    time_limit: str | None = None
+    #: time.monotonic() when the invocation began, the limit's start; None: when run_search starts
+    started: float | None = None
 
 
 def resolve_recipe(config: SearchConfig, task) -> tuple[SearchConfig, Any]:

@@ -82,8 +82,8 @@ def evaluate(
     if setup.batch_size < 1 or setup.batch_size > data.n_train:
         raise ArchgramError(f"batch size {setup.batch_size} does not fit the {data.n_train} training examples of "
                             f"'{task.name}'")
-    if timeout is None and setup.budget.seconds is not None:
-        timeout = 3 * setup.budget.seconds + 10
+    if timeout is None:
+        timeout = setup.budget.default_timeout()
     run = _Run(derivation, task, setup, data, _new_result(derivation, task, setup),
                deadline=started + timeout if timeout is not None else None, on_step=on_step, inherit_from=inherit_from)
     try:

@@ -18,6 +18,7 @@ from typing import Any
 from archgram.search.evaluator import evaluate
 from archgram.search.inherit import inherits, trial_budget
 from archgram.search.scoring import score_split
+from archgram.search.time_limit import TimeLimit, trial_cap
 
 
 @dataclass
@@ -29,6 +30,8 @@ class LoopResult:
     best: float | None = None
     best_trial: int | None = None
     test: float | None = None
+    #: set when ``time_limit`` ended the loop before its steps were spent
+    stopped: str | None = None
 
     def curve(self) -> list[tuple[int, float | None]]:
         """(steps spent, best validation score so far) after each trial."""
@@ -36,13 +39,17 @@ class LoopResult:
 
 
 def run_local(strategy, task, recipe, total_steps: int, *, seed: int = 0, threads: int = 1,
-              max_trials: int | None = None, inherit: bool = False) -> LoopResult:
+              max_trials: int | None = None, inherit: bool = False,
+              time_limit: str | float | None = None) -> LoopResult:
     """Ask ``strategy`` for proposals and train them under ``recipe`` (a Task
     Recipe; a proposal's own budget wins) until ``total_steps`` are spent.
     ``inherit``: a mutated or crossed-over child starts from its (first)
     parent's trained weights for the subtrees it shares with it, and a
-    promotion continues from its shorter run's weights."""
+    promotion continues from its shorter run's weights. ``time_limit`` ("60m",
+    or seconds) from this call: no trial starts after it, and each trial is
+    capped at the time left (past it: a failed 'timeout', as in a Ray search)."""
     out = LoopResult()
+    limit = TimeLimit.start(time_limit)
     options = {**recipe.train_options(), "threads": threads}
     with tempfile.TemporaryDirectory(prefix="archgram-loop-") as tmp:
         best_path = Path(tmp) / "best.safetensors"
@@ -50,6 +57,9 @@ def run_local(strategy, task, recipe, total_steps: int, *, seed: int = 0, thread
         trained: dict[str, tuple[Path, object]] = {}  # hash -> (weights, derivation), for inheritance
         number = 0
         while out.steps < total_steps and (max_trials is None or number < max_trials):
+            if limit is not None and limit.passed():
+                out.stopped = f"time limit {limit.text} reached after {number} trials ({out.steps} steps)"
+                break
             before = getattr(strategy, "evaluations", 0)
             proposal = strategy.ask()
             out.steps += getattr(strategy, "evaluations", 0) - before  # proxy evaluations
@@ -57,6 +67,7 @@ def run_local(strategy, task, recipe, total_steps: int, *, seed: int = 0, thread
             budget = trial_budget(proposal, parent, recipe.budget)
             r = evaluate(proposal.derivation, task, budget, seed=seed * 10_000 + number, batch_size=recipe.batch_size,
                          lr=recipe.lr, optimizer=recipe.optimizer, train_options=options, weights=str(trial_path),
+                         timeout=trial_cap(None, budget, limit.left() if limit is not None else None),
                          inherit_from=None if parent is None else (str(parent[0]), parent[1]))
             out.steps += max(1, r.steps)
             score = r.score if r.ok else None

@@ -37,6 +37,7 @@ keeps the per-task choices but pays one training per candidate per task.
 from __future__ import annotations
 
 import statistics
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -170,8 +171,10 @@ def precheck(grammar: Any, tasks: TaskSet, batch_size: int, seeds: int = PRECHEC
 
 
 # --------------------------------------------------------------- evaluate
-def evaluate_tasks(derivation: Derivation, tasks: Sequence[Any], budget: Any, **kwargs: Any):
-    """Train and score ``derivation`` on each task (``kwargs`` go to ``evaluate``).
+def evaluate_tasks(derivation: Derivation, tasks: Sequence[Any], budget: Any, timeout: float | None = None,
+                   **kwargs: Any):
+    """Train and score ``derivation`` on each task (``kwargs`` go to ``evaluate``);
+    ``timeout`` caps the whole trial: each task gets what is left of it.
 
     One TrialResult: ok when every task is; ``score`` the mean of the task scores,
     ``params``/``flops``/``latency_ms`` the sums (every task's model deployed), and
@@ -188,12 +191,15 @@ def evaluate_tasks(derivation: Derivation, tasks: Sequence[Any], budget: Any, **
                         task="+".join(names), arch_hash=derivation.hash(), seed=kwargs.get("seed", 0),
                         budget=str(budget), batch_size=batch_size)
     results = []
+    deadline = None if timeout is None else time.perf_counter() + timeout
     for i, task in enumerate(tasks):
         try:
             d = for_task(derivation, i, len(tasks))
         except ArchgramError as exc:
             total.status, total.failure, total.message = "failed", "shape", f"task {task.name}: {exc}"
             return total
+        if deadline is not None:
+            kwargs["timeout"] = max(deadline - time.perf_counter(), 1e-3)
         r = evaluate(d, task, budget, batch_size=batch_size, **kwargs)
         results.append(r)
         total.train_seconds += r.train_seconds

@@ -27,6 +27,8 @@ class Progress:
     #: per trial finished in this run: ask_s, store_start_s, store_finish_s,
     #: eval_s and wall-clock stamps (t_suggested, t_eval_start, t_eval_end, t_complete)
     timings: list[dict[str, Any]] = field(default_factory=list)
+    #: why the search stopped short of ``total`` with no error, e.g. "time limit 60m reached after 23 of 100 trials"
+    stopped: str | None = None
 
     @classmethod
     def resuming(cls, total: int, records: list, best: list) -> Progress:

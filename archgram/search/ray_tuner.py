@@ -82,10 +82,12 @@ def _ray_init(config: SearchConfig) -> dict[str, Any]:
     return init
 
 
-def run_trials(config: SearchConfig, strategy, store, progress, remaining: int, on_update, task=None) -> None:
+def run_trials(config: SearchConfig, strategy, store, progress, remaining: int, on_update, task=None,
+               limit=None) -> None:
     """Run ``remaining`` trials on Ray (a local one started here unless Ray runs
     or ``config.address`` names a cluster); ``task`` travels to the workers
-    through Ray's object store (None: a multi-task search, tasks by name)."""
+    through Ray's object store (None: a multi-task search, tasks by name).
+    ``limit`` (a TimeLimit): no trial starts after it; running ones end by it."""
     for key, value in _TUNE_ENV.items():
         os.environ.setdefault(key, value)
     import ray
@@ -99,7 +101,7 @@ def run_trials(config: SearchConfig, strategy, store, progress, remaining: int, 
     searcher = None
     try:
         errors = ErrorLog()
-        searcher = StrategySearcher(strategy, store, config, progress, remaining, on_update, errors)
+        searcher = StrategySearcher(strategy, store, config, progress, remaining, on_update, errors, limit)
         threading.Thread(target=keep_alive, args=(store, searcher.running, stop), daemon=True).start()
         _tuner(config, searcher, errors, store.url, task).fit()
     finally:

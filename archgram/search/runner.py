@@ -4,7 +4,8 @@
 creates) the study, rebuilds the strategy from the trials the study holds, and
 runs the rest on Ray (ray_tuner.py). ``trials`` is the study's total, so
 rerunning a command continues to it; a killed run loses only its unfinished
-trials. Where the work happens:
+trials. ``config.time_limit`` ends one invocation early (time_limit.py):
+``Progress.stopped`` then says so. Where the work happens:
 
 - searcher.py: the driver side of a trial (propose, claim, store, tell);
 - worker.py: the Ray worker side (evaluate, report);
@@ -24,6 +25,7 @@ from archgram.search.ray_tuner import run_trials
 from archgram.search.schedulers import check_scheduler
 from archgram.search.store import PROTOCOL, StudyStore
 from archgram.search.strategies import get_strategy
+from archgram.search.time_limit import TimeLimit
 from archgram.tasks.reference import record, resolve
 
 __all__ = ["Progress", "SearchConfig", "run_search"]
@@ -38,6 +40,7 @@ def run_search(config: SearchConfig, on_update: Callable[[Progress], None] = lam
 
     if config.trials < 1 or config.workers < 1:
         raise ArchgramError("--trials and --workers must be at least 1")
+    limit = TimeLimit.start(config.time_limit, config.started)  # counts from the invocation's start
     if task is None:
         task = resolve(config.task, config.task_options) if not config.tasks else get_task(config.task)
     config, recipe = resolve_recipe(config, task)
@@ -57,8 +60,12 @@ def run_search(config: SearchConfig, on_update: Callable[[Progress], None] = lam
     progress = Progress.resuming(config.trials, records, store.leaderboard(1))
     remaining = config.trials - len(records)
     on_update(progress)
-    if remaining > 0:
-        run_trials(config, strategy, store, progress, remaining, on_update, None if config.tasks else task)
+    if remaining > 0 and limit is not None and limit.passed():  # e.g. the reference took it all: no Ray
+        progress.stopped = limit.reason(progress.done, config.trials)
+    elif remaining > 0:
+        run_trials(config, strategy, store, progress, remaining, on_update, None if config.tasks else task,
+                   limit=limit)
+    on_update(progress)
     if not config.tasks and config.final_test:
         from archgram.search.final import record_final
 

@@ -9,12 +9,16 @@ is told score ``None`` with ``metrics["pruned"] = True``: a stopped trial has
 no validation score, and a training loss is not comparable to the scores the
 strategy ranks, so like a failure it is never chosen as a parent.
 
+Under a time limit (time_limit.py) ``suggest`` returns FINISHED once it has
+passed, and gives each trial it starts the cap min(trial_seconds, time left).
+
 Overhead: each trial's proposal (``strategy.ask``), storage
 (``store.start``/``finish``) and the worker's evaluate are timed into
 ``Progress.timings`` (see experiments/search/bench_overhead.py).
 """
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable
@@ -31,6 +35,7 @@ from archgram.search.outcomes import stored, strategy_metrics
 from archgram.search.progress import Progress
 from archgram.search.schedulers import reports_per_trial
 from archgram.search.store import StudyStore
+from archgram.search.time_limit import TimeLimit, trial_cap
 from archgram.search.weights import WeightKeeper, weights_file
 
 #: on_update callbacks of running searches, by token. Tune may pickle the
@@ -85,10 +90,12 @@ class StrategySearcher(Searcher):
     not Tune, ranks trials, and failed results carry no score."""
 
     def __init__(self, strategy, store: StudyStore, config: SearchConfig, progress: Progress, remaining: int,
-                 on_update: Callable[[Progress], None], errors: ErrorLog):
+                 on_update: Callable[[Progress], None], errors: ErrorLog, limit: TimeLimit | None = None):
         super().__init__(metric=None, mode=None)
         self.strategy, self.store, self.config, self.progress = strategy, store, config, progress
-        self.remaining, self.errors = remaining, errors
+        self.remaining, self.errors, self.limit = remaining, errors, limit
+        #: Tune trial ids of trials whose wall-clock cap is the time left to ``limit``
+        self.capped: set[str] = set()
         self.reports = reports_per_trial(config)
         self.token = id(progress)
         self.suggested = 0
@@ -112,6 +119,12 @@ class StrategySearcher(Searcher):
     def suggest(self, trial_id: str):
         if self.suggested >= self.remaining:
             return Searcher.FINISHED
+        if self.limit is not None and self.limit.passed():  # running trials finish by their caps
+            if self.progress.stopped is None:
+                self.progress.stopped = self.limit.reason(self.progress.done + self.progress.running,
+                                                          self.progress.total)
+                self._notify()
+            return Searcher.FINISHED
         self.suggested += 1
         t0 = time.perf_counter()
         # drivers sharing the study: skip what it holds or others run, and
@@ -124,12 +137,17 @@ class StrategySearcher(Searcher):
         self.pending[trial_id] = (claim.trial, claim.proposal.derivation, timing)
         self.progress.running += 1
         self._notify()
-        return self._trial_config(claim.proposal, claim.trial.number)
+        return self._trial_config(claim.proposal, claim.trial.number, trial_id)
 
-    def _trial_config(self, proposal, number: int) -> dict[str, Any]:
+    def _trial_config(self, proposal, number: int, trial_id: str = "") -> dict[str, Any]:
         """What the worker needs to evaluate one proposal (worker.trainable)."""
         config = self.config
         parent = self._parent(proposal) if config.inherit else None
+        budget = trial_budget(proposal, parent, config.budget)
+        left = self.limit.left() if self.limit is not None else None
+        timeout = trial_cap(config.trial_seconds, budget, left)
+        if left is not None and timeout < trial_cap(config.trial_seconds, budget, math.inf):  # the limit's cap
+            self.capped.add(trial_id)
         return {
             "derivation": proposal.derivation.to_json(indent=None),
             "task": config.task,
@@ -137,9 +155,9 @@ class StrategySearcher(Searcher):
             "tasks": list(config.tasks),
             "train_options": config.train_options,
             "weights": None if config.tasks else weights_file(self.store.url, number),  # for `archgram export`
-            "budget": trial_budget(proposal, parent, config.budget),
+            "budget": budget,
             "inherit": parent,
-            "timeout": config.trial_seconds,
+            "timeout": timeout,
             "seed": config.seed + number,
             "batch_size": config.batch_size,
             "lr": config.lr,
@@ -167,6 +185,9 @@ class StrategySearcher(Searcher):
         trial, derivation, timing = self.pending.pop(trial_id)
         self.progress.running -= 1
         done = outcome(result, error, self.errors, trial_id)
+        if trial_id in self.capped and done.get("failure") == "timeout":
+            done["message"] = f"{done.get('message') or 'timeout'} (the time left of --time-limit {self.limit.text})"
+        self.capped.discard(trial_id)
         ok = done.get("status") == "ok"
         t0 = time.perf_counter()
         self.store.finish(trial, done)

@@ -17,14 +17,19 @@ from archgram.search.store import StudyStore, TrialRecord, storage_url
 
 
 def run_summary(study: str, store: StudyStore, records: list[TrialRecord], trials: int, interrupted: bool,
-                seconds: float, top: int) -> dict[str, Any]:
+                seconds: float, top: int, stopped_by: str | None = None,
+                time_limit: str | None = None) -> dict[str, Any]:
     """A search run's end: whether it stopped short of ``trials``, the status
-    counts, the top ``top`` trials, the final pick and the reference ratio."""
+    counts, the top ``top`` trials, the final pick and the reference ratio.
+    ``stopped``: True when interrupted or short of ``trials`` (rerun to resume),
+    else ``stopped_by`` when the run ended early by design (its ``time_limit``:
+    "time limit 60m reached after 23 of 100 trials"), else False."""
     rows = report.leaderboard_rows(records, top)
     ref = store.meta.get(REFERENCE_KEY)
+    stopped = True if interrupted else (stopped_by or len(records) < trials)
     return {
         "study": study, "url": storage_url(study), "trials": trials, "finished": len(records),
-        "status": report.status_counts(records), "stopped": interrupted or len(records) < trials,
+        "status": report.status_counts(records), "stopped": stopped, "time_limit": time_limit,
         "seconds": seconds, "leaderboard": rows, "final": stored_final(store), "reference": ref,
         "best_over_reference": ratio(rows[0]["score"] if rows else None, ref),
     }

@@ -103,7 +103,7 @@ def _evaluate(config: dict[str, Any], task, report, timing: dict[str, Any]) -> d
         from archgram.search.multitask import evaluate_tasks
 
         tasks = [_worker_task(name, {}) for name in config["tasks"]]
-        evaluation = evaluate_tasks(derivation, tasks, budget, **common)
+        evaluation = evaluate_tasks(derivation, tasks, budget, timeout=config.get("timeout"), **common)
     else:
         parent = config.get("inherit")  # weight inheritance: the parent's kept weights and derivation
         evaluation = evaluate(derivation, task, budget, weights=config.get("weights"), timeout=config.get("timeout"),

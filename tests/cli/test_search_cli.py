@@ -100,6 +100,10 @@ def test_plots_are_written(tmp_path):
         (["--task", "digits", "--seed-baselines", "resnt"], "did you mean 'resnet'"),
         (["--task", "digits", "--optimizer", "adamax"], "unknown optimizer 'adamax'"),
         (["--task", "digits", "--lr", "-0.1"], "--lr must be a positive number"),
+        (["--task", "digits", "--time-limit", "abc"], "--time-limit 'abc'"),
+        (["--task", "digits", "--time-limit", "0s"], "--time-limit '0s'"),
+        (["--task", "digits", "--time-limit", "-5m"], "--time-limit '-5m'"),
+        (["--task", "digits", "--time-limit", "500steps"], "--time-limit '500steps'"),
     ],
 )
 def test_search_bad_input_is_one_line_exit_2(capsys, tmp_path, args, message):
@@ -281,3 +285,45 @@ def test_search_data_bad_input_is_one_line_exit_2(capsys, tmp_path):
         code, _, err = invoke(capsys, "search", "einspace", *args, "--study", study)
         assert code == 2 and err.count("\n") == 1 and err.startswith("error:") and message in err, (args, err)
         assert not study.exists()
+
+
+def test_a_search_the_time_limit_ended_is_a_finished_run(capsys, tmp_path, monkeypatch):
+    """The limit ends the run short of --trials by design: the summary says so,
+    the best is exported, the exit code is 0 (not 130, not 'rerun to resume'),
+    and the limit counts from the command's start."""
+    import time
+
+    from archgram import api
+    from archgram.grammar.model import load_grammar
+    from archgram.search.progress import Progress
+
+    grammar = tmp_path / "tiny.pcfg"
+    grammar.write_text(TINY)
+    study = tmp_path / "s.db"
+    seen = {}
+
+    def fake_run(request, on_update=None, *, started=None):  # one finished trial, then the limit
+        seen.update(config=request.config, started=started, now=time.monotonic())
+        on_update(Progress(total=5))
+        store = StudyStore(study, meta={"task": "digits", "input_shape": [16, 1, 8, 8], "objectives": ["score"],
+                                        "protocol": PROTOCOL})
+        trial = store.start(load_grammar(grammar).sample((16, 1, 8, 8), seed=1), strategy="random", origin="sample")
+        store.finish(trial, {"status": "ok", "score": 0.5, "metric": "accuracy", "params": 40, "steps": 5})
+        out = api.Study(store, str(study))
+        out.stopped = "time limit 1m reached after 1 of 5 trials"
+        return out
+
+    monkeypatch.setattr(api, "run", fake_run)
+    monkeypatch.setattr("archgram.cli.search._export_best", lambda study, console: seen.update(exported=study))
+    args = ["search", grammar, "--task", "digits", "--budget", "5steps", "--batch-size", "16", "--trials", "5",
+            "--study", study, "--no-reference", "--time-limit", "1m"]
+    code, out, err = invoke(capsys, *args, "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["stopped"] == "time limit 1m reached after 1 of 5 trials" and data["time_limit"] == "1m"
+    assert data["finished"] == 1 and data["leaderboard"][0]["score"] == 0.5
+    assert seen["config"].time_limit == "1m" and seen["started"] <= seen["now"] and seen["exported"] == str(study)
+    code, out, err = invoke(capsys, *args)
+    assert code == 0, err
+    assert "stopped: time limit 1m reached after 1 of 5 trials; rerun the same command" in out, out
+    assert out.splitlines()[0].endswith("| time limit 1m: 5 trials"), out  # the header

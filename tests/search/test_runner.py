@@ -228,3 +228,20 @@ def test_rungs_under_inheritance_continue_a_promotion_from_its_kept_rung_zero_we
     first = next(r for r in records if r.number < promoted[0].number and r.attrs["hash"] == promoted[0].attrs["hash"])
     assert first.attrs["steps"] == 10 and promoted[0].attrs["steps"] == 20
     assert promoted[0].attrs["rung"] == 1 and promoted[0].attrs["inherited"] > 0
+
+
+def test_a_time_limit_stops_starting_trials_ends_near_it_and_says_so(tmp_path, ray_local):
+    """--trials 1000 under a 10 s limit: no trial starts after it, the running one
+    is capped at the time left, every finished trial is stored, and the progress
+    says why the study is short of its total."""
+    import time
+
+    updates = []
+    t0 = time.monotonic()
+    store = run_search(config(tmp_path, trials=1000, workers=1, time_limit="10s"), updates.append)
+    wall = time.monotonic() - t0
+    records = store.records()
+    assert 0 < len(records) < 1000
+    assert updates[-1].stopped == f"time limit 10s reached after {len(records)} of 1000 trials"
+    assert wall < 10 + 20, wall  # the last trial ends by the limit; then Tune's teardown and the final test
+    assert all(r.state in ("COMPLETE", "FAIL") for r in records)
