@@ -6,6 +6,7 @@ search starts it from the trials the study already holds.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,8 @@ class Progress:
     timings: list[dict[str, Any]] = field(default_factory=list)
     #: why the search stopped short of ``total`` with no error, e.g. "time limit 60m reached after 23 of 100 trials"
     stopped: str | None = None
+    #: seconds left under --time-limit, read when the ETA is shown (None: no limit)
+    time_left: Callable[[], float] | None = None
 
     @classmethod
     def resuming(cls, total: int, records: list, best: list) -> Progress:
@@ -53,8 +56,11 @@ class Progress:
         self.last = {**outcome, "number": number, "hash": arch_hash}
 
     def eta_seconds(self) -> float | None:
+        """Seconds to ``total`` at this run's rate, but never past a time limit:
+        a 1000-trial search limited to an hour ends within the hour."""
+        left = None if self.time_left is None else max(self.time_left(), 0.0)
         finished_now = self.done - self.done_at_start
         if finished_now <= 0:
-            return None
-        rate = (time.monotonic() - self.started) / finished_now
-        return rate * max(self.total - self.done, 0)
+            return left
+        eta = (time.monotonic() - self.started) / finished_now * max(self.total - self.done, 0)
+        return eta if left is None else min(eta, left)

@@ -58,6 +58,7 @@ def run_search(config: SearchConfig, on_update: Callable[[Progress], None] = lam
     strategy.replay([(r.derivation, r.score, strategy_metrics(replayed(r))) for r in records
                      if r.derivation is not None])
     progress = Progress.resuming(config.trials, records, store.leaderboard(1))
+    progress.time_left = None if limit is None else limit.left
     remaining = config.trials - len(records)
     on_update(progress)
     if remaining > 0 and limit is not None and limit.passed():  # e.g. the reference took it all: no Ray

@@ -3,6 +3,8 @@ left), the searcher that stops starting trials once the limit has passed (a
 fake clock, no Ray), and run_search / run_local ending early with a message."""
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from archgram.errors import ArchgramError
@@ -149,3 +151,16 @@ def test_a_multi_task_trial_shares_one_cap_across_its_tasks():
     r = evaluate_tasks(d, [digits, digits], "5steps", timeout=1e-3, train_options={"threads": 1})
     assert (r.status, r.failure) == ("failed", "timeout") and r.message.startswith("task digits: ran past")
     assert evaluate_tasks(d, [digits, digits], "5steps", timeout=60, train_options={"threads": 1}).ok
+
+
+def test_eta_never_passes_the_time_limit():
+    from archgram.search.progress import Progress
+
+    p = Progress(total=1000, started=time.monotonic() - 10.0)
+    assert p.eta_seconds() is None  # nothing finished, no limit: unknown
+    p.finished({"status": "ok", "score": 0.5}, 0, "h0")
+    assert p.eta_seconds() == pytest.approx(10.0 * 999, rel=0.01)  # 10 s a trial, 999 to go
+    p.time_left = lambda: 120.0
+    assert p.eta_seconds() == 120.0
+    p.time_left = lambda: -5.0  # past the limit: the running trials end now
+    assert p.eta_seconds() == 0.0
