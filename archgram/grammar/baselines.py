@@ -20,9 +20,9 @@ from archgram.grammar.model import Grammar, load_grammar
 from archgram.registry import did_you_mean
 from archgram.shapes import Shape
 
-#: Shipped baselines (einspace's seed architectures 'resnet18_no_maxpool',
-#: 'transformer' and 'mlp_mixer').
-BASELINES = ("resnet", "vit", "mlp_mixer")
+#: Shipped baselines: einspace's seed architectures 'resnet18_no_maxpool',
+#: 'transformer' and 'mlp_mixer' (images), and a 1D CNN for sequences.
+BASELINES = ("resnet", "vit", "mlp_mixer", "cnn1d")
 BASELINE_DIR = SHIPPED / "baselines"
 
 
