@@ -60,7 +60,7 @@ Reference = Annotated[bool, typer.Option("--reference/--no-reference",
          "show best/reference, and seed the search with it where the grammar "
          "can express it.")]
 SeedBaselines = Annotated[str | None, typer.Option("--seed-baselines", metavar="LIST", show_default=False,
-    help="Seed evolution with baselines, e.g. resnet,vit.")]
+    help="Seed evolution with baselines: resnet, vit, mlp_mixer (images), cnn1d (sequences); e.g. resnet,vit.")]
 Population = Annotated[int | None, typer.Option("--population", show_default=False,
     help="Population size (evolution 20, nsga2 20).")]
 Tournament = Annotated[int | None, typer.Option("--tournament", show_default=False,
