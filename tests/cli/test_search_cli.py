@@ -193,12 +193,7 @@ def test_show_prints_leaderboard_and_writes_plots(capsys, tmp_path):
 
 # -------------------------------------------------------- a real, tiny search
 #: a grammar of tiny conv nets, so a trial trains in well under a second
-TINY = """start network
-network : module
-module : sequential @0.2 | computation @0.8
-sequential : module module
-computation : conv2d(out=4|8, k=1|3) | relu | batchnorm
-"""
+TINY = (Path(__file__).resolve().parents[1] / "data" / "tiny_conv.pcfg").read_text()
 
 
 @pytest.mark.slow  # one Ray start: 35-60 s on a busy 2-core machine

@@ -22,12 +22,7 @@ import pytest
 
 from archgram.search.store import StudyStore
 
-TINY = """start network
-network : module
-module : sequential @0.2 | computation @0.8
-sequential : module module
-computation : conv2d(out=4|8, k=1|3) | relu | batchnorm
-"""
+TINY = (Path(__file__).resolve().parents[1] / "data" / "tiny_conv.pcfg").read_text()
 
 
 def _free_port() -> int:

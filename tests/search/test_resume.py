@@ -19,12 +19,7 @@ import pytest
 from archgram.search import report
 from archgram.search.store import INTERRUPTED, PROTOCOL, PROTOCOL_KEY, StudyStore
 
-TINY = """start network
-network : module
-module : sequential @0.2 | computation @0.8
-sequential : module module
-computation : conv2d(out=4|8, k=1|3) | relu | batchnorm
-"""
+TINY = (Path(__file__).resolve().parents[1] / "data" / "tiny_conv.pcfg").read_text()
 SHAPE = (16, 1, 8, 8)
 
 

@@ -4,6 +4,7 @@ fake clock, no Ray), and run_search / run_local ending early with a message."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -15,12 +16,7 @@ from archgram.search.config import SearchConfig
 from archgram.search.time_limit import TimeLimit, parse_time_limit, trial_cap
 
 #: tiny conv nets (as in tests/cli/test_search_cli.py): a trial trains in well under a second
-TINY = """start network
-network : module
-module : sequential @0.2 | computation @0.8
-sequential : module module
-computation : conv2d(out=4|8, k=1|3) | relu | batchnorm
-"""
+TINY = (Path(__file__).resolve().parents[1] / "data" / "tiny_conv.pcfg").read_text()
 SHAPE = (16, 1, 8, 8)
 
 
