@@ -55,8 +55,9 @@ METHODS = {
 }
 
 
-#: the plain search strategies (no budget policy around them): issue 16's "every non-random strategy"
-STRATEGIES = ("evolution", "tpe", "pcfg-eda")
+#: the plain search strategies (methods with no budget policy around them, random search aside):
+#: issue 16's "every non-random strategy"
+STRATEGIES = tuple(m for m, spec in METHODS.items() if set(spec) == {"strategy"} and spec["strategy"] != "random")
 
 
 def build_strategy(method: dict, grammar, task, batch_size: int, trial_budget: str, seed: int, total_trials: int):
